@@ -1,0 +1,86 @@
+"""`ScriptedLM`: replies given in advance, for tests and reproducible runs."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from codeact.lm.base import LM, Completion, LMError, Message, TokenCallback, Usage
+
+Reply = str | Callable[[list[Message]], str]
+
+
+class ScriptedLMExhausted(LMError):
+    """A `ScriptedLM` was called more times than it has replies."""
+
+
+class ScriptedLM(LM):
+    """Returns `replies` in order: strings, or callables that get the messages and return a string.
+
+    Every call is recorded in `history` (messages and reply). Token counts are whitespace-word
+    counts, so usage is non-zero and deterministic. `ScriptedLM("scripted:replies.json")` reads a
+    JSON list of reply strings.
+    """
+
+    def __init__(self, replies: Sequence[Reply] | str, *, model: str = "scripted") -> None:
+        if isinstance(replies, str):
+            path = Path(replies.removeprefix("scripted:"))
+            try:
+                loaded: Any = json.loads(path.read_text())
+            except FileNotFoundError:
+                raise ValueError(f"scripted replies file not found: {path}") from None
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"scripted replies file {path} is not valid JSON: {exc}") from None
+            if not isinstance(loaded, list) or not all(isinstance(r, str) for r in loaded):
+                raise ValueError(f"scripted replies file {path} must hold a JSON list of strings")
+            replies = loaded
+            model = f"scripted:{path}"
+        self.replies: list[Reply] = list(replies)
+        self.model = model
+        self.history: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> Completion:
+        start = time.perf_counter()
+        with self._lock:
+            index = len(self.history)
+            if index >= len(self.replies):
+                raise ScriptedLMExhausted(
+                    f"ScriptedLM ran out of replies: call {index + 1} but only "
+                    f"{len(self.replies)} replies were given"
+                )
+            entry: dict[str, Any] = {"messages": [dict(m) for m in messages], "reply": None}
+            self.history.append(entry)
+        reply = self.replies[index]
+        text = reply(list(messages)) if callable(reply) else reply
+        if not isinstance(text, str):
+            raise TypeError(f"scripted reply {index + 1} returned {type(text).__name__}, not str")
+        entry["reply"] = text
+        if on_token is not None:
+            for piece in text.splitlines(keepends=True):
+                on_token(piece)
+        usage = Usage(
+            prompt_tokens=sum(len(m["content"].split()) for m in messages),
+            completion_tokens=len(text.split()),
+            calls=1,
+            cost=None,
+        )
+        return Completion(
+            text=text,
+            usage=usage,
+            model=self.model,
+            finish_reason="stop",
+            latency_s=time.perf_counter() - start,
+        )

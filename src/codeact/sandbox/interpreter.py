@@ -1,0 +1,91 @@
+"""The seam between the agent and any sandbox backend: the `Interpreter` protocol and its records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from codeact.tools import Tool
+
+
+@dataclass
+class ExecutionError:
+    """An exception raised by sandboxed code, or a limit that ended the step.
+
+    `type` is the exception class name (`"ZeroDivisionError"`) or a limit name (`"Timeout"`,
+    `"MemoryLimit"`, `"SandboxCrashed"`); `line` is the failing source line of the executed code.
+    """
+
+    type: str
+    message: str
+    traceback: str = ""
+    lineno: int | None = None
+    line: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}"
+
+
+@dataclass
+class ExecutionResult:
+    """What one `execute` call produced. `value` is the repr of the last expression, if any."""
+
+    stdout: str = ""
+    stderr: str = ""
+    value: str | None = None
+    error: ExecutionError | None = None
+    duration_s: float = 0.0
+    timed_out: bool = False
+    submitted: dict[str, Any] | None = None
+    tool_calls: int = 0
+    tool_time_s: float = 0.0
+    stdout_truncated: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class InterpreterError(RuntimeError):
+    """The sandbox could not be started or used (not an error of the executed code)."""
+
+
+@runtime_checkable
+class Interpreter(Protocol):
+    """A persistent Python session that runs code and calls host tools.
+
+    Variables persist across `execute` calls. Code may call `submit(...)`; the arguments come back
+    in `ExecutionResult.submitted` (bound by name to `submit_params`) and end that execution.
+    """
+
+    def start(self) -> None: ...
+
+    def set_tools(self, tools: Sequence[Tool]) -> None: ...
+
+    def set_submit(self, params: Sequence[str]) -> None: ...
+
+    def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult: ...
+
+    async def aexecute(self, code: str, *, timeout: float | None = None) -> ExecutionResult: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class LayerStatus:
+    """One isolation layer: whether this machine can apply it, and why not."""
+
+    name: str
+    active: bool
+    detail: str = ""
+    remedy: str = ""
+
+
+@dataclass
+class SandboxInfo:
+    backend: str
+    layers: list[LayerStatus] = field(default_factory=list)
