@@ -48,7 +48,7 @@ def _is_async(func: Callable[..., Any]) -> bool:
         func = func.func
     if inspect.iscoroutinefunction(func):
         return True
-    call = getattr(type(func), "__call__", None)
+    call = getattr(type(func), "__call__", None)  # noqa: B004
     return not inspect.isfunction(func) and call is not None and inspect.iscoroutinefunction(call)
 
 
