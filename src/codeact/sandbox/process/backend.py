@@ -1,0 +1,559 @@
+"""The host side of the native sandbox: a shared zygote per library set, and `ProcessInterpreter`."""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import inspect
+import json
+import logging
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from codeact.sandbox import wire
+from codeact.sandbox.interpreter import (
+    ExecutionError,
+    ExecutionResult,
+    InterpreterError,
+    LayerStatus,
+)
+from codeact.sandbox.process.isolation import SessionConfig
+from codeact.tools import Tool, ToolArgumentError, as_tool
+
+log = logging.getLogger("codeact.sandbox")
+
+_BOOT = (
+    "import json, sys; sys.path[:] = json.loads(sys.argv[1])['sys_path']; "
+    "from codeact.sandbox.process.zygote import main; main()"
+)
+_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+_GRACE_S = 5.0
+
+
+class Zygote:
+    """A running zygote process; `spawn` forks a new session from it."""
+
+    def __init__(self, preload: tuple[str, ...]) -> None:
+        self.preload = preload
+        self.lock = threading.Lock()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.control: socket.socket | None = None
+        self.info: dict[str, Any] = {}
+
+    def start(self) -> None:
+        host, child = socket.socketpair()
+        config = {"sys_path": [p for p in sys.path if p], "control_fd": child.fileno(),
+                  "preload": list(self.preload), "thread_env": _THREAD_ENV}
+        errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed below once the zygote answered
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-c", _BOOT, json.dumps(config)],
+                env={}, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
+                pass_fds=[child.fileno()], start_new_session=True,
+            )
+        finally:
+            child.close()
+        self.control = host
+        ready, _, _ = select.select([host], [], [], 60)
+        try:
+            if not ready:
+                raise EOFError("no answer within 60 s")
+            self.info = wire.recv(host)
+        except (EOFError, OSError, wire.WireError) as exc:
+            errors.seek(0)
+            detail = errors.read().decode(errors="replace")[-2000:]
+            self.close()
+            raise InterpreterError(f"the sandbox zygote failed to start ({exc}): {detail}") from None
+        finally:
+            errors.close()
+        for module, why in self.info.get("failed", {}).items():
+            log.warning("sandbox: could not preload %s: %s", module, why)
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def spawn(self, config: SessionConfig) -> tuple[socket.socket, int, list[str]]:
+        with self.lock:
+            if not self.alive:
+                self.start()
+            assert self.control is not None
+            try:
+                wire.send(self.control, {"op": "spawn", "config": config.to_dict()})
+                message, fds = wire.recv_with_fds(self.control)
+            except (EOFError, OSError, wire.WireError) as exc:
+                self.close()
+                raise InterpreterError(f"the sandbox zygote stopped answering: {exc}") from None
+        if message.get("op") != "spawned" or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise InterpreterError(f"unexpected answer from the sandbox zygote: {message}")
+        return socket.socket(fileno=fds[0]), int(message["pid"]), list(message.get("cgroup", []))
+
+    def close(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+_zygotes: dict[tuple[str, ...], Zygote] = {}
+_zygotes_lock = threading.Lock()
+
+
+def zygote_for(preload: Sequence[str]) -> Zygote:
+    """The shared zygote that has `preload` imported, started on first use."""
+    key = tuple(sorted(set(preload)))
+    with _zygotes_lock:
+        zygote = _zygotes.get(key)
+        if zygote is None:
+            zygote = _zygotes[key] = Zygote(key)
+    with zygote.lock:
+        if not zygote.alive:
+            zygote.start()
+    return zygote
+
+
+@atexit.register
+def _close_zygotes() -> None:
+    with _zygotes_lock:
+        for zygote in _zygotes.values():
+            zygote.close()
+        _zygotes.clear()
+
+
+def _call_body(tool: Tool) -> str:
+    """The stub body that forwards a call's arguments, as passed, to the host."""
+    positional: list[str] = []
+    keywords: list[str] = []
+    star = double = None
+    optional_nonliteral: list[str] = []
+    for param in tool.signature.parameters.values():
+        if param.kind is param.POSITIONAL_ONLY:
+            positional.append(param.name)
+        elif param.kind is param.VAR_POSITIONAL:
+            star = param.name
+        elif param.kind is param.VAR_KEYWORD:
+            double = param.name
+        else:
+            keywords.append(param.name)
+        if param.default is not param.empty and "= ..." in tool.signature_text() and param.kind not in (
+            param.VAR_POSITIONAL, param.VAR_KEYWORD
+        ):
+            optional_nonliteral.append(param.name)
+    args = "[" + ", ".join(positional) + "]" + (f" + list({star})" if star else "")
+    kwargs = "{" + ", ".join(f"{k!r}: {k}" for k in keywords) + "}"
+    lines = [f"__args = {args}", f"__kwargs = {kwargs}"]
+    if double:
+        lines.append(f"__kwargs.update({double})")
+    for name in optional_nonliteral:
+        lines.append(f"if __kwargs.get({name!r}) is ...: del __kwargs[{name!r}]")
+    lines.append(f"return __codeact_call__({tool.name!r}, __args, __kwargs)")
+    return "\n".join(lines)
+
+
+def _parse_size(size: int | str | None) -> int:
+    if size is None:
+        return 0
+    if isinstance(size, int):
+        return size
+    text = size.strip().upper().replace(" ", "").removesuffix("B")
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text)
+    except ValueError:
+        raise ValueError(f"cannot read size {size!r}; write it like 512MB or 2GB") from None
+
+
+class ProcessInterpreter:
+    """A native sandboxed session: a process forked from the zygote into its own namespaces."""
+
+    backend = "process"
+
+    def __init__(
+        self,
+        tools: Sequence[Any] = (),
+        *,
+        read_paths: Sequence[str | os.PathLike[str]] = (),
+        write_paths: Sequence[str | os.PathLike[str]] = (),
+        env: dict[str, str] | None = None,
+        network: bool = False,
+        timeout: float = 30.0,
+        memory_limit: int | str | None = "1GB",
+        preload: Sequence[str] = (),
+        strict: bool = False,
+        submit_params: Sequence[str] | None = None,
+        max_output: int = 1 << 20,
+        max_processes: int = 64,
+        max_file_size: int | str = "256MB",
+        tmp_size: int | str = "256MB",
+    ) -> None:
+        self.config = SessionConfig(
+            read_paths=[_existing(p, "read") for p in read_paths],
+            write_paths=[_existing(p, "write") for p in write_paths],
+            env={str(k): str(v) for k, v in (env or {}).items()},
+            network=network,
+            memory_limit=_parse_size(memory_limit),
+            tmp_size=_parse_size(tmp_size),
+            max_file_size=_parse_size(max_file_size),
+            pids_max=max_processes,
+            output_limit=max_output,
+        )
+        self.config.python_paths = [p for p in sys.path if p and os.path.isabs(p)]
+        if timeout is None or timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        self.timeout = float(timeout)
+        self.preload = tuple(preload)
+        self.strict = strict
+        self.tools: dict[str, Tool] = {}
+        self.submit_params: list[str] = list(submit_params or ["answer"])
+        self._definitions_sent = False
+        self.set_tools(tools)
+        self.layers: list[LayerStatus] = []
+        self._control: socket.socket | None = None
+        self._pidfds: list[int] = []
+        self._cgroup: list[str] = []
+        self._lock = threading.RLock()
+        self._restarted = False
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._control is not None:
+                return
+            zygote = zygote_for(self.preload)
+            control, pid, cgroup = zygote.spawn(self.config)
+            self._cgroup = cgroup
+            self._pidfds = [_pidfd(pid)]
+            try:
+                hello = self._await_hello(control)
+            except BaseException:
+                control.close()
+                self._kill(self._pidfds)
+                raise
+            self._control = control
+            self.layers = [LayerStatus(**layer) for layer in hello["layers"]]
+            missing = [layer for layer in self.layers if not layer.active]
+            for layer in missing:
+                log.info("sandbox layer %s is not active: %s", layer.name, layer.detail)
+            if self.strict and missing:
+                self.close()
+                raise InterpreterError(
+                    "strict sandbox refused to start; missing layers: "
+                    + "; ".join(f"{m.name} ({m.detail}){' - ' + m.remedy if m.remedy else ''}" for m in missing)
+                )
+            self._definitions_sent = False
+
+    def _await_hello(self, control: socket.socket) -> dict[str, Any]:
+        deadline = time.monotonic() + 30
+        hello: dict[str, Any] | None = None
+        keeper = None
+        while hello is None or keeper is None:
+            ready, _, _ = select.select([control], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise InterpreterError("the sandbox session did not start within 30 s")
+            try:
+                message = wire.recv(control, 1 << 20)
+            except (EOFError, OSError, wire.WireError) as exc:
+                raise InterpreterError(f"the sandbox session failed to start: {exc}") from None
+            if message["op"] == "keeper":
+                keeper = int(message["pid"])
+                self._pidfds.insert(0, _pidfd(keeper))
+            elif message["op"] == "hello":
+                hello = message
+            elif message["op"] == "error":
+                raise InterpreterError(f"the sandbox session failed to start: {message.get('message')}")
+        return hello
+
+    def close(self) -> None:
+        """Kill the session and everything in it; leaves no process behind."""
+        with self._lock:
+            if self._control is not None:
+                self._control.close()
+                self._control = None
+            self._kill(self._pidfds)
+            self._pidfds = []
+
+    @staticmethod
+    def _kill(pidfds: list[int]) -> None:
+        for fd in pidfds:  # keeper first: its death takes the whole pid namespace
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                select.select([fd], [], [], 5)
+            os.close(fd)
+
+    def __enter__(self) -> ProcessInterpreter:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._control is not None
+
+    # --- configuration -----------------------------------------------------------------------
+    def set_tools(self, tools: Sequence[Any]) -> None:
+        converted = [as_tool(t) for t in tools]
+        names = [t.name for t in converted]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"two tools share the name {sorted(duplicates)[0]!r}; give one name='...'")
+        if "submit" in names:
+            raise ValueError("a tool may not be called 'submit': that name ends the task")
+        self.tools = {t.name: t for t in converted}
+        self._definitions_sent = False
+
+    def set_submit(self, params: Sequence[str]) -> None:
+        for p in params:
+            if not str(p).isidentifier():
+                raise ValueError(f"submit parameter {p!r} is not a Python identifier")
+        self.submit_params = list(params)
+        self._definitions_sent = False
+
+    def _definitions(self) -> list[dict[str, str]]:
+        return [{"name": t.name, "source": t.stub(_call_body(t))} for t in self.tools.values()]
+
+    # --- running code ----------------------------------------------------------------------------
+    def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
+        return self._execute(code, timeout, None)
+
+    async def aexecute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
+        """Run without blocking the event loop; async tools are awaited on this loop."""
+        loop = asyncio.get_running_loop()
+        return await asyncio.to_thread(self._execute, code, timeout, loop)
+
+    def _execute(self, code: str, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> ExecutionResult:
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, got {type(code).__name__}")
+        limit = float(timeout) if timeout is not None else self.timeout
+        with self._lock:
+            notice = ""
+            if self._control is None:
+                if self._restarted or self._pidfds:
+                    notice = "[sandbox] the session had ended and was restarted: variables from earlier steps are lost\n"
+                self._pidfds = []
+                self.start()
+            self._restarted = True
+            result = self._run_step(code, limit, loop)
+            if notice:
+                result.stderr = notice + result.stderr
+            return result
+
+    def _run_step(self, code: str, limit: float, loop: asyncio.AbstractEventLoop | None) -> ExecutionResult:
+        assert self._control is not None
+        ours, theirs = socket.socketpair()
+        message: dict[str, Any] = {"op": "exec", "code": code, "timeout": limit}
+        if not self._definitions_sent:
+            message["tools"] = self._definitions()
+            message["submit"] = self.submit_params
+        oom_before = self._oom_kills()
+        started = time.perf_counter()
+        stats = {"calls": 0, "tool_time": 0.0}
+        finished = False
+        try:
+            try:
+                wire.send_with_fds(self._control, message, [theirs.fileno()])
+            except OSError as exc:
+                return self._session_lost(f"the sandbox session is gone ({exc})", started)
+            finally:
+                theirs.close()
+            deadline = time.monotonic() + limit + _GRACE_S
+            channel_open = True
+            while True:
+                watch = [self._control] + ([ours] if channel_open else [])
+                wait = deadline - time.monotonic()
+                ready, _, _ = select.select(watch, [], [], max(0.0, wait)) if wait > 0 else ([], [], [])
+                if not ready:
+                    self.close()
+                    return self._failure("Timeout", f"the step ran longer than the {limit:g} s time limit and "
+                                         "the session was killed; variables from earlier steps are lost",
+                                         started, timed_out=True)
+                if ours in ready:
+                    try:
+                        reply = wire.recv(ours)
+                    except EOFError:
+                        channel_open = False
+                        continue
+                    except (OSError, wire.WireError) as exc:
+                        self.close()
+                        return self._failure("SandboxProtocolError", f"the sandbox broke the wire protocol "
+                                             f"({exc}); the session was ended", started)
+                    if reply["op"] == "call":
+                        stats["calls"] += 1
+                        t0 = time.perf_counter()
+                        response = self._serve_call(reply, loop)
+                        stats["tool_time"] += time.perf_counter() - t0
+                        if response is None:
+                            self.close()
+                            return self._failure("SandboxProtocolError", "the sandbox sent a malformed tool "
+                                                 "call; the session was ended", started)
+                        with contextlib.suppress(OSError):
+                            wire.send(ours, response)
+                        continue
+                    if reply["op"] == "result":
+                        finished = True
+                        self._definitions_sent = True
+                        return self._result(reply, started, stats)
+                    self.close()
+                    return self._failure("SandboxProtocolError", f"unexpected message {reply['op']!r} from the "
+                                         "sandbox; the session was ended", started)
+                if self._control in ready:
+                    try:
+                        report = wire.recv(self._control, 1 << 20)
+                    except (EOFError, OSError, wire.WireError):
+                        return self._session_lost("the sandbox session ended unexpectedly", started)
+                    finished = True
+                    return self._step_failed(report, limit, started, oom_before)
+        finally:
+            ours.close()
+            if not finished and self._control is not None and sys.exc_info()[0] is not None:
+                self.close()  # interrupted (e.g. KeyboardInterrupt): the step's state is unknown
+
+    def _serve_call(self, message: dict[str, Any], loop: asyncio.AbstractEventLoop | None) -> dict[str, Any] | None:
+        name = message.get("tool")
+        try:
+            args = wire.decode(message.get("args"))
+            kwargs = wire.decode(message.get("kwargs"))
+        except wire.WireError:
+            return None
+        if not isinstance(name, str) or not isinstance(args, list) or not isinstance(kwargs, dict):
+            return None
+        if not all(isinstance(k, str) for k in kwargs):
+            return None
+        tool = self.tools.get(name)
+        if tool is None:
+            return {"op": "raise", "type": "NameError", "message": f"no tool named {name!r}"}
+        try:
+            if tool.is_async and loop is not None:
+                future: Future[Any] = asyncio.run_coroutine_threadsafe(tool.acall(*args, **kwargs), loop)
+                value = future.result()
+            else:
+                value = tool(*args, **kwargs)
+                if inspect.isawaitable(value):
+                    raise TypeError(f"tool {name!r} returned an awaitable; declare it with async def")
+        except ToolArgumentError as exc:
+            return {"op": "raise", "type": "TypeError", "message": str(exc)}
+        except Exception as exc:
+            return {"op": "raise", "type": type(exc).__name__, "message": str(exc)}
+        try:
+            return {"op": "return", "value": wire.encode(value)}
+        except (TypeError, ValueError) as exc:
+            return {"op": "raise", "type": "TypeError", "message": f"tool {name!r} returned a value the sandbox "
+                    f"cannot receive: {exc}"}
+
+    def _result(self, message: dict[str, Any], started: float, stats: dict[str, Any]) -> ExecutionResult:
+        error = message.get("error")
+        submitted = None
+        if message.get("submitted") is not None:
+            try:
+                submitted = wire.decode(message["submitted"])
+            except wire.WireError as exc:
+                error = {"type": "TypeError", "message": f"submit(): {exc}"}
+        return ExecutionResult(
+            stdout=str(message.get("stdout", "")),
+            stderr=str(message.get("stderr", "")),
+            value=message.get("value") if isinstance(message.get("value"), str) else None,
+            error=_error(error),
+            duration_s=time.perf_counter() - started,
+            submitted=submitted if isinstance(submitted, dict) else None,
+            tool_calls=stats["calls"],
+            tool_time_s=stats["tool_time"],
+            stdout_truncated=int(message.get("stdout_truncated") or 0),
+        )
+
+    def _step_failed(self, report: dict[str, Any], limit: float, started: float, oom_before: int) -> ExecutionResult:
+        kept = "variables from before this step are kept"
+        if report.get("kind") == "timeout":
+            return self._failure("Timeout", f"the step ran longer than the {limit:g} s time limit and was "
+                                 f"stopped; {kept}", started, timed_out=True)
+        status = int(report.get("status") or 0)
+        if os.WIFSIGNALED(status):
+            sig = os.WTERMSIG(status)
+            name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+            if sig == signal.SIGKILL and self._oom_kills() > oom_before:
+                mb = self.config.memory_limit >> 20
+                return self._failure("MemoryLimit", f"the step used more than the {mb} MB memory limit and was "
+                                     f"killed; {kept}", started)
+            if sig == signal.SIGXCPU:
+                return self._failure("Timeout", f"the step used more than its CPU time limit ({limit:g} s) and "
+                                     f"was stopped; {kept}", started, timed_out=True)
+            if sig == signal.SIGXFSZ:
+                return self._failure("FileSizeLimit", f"the step wrote a file larger than the "
+                                     f"{self.config.max_file_size >> 20} MB limit; {kept}", started)
+            return self._failure("SandboxCrashed", f"the interpreter was killed by {name}; {kept}", started)
+        code = os.waitstatus_to_exitcode(status) if status else 0
+        return self._failure("SandboxCrashed", f"the code ended the interpreter (exit status {code}); {kept}", started)
+
+    def _session_lost(self, why: str, started: float) -> ExecutionResult:
+        self.close()
+        return self._failure("SandboxCrashed", f"{why}; the next step starts a new session and earlier "
+                             "variables are lost", started)
+
+    @staticmethod
+    def _failure(kind: str, message: str, started: float, *, timed_out: bool = False) -> ExecutionResult:
+        return ExecutionResult(error=ExecutionError(kind, message), duration_s=time.perf_counter() - started,
+                               timed_out=timed_out)
+
+    def _oom_kills(self) -> int:
+        if not self._cgroup:
+            return 0
+        for name, key in (("memory.oom_control", "oom_kill"), ("memory.events", "oom_kill")):
+            with contextlib.suppress(OSError), open(os.path.join(self._cgroup[0], name)) as f:
+                for line in f:
+                    parts = line.split()
+                    if len(parts) == 2 and parts[0] == key:
+                        return int(parts[1])
+        return 0
+
+
+def _error(raw: Any) -> ExecutionError | None:
+    if not isinstance(raw, dict):
+        return None
+    lineno = raw.get("lineno")
+    return ExecutionError(
+        type=str(raw.get("type", "Error")),
+        message=str(raw.get("message", "")),
+        traceback=str(raw.get("traceback") or ""),
+        lineno=lineno if isinstance(lineno, int) else None,
+        line=raw.get("line") if isinstance(raw.get("line"), str) else None,
+    )
+
+
+def _pidfd(pid: int) -> int:
+    try:
+        return os.pidfd_open(pid)
+    except OSError as exc:
+        raise InterpreterError(f"the sandbox session process {pid} vanished at start: {exc}") from None
+
+
+def _existing(path: str | os.PathLike[str], kind: str) -> str:
+    text = os.path.abspath(os.fspath(path))
+    if not os.path.exists(text):
+        raise ValueError(f"{kind} path {text} does not exist; create it first or remove it from {kind}_paths")
+    return text

@@ -1,0 +1,236 @@
+"""Entering a session's isolation: namespaces, a minimal read-only root, limits, Landlock, seccomp.
+
+Runs inside the session process forked from the zygote. `enter` returns in a new process that is
+pid 1 of the session's pid namespace, with every layer it could apply recorded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from codeact.sandbox.process import landlock, linux, seccomp
+
+SANDBOX_UID = 1000
+DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
+SYSTEM_PATHS = ["/usr/lib", "/usr/lib64", "/lib", "/lib64", "/lib32", "/usr/share/zoneinfo"]
+LAYER_NAMES = [
+    "user namespace", "mount namespace", "pid namespace", "net namespace", "ipc namespace",
+    "uts namespace", "minimal root", "unprivileged uid", "no capabilities", "rlimits",
+    "cgroup", "landlock", "seccomp", "wall-clock kill",
+]
+REMEDIES = {
+    "user namespace": "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
+    "user.max_user_namespaces > 0) or run in a container that allows them",
+    "cgroup": "run as root, or delegate a writable cgroup (v2 with memory and pids controllers) to this user",
+    "landlock": "use Linux 5.13+ with Landlock enabled (lsm=landlock,...)",
+    "seccomp": "use an x86_64 or aarch64 Linux kernel with seccomp filters",
+}
+
+
+@dataclass
+class SessionConfig:
+    """What the host asks of one session; travels to the zygote as JSON."""
+
+    read_paths: list[str] = field(default_factory=list)
+    write_paths: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    network: bool = False
+    memory_limit: int = 1 << 30
+    tmp_size: int = 256 << 20
+    max_file_size: int = 256 << 20
+    max_open_files: int = 256
+    pids_max: int = 64
+    output_limit: int = 1 << 20
+    python_paths: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Layers:
+    """Which layers are active, by name, with a detail line each."""
+
+    status: dict[str, tuple[bool, str]] = field(default_factory=dict)
+
+    def set(self, name: str, active: bool, detail: str = "") -> None:
+        self.status[name] = (active, detail)
+
+    def to_list(self) -> list[dict[str, Any]]:
+        return [
+            {"name": n, "active": self.status.get(n, (False, "not attempted"))[0],
+             "detail": self.status.get(n, (False, "not attempted"))[1],
+             "remedy": "" if self.status.get(n, (False, ""))[0] else REMEDIES.get(n, "")}
+            for n in LAYER_NAMES
+        ]
+
+
+def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: str) -> Layers:
+    """Isolate this process's future; returns in pid 1 of the new pid namespace."""
+    layers = Layers()
+    layers.set("cgroup", bool(cgroup_joined), cgroup_joined or "no writable cgroup tree")
+    layers.set("wall-clock kill", True, "the session's supervisor and the host kill overdue steps")
+    outer_uid, outer_gid = os.geteuid(), os.getegid()
+    flags = linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
+    if not config.network:
+        flags |= linux.CLONE_NEWNET
+    in_namespaces = True
+    try:
+        linux.unshare(flags)
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{SANDBOX_UID} {outer_uid} 1")
+        _write("/proc/self/gid_map", f"{SANDBOX_UID} {outer_gid} 1")
+    except OSError as exc:
+        in_namespaces = False
+        for name in ("user", "mount", "pid", "net", "ipc", "uts"):
+            layers.set(f"{name} namespace", False, str(exc))
+    if in_namespaces:
+        for name in ("user", "mount", "pid", "ipc", "uts"):
+            layers.set(f"{name} namespace", True)
+        layers.set("net namespace", not config.network,
+                   "network granted (network=True)" if config.network else "only an unconfigured loopback")
+
+    keeper = os.fork()
+    if keeper:
+        # The session root outside the namespaces: report the keeper, wait for it, then go.
+        with contextlib.suppress(OSError):
+            import socket
+
+            from codeact.sandbox import wire
+
+            sock = socket.socket(fileno=control_fd)
+            wire.send(sock, {"op": "keeper", "pid": keeper})
+            sock.detach()
+        os.close(control_fd)
+        while True:
+            try:
+                _, status = os.waitpid(keeper, 0)
+                os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+            except ChildProcessError:
+                os._exit(0)
+            except InterruptedError:
+                continue
+
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if in_namespaces:
+        with contextlib.suppress(OSError):
+            linux.sethostname("sandbox")
+        try:
+            _build_root(config, root_dir)
+            layers.set("minimal root", True, "pivot_root into a read-only tmpfs with granted paths bound in")
+        except OSError as exc:
+            layers.set("minimal root", False, str(exc))
+    else:
+        layers.set("minimal root", False, "needs a mount namespace")
+    os.environ.clear()
+    os.environ.update(config.env)
+    _set_rlimits(config)
+    layers.set("rlimits", True, f"open files {config.max_open_files}, file size {config.max_file_size >> 20} MB, "
+               f"processes {config.pids_max}, address space and CPU per step")
+    try:
+        abi = landlock.restrict(
+            read=["/"], write=["/tmp", *config.write_paths], devices=[d for d in DEVICES if os.path.exists(d)],
+            deny_tcp=not config.network,
+        )
+        layers.set("landlock", True, f"ABI {abi}: files{', TCP' if abi >= 4 else ''}"
+                   f"{', signals and abstract sockets' if abi >= 6 else ''}")
+    except OSError as exc:
+        layers.set("landlock", False, str(exc))
+    try:
+        rows = seccomp.install(allow_network=config.network)
+        layers.set("seccomp", True, f"{rows}-instruction filter: no exec, ptrace, mount, namespaces, "
+                   f"kernel modules, bpf, io_uring{', non-unix sockets' if not config.network else ''}")
+    except OSError as exc:
+        layers.set("seccomp", False, str(exc))
+        with contextlib.suppress(OSError):
+            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    try:
+        linux.drop_capabilities()
+        caps = linux.effective_capabilities()
+        layers.set("no capabilities", caps == 0, f"effective set {caps:#x}")
+    except OSError as exc:
+        layers.set("no capabilities", False, str(exc))
+    uid = os.getuid()
+    layers.set("unprivileged uid", uid != 0 and in_namespaces,
+               f"uid {uid} in the user namespace (host uid {outer_uid})")
+    return layers
+
+
+def _set_rlimits(config: SessionConfig) -> None:
+    limits = [
+        (resource.RLIMIT_NOFILE, config.max_open_files),
+        (resource.RLIMIT_FSIZE, config.max_file_size),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_NPROC, config.pids_max),
+    ]
+    for which, value in limits:
+        with contextlib.suppress(OSError, ValueError):
+            resource.setrlimit(which, (value, value))
+
+
+def _build_root(config: SessionConfig, root: str) -> None:
+    linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
+    linux.mount("tmpfs", root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4m,mode=0755")
+    os.makedirs(root + "/tmp")
+    # the private /tmp goes first so that granted paths under the host's /tmp are bound on top of it
+    linux.mount("tmpfs", root + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                f"size={config.tmp_size},mode=1777")
+    python_paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *config.python_paths]
+    binds: list[tuple[str, bool]] = []
+    for path in SYSTEM_PATHS:
+        if os.path.islink(path):
+            link = root + path
+            os.makedirs(os.path.dirname(link), exist_ok=True)
+            os.symlink(os.readlink(path), link)
+        elif os.path.isdir(path):
+            binds.append((path, False))
+    binds += [(p, False) for p in python_paths if os.path.isabs(p) and os.path.exists(p)]
+    binds += [(p, False) for p in config.read_paths]
+    binds += [(p, True) for p in config.write_paths]
+    done: list[tuple[str, bool]] = []
+    for path, writable in sorted({(os.path.normpath(p), w) for p, w in binds}, key=lambda b: (b[0], b[1])):
+        if any((path == d or path.startswith(d.rstrip("/") + "/")) and w == writable for d, w in done):
+            continue
+        _bind(root, path, writable)
+        done.append((path, writable))
+    for device in DEVICES:
+        if os.path.exists(device):
+            _bind(root, device, True)
+    os.makedirs(root + "/proc", exist_ok=True)
+    with contextlib.suppress(OSError):  # without /proc inside, Python still runs
+        linux.mount("proc", root + "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+    os.chdir(root)
+    linux.pivot_root(".", ".")
+    linux.umount2(".", linux.MNT_DETACH)
+    os.chdir("/")
+    linux.mount_setattr("/", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV,
+                        recursive=False)
+    os.chdir("/tmp")
+
+
+def _bind(root: str, path: str, writable: bool) -> None:
+    source = os.path.realpath(path)
+    target = root + path
+    if not os.path.lexists(target):
+        if os.path.isdir(source):
+            os.makedirs(target, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with open(target, "w"):
+                pass
+    linux.mount(source, target, None, linux.MS_BIND | linux.MS_REC)
+    attrs = linux.MOUNT_ATTR_NOSUID | (0 if writable else linux.MOUNT_ATTR_RDONLY)
+    if not path.startswith("/dev/"):
+        attrs |= linux.MOUNT_ATTR_NODEV
+    linux.mount_setattr(target, attrs, recursive=True)
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)

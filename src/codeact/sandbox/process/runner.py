@@ -1,0 +1,382 @@
+"""The session inside the sandbox: a keeper, a state holder, and a worker per step.
+
+The keeper is pid 1 of the session's pid namespace and only reaps. The holder keeps the variables
+as they were after the last completed step and forks a worker, which waits for the next command.
+The worker runs the step; when it completes, it reports, tells the holder to exit, and becomes the
+holder itself. When the worker dies or overruns its time, the holder kills it (and everything it
+started), reports why, and forks a fresh worker: the variables from before the step survive.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import io
+import linecache
+import math
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from codeact.sandbox import wire
+
+_START = b"s"
+_COMMIT = b"c"
+_QUIT = b"q"
+_TIMEOUT_FMT = struct.Struct("d")
+_VALUE_LIMIT = 20_000
+
+
+class _Submitted(BaseException):
+    """Raised by `submit(...)`; a BaseException so `except Exception` in user code cannot catch it."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        super().__init__("submit")
+        self.values = values
+
+
+class ToolError(Exception):
+    """A host tool failed with an exception that has no builtin equivalent here."""
+
+
+class _Capture(io.TextIOBase):
+    """A text stream that keeps the head and the tail of what is written, within a limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.head: list[str] = []
+        self.head_size = 0
+        self.tail: list[str] = []
+        self.tail_size = 0
+        self.dropped = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        n = len(text)
+        room = self.limit // 2 - self.head_size
+        if room > 0:
+            piece = text[:room]
+            self.head.append(piece)
+            self.head_size += len(piece)
+            text = text[room:]
+        if text:
+            self.tail.append(text)
+            self.tail_size += len(text)
+            while self.tail_size - len(self.tail[0]) >= self.limit // 2:
+                self.dropped += len(self.tail[0])
+                self.tail_size -= len(self.tail.pop(0))
+            if self.tail_size > self.limit // 2:
+                cut = self.tail_size - self.limit // 2
+                self.tail[0] = self.tail[0][cut:]
+                self.tail_size -= cut
+                self.dropped += cut
+        return n
+
+    def getvalue(self) -> str:
+        head = "".join(self.head)
+        tail = "".join(self.tail)
+        if self.dropped:
+            return f"{head}\n... [{self.dropped} characters cut] ...\n{tail}"
+        return head + tail
+
+
+class Session:
+    """State and behaviour of one sandboxed interpreter session."""
+
+    def __init__(self, control: socket.socket, output_limit: int, memory_limit: int) -> None:
+        self.control = control
+        self.output_limit = output_limit
+        self.memory_limit = memory_limit
+        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        self.steps = 0
+        self.channel: socket.socket | None = None
+        self.call_lock = threading.Lock()
+        self.limits_set = False
+
+    # --- process structure -------------------------------------------------------------------
+    def keep(self) -> None:
+        """Run as pid 1: start the holder, then reap until no process is left."""
+        with contextlib.suppress(OSError):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if os.fork() == 0:
+            self.hold()
+            os._exit(0)
+        self.control.close()
+        while True:
+            try:
+                os.wait()
+            except ChildProcessError:
+                os._exit(0)
+            except InterruptedError:
+                continue
+
+    def hold(self) -> None:
+        """Keep the current state; fork a worker per step and roll back when a step dies."""
+        while True:
+            read_end, write_end = os.pipe()
+            worker = os.fork()
+            if worker == 0:
+                os.close(read_end)
+                outcome = self.work(write_end)
+                if outcome == "quit":
+                    os._exit(0)
+                continue  # this worker is now the holder
+            os.close(write_end)
+            verdict = self._supervise(worker, read_end)
+            os.close(read_end)
+            if verdict == "commit":
+                os._exit(0)
+            if verdict == "quit":
+                os._exit(0)
+
+    def _supervise(self, worker: int, pipe: int) -> str:
+        first = _read_pipe(pipe, None)
+        if first == _QUIT or not first:
+            _reap(worker)
+            return "quit"
+        timeout = _TIMEOUT_FMT.unpack(first[1:])[0] if first[:1] == _START else None
+        deadline = time.monotonic() + timeout if timeout else None
+        step_started = time.monotonic()
+        message = _read_pipe(pipe, deadline)
+        if message == _COMMIT:
+            return "commit"
+        if message is None:  # timed out
+            _kill_all()
+            _reap(worker)
+            self._report({"op": "failed", "kind": "timeout", "timeout": timeout,
+                          "duration": time.monotonic() - step_started})
+            return "rollback"
+        status = _reap(worker)
+        _kill_all()
+        self._report({"op": "failed", "kind": "died", "status": status,
+                      "duration": time.monotonic() - step_started})
+        return "rollback"
+
+    def _report(self, message: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError):
+            wire.send(self.control, message)
+
+    # --- one step -------------------------------------------------------------------------------
+    def work(self, pipe: int) -> str:
+        """Wait for a command and run it; returns "commit" after a completed step, or "quit"."""
+        try:
+            message, fds = wire.recv_with_fds(self.control)
+        except (EOFError, OSError, wire.WireError):
+            with contextlib.suppress(OSError):
+                os.write(pipe, _QUIT)
+            return "quit"
+        if message.get("op") != "exec" or len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            os.write(pipe, _QUIT)
+            return "quit"
+        timeout = float(message.get("timeout") or 0)
+        os.write(pipe, _START + _TIMEOUT_FMT.pack(timeout))
+        self.channel = socket.socket(fileno=fds[0])
+        self._apply_step_limits(timeout)
+        if message.get("tools") is not None:
+            self._define(message["tools"], message.get("submit"))
+        result = self.run(str(message.get("code", "")))
+        body = wire.dumps({"op": "result", **result})
+        if len(body) > wire.MAX_MESSAGE_BYTES:
+            result["value"] = None
+            result["stdout"] = result["stdout"][: 1 << 20]
+            result["submitted"] = None
+            result["error"] = {"type": "ValueError", "message": "the step's result is too large to return",
+                               "traceback": "", "lineno": None, "line": None}
+            body = wire.dumps({"op": "result", **result})
+        with contextlib.suppress(OSError):
+            self.channel.sendall(body)
+        self.channel.close()
+        self.channel = None
+        os.write(pipe, _COMMIT)
+        os.close(pipe)
+        return "commit"
+
+    def _apply_step_limits(self, timeout: float) -> None:
+        if timeout > 0:
+            cpu = math.ceil(timeout) + 1
+            with contextlib.suppress(OSError, ValueError):
+                _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+                resource.setrlimit(resource.RLIMIT_CPU, (cpu, hard))
+        if not self.limits_set and self.memory_limit > 0:
+            self.limits_set = True
+            with contextlib.suppress(OSError, ValueError):
+                limit = _address_space() + self.memory_limit
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    def _define(self, tools: list[dict[str, str]], submit: list[str] | None) -> None:
+        helpers = {"__codeact_call__": self.call_tool, "__builtins__": builtins}
+        for spec in tools:
+            scope = dict(helpers)
+            code = compile(spec["source"], f"<tool {spec['name']}>", "exec", flags=_ANNOTATIONS, dont_inherit=True)
+            exec(code, scope)
+            self.namespace[spec["name"]] = scope[spec["name"]]
+        params = submit or ["answer"]
+        args = ", ".join(params)
+        source = (f"def submit({args}):\n"
+                  f"    \"\"\"End the task with the final {', '.join(params)}.\"\"\"\n"
+                  f"    raise __codeact_submitted__({{{', '.join(f'{p!r}: {p}' for p in params)}}})\n")
+        scope = {"__codeact_submitted__": _Submitted, "__builtins__": builtins}
+        exec(compile(source, "<submit>", "exec"), scope)
+        self.namespace["submit"] = scope["submit"]
+        self.namespace.setdefault("ToolError", ToolError)
+
+    def call_tool(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Ask the host to run tool `name`; its exceptions are raised here."""
+        if self.channel is None:
+            raise RuntimeError(f"tool {name!r} can only be called while a step runs")
+        try:
+            frame = wire.dumps({"op": "call", "tool": name, "args": wire.encode(args), "kwargs": wire.encode(kwargs)})
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"cannot pass these arguments to tool {name!r}: {exc}") from None
+        if len(frame) > wire.MAX_MESSAGE_BYTES:
+            raise ValueError(
+                f"arguments to tool {name!r} are {len(frame)} bytes, over the limit of "
+                f"{wire.MAX_MESSAGE_BYTES} bytes; pass less data (e.g. a file path or a slice)"
+            )
+        with self.call_lock:
+            self.channel.sendall(frame)
+            reply = wire.recv(self.channel)
+        if reply.get("op") == "return":
+            return wire.decode(reply.get("value"))
+        raise _exception(str(reply.get("type", "ToolError")), str(reply.get("message", "")))
+
+    def run(self, code: str) -> dict[str, Any]:
+        """Execute `code` in the session namespace and describe what happened."""
+        self.steps += 1
+        filename = f"<step {self.steps}>"
+        linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+        stdout, stderr = _Capture(self.output_limit), _Capture(self.output_limit)
+        value: str | None = None
+        error: dict[str, Any] | None = None
+        submitted: Any = None
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = stdout, stderr
+        started = time.perf_counter()
+        try:
+            tree = ast.parse(code, filename)
+            last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+            exec(compile(tree, filename, "exec"), self.namespace)
+            if last is not None:
+                result = eval(compile(ast.Expression(last.value), filename, "eval"), self.namespace)
+                if result is not None:
+                    value = _repr(result)
+                    self.namespace["_"] = result
+        except _Submitted as exc:
+            try:
+                submitted = wire.encode(exc.values)
+            except (TypeError, ValueError) as enc_exc:
+                error = {"type": "TypeError", "message": f"submit(): {enc_exc}", "traceback": "",
+                         "lineno": None, "line": None}
+        except BaseException as exc:
+            error = _describe(exc, filename, code)
+        finally:
+            sys.stdout, sys.stderr = saved
+        duration = time.perf_counter() - started
+        if error and error["type"] == "MemoryError" and self.memory_limit:
+            error["message"] = (error["message"] + " " if error["message"] else "") + (
+                f"(the sandbox memory limit is {self.memory_limit >> 20} MB)")
+        return {
+            "stdout": stdout.getvalue(), "stderr": stderr.getvalue(), "value": value, "error": error,
+            "submitted": submitted, "duration": duration,
+            "stdout_truncated": stdout.dropped,
+        }
+
+
+_ANNOTATIONS = __import__("__future__").annotations.compiler_flag
+_BUILTIN_EXCEPTIONS = {
+    name: obj for name, obj in vars(builtins).items()
+    if isinstance(obj, type) and issubclass(obj, Exception)
+}
+
+
+def _exception(type_name: str, message: str) -> Exception:
+    cls = _BUILTIN_EXCEPTIONS.get(type_name)
+    if cls is not None:
+        with contextlib.suppress(Exception):
+            return cls(message)
+    return ToolError(f"{type_name}: {message}")
+
+
+def _repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:
+        return f"<repr failed: {type(exc).__name__}: {exc}>"
+    if len(text) > _VALUE_LIMIT:
+        half = _VALUE_LIMIT // 2
+        text = f"{text[:half]}\n... [{len(text) - _VALUE_LIMIT} characters cut] ...\n{text[-half:]}"
+    return text
+
+
+def _describe(exc: BaseException, filename: str, code: str) -> dict[str, Any]:
+    lineno: int | None = None
+    if isinstance(exc, SyntaxError) and exc.filename == filename:
+        lineno = exc.lineno
+    tb = exc.__traceback__
+    frames = traceback.extract_tb(tb)
+    user = [f for f in frames if f.filename == filename or not f.filename.startswith("<")]
+    # drop the runner's own frames: keep from the first frame of the step onwards
+    first = next((i for i, f in enumerate(frames) if f.filename == filename), None)
+    if first is not None:
+        user = frames[first:]
+        lineno = next((f.lineno for f in reversed(frames) if f.filename == filename), lineno)
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(user)] if user and first is not None else []
+    lines += traceback.format_exception_only(type(exc), exc)
+    source_lines = code.splitlines()
+    line = source_lines[lineno - 1] if lineno and 0 < lineno <= len(source_lines) else None
+    message = str(exc) if not isinstance(exc, SyntaxError) else (exc.msg or "")
+    return {"type": type(exc).__name__, "message": message, "traceback": "".join(lines),
+            "lineno": lineno, "line": line}
+
+
+def _address_space() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _read_pipe(fd: int, deadline: float | None) -> bytes | None:
+    """One message from the worker; b"" on EOF, None when `deadline` passes first."""
+    while True:
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            ready, _, _ = select.select([fd], [], [], wait)
+        except InterruptedError:
+            continue
+        if not ready:
+            return None
+        data = os.read(fd, 1 + _TIMEOUT_FMT.size)
+        if data[:1] == _START and len(data) < 1 + _TIMEOUT_FMT.size:
+            data += os.read(fd, 1 + _TIMEOUT_FMT.size - len(data))
+        return data
+
+
+def _kill_all() -> None:
+    """Kill every process this one may signal in the session (never pid 1 or itself)."""
+    with contextlib.suppress(OSError):
+        os.kill(-1, signal.SIGKILL)
+
+
+def _reap(pid: int) -> int:
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            return status
+        except ChildProcessError:
+            return 0
+        except InterruptedError:
+            continue

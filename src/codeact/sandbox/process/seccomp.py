@@ -1,0 +1,126 @@
+"""A seccomp-BPF filter for sandboxed code: no exec, no new namespaces, no kernel attack surface."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import socket
+
+from codeact.sandbox.process import linux
+
+_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+
+# Denied outright, by name: (x86_64, aarch64); None where the architecture has no such call.
+_DENIED = {
+    "execve": (59, 221), "execveat": (322, 281), "ptrace": (101, 117),
+    "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
+    "mount": (165, 40), "umount2": (166, 39), "pivot_root": (155, 41), "chroot": (161, 51),
+    "unshare": (272, 97), "setns": (308, 268), "mount_setattr": (442, 442),
+    "open_tree": (428, 428), "move_mount": (429, 429), "fsopen": (430, 430),
+    "fsconfig": (431, 431), "fsmount": (432, 432), "fspick": (433, 433),
+    "kexec_load": (246, 104), "kexec_file_load": (320, 294), "init_module": (175, 105),
+    "finit_module": (313, 273), "delete_module": (176, 106), "bpf": (321, 280),
+    "perf_event_open": (298, 241), "keyctl": (250, 219), "add_key": (248, 217),
+    "request_key": (249, 218), "userfaultfd": (323, 282), "io_uring_setup": (425, 425),
+    "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
+    "open_by_handle_at": (304, 265), "name_to_handle_at": (303, 264), "reboot": (169, 142),
+    "swapon": (167, 224), "swapoff": (168, 225), "acct": (163, 89),
+    "settimeofday": (164, 170), "clock_settime": (227, 112), "clock_adjtime": (305, 266),
+    "adjtimex": (159, 171), "iopl": (172, None), "ioperm": (173, None),
+    "quotactl": (179, 60), "syslog": (103, 116), "vhangup": (153, 58),
+    "fanotify_init": (300, 262), "pidfd_getfd": (438, 438), "kcmp": (312, 272),
+    "lookup_dcookie": (212, 18), "personality": (135, 92), "uselib": (134, None),
+    "mbind": (237, 235), "migrate_pages": (256, 238), "move_pages": (279, 239),
+    "set_mempolicy": (238, 237), "sethostname": (170, 161), "setdomainname": (171, 162),
+}
+_CLONE = (56, 220)
+_CLONE3 = (435, 435)
+_SOCKET = (41, 198)
+_IOCTL = (16, 29)
+_FORK_ONLY = {"fork": (57, None), "vfork": (58, None)}
+
+_NS_FLAGS = (
+    linux.CLONE_NEWNS | linux.CLONE_NEWCGROUP | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
+    | linux.CLONE_NEWUSER | linux.CLONE_NEWPID | linux.CLONE_NEWNET | linux.CLONE_NEWTIME
+)
+_CLONE_THREAD = 0x00010000
+_TIOCSTI = 0x5412
+_TIOCLINUX = 0x541C
+
+_LD_W_ABS = 0x20
+_JEQ_K = 0x15
+_JSET_K = 0x45
+_JGE_K = 0x35
+_RET_K = 0x06
+_ALLOW = 0x7FFF0000
+_ERRNO = 0x00050000
+_KILL_PROCESS = 0x80000000
+
+
+class _Filter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint32)]
+
+
+class _Prog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_Filter))]
+
+
+def _arch_index() -> int:
+    index = {"x86_64": 0, "aarch64": 1}.get(linux.MACHINE)
+    if index is None:
+        raise OSError(f"seccomp filter not available for architecture {linux.MACHINE}")
+    return index
+
+
+def build(*, allow_network: bool, allow_fork: bool = True) -> list[tuple[int, int, int, int]]:
+    """The BPF program as (code, jt, jf, k) rows. Denied calls fail with EPERM."""
+    i = _arch_index()
+    denied = [nums[i] for nums in _DENIED.values() if nums[i] is not None]
+    if not allow_fork:
+        denied += [nums[i] for nums in _FORK_ONLY.values() if nums[i] is not None]
+    # Rows whose jt/jf are label names jump to the shared returns at the end of the program.
+    sym: list[tuple[int, int | str, int | str, int]] = [
+        (_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
+        (_JEQ_K, 1, 0, _ARCH[linux.MACHINE]),
+        (_RET_K, 0, 0, _KILL_PROCESS),
+        (_LD_W_ABS, 0, 0, 0),  # seccomp_data.nr
+    ]
+    if linux.MACHINE == "x86_64":
+        sym.append((_JGE_K, "DENY", 0, 0x40000000))  # x32 ABI
+    sym.extend((_JEQ_K, "DENY", 0, number) for number in denied)
+    sym.append((_JEQ_K, "ENOSYS", 0, _CLONE3[i]))  # libc falls back to clone, whose flags we see
+
+    def block(number: int, rows: list[tuple[int, int | str, int | str, int]]) -> None:
+        sym.append((_JEQ_K, 0, len(rows), number))
+        sym.extend(rows)
+
+    clone_last = (_JSET_K, "ALLOW", "DENY", _CLONE_THREAD) if not allow_fork else (_RET_K, 0, 0, _ALLOW)
+    block(_CLONE[i], [(_LD_W_ABS, 0, 0, 16), (_JSET_K, "DENY", 0, _NS_FLAGS), clone_last])
+    if not allow_network:
+        block(_SOCKET[i], [(_LD_W_ABS, 0, 0, 16), (_JEQ_K, "ALLOW", "DENY", socket.AF_UNIX)])
+    block(
+        _IOCTL[i],
+        [(_LD_W_ABS, 0, 0, 24), (_JEQ_K, "DENY", 0, _TIOCSTI), (_JEQ_K, "DENY", "ALLOW", _TIOCLINUX)],
+    )
+    labels = {"ALLOW": len(sym), "DENY": len(sym) + 1, "ENOSYS": len(sym) + 2}
+    sym += [(_RET_K, 0, 0, _ALLOW), (_RET_K, 0, 0, _ERRNO | errno.EPERM), (_RET_K, 0, 0, _ERRNO | errno.ENOSYS)]
+
+    def resolve(pc: int, jump: int | str) -> int:
+        if isinstance(jump, int):
+            return jump
+        offset = labels[jump] - pc - 1
+        if not 0 <= offset < 256:
+            raise ValueError("seccomp jump out of range")
+        return offset
+
+    return [(code, resolve(pc, jt), resolve(pc, jf), k) for pc, (code, jt, jf, k) in enumerate(sym)]
+
+
+def install(*, allow_network: bool, allow_fork: bool = True) -> int:
+    """Install the filter on the calling thread (and its future children). Returns its length."""
+    rows = build(allow_network=allow_network, allow_fork=allow_fork)
+    array = (_Filter * len(rows))(*[_Filter(*r) for r in rows])
+    prog = _Prog(len(rows), ctypes.cast(array, ctypes.POINTER(_Filter)))
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    linux.syscall("seccomp", ctypes.c_uint(1), ctypes.c_uint(0), ctypes.byref(prog))  # SET_MODE_FILTER
+    return len(rows)

@@ -1,0 +1,341 @@
+"""The wire between host and sandbox: tagged JSON values in length-prefixed frames.
+
+Pure standard library so the same module runs inside every backend. Decoding builds only the types
+listed here (numpy arrays and pandas frames from raw buffers of plain dtypes); nothing is unpickled
+or evaluated, so the host can decode whatever a sandbox sends.
+"""
+
+from __future__ import annotations
+
+import array
+import base64
+import datetime as dt
+import decimal
+import json
+import os
+import socket
+import struct
+from typing import Any
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_DEPTH = 64
+_HEADER = struct.Struct(">I")
+_TAG = "$t"
+
+
+class WireError(Exception):
+    """A message broke the wire protocol (too large, malformed, unknown tag, truncated)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise WireError("bytes payload must be base64 text")
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise WireError(f"bad base64 payload: {exc}") from None
+
+
+def encode(value: Any, _depth: int = 0) -> Any:
+    """A JSON-able form of `value`; raises TypeError for types the wire cannot carry."""
+    if _depth > MAX_DEPTH:
+        raise ValueError(f"value nested deeper than {MAX_DEPTH} levels")
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    d = _depth + 1
+    if isinstance(value, list):
+        return [encode(v, d) for v in value]
+    if isinstance(value, dict):
+        if all(type(k) is str for k in value) and _TAG not in value:
+            return {k: encode(v, d) for k, v in value.items()}
+        return {_TAG: "dict", "v": [[encode(k, d), encode(v, d)] for k, v in value.items()]}
+    if isinstance(value, tuple):
+        return {_TAG: "tuple", "v": [encode(v, d) for v in value]}
+    if isinstance(value, frozenset):
+        return {_TAG: "frozenset", "v": [encode(v, d) for v in value]}
+    if isinstance(value, set):
+        return {_TAG: "set", "v": [encode(v, d) for v in value]}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {_TAG: "bytes", "v": _b64(bytes(value))}
+    if isinstance(value, dt.datetime):
+        return {_TAG: "datetime", "v": value.isoformat()}
+    if isinstance(value, dt.date):
+        return {_TAG: "date", "v": value.isoformat()}
+    if isinstance(value, dt.time):
+        return {_TAG: "time", "v": value.isoformat()}
+    if isinstance(value, dt.timedelta):
+        return {_TAG: "timedelta", "v": [value.days, value.seconds, value.microseconds]}
+    if isinstance(value, decimal.Decimal):
+        return {_TAG: "decimal", "v": str(value)}
+    if isinstance(value, complex):
+        return {_TAG: "complex", "v": [value.real, value.imag]}
+    module = type(value).__module__.split(".")[0]
+    if module == "numpy":
+        return _encode_numpy(value, d)
+    if module == "pandas":
+        return _encode_pandas(value, d)
+    if hasattr(value, "model_dump") and callable(value.model_dump):  # pydantic models
+        return encode(value.model_dump(), d)
+    if hasattr(value, "__dataclass_fields__"):
+        import dataclasses
+
+        return encode(dataclasses.asdict(value), d)
+    raise TypeError(
+        f"a value of type {type(value).__name__} cannot cross the sandbox boundary; use plain "
+        "data (str, numbers, lists, dicts, tuples, sets, bytes, datetimes, Decimal, numpy, pandas)"
+    )
+
+
+def _encode_numpy(value: Any, depth: int) -> Any:
+    import numpy as np
+
+    if isinstance(value, np.generic):
+        return encode(value.item(), depth)
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind in "OV" or value.dtype.fields:
+            return {_TAG: "ndarray_list", "v": encode(value.tolist(), depth)}
+        data = np.ascontiguousarray(value)
+        return {
+            _TAG: "ndarray",
+            "dtype": data.dtype.str,
+            "shape": list(data.shape),
+            "v": _b64(data.tobytes()),
+        }
+    raise TypeError(f"numpy value of type {type(value).__name__} cannot cross the sandbox boundary")
+
+
+def _encode_column(values: Any, depth: int) -> Any:
+    array = values.to_numpy()
+    if array.dtype.kind in "biufcmM?":
+        return encode(array, depth)
+    return encode(values.tolist(), depth)
+
+
+def _encode_pandas(value: Any, depth: int) -> Any:
+    import pandas as pd
+
+    if isinstance(value, pd.DataFrame):
+        return {
+            _TAG: "dataframe",
+            "columns": encode(list(value.columns), depth),
+            "index": _encode_column(value.index, depth),
+            "data": [_encode_column(value[c], depth) for c in value.columns]
+            if value.columns.is_unique
+            else [_encode_column(value.iloc[:, i], depth) for i in range(value.shape[1])],
+        }
+    if isinstance(value, pd.Series):
+        return {
+            _TAG: "series",
+            "name": encode(value.name, depth),
+            "index": _encode_column(value.index, depth),
+            "v": _encode_column(value, depth),
+        }
+    if isinstance(value, pd.Timestamp):
+        return encode(value.to_pydatetime(), depth)
+    raise TypeError(f"pandas value of type {type(value).__name__} cannot cross the sandbox boundary")
+
+
+def decode(obj: Any, _depth: int = 0) -> Any:
+    """The value an `encode` result stands for; raises WireError on anything malformed."""
+    if _depth > MAX_DEPTH + 2:
+        raise WireError(f"message nested deeper than {MAX_DEPTH} levels")
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    d = _depth + 1
+    if isinstance(obj, list):
+        return [decode(v, d) for v in obj]
+    if not isinstance(obj, dict):
+        raise WireError(f"unexpected JSON value of type {type(obj).__name__}")
+    tag = obj.get(_TAG)
+    if tag is None:
+        return {k: decode(v, d) for k, v in obj.items()}
+    payload = obj.get("v")
+    try:
+        if tag == "dict":
+            return {_hashable(decode(k, d)): decode(v, d) for k, v in _pairs(payload)}
+        if tag == "tuple":
+            return tuple(decode(v, d) for v in _list(payload))
+        if tag == "set":
+            return {_hashable(decode(v, d)) for v in _list(payload)}
+        if tag == "frozenset":
+            return frozenset(_hashable(decode(v, d)) for v in _list(payload))
+        if tag == "bytes":
+            return _unb64(payload)
+        if tag == "datetime":
+            return dt.datetime.fromisoformat(_str(payload))
+        if tag == "date":
+            return dt.date.fromisoformat(_str(payload))
+        if tag == "time":
+            return dt.time.fromisoformat(_str(payload))
+        if tag == "timedelta":
+            days, seconds, micros = (_int(x) for x in _list(payload, 3))
+            return dt.timedelta(days=days, seconds=seconds, microseconds=micros)
+        if tag == "decimal":
+            return decimal.Decimal(_str(payload))
+        if tag == "complex":
+            real, imag = _list(payload, 2)
+            return complex(float(real), float(imag))
+        if tag == "ndarray":
+            return _decode_ndarray(obj)
+        if tag == "ndarray_list":
+            import numpy as np
+
+            return np.array(decode(payload, d), dtype=object)
+        if tag == "series":
+            import pandas as pd
+
+            return pd.Series(
+                _column(obj.get("v"), d), index=_column(obj.get("index"), d), name=decode(obj.get("name"), d)
+            )
+        if tag == "dataframe":
+            import pandas as pd
+
+            columns = _list(decode(obj.get("columns"), d))
+            data = _list(obj.get("data"), len(columns))
+            frame = pd.DataFrame(
+                {i: _column(col, d) for i, col in enumerate(data)}, index=_column(obj.get("index"), d)
+            )
+            frame.columns = columns
+            return frame
+    except WireError:
+        raise
+    except (ValueError, TypeError, decimal.InvalidOperation, OverflowError) as exc:
+        raise WireError(f"malformed {tag!r} value: {exc}") from None
+    except ImportError as exc:
+        raise WireError(f"cannot decode {tag!r}: {exc.name} is not installed on this side") from None
+    raise WireError(f"unknown value tag {tag!r}")
+
+
+def _column(obj: Any, depth: int) -> Any:
+    value = decode(obj, depth)
+    return value
+
+
+def _decode_ndarray(obj: dict[str, Any]) -> Any:
+    import numpy as np
+
+    dtype = np.dtype(_str(obj.get("dtype")))
+    if dtype.kind in "OV" or dtype.fields or dtype.hasobject:
+        raise WireError(f"ndarray dtype {dtype} is not allowed on the wire")
+    shape = tuple(_int(n) for n in _list(obj.get("shape")))
+    if any(n < 0 for n in shape):
+        raise WireError("ndarray shape must not be negative")
+    data = _unb64(obj.get("v"))
+    count = 1
+    for n in shape:
+        count *= n
+    if count * dtype.itemsize != len(data):
+        raise WireError(f"ndarray payload of {len(data)} bytes does not fit shape {shape} {dtype}")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        raise WireError(f"unhashable {type(value).__name__} used as a key or set member") from None
+    return value
+
+
+def _list(value: Any, length: int | None = None) -> list[Any]:
+    if not isinstance(value, list) or (length is not None and len(value) != length):
+        raise WireError("malformed list payload")
+    return value
+
+
+def _pairs(value: Any) -> list[list[Any]]:
+    items = _list(value)
+    if not all(isinstance(p, list) and len(p) == 2 for p in items):
+        raise WireError("malformed dict payload")
+    return items
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise WireError("expected a string payload")
+    return value
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise WireError("expected an integer payload")
+    return value
+
+
+# --- frames ------------------------------------------------------------------------------------
+
+
+def dumps(message: dict[str, Any]) -> bytes:
+    """A message as one frame: 4-byte big-endian length, then UTF-8 JSON."""
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _HEADER.pack(len(body)) + body
+
+
+def loads(body: bytes) -> dict[str, Any]:
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise WireError(f"message is not valid JSON: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+        raise WireError("message must be a JSON object with an 'op' string")
+    return message
+
+
+def send(sock: socket.socket, message: dict[str, Any]) -> None:
+    sock.sendall(dumps(message))
+
+
+def recv(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """Read one frame; raises EOFError on a clean close and WireError on anything else wrong."""
+    header = _recv_exact(sock, _HEADER.size, allow_eof=True)
+    (length,) = _HEADER.unpack(header)
+    if length > max_bytes:
+        raise WireError(f"message of {length} bytes exceeds the limit of {max_bytes} bytes")
+    return loads(_recv_exact(sock, length, allow_eof=False))
+
+
+def _recv_exact(sock: socket.socket, n: int, *, allow_eof: bool) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < n:
+        chunk = sock.recv(min(n - len(chunks), 1 << 20))
+        if not chunk:
+            if allow_eof and not chunks:
+                raise EOFError("the other side closed the connection")
+            raise WireError(f"connection closed in the middle of a message ({len(chunks)}/{n} bytes)")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def send_with_fds(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> None:
+    """Send one frame with file descriptors attached (SCM_RIGHTS)."""
+    frame = dumps(message)
+    sent = sock.sendmsg([frame], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    if sent < len(frame):
+        sock.sendall(frame[sent:])
+
+
+def recv_with_fds(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict[str, Any], list[int]]:
+    """One frame and the file descriptors that came with it."""
+    fds = array.array("i")
+    header, ancdata, _, _ = sock.recvmsg(_HEADER.size, socket.CMSG_SPACE(8 * fds.itemsize))
+    if not header:
+        raise EOFError("the other side closed the connection")
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    if len(header) < _HEADER.size:
+        header += _recv_exact(sock, _HEADER.size - len(header), allow_eof=False)
+    (length,) = _HEADER.unpack(header)
+    if length > max_bytes:
+        for fd in fds:
+            os.close(fd)
+        raise WireError(f"message of {length} bytes exceeds the limit of {max_bytes} bytes")
+    return loads(_recv_exact(sock, length, allow_eof=False)), list(fds)
