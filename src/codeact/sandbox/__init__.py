@@ -14,6 +14,7 @@ from codeact.sandbox.interpreter import (
     InterpreterError,
     LayerStatus,
 )
+from codeact.sandbox.pool import SandboxPool
 
 log = logging.getLogger("codeact.sandbox")
 
@@ -76,6 +77,7 @@ __all__ = [
     "InterpreterError",
     "LayerStatus",
     "Sandbox",
+    "SandboxPool",
     "available_backends",
     "detect_layers",
 ]

@@ -206,6 +206,7 @@ class ProcessInterpreter:
         max_processes: int = 64,
         max_file_size: int | str = "256MB",
         tmp_size: int | str = "256MB",
+        rollback: bool = True,
     ) -> None:
         self.config = SessionConfig(
             read_paths=[_existing(p, "read") for p in read_paths],
@@ -217,6 +218,7 @@ class ProcessInterpreter:
             max_file_size=_parse_size(max_file_size),
             pids_max=max_processes,
             output_limit=max_output,
+            rollback=rollback,
         )
         self.config.python_paths = [p for p in sys.path if p and os.path.isabs(p)]
         if timeout is None or timeout <= 0:
@@ -241,6 +243,7 @@ class ProcessInterpreter:
             if self._control is not None:
                 return
             zygote = zygote_for(self.preload)
+            requested = time.monotonic()
             control, pid, cgroup = zygote.spawn(self.config)
             self._cgroup = cgroup
             self._pidfds = [_pidfd(pid)]
@@ -252,6 +255,8 @@ class ProcessInterpreter:
                 raise
             self._control = control
             self.layers = [LayerStatus(**layer) for layer in hello["layers"]]
+            self.start_marks = [("requested", requested)] + [
+                (str(stage), float(t)) for stage, t in hello.get("marks", [])] + [("hello received", time.monotonic())]
             missing = [layer for layer in self.layers if not layer.active]
             for layer in missing:
                 log.info("sandbox layer %s is not active: %s", layer.name, layer.detail)
@@ -488,7 +493,9 @@ class ProcessInterpreter:
         )
 
     def _step_failed(self, report: dict[str, Any], limit: float, started: float, oom_before: int) -> ExecutionResult:
-        kept = "variables from before this step are kept"
+        self._definitions_sent = False
+        kept = ("variables from before this step are kept" if report.get("state") == "kept"
+                else "the session was reset and earlier variables are lost")
         if report.get("kind") == "timeout":
             return self._failure("Timeout", f"the step ran longer than the {limit:g} s time limit and was "
                                  f"stopped; {kept}", started, timed_out=True)

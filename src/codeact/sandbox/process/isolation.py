@@ -11,6 +11,7 @@ import os
 import resource
 import signal
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,6 +48,7 @@ class SessionConfig:
     max_open_files: int = 256
     pids_max: int = 64
     output_limit: int = 1 << 20
+    rollback: bool = True
     python_paths: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,6 +60,11 @@ class Layers:
     """Which layers are active, by name, with a detail line each."""
 
     status: dict[str, tuple[bool, str]] = field(default_factory=dict)
+    marks: list[tuple[str, float]] = field(default_factory=list)
+
+    def mark(self, stage: str) -> None:
+        """Record when a start-up stage ended (monotonic clock, shared with the host)."""
+        self.marks.append((stage, time.monotonic()))
 
     def set(self, name: str, active: bool, detail: str = "") -> None:
         self.status[name] = (active, detail)
@@ -74,6 +81,7 @@ class Layers:
 def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: str) -> Layers:
     """Isolate this process's future; returns in pid 1 of the new pid namespace."""
     layers = Layers()
+    layers.mark("forked")
     layers.set("cgroup", bool(cgroup_joined), cgroup_joined or "no writable cgroup tree")
     layers.set("wall-clock kill", True, "the session's supervisor and the host kill overdue steps")
     outer_uid, outer_gid = os.geteuid(), os.getegid()
@@ -90,6 +98,7 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
         in_namespaces = False
         for name in ("user", "mount", "pid", "net", "ipc", "uts"):
             layers.set(f"{name} namespace", False, str(exc))
+    layers.mark("unshare")
     if in_namespaces:
         for name in ("user", "mount", "pid", "ipc", "uts"):
             layers.set(f"{name} namespace", True)
@@ -118,6 +127,7 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
                 continue
 
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    layers.mark("keeper forked")
     if in_namespaces:
         with contextlib.suppress(OSError):
             linux.sethostname("sandbox")
@@ -128,6 +138,7 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
             layers.set("minimal root", False, str(exc))
     else:
         layers.set("minimal root", False, "needs a mount namespace")
+    layers.mark("root built")
     os.environ.clear()
     os.environ.update(config.env)
     _set_rlimits(config)
@@ -142,6 +153,7 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
                    f"{', signals and abstract sockets' if abi >= 6 else ''}")
     except OSError as exc:
         layers.set("landlock", False, str(exc))
+    layers.mark("landlock")
     try:
         rows = seccomp.install(allow_network=config.network)
         layers.set("seccomp", True, f"{rows}-instruction filter: no exec, ptrace, mount, namespaces, "
@@ -156,6 +168,7 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
         layers.set("no capabilities", caps == 0, f"effective set {caps:#x}")
     except OSError as exc:
         layers.set("no capabilities", False, str(exc))
+    layers.mark("seccomp and capabilities")
     uid = os.getuid()
     layers.set("unprivileged uid", uid != 0 and in_namespaces,
                f"uid {uid} in the user namespace (host uid {outer_uid})")

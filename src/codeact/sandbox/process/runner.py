@@ -5,6 +5,9 @@ as they were after the last completed step and forks a worker, which waits for t
 The worker runs the step; when it completes, it reports, tells the holder to exit, and becomes the
 holder itself. When the worker dies or overruns its time, the holder kills it (and everything it
 started), reports why, and forks a fresh worker: the variables from before the step survive.
+
+Without rollback the worker serves every step itself and may not fork at all (seccomp); a step that
+dies then costs the session's variables.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ import traceback
 from typing import Any
 
 from codeact.sandbox import wire
+from codeact.sandbox.process import seccomp
 
 _START = b"s"
 _COMMIT = b"c"
+_DONE = b"d"
 _QUIT = b"q"
 _TIMEOUT_FMT = struct.Struct("d")
 _VALUE_LIMIT = 20_000
@@ -96,8 +101,11 @@ class _Capture(io.TextIOBase):
 class Session:
     """State and behaviour of one sandboxed interpreter session."""
 
-    def __init__(self, control: socket.socket, output_limit: int, memory_limit: int) -> None:
+    def __init__(self, control: socket.socket, *, output_limit: int, memory_limit: int, rollback: bool,
+                 network: bool) -> None:
         self.control = control
+        self.rollback = rollback
+        self.network = network
         self.output_limit = output_limit
         self.memory_limit = memory_limit
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
@@ -108,12 +116,10 @@ class Session:
 
     # --- process structure -------------------------------------------------------------------
     def keep(self) -> None:
-        """Run as pid 1: start the holder, then reap until no process is left."""
+        """Run as pid 1: hold the session's first state, then reap until no process is left."""
         with contextlib.suppress(OSError):
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        if os.fork() == 0:
-            self.hold()
-            os._exit(0)
+        self.hold(keeper=True)
         self.control.close()
         while True:
             try:
@@ -123,23 +129,34 @@ class Session:
             except InterruptedError:
                 continue
 
-    def hold(self) -> None:
-        """Keep the current state; fork a worker per step and roll back when a step dies."""
+    def hold(self, *, keeper: bool = False) -> None:
+        """Keep the current state; fork a worker per step and roll back when a step dies.
+
+        The keeper (pid 1) holds only the first state: when a step commits it returns to reaping,
+        since pid 1 must outlive the session. Later holders exit when their worker commits.
+        """
         while True:
             read_end, write_end = os.pipe()
             worker = os.fork()
             if worker == 0:
                 os.close(read_end)
-                outcome = self.work(write_end)
+                if not self.rollback:
+                    seccomp.install(allow_network=self.network, allow_fork=False)
+                outcome = "done"
+                while outcome == "done":
+                    outcome = self.work(write_end)
                 if outcome == "quit":
                     os._exit(0)
+                keeper = False
                 continue  # this worker is now the holder
             os.close(write_end)
-            verdict = self._supervise(worker, read_end)
+            verdict = "done"
+            while verdict == "done":
+                verdict = self._supervise(worker, read_end)
             os.close(read_end)
-            if verdict == "commit":
-                os._exit(0)
-            if verdict == "quit":
+            if verdict in ("commit", "quit"):
+                if keeper:
+                    return
                 os._exit(0)
 
     def _supervise(self, worker: int, pipe: int) -> str:
@@ -153,15 +170,18 @@ class Session:
         message = _read_pipe(pipe, deadline)
         if message == _COMMIT:
             return "commit"
+        if message == _DONE:
+            return "done"
+        state = "kept" if self.rollback else "lost"
         if message is None:  # timed out
             _kill_all()
             _reap(worker)
-            self._report({"op": "failed", "kind": "timeout", "timeout": timeout,
+            self._report({"op": "failed", "kind": "timeout", "timeout": timeout, "state": state,
                           "duration": time.monotonic() - step_started})
             return "rollback"
         status = _reap(worker)
         _kill_all()
-        self._report({"op": "failed", "kind": "died", "status": status,
+        self._report({"op": "failed", "kind": "died", "status": status, "state": state,
                       "duration": time.monotonic() - step_started})
         return "rollback"
 
@@ -172,6 +192,7 @@ class Session:
     # --- one step -------------------------------------------------------------------------------
     def work(self, pipe: int) -> str:
         """Wait for a command and run it; returns "commit" after a completed step, or "quit"."""
+        self._warm()
         try:
             message, fds = wire.recv_with_fds(self.control)
         except (EOFError, OSError, wire.WireError):
@@ -202,9 +223,23 @@ class Session:
             self.channel.sendall(body)
         self.channel.close()
         self.channel = None
+        if not self.rollback:
+            os.write(pipe, _DONE)
+            return "done"
         os.write(pipe, _COMMIT)
         os.close(pipe)
         return "commit"
+
+    def _warm(self) -> None:
+        """Touch what a step touches while idle, so the copy-on-write faults after fork are paid
+        before the next command arrives instead of during it."""
+        saved = sys.stdout
+        sys.stdout = _Capture(self.output_limit)
+        try:
+            exec(compile(ast.parse("None"), "<warm>", "exec"), {"__builtins__": builtins})
+        finally:
+            sys.stdout = saved
+        wire.dumps({"op": "result", "stdout": "", "stderr": "", "value": None, "error": None})
 
     def _apply_step_limits(self, timeout: float) -> None:
         if timeout > 0:
@@ -222,8 +257,11 @@ class Session:
         helpers = {"__codeact_call__": self.call_tool, "__builtins__": builtins}
         for spec in tools:
             scope = dict(helpers)
-            code = compile(spec["source"], f"<tool {spec['name']}>", "exec", flags=_ANNOTATIONS, dont_inherit=True)
-            exec(code, scope)
+            filename = f"<tool {spec['name']}>"
+            try:  # real annotations where they are builtin types, strings where they name host types
+                exec(compile(spec["source"], filename, "exec", dont_inherit=True), scope)
+            except Exception:
+                exec(compile(spec["source"], filename, "exec", flags=_ANNOTATIONS, dont_inherit=True), scope)
             self.namespace[spec["name"]] = scope[spec["name"]]
         params = submit or ["answer"]
         args = ", ".join(params)

@@ -115,8 +115,10 @@ def spawn(control: socket.socket, raw: dict[str, Any], root_dir: str, tree: Any,
                     group_error = str(exc)
             layers = isolation.enter(config, root_dir, SESSION_FD, joined)
             sock = socket.socket(fileno=SESSION_FD)
-            wire.send(sock, {"op": "hello", "layers": layers.to_list(), "cgroup_error": group_error})
-            runner.Session(sock, output_limit=config.output_limit, memory_limit=config.memory_limit).keep()
+            wire.send(sock, {"op": "hello", "layers": layers.to_list(), "cgroup_error": group_error,
+                             "marks": layers.marks})
+            runner.Session(sock, output_limit=config.output_limit, memory_limit=config.memory_limit,
+                           rollback=config.rollback, network=config.network).keep()
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 sock = socket.socket(fileno=SESSION_FD)
