@@ -105,6 +105,7 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
         layers.set("net namespace", not config.network,
                    "network granted (network=True)" if config.network else "only an unconfigured loopback")
 
+    scratch = scratch_dir(root_dir, os.getpid())
     keeper = os.fork()
     if keeper:
         # The session root outside the namespaces: report the keeper, wait for it, then go.
@@ -128,11 +129,13 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
 
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     layers.mark("keeper forked")
+    root_built = False
     if in_namespaces:
         with contextlib.suppress(OSError):
             linux.sethostname("sandbox")
         try:
             _build_root(config, root_dir)
+            root_built = True
             layers.set("minimal root", True, "pivot_root into a read-only tmpfs with granted paths bound in")
         except OSError as exc:
             layers.set("minimal root", False, str(exc))
@@ -141,12 +144,21 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
     layers.mark("root built")
     os.environ.clear()
     os.environ.update(config.env)
+    if root_built:
+        readable, writable = ["/"], ["/tmp", *config.write_paths]
+    else:  # the host's own tree is visible: allow only what a session needs, and a private scratch dir
+        os.makedirs(scratch, mode=0o700, exist_ok=True)
+        os.chdir(scratch)
+        os.environ["TMPDIR"] = scratch
+        readable = [p for p in _python_paths(config) + SYSTEM_PATHS + ["/proc/self"] if os.path.exists(p)]
+        readable += config.read_paths
+        writable = [scratch, *config.write_paths]
     _set_rlimits(config)
     layers.set("rlimits", True, f"open files {config.max_open_files}, file size {config.max_file_size >> 20} MB, "
                f"processes {config.pids_max}, address space and CPU per step")
     try:
         abi = landlock.restrict(
-            read=["/"], write=["/tmp", *config.write_paths], devices=[d for d in DEVICES if os.path.exists(d)],
+            read=readable, write=writable, devices=[d for d in DEVICES if os.path.exists(d)],
             deny_tcp=not config.network,
         )
         layers.set("landlock", True, f"ABI {abi}: files{', TCP' if abi >= 4 else ''}"
@@ -175,6 +187,16 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
     return layers
 
 
+def scratch_dir(root_dir: str, session_pid: int) -> str:
+    """The private writable directory of a session that runs without a minimal root."""
+    return os.path.join(root_dir, f"scratch-{session_pid}")
+
+
+def _python_paths(config: SessionConfig) -> list[str]:
+    paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *config.python_paths]
+    return [p for p in paths if os.path.isabs(p) and os.path.exists(p)]
+
+
 def _set_rlimits(config: SessionConfig) -> None:
     limits = [
         (resource.RLIMIT_NOFILE, config.max_open_files),
@@ -194,7 +216,7 @@ def _build_root(config: SessionConfig, root: str) -> None:
     # the private /tmp goes first so that granted paths under the host's /tmp are bound on top of it
     linux.mount("tmpfs", root + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
                 f"size={config.tmp_size},mode=1777")
-    python_paths = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, *config.python_paths]
+    python_paths = _python_paths(config)
     binds: list[tuple[str, bool]] = []
     for path in SYSTEM_PATHS:
         if os.path.islink(path):
@@ -203,7 +225,7 @@ def _build_root(config: SessionConfig, root: str) -> None:
             os.symlink(os.readlink(path), link)
         elif os.path.isdir(path):
             binds.append((path, False))
-    binds += [(p, False) for p in python_paths if os.path.isabs(p) and os.path.exists(p)]
+    binds += [(p, False) for p in python_paths]
     binds += [(p, False) for p in config.read_paths]
     binds += [(p, True) for p in config.write_paths]
     done: list[tuple[str, bool]] = []

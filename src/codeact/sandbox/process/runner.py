@@ -106,6 +106,7 @@ class Session:
         self.control = control
         self.rollback = rollback
         self.network = network
+        self.own_pid_namespace = os.getpid() == 1
         self.output_limit = output_limit
         self.memory_limit = memory_limit
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
@@ -140,6 +141,8 @@ class Session:
             worker = os.fork()
             if worker == 0:
                 os.close(read_end)
+                with contextlib.suppress(OSError):
+                    os.setpgid(0, 0)  # so a holder outside a pid namespace can kill the step's processes
                 if not self.rollback:
                     seccomp.install(allow_network=self.network, allow_fork=False)
                 outcome = "done"
@@ -174,16 +177,27 @@ class Session:
             return "done"
         state = "kept" if self.rollback else "lost"
         if message is None:  # timed out
-            _kill_all()
+            self._kill_step(worker)
             _reap(worker)
             self._report({"op": "failed", "kind": "timeout", "timeout": timeout, "state": state,
                           "duration": time.monotonic() - step_started})
             return "rollback"
         status = _reap(worker)
-        _kill_all()
+        self._kill_step(worker)
         self._report({"op": "failed", "kind": "died", "status": status, "state": state,
                       "duration": time.monotonic() - step_started})
         return "rollback"
+
+    def _kill_step(self, worker: int) -> None:
+        """Kill the step's worker and whatever it started."""
+        if self.own_pid_namespace:  # every process here but pid 1 and this one belongs to the step
+            with contextlib.suppress(OSError):
+                os.kill(-1, signal.SIGKILL)
+        else:
+            with contextlib.suppress(OSError):
+                os.killpg(worker, signal.SIGKILL)
+            with contextlib.suppress(OSError):
+                os.kill(worker, signal.SIGKILL)
 
     def _report(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):
@@ -401,12 +415,6 @@ def _read_pipe(fd: int, deadline: float | None) -> bytes | None:
         if data[:1] == _START and len(data) < 1 + _TIMEOUT_FMT.size:
             data += os.read(fd, 1 + _TIMEOUT_FMT.size - len(data))
         return data
-
-
-def _kill_all() -> None:
-    """Kill every process this one may signal in the session (never pid 1 or itself)."""
-    with contextlib.suppress(OSError):
-        os.kill(-1, signal.SIGKILL)
 
 
 def _reap(pid: int) -> int:

@@ -21,7 +21,7 @@ import tempfile
 from typing import Any
 
 from codeact.sandbox import wire
-from codeact.sandbox.process import linux
+from codeact.sandbox.process import isolation, linux
 
 SESSION_FD = 3
 
@@ -39,7 +39,7 @@ def main() -> None:
             preloaded.append(module)
         except Exception as exc:
             failed[module] = f"{type(exc).__name__}: {exc}"
-    from codeact.sandbox.process import cgroup, isolation, runner  # noqa: F401 - warm for sessions
+    from codeact.sandbox.process import cgroup, runner  # noqa: F401 - warm for sessions
 
     os.environ.clear()
     root_dir = tempfile.mkdtemp(prefix="codeact-root-")
@@ -54,7 +54,7 @@ def main() -> None:
     try:
         while True:
             ready, _, _ = select.select([control], [], [], 0.5)
-            _reap(sessions)
+            _reap(sessions, root_dir)
             if not ready:
                 continue
             try:
@@ -83,7 +83,7 @@ def main() -> None:
 
 def spawn(control: socket.socket, raw: dict[str, Any], root_dir: str, tree: Any,
           sessions: dict[int, Any], counter: int) -> None:
-    from codeact.sandbox.process import isolation, runner
+    from codeact.sandbox.process import runner
 
     config = isolation.SessionConfig(**raw)
     group = None
@@ -134,7 +134,7 @@ def spawn(control: socket.socket, raw: dict[str, Any], root_dir: str, tree: Any,
         host_end.close()
 
 
-def _reap(sessions: dict[int, Any]) -> None:
+def _reap(sessions: dict[int, Any], root_dir: str) -> None:
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -145,6 +145,7 @@ def _reap(sessions: dict[int, Any]) -> None:
         group = sessions.pop(pid, None)
         if group is not None:
             group.remove()
+        shutil.rmtree(isolation.scratch_dir(root_dir, pid), ignore_errors=True)
 
 
 if __name__ == "__main__":

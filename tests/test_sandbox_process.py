@@ -1,0 +1,214 @@
+"""Behaviour specific to the native process sandbox: layers, rollback, clean-up, pools."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from codeact.sandbox import InterpreterError, SandboxPool, detect_layers
+from codeact.sandbox.process.backend import ProcessInterpreter
+from codeact.sandbox.process.isolation import LAYER_NAMES
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the native sandbox needs Linux")
+
+
+def _pid_of(pidfd: int) -> int:
+    with open(f"/proc/self/fdinfo/{pidfd}") as f:
+        return int(f.read().split("Pid:")[1].split()[0])
+
+
+def _gone(pid: int, within: float = 5.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_every_layer_is_reported_and_active_here():
+    layers = detect_layers()
+    assert [layer.name for layer in layers] == LAYER_NAMES
+    missing = [f"{layer.name}: {layer.detail}" for layer in layers if not layer.active]
+    assert not missing, f"isolation layers missing on this machine: {missing}"
+
+
+def test_strict_starts_when_every_layer_is_there():
+    with ProcessInterpreter(strict=True) as sb:
+        assert sb.execute("1 + 1").value == "2"
+
+
+_DEGRADED = textwrap.dedent(
+    """
+    import json, sys
+    from codeact.sandbox import InterpreterError
+    from codeact.sandbox.process.backend import ProcessInterpreter
+    out = {}
+    try:
+        ProcessInterpreter(strict=True).start()
+        out["strict"] = "started"
+    except InterpreterError as exc:
+        out["strict"] = str(exc)
+    with ProcessInterpreter() as sb:
+        out["missing"] = [layer.name for layer in sb.layers if not layer.active]
+        out["secret"] = sb.execute("open(sys_secret).read()".replace("sys_secret", repr(sys.argv[1]))).error is not None
+        out["exec"] = sb.execute("import os\\nos.execv('/bin/true', ['true'])").error is not None
+        out["sum"] = sb.execute("sum(range(10))").value
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
+def test_without_user_namespaces_strict_refuses_and_the_rest_still_holds(tmp_path):
+    """Run the host in a user namespace that cannot map ids, as on hosts with userns locked down."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("top secret")
+    proc = subprocess.run(
+        ["unshare", "-U", sys.executable, "-c", _DEGRADED, str(secret)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["strict"].startswith("strict sandbox refused to start; missing layers: user namespace")
+    assert "unprivileged_userns_clone" in out["strict"]  # says what to do
+    assert "user namespace" in out["missing"] and "landlock" not in out["missing"]
+    assert out["secret"] is True  # Landlock still hides files that were not granted
+    assert out["exec"] is True  # seccomp still forbids exec
+    assert out["sum"] == "45"
+
+
+def test_close_leaves_no_process_or_cgroup_behind():
+    sb = ProcessInterpreter()
+    sb.start()
+    sb.execute("import os\nchildren = [os.fork() for _ in range(1)]")
+    pids = [_pid_of(fd) for fd in sb._pidfds]
+    cgroup = list(sb._cgroup)
+    sb.close()
+    assert all(_gone(pid) for pid in pids)
+    deadline = time.monotonic() + 5
+    while cgroup and any(os.path.exists(d) for d in cgroup) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(os.path.exists(d) for d in cgroup)
+
+
+def test_sessions_die_when_the_host_is_killed():
+    host = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(
+            """
+            import time
+            from codeact.sandbox.process.backend import ProcessInterpreter, zygote_for
+            sb = ProcessInterpreter()
+            sb.start()
+            sb.execute("x = 1")
+            with open(f"/proc/self/fdinfo/{sb._pidfds[0]}") as f:
+                keeper = f.read().split("Pid:")[1].split()[0]
+            print(zygote_for(()).process.pid, keeper, flush=True)
+            time.sleep(60)
+            """
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert host.stdout is not None
+    zygote, keeper = (int(p) for p in host.stdout.readline().split())
+    host.send_signal(signal.SIGKILL)
+    host.wait()
+    assert _gone(keeper), "the session outlived its host"
+    assert _gone(zygote), "the zygote outlived its host"
+
+
+def test_a_crash_keeps_the_variables_from_before_it():
+    with ProcessInterpreter() as sb:
+        sb.execute("data = [1, 2, 3]")
+        r = sb.execute("import ctypes\nctypes.string_at(0)")
+        assert r.error is not None and r.error.type == "SandboxCrashed"
+        assert "SIGSEGV" in r.error.message and "kept" in r.error.message
+        r = sb.execute("import os\ndata.append(4)\nos._exit(7)")
+        assert "exit status 7" in r.error.message
+        assert sb.execute("data").value == "[1, 2, 3]"
+
+
+def test_timeout_kills_processes_the_step_started():
+    with ProcessInterpreter(timeout=1) as sb:
+        r = sb.execute("import os, time\nif os.fork() == 0:\n    while True: pass\ntime.sleep(30)")
+        assert r.timed_out
+        r = sb.execute("import os\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit())")
+        assert len(eval(r.value)) <= 3  # keeper, holder and worker; no leftover spinner
+
+
+def test_without_rollback_fork_is_denied_and_a_crash_resets_the_session():
+    with ProcessInterpreter(rollback=False) as sb:
+        sb.execute("data = 1")
+        assert sb.execute("data + 1").value == "2"
+        r = sb.execute("import os\nos.fork()")
+        assert r.error is not None and r.error.type == "PermissionError"
+        r = sb.execute("import os\nos._exit(1)")
+        assert r.error is not None and "lost" in r.error.message
+        assert sb.execute("'data' in dir()").value == "False"
+        assert sb.execute("1 + 1").value == "2"
+
+
+def test_session_killed_from_outside_is_restarted_with_a_notice():
+    with ProcessInterpreter() as sb:
+        sb.execute("x = 1")
+        os.kill(_pid_of(sb._pidfds[0]), signal.SIGKILL)
+        r = sb.execute("x")
+        assert r.error is not None and r.error.type == "SandboxCrashed"
+        r = sb.execute("1 + 1")
+        assert r.value == "2"
+        assert "restarted" in r.stderr
+
+
+def test_preloaded_libraries_are_imported_before_the_first_step():
+    pytest.importorskip("numpy")
+    with ProcessInterpreter(preload=["numpy"]) as sb:
+        assert sb.execute("import sys\n'numpy' in sys.modules").value == "True"
+
+
+def test_unknown_preload_is_reported_not_fatal(caplog):
+    with ProcessInterpreter(preload=["no_such_module_xyz"]) as sb:
+        assert sb.execute("1").value == "1"
+    assert "no_such_module_xyz" in caplog.text
+
+
+def test_pool_serves_fresh_sessions_with_tools():
+    def triple(x: int) -> int:
+        return 3 * x
+
+    with SandboxPool(size=2) as pool:
+        for i in range(6):
+            with pool.session(tools=[triple]) as sb:
+                assert sb.execute("'leak' in dir()").value == "False"
+                sb.execute(f"leak = {i}")
+                assert sb.execute(f"triple({i})").value == str(3 * i)
+
+
+def test_bad_options_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="read path .* does not exist"):
+        ProcessInterpreter(read_paths=[tmp_path / "missing"])
+    with pytest.raises(ValueError, match="512MB"):
+        ProcessInterpreter(memory_limit="lots")
+    with pytest.raises(ValueError, match="submit"):
+        ProcessInterpreter(tools=[lambda: 1], submit_params=["answer"]).set_tools([_submit_tool()])
+    with pytest.raises(InterpreterError if False else ValueError, match="timeout"):
+        ProcessInterpreter(timeout=0)
+
+
+def _submit_tool():
+    def submit(x: int) -> int:
+        return x
+
+    return submit
