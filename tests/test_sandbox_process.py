@@ -164,7 +164,10 @@ def test_without_rollback_fork_is_denied_and_a_crash_resets_the_session():
 def test_session_killed_from_outside_is_restarted_with_a_notice():
     with ProcessInterpreter() as sb:
         sb.execute("x = 1")
-        os.kill(_pid_of(sb._pidfds[0]), signal.SIGKILL)
+        keeper = _pid_of(sb._pidfds[0])
+        os.kill(keeper, signal.SIGKILL)
+        assert _gone(keeper)
+        time.sleep(0.1)
         r = sb.execute("x")
         assert r.error is not None and r.error.type == "SandboxCrashed"
         r = sb.execute("1 + 1")

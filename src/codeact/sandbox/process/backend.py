@@ -169,6 +169,18 @@ def _call_body(tool: Tool) -> str:
     return "\n".join(lines)
 
 
+def import_paths() -> list[str]:
+    """The host's import path minus the entry Python added for the main script or the working
+    directory: that is the user's project, which may hold secrets, not an installed library."""
+    paths = [p for p in sys.path if p and os.path.isabs(p)]
+    if sys.path and sys.path[0]:
+        first = os.path.realpath(sys.path[0])
+        prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+        if not any(first == p or first.startswith(p + os.sep) for p in prefixes):
+            paths = [p for p in paths if os.path.realpath(p) != first]
+    return paths
+
+
 def _parse_size(size: int | str | None) -> int:
     if size is None:
         return 0
@@ -220,7 +232,7 @@ class ProcessInterpreter:
             output_limit=max_output,
             rollback=rollback,
         )
-        self.config.python_paths = [p for p in sys.path if p and os.path.isabs(p)]
+        self.config.python_paths = import_paths()
         if timeout is None or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         self.timeout = float(timeout)

@@ -169,7 +169,8 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
     try:
         rows = seccomp.install(allow_network=config.network)
         layers.set("seccomp", True, f"{rows}-instruction filter: no exec, ptrace, mount, namespaces, "
-                   f"kernel modules, bpf, io_uring{', non-unix sockets' if not config.network else ''}")
+                   f"kernel modules, bpf, io_uring"
+                   f"{', sockets other than socketpairs' if not config.network else ''}")
     except OSError as exc:
         layers.set("seccomp", False, str(exc))
         with contextlib.suppress(OSError):

@@ -118,8 +118,9 @@ class Session:
     # --- process structure -------------------------------------------------------------------
     def keep(self) -> None:
         """Run as pid 1: hold the session's first state, then reap until no process is left."""
-        with contextlib.suppress(OSError):
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        # Default dispositions make pid 1 immune to signals sent from inside its namespace; Python's
+        # own SIGINT handler would instead raise KeyboardInterrupt here and end the session.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         self.hold(keeper=True)
         self.control.close()
         while True:
@@ -141,6 +142,7 @@ class Session:
             worker = os.fork()
             if worker == 0:
                 os.close(read_end)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
                 with contextlib.suppress(OSError):
                     os.setpgid(0, 0)  # so a holder outside a pid namespace can kill the step's processes
                 if not self.rollback:

@@ -37,6 +37,10 @@ _CLONE = (56, 220)
 _CLONE3 = (435, 435)
 _SOCKET = (41, 198)
 _IOCTL = (16, 29)
+# Without network, sockets exist only as socketpairs: nothing may address a socket by name
+# (a host service's unix socket could sit in a granted path).
+_ADDRESSING = {"connect": (42, 203), "sendmsg": (46, 211), "sendmmsg": (307, 269)}
+_SENDTO = (44, 206)
 _FORK_ONLY = {"fork": (57, None), "vfork": (58, None)}
 
 _NS_FLAGS = (
@@ -78,6 +82,8 @@ def build(*, allow_network: bool, allow_fork: bool = True) -> list[tuple[int, in
     denied = [nums[i] for nums in _DENIED.values() if nums[i] is not None]
     if not allow_fork:
         denied += [nums[i] for nums in _FORK_ONLY.values() if nums[i] is not None]
+    if not allow_network:
+        denied += [nums[i] for nums in _ADDRESSING.values()]
     # Rows whose jt/jf are label names jump to the shared returns at the end of the program.
     sym: list[tuple[int, int | str, int | str, int]] = [
         (_LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
@@ -98,6 +104,9 @@ def build(*, allow_network: bool, allow_fork: bool = True) -> list[tuple[int, in
     block(_CLONE[i], [(_LD_W_ABS, 0, 0, 16), (_JSET_K, "DENY", 0, _NS_FLAGS), clone_last])
     if not allow_network:
         block(_SOCKET[i], [(_LD_W_ABS, 0, 0, 16), (_JEQ_K, "ALLOW", "DENY", socket.AF_UNIX)])
+        # sendto with a destination address (args[4], both words) is addressing by name too
+        block(_SENDTO[i], [(_LD_W_ABS, 0, 0, 48), (_JEQ_K, 0, "DENY", 0), (_LD_W_ABS, 0, 0, 52),
+                           (_JEQ_K, "ALLOW", "DENY", 0)])
     block(
         _IOCTL[i],
         [(_LD_W_ABS, 0, 0, 24), (_JEQ_K, "DENY", 0, _TIOCSTI), (_JEQ_K, "DENY", "ALLOW", _TIOCLINUX)],
