@@ -61,7 +61,7 @@ class SandboxPool:
             sandbox = self._idle.get_nowait()
         except queue.Empty:
             sandbox = self._new()
-        if not sandbox.alive:
+        if not getattr(sandbox, "alive", True):
             sandbox.close()
             sandbox = self._new()
         sandbox.set_tools(tools)

@@ -193,7 +193,7 @@ def decode(obj: Any, _depth: int = 0) -> Any:
             import pandas as pd
 
             return pd.Series(
-                _column(obj.get("v"), d), index=_column(obj.get("index"), d), name=decode(obj.get("name"), d)
+                decode(obj.get("v"), d), index=decode(obj.get("index"), d), name=decode(obj.get("name"), d)
             )
         if tag == "dataframe":
             import pandas as pd
@@ -201,7 +201,7 @@ def decode(obj: Any, _depth: int = 0) -> Any:
             columns = _list(decode(obj.get("columns"), d))
             data = _list(obj.get("data"), len(columns))
             frame = pd.DataFrame(
-                {i: _column(col, d) for i, col in enumerate(data)}, index=_column(obj.get("index"), d)
+                {i: decode(col, d) for i, col in enumerate(data)}, index=decode(obj.get("index"), d)
             )
             frame.columns = columns
             return frame
@@ -212,11 +212,6 @@ def decode(obj: Any, _depth: int = 0) -> Any:
     except ImportError as exc:
         raise WireError(f"cannot decode {tag!r}: {exc.name} is not installed on this side") from None
     raise WireError(f"unknown value tag {tag!r}")
-
-
-def _column(obj: Any, depth: int) -> Any:
-    value = decode(obj, depth)
-    return value
 
 
 def _decode_ndarray(obj: dict[str, Any]) -> Any:

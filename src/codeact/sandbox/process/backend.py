@@ -22,6 +22,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from codeact.sandbox import wire
+from codeact.sandbox.base import Sandbox
 from codeact.sandbox.interpreter import (
     ExecutionError,
     ExecutionResult,
@@ -196,8 +197,13 @@ def _parse_size(size: int | str | None) -> int:
         raise ValueError(f"cannot read size {size!r}; write it like 512MB or 2GB") from None
 
 
-class ProcessInterpreter:
-    """A native sandboxed session: a process forked from the zygote into its own namespaces."""
+class ProcessInterpreter(Sandbox):
+    """A native sandboxed session: a process forked from the zygote into its own namespaces.
+
+    Each step runs in a fork of the session: when it crashes, times out or runs out of memory, the
+    variables from before it survive (`rollback=False` saves the fork per step and forbids fork to
+    the code, at the price of losing the variables on such a step).
+    """
 
     backend = "process"
 
@@ -205,6 +211,7 @@ class ProcessInterpreter:
         self,
         tools: Sequence[Any] = (),
         *,
+        backend: str = "process",
         read_paths: Sequence[str | os.PathLike[str]] = (),
         write_paths: Sequence[str | os.PathLike[str]] = (),
         env: dict[str, str] | None = None,
@@ -318,13 +325,6 @@ class ProcessInterpreter:
             with contextlib.suppress(OSError):
                 select.select([fd], [], [], 5)
             os.close(fd)
-
-    def __enter__(self) -> ProcessInterpreter:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

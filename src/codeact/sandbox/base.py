@@ -1,0 +1,99 @@
+"""`Sandbox`: the public entry point; constructing it returns the backend that will run the code."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from codeact.sandbox.interpreter import ExecutionResult, InterpreterError, LayerStatus
+
+log = logging.getLogger("codeact.sandbox")
+
+BACKENDS = ("process", "pyodide")
+
+
+def available_backends() -> list[str]:
+    """The backends that can run on this machine, best first."""
+    found = []
+    if sys.platform.startswith("linux"):
+        found.append("process")
+    try:
+        from codeact.sandbox import pyodide
+
+        if pyodide.status().active:
+            found.append("pyodide")
+    except (ImportError, AttributeError):
+        pass
+    return found
+
+
+def _backend_class(backend: str) -> type[Sandbox]:
+    if backend == "auto":
+        backends = available_backends()
+        if not backends:
+            raise InterpreterError(
+                "no sandbox backend is available here: the native one needs Linux, the Pyodide one "
+                "needs Deno and Pyodide (pip install 'codeact[pyodide]'; see `codeact doctor`)"
+            )
+        backend = backends[0]
+        if backend != "process":
+            log.warning("the native sandbox is unavailable here; using the %s backend", backend)
+    if backend == "process":
+        from codeact.sandbox.process.backend import ProcessInterpreter
+
+        return ProcessInterpreter
+    if backend == "pyodide":
+        from codeact.sandbox.pyodide import PyodideInterpreter
+
+        return PyodideInterpreter
+    raise ValueError(f"unknown sandbox backend {backend!r}; choose one of {', '.join(BACKENDS)} or 'auto'")
+
+
+class Sandbox:
+    """A sandboxed Python session with `tools` callable inside (they run on the host).
+
+    `Sandbox(tools, backend="auto", ...)` returns the native process sandbox on Linux and the
+    Pyodide one elsewhere; every backend implements the `Interpreter` protocol and is a `Sandbox`.
+    Options: read_paths, write_paths, env, network, timeout, memory_limit, preload, strict,
+    submit_params (see the backend classes for the rest).
+    """
+
+    backend = ""
+    layers: list[LayerStatus]
+
+    def __new__(cls, *args: Any, backend: str = "auto", **options: Any) -> Sandbox:
+        if cls is Sandbox:
+            return super().__new__(_backend_class(backend))
+        return super().__new__(cls)
+
+    # The methods every backend provides; see the `Interpreter` protocol.
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def set_tools(self, tools: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+    def set_submit(self, params: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
+        raise NotImplementedError
+
+    async def aexecute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

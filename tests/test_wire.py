@@ -1,0 +1,77 @@
+"""The host decodes whatever a sandbox sends without unpickling or evaluating it."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from codeact.sandbox import wire
+
+plain = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.tuples(inner, inner)
+    | st.dictionaries(st.text(max_size=5) | st.integers(), inner, max_size=4)
+    | st.frozensets(st.integers() | st.text(max_size=3), max_size=4),
+    max_leaves=20,
+)
+
+
+@given(plain)
+def test_values_survive_a_trip_through_json(value):
+    assert wire.decode(json.loads(json.dumps(wire.encode(value)))) == value
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"$t": "pickle", "v": "gASVAAAAAAAAAAA="},
+        {"$t": "ndarray", "dtype": "|O", "shape": [1], "v": ""},
+        {"$t": "ndarray", "dtype": "<i8", "shape": [4], "v": "AAAAAAAAAAA="},
+        {"$t": "dict", "v": [[["unhashable"], 1]]},
+        {"$t": "bytes", "v": "not base64!"},
+        {"$t": "decimal", "v": "not a number"},
+        {"$t": "datetime", "v": 12},
+    ],
+    ids=["unknown-tag", "object-dtype", "short-buffer", "unhashable-key", "bad-base64", "bad-decimal", "bad-type"],
+)
+def test_malformed_values_are_refused(payload):
+    pytest.importorskip("numpy")
+    with pytest.raises(wire.WireError):
+        wire.decode(payload)
+
+
+def test_deep_nesting_is_refused():
+    nested: object = 1
+    for _ in range(wire.MAX_DEPTH + 10):
+        nested = [nested]
+    with pytest.raises(wire.WireError):
+        wire.decode(nested)
+    with pytest.raises(ValueError):
+        wire.encode(nested)
+
+
+def test_unknown_types_do_not_cross():
+    with pytest.raises(TypeError, match="cannot cross the sandbox boundary"):
+        wire.encode(object())
+
+
+def test_oversized_frame_is_refused_before_it_is_read():
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(struct.pack(">I", 2**31))  # claims 2 GB, sends nothing more
+        with pytest.raises(wire.WireError, match="exceeds the limit"):
+            wire.recv(b, max_bytes=1024)
+
+
+def test_messages_must_be_objects_with_an_op():
+    with pytest.raises(wire.WireError):
+        wire.loads(b"[1, 2]")
+    with pytest.raises(wire.WireError):
+        wire.loads(b"{not json")
+    assert wire.loads(b'{"op": "x"}') == {"op": "x"}
