@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from codeact.sandbox import InterpreterError, SandboxPool, detect_layers
+from codeact.sandbox import SandboxPool, detect_layers
 from codeact.sandbox.process.backend import ProcessInterpreter
 from codeact.sandbox.process.isolation import LAYER_NAMES
 
@@ -200,18 +200,21 @@ def test_pool_serves_fresh_sessions_with_tools():
 
 
 def test_bad_options_fail_clearly(tmp_path):
-    with pytest.raises(ValueError, match="read path .* does not exist"):
+    with pytest.raises(ValueError, match=r"read path .* does not exist"):
         ProcessInterpreter(read_paths=[tmp_path / "missing"])
     with pytest.raises(ValueError, match="512MB"):
         ProcessInterpreter(memory_limit="lots")
-    with pytest.raises(ValueError, match="submit"):
-        ProcessInterpreter(tools=[lambda: 1], submit_params=["answer"]).set_tools([_submit_tool()])
-    with pytest.raises(InterpreterError if False else ValueError, match="timeout"):
+    with pytest.raises(ValueError, match="may not be called 'submit'"):
+        ProcessInterpreter(tools=[submit])
+    with pytest.raises(ValueError, match="share the name"):
+        ProcessInterpreter(tools=[submit_twice, submit_twice])
+    with pytest.raises(ValueError, match="timeout"):
         ProcessInterpreter(timeout=0)
 
 
-def _submit_tool():
-    def submit(x: int) -> int:
-        return x
+def submit(x: int) -> int:
+    return x
 
-    return submit
+
+def submit_twice(x: int) -> int:
+    return x
