@@ -218,3 +218,12 @@ def submit(x: int) -> int:
 
 def submit_twice(x: int) -> int:
     return x
+
+
+def test_output_written_below_python_is_captured():
+    with ProcessInterpreter() as sb:
+        r = sb.execute('import os, ctypes\nprint("py")\nos.write(1, b"raw\\n")\nos.write(2, b"err\\n")\n'
+                       'ctypes.CDLL(None).printf(b"from C\\n")')
+        assert r.stdout == "py\nraw\nfrom C\n"
+        assert r.stderr == "err\n"
+        assert sb.execute("print('next')").stdout == "next\n"  # drained between steps

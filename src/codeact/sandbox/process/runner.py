@@ -121,6 +121,10 @@ class Session:
         # Default dispositions make pid 1 immune to signals sent from inside its namespace; Python's
         # own SIGINT handler would instead raise KeyboardInterrupt here and end the session.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        for fd in (1, 2):  # what C code and os.write send to stdout/stderr, collected after each step
+            memfd = os.memfd_create(f"fd{fd}", 0)
+            os.dup2(memfd, fd)
+            os.close(memfd)
         self.hold(keeper=True)
         self.control.close()
         while True:
@@ -340,6 +344,9 @@ class Session:
             error = _describe(exc, filename, code)
         finally:
             sys.stdout, sys.stderr = saved
+        _flush_c_stdio()
+        stdout.write(_drain(1, self.output_limit))
+        stderr.write(_drain(2, self.output_limit))
         duration = time.perf_counter() - started
         if error and error["type"] == "MemoryError" and self.memory_limit:
             error["message"] = (error["message"] + " " if error["message"] else "") + (
@@ -396,6 +403,29 @@ def _describe(exc: BaseException, filename: str, code: str) -> dict[str, Any]:
     message = str(exc) if not isinstance(exc, SyntaxError) else (exc.msg or "")
     return {"type": type(exc).__name__, "message": message, "traceback": "".join(lines),
             "lineno": lineno, "line": line}
+
+
+def _flush_c_stdio() -> None:
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+
+
+def _drain(fd: int, limit: int) -> str:
+    """What was written to `fd` (a memfd) during the step, emptied for the next one."""
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        if not size:
+            return ""
+        os.lseek(fd, 0, os.SEEK_SET)
+        data = os.read(fd, min(size, limit))
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+    except OSError:
+        return ""
+    text = data.decode(errors="replace")
+    return text + (f"\n... [{size - len(data)} bytes cut] ...\n" if size > len(data) else "")
 
 
 def _address_space() -> int:
