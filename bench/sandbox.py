@@ -168,6 +168,26 @@ def concurrent_throughput(sessions: int, steps: int) -> tuple[float, float]:
     return started, sessions * steps / elapsed
 
 
+def pool_tasks_per_s(tasks: int, workers: int) -> float:
+    """Short tasks (two steps each) on `workers` threads sharing one warm SandboxPool."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from codeact.sandbox import SandboxPool
+
+    with SandboxPool(size=workers, preload=PRELOAD) as pool:
+        time.sleep(1)  # let the pool fill
+
+        def task(i: int) -> None:
+            with pool.session() as sb:
+                sb.execute(f"x = {i}")
+                assert sb.execute("x * 2").value == str(i * 2)
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(workers) as ex:
+            list(ex.map(task, range(tasks)))
+        return tasks / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
@@ -186,6 +206,7 @@ def main() -> None:
     started, rate = concurrent_throughput(32, 20 if args.quick else 50)
     rows.append(("32 concurrent sessions: start all", f"{started * 1000:.0f} ms", ""))
     rows.append(("32 concurrent sessions: throughput", f"{rate:.0f} executions/s", ""))
+    rows.append(("short tasks through SandboxPool(size=8)", f"{pool_tasks_per_s(40 if args.quick else 200, 8):.0f} tasks/s", ""))
     width = max(len(name) for name, _, _ in rows)
     for name, value, target in rows:
         print(f"{name:<{width}}  {value:<34} {target}")
