@@ -6,7 +6,6 @@ Run: .venv/bin/python bench/sandbox.py [--quick]. Prints medians of repeated run
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -94,27 +93,6 @@ def compute_ratio(repeat: int, n: int) -> tuple[float, float]:
     return statistics.median(native), statistics.median(sandboxed)
 
 
-def _session_pids(cgroup_dirs: list[str], keeper_pid: int) -> list[int]:
-    if cgroup_dirs:
-        with open(os.path.join(cgroup_dirs[0], "cgroup.procs")) as f:
-            return [int(line) for line in f if line.strip()]
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry))
-            except (OSError, ValueError):
-                pass
-    found, todo = [], [keeper_pid]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
-
-
 def _uss_kb(pid: int) -> int:
     total = 0
     with open(f"/proc/{pid}/smaps_rollup") as f:
@@ -133,9 +111,7 @@ def idle_session_mb(count: int) -> float:
             sb.execute("import numpy as np, pandas as pd\nx = list(range(1000))")
         time.sleep(0.3)
         for sb in sessions:
-            keeper = int(open(f"/proc/self/fdinfo/{sb._pidfds[0]}").read().split("Pid:")[1].split()[0])
-            pids = _session_pids(sb._cgroup, keeper)
-            per_session.append(sum(_uss_kb(p) for p in pids) / 1024)
+            per_session.append(sum(_uss_kb(p) for p in sb.processes()) / 1024)
     finally:
         for sb in sessions:
             sb.close()

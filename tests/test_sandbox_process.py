@@ -94,8 +94,9 @@ def test_without_user_namespaces_strict_refuses_and_the_rest_still_holds(tmp_pat
 def test_close_leaves_no_process_or_cgroup_behind():
     sb = ProcessInterpreter()
     sb.start()
-    sb.execute("import os\nchildren = [os.fork() for _ in range(1)]")
-    pids = [_pid_of(fd) for fd in sb._pidfds]
+    sb.execute("import os, time\nif os.fork() == 0:\n    time.sleep(60)")
+    pids = sb.processes()
+    assert len(pids) >= 4  # root, keeper, holder or worker, and the sleeping child
     cgroup = list(sb._cgroup)
     sb.close()
     assert all(_gone(pid) for pid in pids)

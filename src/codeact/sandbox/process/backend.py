@@ -253,6 +253,7 @@ class ProcessInterpreter(Sandbox):
         self._control: socket.socket | None = None
         self._pidfds: list[int] = []
         self._cgroup: list[str] = []
+        self._root_pid = 0
         self._lock = threading.RLock()
         self._restarted = False
 
@@ -265,6 +266,7 @@ class ProcessInterpreter(Sandbox):
             requested = time.monotonic()
             control, pid, cgroup = zygote.spawn(self.config)
             self._cgroup = cgroup
+            self._root_pid = pid
             self._pidfds = [_pidfd(pid)]
             try:
                 hello = self._await_hello(control)
@@ -333,6 +335,23 @@ class ProcessInterpreter(Sandbox):
     @property
     def alive(self) -> bool:
         return self._control is not None
+
+    def processes(self) -> list[int]:
+        """Host pids of every live process of this session, its root first."""
+        if self._control is None:
+            return []
+        children: dict[int, list[int]] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError, ValueError, IndexError), open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                    children.setdefault(ppid, []).append(int(entry))
+        found, todo = [], [self._root_pid]
+        while todo:
+            pid = todo.pop(0)
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
 
     # --- configuration -----------------------------------------------------------------------
     def set_tools(self, tools: Sequence[Any]) -> None:
