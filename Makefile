@@ -8,7 +8,7 @@ $(SETUP_STAMP): pyproject.toml scripts/setup $(wildcard scripts/setup.d/*.sh)
 setup: $(SETUP_STAMP)
 
 demo: $(SETUP_STAMP)
-	.venv/bin/codeact run --tools examples/math_tools.py "What is 17 plus 25? Use the add tool."
+	.venv/bin/codeact run --max-iters 4 --tools examples/math_tools.py "What is 17 plus 25? Use the add tool."
 
 test: $(SETUP_STAMP)
 	.venv/bin/ruff check src tests bench examples

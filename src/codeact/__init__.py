@@ -1,6 +1,23 @@
 """codeact: language models that solve tasks by writing and running Python in a secure sandbox."""
 
+from codeact.agent import CodeAct, Prediction
 from codeact.lm import LM, ScriptedLM, Usage
+from codeact.sandbox import Sandbox
+from codeact.settings import configure
+from codeact.signature import InputField, OutputField, Signature
 from codeact.tools import Tool, tool
 
-__all__ = ["LM", "ScriptedLM", "Tool", "Usage", "tool"]
+__all__ = [
+    "LM",
+    "CodeAct",
+    "InputField",
+    "OutputField",
+    "Prediction",
+    "Sandbox",
+    "ScriptedLM",
+    "Signature",
+    "Tool",
+    "Usage",
+    "configure",
+    "tool",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
 import functools
 import inspect
 import keyword
@@ -38,9 +39,32 @@ def _default_name(func: Callable[..., Any]) -> str:
     while isinstance(func, functools.partial):
         func = func.func
     name = getattr(func, "__name__", None)
-    if name is None or name == "<lambda>":
+    if name is None:
         name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(func).__name__).lower()
     return name
+
+
+def _type_hints(target: Callable[..., Any]) -> dict[str, Any]:
+    """Resolved annotations; one that cannot be resolved stays a string without losing the others."""
+    try:
+        return typing.get_type_hints(target, include_extras=True)
+    except Exception:
+        pass
+    raw = getattr(target, "__annotations__", None) or {}
+    namespace = dict(getattr(target, "__globals__", {}))
+    closure = getattr(target, "__closure__", None) or ()
+    code = getattr(target, "__code__", None)
+    if code is not None:
+        for var, cell in zip(code.co_freevars, closure, strict=False):
+            with contextlib.suppress(ValueError):
+                namespace[var] = cell.cell_contents
+    hints: dict[str, Any] = {}
+    for pname, annotation in raw.items():
+        if isinstance(annotation, str):
+            with contextlib.suppress(Exception):
+                annotation = eval(annotation, namespace)  # the tool author's own annotation text
+        hints[pname] = annotation
+    return hints
 
 
 def _is_async(func: Callable[..., Any]) -> bool:
@@ -117,10 +141,7 @@ class Tool:
         except (TypeError, ValueError) as exc:
             raise TypeError(f"cannot read the signature of tool {self.name!r}: {exc}") from exc
         target = _target(func)
-        try:
-            hints = typing.get_type_hints(target, include_extras=True)
-        except Exception:
-            hints = {}
+        hints = _type_hints(target)
         doc = docstring_parser.parse(inspect.getdoc(target) or "")
         summary = "\n\n".join(p for p in (doc.short_description, doc.long_description) if p)
         self.desc = desc if desc is not None else summary

@@ -1,0 +1,120 @@
+"""Latency per call and tokens per second of the bundled SmolLM2 model, served by a real
+`python -m llama_cpp.server` on loopback (through the OpenAI backend) and run in process (`LM("local")`).
+
+    .venv/bin/python bench/lm.py [--calls 8] [--max-tokens 64]
+
+Prompts are fixed and temperature is 0, so the same work is timed on every run. Figures depend on
+what else the machine is doing: compare runs made on an idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from codeact import LM
+from codeact.lm.base import Completion, Message
+from codeact.lm.local import bundled_model_path
+from llama_server import MODEL_ALIAS, LlamaServer
+
+PROMPTS: list[list[Message]] = [
+    [{"role": "user", "content": "What is 17 plus 25? Answer with a Python code block."}],
+    [{"role": "user", "content": "Count from 1 to 30, separated by commas."}],
+    [{"role": "user", "content": "Write a Python function that reverses a string."}],
+    [{"role": "user", "content": "Name three colours of the rainbow."}],
+]
+
+
+def timed_calls(
+    lm: LM, calls: int, max_tokens: int, stream: bool
+) -> list[tuple[Completion, float]]:
+    """(completion, seconds to first token) per call; first token time is 0 when not streaming."""
+    results = []
+    for index in range(calls):
+        first: list[float] = []
+        started = time.perf_counter()
+
+        def on_token(text: str, first: list[float] = first, started: float = started) -> None:
+            if not first:
+                first.append(time.perf_counter() - started)
+
+        completion = lm.complete(
+            PROMPTS[index % len(PROMPTS)],
+            max_tokens=max_tokens,
+            temperature=0,
+            on_token=on_token if stream else None,
+        )
+        results.append((completion, first[0] if first else 0.0))
+    return results
+
+
+def report(name: str, results: list[tuple[Completion, float]], stream: bool) -> None:
+    latencies = [c.latency_s for c, _ in results]
+    tokens = [c.usage.completion_tokens for c, _ in results]
+    prompt_tokens = [c.usage.prompt_tokens for c, _ in results]
+    print(f"\n{name}")
+    for index, (completion, first) in enumerate(results):
+        extra = f"  first token {first * 1000:7.1f} ms" if stream else ""
+        print(
+            f"  call {index + 1:2d}: {completion.latency_s * 1000:8.1f} ms  "
+            f"{completion.usage.prompt_tokens:4d} prompt + {completion.usage.completion_tokens:4d} "
+            f"completion tokens  {completion.usage.completion_tokens / completion.latency_s:6.1f} tok/s"
+            + extra
+        )
+    print(
+        f"  latency per call: median {statistics.median(latencies) * 1000:.1f} ms, "
+        f"mean {statistics.mean(latencies) * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms"
+    )
+    print(
+        f"  throughput: {sum(tokens) / sum(latencies):.1f} completion tokens/s "
+        f"({sum(tokens)} tokens in {sum(latencies):.2f} s; {sum(prompt_tokens)} prompt tokens)"
+    )
+    if stream:
+        firsts = [first for _, first in results]
+        print(f"  time to first token: median {statistics.median(firsts) * 1000:.1f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--threads", type=int, default=2, help="llama.cpp threads (server and local)"
+    )
+    args = parser.parse_args()
+    model = bundled_model_path()
+    print(
+        f"model: {model.name}; {args.calls} calls of up to {args.max_tokens} tokens; "
+        f"{args.threads} threads"
+    )
+
+    with LlamaServer(model, api_key="bench", n_threads=args.threads) as server:
+        lm = LM(f"openai/{MODEL_ALIAS}", api_base=server.base_url, api_key="bench")
+        timed_calls(lm, 1, 8, stream=False)  # warm up
+        report(
+            "llama_cpp.server over HTTP (OpenAI backend)",
+            timed_calls(lm, args.calls, args.max_tokens, stream=False),
+            stream=False,
+        )
+        report(
+            "llama_cpp.server over HTTP, streaming",
+            timed_calls(lm, args.calls, args.max_tokens, stream=True),
+            stream=True,
+        )
+
+    local = LM("local", n_threads=args.threads)
+    timed_calls(local, 1, 8, stream=False)
+    report(
+        'in process (LM("local"))',
+        timed_calls(local, args.calls, args.max_tokens, stream=True),
+        stream=True,
+    )
+
+
+if __name__ == "__main__":
+    main()

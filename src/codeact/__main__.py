@@ -1,0 +1,7 @@
+"""`python -m codeact` runs the command line."""
+
+import sys
+
+from codeact.cli import main
+
+sys.exit(main())

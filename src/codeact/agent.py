@@ -1,0 +1,860 @@
+"""`CodeAct`: the think-code-observe loop, its `Prediction`, and the events it reports as it runs.
+
+    act = CodeAct("question -> answer: int", tools=[add], lm=lm)
+    prediction = act(question="What is 17 + 25?")
+    prediction.answer, prediction.end_reason, prediction.trajectory, prediction.usage
+
+Each run gets a fresh sandbox session. The model replies with reasoning and code; the code runs;
+the observation goes back; the run ends when the code calls `submit(...)` with values that validate
+against the output types, or when `max_iters`, the budget, or the model gives out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import threading
+import time
+import traceback
+import uuid
+import warnings
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from codeact.lm.base import LM, Completion, Message, Usage
+from codeact.prompt import (
+    NO_CODE_OBSERVATION,
+    STOP_SEQUENCES,
+    Prompt,
+    input_assignments,
+    observation,
+    parse_json_object,
+    parse_reply,
+)
+from codeact.sandbox.interpreter import ExecutionResult, Interpreter, InterpreterError
+from codeact.settings import default_lm, resolve_lm
+from codeact.signature import OutputValidationError, Signature, ensure_signature
+from codeact.tools import Tool, as_tool
+from codeact.trajectory import EndReason, Fallback, RunRecord, Step, StepError
+
+# Error types after which a session may have died (its `alive` property says).
+_SESSION_LOST = frozenset(
+    {"SandboxCrashed", "Timeout", "MemoryLimit", "SandboxProtocolError", "FileSizeLimit"}
+)
+
+
+# --- events -------------------------------------------------------------------------------------
+@dataclass
+class RunStarted:
+    run_id: str
+    signature: str
+    inputs: dict[str, Any]
+    model: str
+    max_iters: int
+
+
+@dataclass
+class StepStarted:
+    run_id: str
+    index: int
+
+
+@dataclass
+class TokenReceived:
+    """A piece of the model's reply as it streams in (when the LM streams)."""
+
+    run_id: str
+    index: int
+    text: str
+
+
+@dataclass
+class CodeParsed:
+    """The code about to run, and the reasoning around it."""
+
+    run_id: str
+    index: int
+    code: str
+    reasoning: str
+
+
+@dataclass
+class Observed:
+    """The observation the model will see for step `index`."""
+
+    run_id: str
+    index: int
+    text: str
+
+
+@dataclass
+class StepEnded:
+    run_id: str
+    step: Step
+
+
+@dataclass
+class RunEnded:
+    run_id: str
+    record: RunRecord
+
+
+Event = RunStarted | StepStarted | TokenReceived | CodeParsed | Observed | StepEnded | RunEnded
+EventHandler = Callable[[Event], Awaitable[None] | None]
+
+
+# --- results ------------------------------------------------------------------------------------
+class Prediction:
+    """The outputs of a run as attributes (None when the run produced none), and its record."""
+
+    def __init__(self, outputs: dict[str, Any], record: RunRecord) -> None:
+        self._outputs = outputs
+        self.record = record
+
+    def __getattr__(self, name: str) -> Any:
+        outputs = self.__dict__.get("_outputs", {})
+        if name in outputs:
+            return outputs[name]
+        raise AttributeError(
+            f"prediction has no field {name!r}; its outputs are {', '.join(outputs) or 'none'}"
+        )
+
+    def __getitem__(self, name: str) -> Any:
+        return self._outputs[name]
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        return dict(self._outputs)
+
+    @property
+    def trajectory(self) -> list[Step]:
+        return self.record.steps
+
+    @property
+    def end_reason(self) -> EndReason:
+        return self.record.end_reason
+
+    @property
+    def fallback(self) -> Fallback | None:
+        return self.record.fallback
+
+    @property
+    def usage(self) -> Usage:
+        return self.record.usage
+
+    @property
+    def error(self) -> str | None:
+        return self.record.error
+
+    def save(self, path: str) -> Any:
+        """Save the run record as JSON (see `RunRecord.save`)."""
+        return self.record.save(path)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self._outputs.items())
+        return (
+            f"Prediction({fields}, end_reason={self.end_reason!r}, steps={len(self.record.steps)})"
+        )
+
+
+class MaxItersError(RuntimeError):
+    """Raised with `fallback="raise"` when no step submitted; `.prediction` holds the run."""
+
+    def __init__(self, prediction: Prediction) -> None:
+        self.prediction = prediction
+        super().__init__(
+            f"no valid submit(...) within {prediction.record.max_iters} steps "
+            "(fallback='raise'); the run is in .prediction"
+        )
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; `.prediction` holds the run up to that point."""
+
+    def __init__(self, prediction: Prediction) -> None:
+        self.prediction = prediction
+        super().__init__("run interrupted")
+
+
+# --- the module ---------------------------------------------------------------------------------
+InterpreterSpec = Interpreter | Callable[[], Interpreter]
+
+
+class CodeAct:
+    """Solves tasks of a signature by letting an LM write Python that runs in a sandbox.
+
+    - `tools`: callables or `Tool`s; inside the sandbox they are functions of the same name that
+      run on the host.
+    - `lm`: an `LM` (or model name); defaults to the one set with `codeact.configure(lm=...)`.
+    - `sandbox`: options for `codeact.Sandbox` (`read_paths`, `timeout`, `memory_limit`, ...), or
+      `interpreter`: your own `Interpreter`, or a function returning a fresh one per run.
+    - `fallback`: when `max_iters` steps did not submit: `"extract"` (one LM call that reads the
+      outputs off the trajectory), `"raise"` (`MaxItersError`) or `"partial"` (what validated).
+    - `max_tokens`/`max_cost`: a per-run budget; the run ends with `end_reason="budget"`.
+    - `on_event`: called with each event (`RunStarted`, `StepStarted`, `TokenReceived`,
+      `CodeParsed`, `Observed`, `StepEnded`, `RunEnded`).
+    """
+
+    def __init__(
+        self,
+        signature: str | Signature | type[Signature],
+        tools: Sequence[Callable[..., Any] | Tool] = (),
+        *,
+        lm: LM | str | None = None,
+        max_iters: int = 10,
+        fallback: Fallback = "extract",
+        sandbox: dict[str, Any] | None = None,
+        interpreter: InterpreterSpec | None = None,
+        step_timeout: float | None = None,
+        max_tokens: int | None = None,
+        max_cost: float | None = None,
+        max_observation_chars: int = 4000,
+        temperature: float | None = None,
+        on_event: EventHandler | None = None,
+    ) -> None:
+        self.signature = ensure_signature(signature)
+        self.tools = [as_tool(t) for t in tools]
+        self._check_tools()
+        self.lm = resolve_lm(lm) if lm is not None else None
+        if not isinstance(max_iters, int) or max_iters < 1:
+            raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}")
+        if fallback not in ("extract", "raise", "partial"):
+            raise ValueError(f"fallback must be 'extract', 'raise' or 'partial', got {fallback!r}")
+        if sandbox is not None and interpreter is not None:
+            raise ValueError("pass sandbox options or an interpreter, not both")
+        if interpreter is not None and not (
+            isinstance(interpreter, Interpreter) or callable(interpreter)
+        ):
+            raise TypeError(
+                "interpreter must implement codeact's Interpreter protocol (start, set_tools, "
+                "set_submit, execute, aexecute, close) or be a function returning one"
+            )
+        self.max_iters = max_iters
+        self.fallback: Fallback = fallback
+        self.sandbox_options = dict(sandbox or {})
+        self.interpreter = interpreter
+        self.step_timeout = step_timeout
+        self.max_tokens = max_tokens
+        self.max_cost = max_cost
+        self.max_observation_chars = max_observation_chars
+        self.temperature = temperature
+        self.on_event = on_event
+        self.prompt = Prompt(self.signature, self.tools)
+        self._shared_lock = threading.Lock()
+        self._shared_started = False
+        self._check_sandbox_options()
+
+    def _check_sandbox_options(self) -> None:
+        """Build (but do not start) one sandbox so that bad options fail here, not mid-run."""
+        if self.interpreter is not None or not self.sandbox_options:
+            return
+        taken = {"tools", "submit_params"} & self.sandbox_options.keys()
+        if taken:
+            raise ValueError(
+                f"sandbox option {sorted(taken)[0]!r} is set by CodeAct itself; pass tools= to "
+                "CodeAct and declare the outputs in the signature"
+            )
+        from codeact.sandbox import Sandbox
+
+        try:
+            probe = Sandbox(
+                self.tools, submit_params=list(self.signature.outputs), **self.sandbox_options
+            )
+        except InterpreterError:
+            return  # no backend here: the run reports it
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad sandbox options {self.sandbox_options}: {exc}") from None
+        close = getattr(probe, "close", None)
+        if callable(close):
+            close()
+
+    def _check_tools(self) -> None:
+        seen: set[str] = set()
+        for t in self.tools:
+            if t.name in seen:
+                raise ValueError(f"two tools are named {t.name!r}; pass name='...' to Tool()")
+            if t.name == "submit":
+                raise ValueError("a tool may not be named 'submit'; that name ends the task")
+            if t.name in self.signature.inputs:
+                raise ValueError(
+                    f"tool {t.name!r} has the name of an input variable; rename one of them"
+                )
+            seen.add(t.name)
+
+    def __repr__(self) -> str:
+        tools = ", ".join(t.name for t in self.tools)
+        return f"CodeAct({self.signature.text()!r}, tools=[{tools}])"
+
+    # --- running ------------------------------------------------------------------------------
+    def __call__(self, **inputs: Any) -> Prediction:
+        """Run the task synchronously and return its `Prediction`."""
+        run = _Run(self, inputs)
+        session = _Session(self, run)
+        try:
+            run.begin()
+            session.open()
+            while (messages := run.next_messages()) is not None:
+                try:
+                    completion = run.lm.complete(messages, **run.lm_options())
+                except Exception as exc:
+                    run.lm_failed(exc)
+                    break
+                code = run.take_reply(completion)
+                if code is not None:
+                    run.take_result(session.execute(code))
+            if run.wants_extraction():
+                try:
+                    extraction = run.lm.complete(run.extraction_messages(), **run.extract_options())
+                except Exception as exc:
+                    run.extraction_failed(exc)
+                else:
+                    run.take_extraction(extraction)
+        except KeyboardInterrupt:
+            run.end("interrupted", "interrupted by the user")
+            session.close()
+            raise RunInterrupted(run.finish()) from None
+        except InterpreterError as exc:
+            run.end("error", f"the sandbox could not be used: {exc}")
+        except Exception as exc:
+            run.end("error", _describe_exception(exc))
+        finally:
+            session.close()
+        return run.result()
+
+    async def acall(self, **inputs: Any) -> Prediction:
+        """Run the task without blocking the event loop (`lm.acomplete`, `aexecute`)."""
+        run = _Run(self, inputs)
+        run.is_async = True
+        session = _Session(self, run)
+        cancelled = False
+        try:
+            run.begin()
+            await session.aopen()
+            while (messages := run.next_messages()) is not None:
+                try:
+                    completion = await run.lm.acomplete(messages, **run.lm_options())
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    run.lm_failed(exc)
+                    break
+                code = run.take_reply(completion)
+                if code is not None:
+                    run.take_result(await session.aexecute(code))
+                await run.flush_async_events()
+            if run.wants_extraction():
+                try:
+                    extraction = await run.lm.acomplete(
+                        run.extraction_messages(), **run.extract_options()
+                    )
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    run.extraction_failed(exc)
+                else:
+                    run.take_extraction(extraction)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            cancelled = True
+            run.end("interrupted", "cancelled")
+            await session.aclose_soon()
+            run.finish()
+            await run.flush_async_events()
+            raise
+        except InterpreterError as exc:
+            run.end("error", f"the sandbox could not be used: {exc}")
+        except Exception as exc:
+            run.end("error", _describe_exception(exc))
+        finally:
+            if not cancelled:
+                await session.aclose()
+        prediction = run.result()
+        await run.flush_async_events()
+        return prediction
+
+    def batch(self, inputs: Sequence[dict[str, Any]], *, num_threads: int = 4) -> list[Prediction]:
+        """Run several tasks in parallel, each in its own session; results in input order.
+
+        An input that fails (bad inputs, `fallback="raise"`) gives a Prediction with
+        `end_reason="error"` (or the raised run) instead of sinking the batch.
+        """
+        items = list(inputs)
+        if num_threads < 1:
+            raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+        with ThreadPoolExecutor(max_workers=min(num_threads, max(len(items), 1))) as pool:
+            return list(pool.map(self._run_safely, items))
+
+    def _run_safely(self, inputs: dict[str, Any]) -> Prediction:
+        try:
+            if not isinstance(inputs, dict):
+                raise TypeError(
+                    f"each batch item must be a dict of inputs, got {type(inputs).__name__}"
+                )
+            return self(**inputs)
+        except MaxItersError as exc:
+            return exc.prediction
+        except Exception as exc:
+            record = RunRecord(
+                signature=self.signature.text(),
+                run_id=uuid.uuid4().hex[:12],
+                instructions=self.signature.instructions,
+                inputs=dict(inputs) if isinstance(inputs, dict) else {},
+                end_reason="error",
+                error=_describe_exception(exc),
+                max_iters=self.max_iters,
+                started_at=time.time(),
+            )
+            return Prediction(dict.fromkeys(self.signature.outputs), record)
+
+
+# --- one run ------------------------------------------------------------------------------------
+class _Run:
+    """The state of one run; the sync and async drivers in `CodeAct` feed it replies and results."""
+
+    def __init__(self, module: CodeAct, inputs: dict[str, Any]) -> None:
+        self.module = module
+        self.signature = module.signature
+        self.inputs = self.signature.validate_inputs(inputs)
+        self.lm: LM = module.lm if module.lm is not None else default_lm()
+        self.record = RunRecord(
+            signature=self.signature.text(),
+            run_id=uuid.uuid4().hex[:12],
+            instructions=self.signature.instructions,
+            inputs=dict(self.inputs),
+            model=getattr(self.lm, "model", "") or type(self.lm).__name__,
+            max_iters=module.max_iters,
+            started_at=time.time(),
+        )
+        self.outputs: dict[str, Any] | None = None
+        self.ended = False
+        self.finished = False
+        self.step: Step | None = None
+        self.last_submitted: dict[str, Any] | None = None
+        self._pending: list[Awaitable[Any]] = []
+        self._handler_failed = False
+        self.is_async = False
+
+    # --- events ---
+    def emit(self, event: Event) -> None:
+        handler = self.module.on_event
+        if handler is None:
+            return
+        try:
+            outcome = handler(event)
+            if inspect.isawaitable(outcome):
+                if self.is_async:
+                    self._pending.append(outcome)
+                else:
+                    _discard(outcome)
+                    raise TypeError("an async on_event handler is only awaited by acall()")
+        except Exception as exc:
+            if not self._handler_failed:
+                self._handler_failed = True
+                warnings.warn(f"on_event handler raised {exc!r}; the run goes on", stacklevel=2)
+
+    async def flush_async_events(self) -> None:
+        while self._pending:
+            try:
+                await self._pending.pop(0)
+            except Exception as exc:
+                warnings.warn(f"on_event handler raised {exc!r}; the run goes on", stacklevel=2)
+
+    def begin(self) -> None:
+        self.emit(
+            RunStarted(
+                self.record.run_id,
+                self.record.signature,
+                dict(self.inputs),
+                self.record.model,
+                self.module.max_iters,
+            )
+        )
+
+    # --- the loop ---
+    def next_messages(self) -> list[Message] | None:
+        """The messages for the next step, or None when the run is over."""
+        if self.ended:
+            return None
+        if len(self.record.steps) >= self.module.max_iters:
+            self.end("max_iters")
+            return None
+        if self.over_budget():
+            self.end("budget", self.budget_text())
+            return None
+        self.step = Step(index=len(self.record.steps))
+        self.emit(StepStarted(self.record.run_id, self.step.index))
+        self._lm_started = time.perf_counter()
+        return self.module.prompt.messages(self.inputs, self.record.steps)
+
+    def lm_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"stop": list(STOP_SEQUENCES)}
+        if self.module.temperature is not None:
+            options["temperature"] = self.module.temperature
+        if self.module.on_event is not None and self.step is not None:
+            index, run_id = self.step.index, self.record.run_id
+            options["on_token"] = lambda text: self.emit(TokenReceived(run_id, index, text))
+        return options
+
+    def lm_failed(self, exc: BaseException) -> None:
+        assert self.step is not None
+        self.step.lm_s = time.perf_counter() - self._lm_started
+        self.end("lm_error", f"the language model failed: {_describe_exception(exc)}")
+
+    def take_reply(self, completion: Completion) -> str | None:
+        """Record the reply; return its code, or None (the step then ends with a hint)."""
+        step = self.step
+        assert step is not None
+        step.lm_s = time.perf_counter() - self._lm_started
+        step.reply = _strip_stop(completion.text)
+        step.prompt_tokens = completion.usage.prompt_tokens
+        step.completion_tokens = completion.usage.completion_tokens
+        step.cost = completion.usage.cost
+        self.record.add_usage(_as_call(completion.usage))
+        parsed = parse_reply(step.reply)
+        step.reasoning = parsed.reasoning
+        step.code = parsed.code
+        if parsed.code is None:
+            step.observation = NO_CODE_OBSERVATION
+            self._end_step()
+            return None
+        self.emit(CodeParsed(self.record.run_id, step.index, parsed.code, parsed.reasoning))
+        return parsed.code
+
+    def take_result(self, result: ExecutionResult) -> None:
+        step = self.step
+        assert step is not None
+        step.stdout = result.stdout
+        step.stderr = result.stderr
+        step.value = result.value
+        step.timed_out = result.timed_out
+        step.exec_s = result.duration_s
+        step.tool_s = result.tool_time_s
+        step.tool_calls = result.tool_calls
+        if result.error is not None:
+            e = result.error
+            step.error = StepError(e.type, e.message, e.traceback, e.lineno, e.line)
+        if result.submitted is not None:
+            step.submitted = dict(result.submitted)
+            self.last_submitted = step.submitted
+            try:
+                self.outputs = self.signature.validate_outputs(
+                    {k: _plain(v) for k, v in result.submitted.items()}
+                )
+            except OutputValidationError as exc:
+                step.error = StepError(
+                    "SubmitValidationError",
+                    "; ".join(f"{name!r} {msg}" for name, msg in exc.problems.items()),
+                )
+            else:
+                step.observation = "submit() accepted; the task is done."
+                self.end("submitted")
+        self._end_step()
+
+    def _end_step(self) -> None:
+        step = self.step
+        assert step is not None
+        if self.outputs is None:
+            steps_left = self.module.max_iters - step.index - 1
+            step.observation = step.observation or observation(
+                step, limit=self.module.max_observation_chars, steps_left=steps_left
+            )
+            self.emit(Observed(self.record.run_id, step.index, step.observation))
+        self.record.steps.append(step)
+        self.emit(StepEnded(self.record.run_id, step))
+        self.step = None
+        if self.outputs is None and not self.ended and self.over_budget():
+            self.end("budget", self.budget_text())
+
+    # --- budget ---
+    def over_budget(self) -> bool:
+        usage = self.record.usage
+        if self.module.max_tokens is not None and usage.total_tokens >= self.module.max_tokens:
+            return True
+        return (
+            self.module.max_cost is not None
+            and usage.cost is not None
+            and usage.cost >= self.module.max_cost
+        )
+
+    def budget_text(self) -> str:
+        usage = self.record.usage
+        return (
+            f"budget spent: {usage.total_tokens} tokens (max_tokens={self.module.max_tokens}), "
+            f"cost {usage.cost} (max_cost={self.module.max_cost})"
+        )
+
+    # --- fallback ---
+    def wants_extraction(self) -> bool:
+        if self.record.end_reason != "max_iters" or self.outputs is not None:
+            return False
+        self.record.fallback = self.module.fallback
+        return self.module.fallback == "extract" and bool(self.record.steps)
+
+    def extraction_messages(self) -> list[Message]:
+        self._lm_started = time.perf_counter()
+        return self.module.prompt.extraction_messages(self.inputs, self.record.steps)
+
+    def extract_options(self) -> dict[str, Any]:
+        return (
+            {"temperature": self.module.temperature} if self.module.temperature is not None else {}
+        )
+
+    def take_extraction(self, completion: Completion) -> None:
+        self.record.fallback_lm_s = time.perf_counter() - self._lm_started
+        self.record.fallback_reply = completion.text
+        self.record.add_usage(_as_call(completion.usage))
+        values = parse_json_object(completion.text)
+        if values is None:
+            self.record.error = "the extraction reply held no JSON object"
+            return
+        try:
+            self.outputs = self.signature.validate_outputs(
+                {k: v for k, v in values.items() if k in self.signature.outputs}
+            )
+        except OutputValidationError as exc:
+            self.record.error = f"the extracted outputs did not validate: {exc}"
+
+    def extraction_failed(self, exc: BaseException) -> None:
+        self.record.fallback_lm_s = time.perf_counter() - self._lm_started
+        self.record.end_reason = "lm_error"
+        self.record.error = f"the extraction call failed: {_describe_exception(exc)}"
+
+    # --- ending ---
+    def end(self, reason: EndReason, error: str | None = None) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.record.end_reason = reason
+        if error is not None:
+            self.record.error = error
+        if self.step is not None:
+            # The step in flight (LM failed, or interrupted) is kept in the record.
+            step, self.step = self.step, None
+            self.record.steps.append(step)
+            self.emit(StepEnded(self.record.run_id, step))
+
+    def finish(self) -> Prediction:
+        if not self.finished:
+            self.finished = True
+            if self.outputs is None and self.record.fallback == "partial" and self.last_submitted:
+                partial = self.signature.validate_partial(
+                    {k: _plain(v) for k, v in self.last_submitted.items()}
+                )
+                self.outputs = {name: partial.get(name) for name in self.signature.outputs}
+            self.record.outputs = self.outputs
+            self.record.finish_timings(time.time())
+            self.emit(RunEnded(self.record.run_id, self.record))
+        outputs = self.outputs or dict.fromkeys(self.signature.outputs)
+        return Prediction(dict(outputs), self.record)
+
+    def result(self) -> Prediction:
+        prediction = self.finish()
+        if self.record.fallback == "raise" and self.outputs is None:
+            raise MaxItersError(prediction)
+        return prediction
+
+
+# --- the session ----------------------------------------------------------------------------------
+class _Session:
+    """The sandbox session of one run: made fresh (or borrowed from `interpreter=`), given the
+    tools, `submit` and the inputs, restarted after it dies."""
+
+    def __init__(self, module: CodeAct, run: _Run) -> None:
+        self.module = module
+        self.run = run
+        self.interpreter: Interpreter | None = None
+        self.owned = not _is_interpreter_object(module.interpreter)
+        self.lost = False
+
+    def _make(self) -> Interpreter:
+        spec = self.module.interpreter
+        if _is_interpreter_object(spec):
+            return spec  # type: ignore[return-value]
+        if spec is not None:
+            made = spec()
+            if not isinstance(made, Interpreter):
+                raise InterpreterError(
+                    f"the interpreter factory returned {type(made).__name__}, not an Interpreter"
+                )
+            return made
+        from codeact.sandbox import Sandbox
+
+        options = dict(self.module.sandbox_options)
+        return Sandbox(
+            self.module.tools, submit_params=list(self.module.signature.outputs), **options
+        )
+
+    def _setup(self, interpreter: Interpreter) -> str:
+        interpreter.set_tools(self.module.tools)
+        interpreter.set_submit(list(self.module.signature.outputs))
+        return input_assignments(self.run.inputs)
+
+    def _start(self, interpreter: Interpreter) -> None:
+        if self.owned:
+            interpreter.start()
+        elif not self.module._shared_started:
+            interpreter.start()
+            self.module._shared_started = True
+
+    def open(self) -> None:
+        if not self.owned:
+            self.module._shared_lock.acquire()
+        started = time.perf_counter()
+        interpreter = self._make()
+        self.interpreter = interpreter
+        self._start(interpreter)
+        code = self._setup(interpreter)
+        if code:
+            interpreter.execute(code)
+        self.run.record.session_s += time.perf_counter() - started
+
+    async def aopen(self) -> None:
+        if not self.owned:
+            await asyncio.to_thread(self.module._shared_lock.acquire)
+        started = time.perf_counter()
+        interpreter = self._make()
+        self.interpreter = interpreter
+        await asyncio.to_thread(self._start, interpreter)
+        code = self._setup(interpreter)
+        if code:
+            await interpreter.aexecute(code)
+        self.run.record.session_s += time.perf_counter() - started
+
+    def execute(self, code: str) -> ExecutionResult:
+        started = time.perf_counter()
+        try:
+            if self.lost:
+                self._restart()
+            assert self.interpreter is not None
+            result = self.interpreter.execute(code, timeout=self.module.step_timeout)
+        except Exception as exc:
+            result = self._crashed(exc)
+        return self._after(result, started)
+
+    async def aexecute(self, code: str) -> ExecutionResult:
+        started = time.perf_counter()
+        try:
+            if self.lost:
+                await asyncio.to_thread(self._restart)
+            assert self.interpreter is not None
+            result = await self.interpreter.aexecute(code, timeout=self.module.step_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            result = self._crashed(exc)
+        return self._after(result, started)
+
+    def _crashed(self, exc: Exception) -> ExecutionResult:
+        self.lost = True
+        return _crash_result(exc)
+
+    def _after(self, result: ExecutionResult, started: float) -> ExecutionResult:
+        if not result.duration_s:
+            result.duration_s = time.perf_counter() - started
+        if (
+            result.error is not None
+            and result.error.type in _SESSION_LOST
+            and getattr(self.interpreter, "alive", True) is False
+        ):
+            self.lost = True  # the next step runs in a new session: define the inputs again
+        return result
+
+    def _restart(self) -> None:
+        self.lost = False
+        interpreter = self.interpreter
+        if interpreter is None:
+            return
+        started = time.perf_counter()
+        if self.owned:
+            with contextlib.suppress(Exception):
+                interpreter.close()
+        interpreter.start()
+        code = self._setup(interpreter)
+        if code:
+            interpreter.execute(code)
+        self.run.record.session_s += time.perf_counter() - started
+
+    def _close_interpreter(self) -> None:
+        interpreter, self.interpreter = self.interpreter, None
+        if interpreter is not None and self.owned:
+            try:
+                interpreter.close()
+            except Exception as exc:
+                warnings.warn(f"closing the sandbox failed: {exc!r}", stacklevel=3)
+
+    def close(self) -> None:
+        had = self.interpreter is not None
+        started = time.perf_counter()
+        self._close_interpreter()
+        if had:
+            self.run.record.session_s += time.perf_counter() - started
+        if had and not self.owned:
+            self.module._shared_lock.release()
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    async def aclose_soon(self, wait: float = 2.0) -> None:
+        """Close from a cancelled run: a step may still hold the session, so wait only briefly."""
+        closer = threading.Thread(target=self.close, name="codeact-close", daemon=True)
+        closer.start()
+        await asyncio.to_thread(closer.join, wait)
+
+
+# --- helpers ------------------------------------------------------------------------------------
+def _is_interpreter_object(spec: object) -> bool:
+    """An interpreter instance (shared by runs), as opposed to a class or factory making one."""
+    return isinstance(spec, Interpreter) and not isinstance(spec, type)
+
+
+def _discard(awaitable: Awaitable[Any]) -> None:
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        close()
+
+
+def _crash_result(exc: BaseException) -> ExecutionResult:
+    from codeact.sandbox.interpreter import ExecutionError
+
+    return ExecutionResult(
+        error=ExecutionError("SandboxCrashed", f"the sandbox failed while running this step: {exc}")
+    )
+
+
+def _strip_stop(text: str) -> str:
+    """The reply up to any stop sequence the LM did not cut itself."""
+    cut_at = min((i for s in STOP_SEQUENCES if (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut_at].rstrip()
+
+
+def _as_call(usage: Usage) -> Usage:
+    return Usage(usage.prompt_tokens, usage.completion_tokens, max(usage.calls, 1), usage.cost)
+
+
+def _plain(value: Any) -> Any:
+    """numpy and pandas values as plain Python, so they validate like the lists and numbers they hold."""
+    module = type(value).__module__.split(".")[0]
+    if module == "numpy":
+        return value.tolist() if hasattr(value, "tolist") else value
+    if module == "pandas":
+        if hasattr(value, "to_dict") and hasattr(value, "columns"):
+            return value.to_dict(orient="records")
+        if hasattr(value, "tolist"):
+            return value.tolist()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_plain(v) for v in value)
+    return value
+
+
+def _describe_exception(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    if not isinstance(exc, (TypeError, ValueError, RuntimeError)):
+        tb = traceback.extract_tb(exc.__traceback__)
+        if tb:
+            frame = tb[-1]
+            text += f" (at {frame.filename}:{frame.lineno})"
+    return text

@@ -1,0 +1,244 @@
+"""The terminal view of a run as it happens, fed by `CodeAct`'s `on_event` callback.
+
+Each step prints its code (highlighted), then its outcome; while the model thinks or the code runs,
+a spinner line shows the step, elapsed time, tokens and cost so far. On a terminal that is not
+interactive (a pipe, a file) the spinner is left out and every line is flushed as it is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.status import Status
+from rich.syntax import Syntax
+from rich.text import Text
+
+from codeact.agent import (
+    CodeParsed,
+    Event,
+    Observed,
+    RunEnded,
+    RunStarted,
+    StepEnded,
+    StepStarted,
+    TokenReceived,
+)
+from codeact.trajectory import RunRecord, Step
+
+OUTPUT_LINES = 30
+
+END_STYLES = {"submitted": "bold green", "max_iters": "bold yellow", "budget": "bold yellow",
+              "interrupted": "bold yellow"}
+
+
+def format_cost(cost: float | None) -> str:
+    if cost is None:
+        return "cost unknown"
+    return f"${cost:.4f}"
+
+
+def format_value(value: Any) -> str:
+    """A submitted value as the user reads it: strings as they are, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _clip(text: str, lines: int = OUTPUT_LINES) -> str:
+    rows = text.rstrip("\n").splitlines()
+    if len(rows) <= lines:
+        return "\n".join(rows)
+    head = rows[: lines - 5]
+    tail = rows[-4:]
+    return "\n".join([*head, f"… {len(rows) - len(head) - len(tail)} more lines …", *tail])
+
+
+class _StatusLine:
+    """The text after the spinner, rendered afresh on each refresh so the clock keeps moving."""
+
+    def __init__(self, view: LiveView) -> None:
+        self.view = view
+
+    def __rich__(self) -> Text:
+        return Text.from_markup(self.view._status_text())
+
+
+class LiveView:
+    """Prints a run's events to `console` (unless `show` is false) and keeps the steps it saw;
+    `record` is the run's record once it ended."""
+
+    def __init__(self, console: Console | None = None, *, show: bool = True) -> None:
+        self.console = console or Console()
+        self.show = show
+        self.interactive = show and self.console.is_terminal
+        self.status: Status | None = None
+        self.max_iters = 0
+        self.started = time.perf_counter()
+        self.step_index = 0
+        self.phase = ""
+        self.streamed = 0
+        self.tokens = 0
+        self.cost: float | None = 0.0
+        self.steps: list[Step] = []
+        self.run_started: RunStarted | None = None
+        self.record: RunRecord | None = None
+
+    # --- events ---
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self._run_started(event)
+        elif isinstance(event, StepStarted):
+            self.step_index = event.index
+            self.streamed = 0
+            self._set_phase("model thinking")
+        elif isinstance(event, TokenReceived):
+            self.streamed += len(event.text)
+            self._set_phase(f"model writing ({self.streamed:,} chars)")
+        elif isinstance(event, CodeParsed):
+            self._code(event)
+            self._set_phase("running code")
+        elif isinstance(event, Observed):
+            pass  # the step's outcome is printed from StepEnded, which carries the whole step
+        elif isinstance(event, StepEnded):
+            self._step_ended(event.step)
+        elif isinstance(event, RunEnded):
+            self.record = event.record
+            self.stop()
+
+    def _run_started(self, event: RunStarted) -> None:
+        self.run_started = event
+        self.max_iters = event.max_iters
+        self.started = time.perf_counter()
+        self._print(
+            Text.assemble(
+                ("codeact ", "bold"),
+                (f"{event.signature}", "cyan"),
+                ("  model ", "dim"),
+                (event.model, "magenta"),
+                ("  max steps ", "dim"),
+                (str(event.max_iters), ""),
+            )
+        )
+
+    def _code(self, event: CodeParsed) -> None:
+        self._pause()
+        if not self.show:
+            return
+        title = f"Step {event.index + 1}/{self.max_iters}" if self.max_iters else f"Step {event.index + 1}"
+        self.console.rule(Text(title, style="bold"), align="left")
+        if event.reasoning.strip():
+            self._print(Text(_clip(event.reasoning.strip(), 12), style="italic dim"))
+        code = Syntax(event.code.rstrip(), "python", theme="ansi_dark", line_numbers=False,
+                      word_wrap=True, background_color="default")
+        self._print(Panel(code, title="code", title_align="left", border_style="blue", expand=True))
+
+    def _step_ended(self, step: Step) -> None:
+        self._pause()
+        self.steps.append(step)
+        self.tokens += step.prompt_tokens + step.completion_tokens
+        if self.cost is not None:
+            self.cost = None if step.cost is None else self.cost + step.cost
+        if step.code is None and self.show:
+            self.console.rule(Text(f"Step {step.index + 1}", style="bold"), align="left")
+            self._print(Text("The reply held no code: ", style="yellow") + Text(_clip(step.reply, 8)))
+        parts: list[Any] = []
+        if step.stdout:
+            parts.append(Text(_clip(step.stdout)))
+        if step.stderr:
+            parts.append(Text(_clip(step.stderr), style="yellow"))
+        if step.value is not None:
+            parts.append(Text.assemble(("→ ", "dim"), _clip(step.value, 10)))
+        if step.error is not None:
+            where = f" (line {step.error.lineno}: {step.error.line})" if step.error.lineno else ""
+            parts.append(Text(f"{step.error.type}: {step.error.message}{where}", style="bold red"))
+        if step.submitted is not None and step.error is None:
+            shown = ", ".join(f"{k}={format_value(v)}" for k, v in step.submitted.items())
+            parts.append(Text(f"submit({shown})", style="bold green"))
+        if parts:
+            failed = step.error is not None
+            self._print(Panel(Group(*parts), title="observation", title_align="left",
+                              border_style="red" if failed else "green", expand=True))
+        elif step.code is not None and step.exec_s > 0:
+            self._print(Text("(no output)", style="dim"))
+        elif step.code is not None:
+            self._print(Text("(stopped before the code finished)", style="yellow"))
+        self._print(
+            Text(
+                f"model {step.lm_s:.2f}s · code {step.exec_s:.3f}s"
+                + (f" · tools {step.tool_s:.3f}s ({step.tool_calls} call{'s' * (step.tool_calls != 1)})"
+                   if step.tool_calls else "")
+                + f" · {step.prompt_tokens + step.completion_tokens:,} tokens · "
+                f"total {self.tokens:,} tokens, {format_cost(self.cost)}",
+                style="dim",
+            )
+        )
+
+    # --- the spinner line ---
+    def _status_text(self) -> str:
+        elapsed = time.perf_counter() - self.started
+        step = f"step {self.step_index + 1}" + (f"/{self.max_iters}" if self.max_iters else "")
+        return (
+            f"[bold]{step}[/] · {self.phase} · {elapsed:.1f}s · {self.tokens:,} tokens · "
+            f"{format_cost(self.cost)}"
+        )
+
+    def _set_phase(self, phase: str) -> None:
+        self.phase = phase
+        if not self.interactive:
+            return
+        if self.status is None:
+            self.status = self.console.status(_StatusLine(self), spinner="dots")
+            self.status.start()
+
+    def _pause(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+    def stop(self) -> None:
+        """Remove the spinner (at the end of a run, or when it is interrupted)."""
+        self._pause()
+
+    def _print(self, renderable: Any) -> None:
+        if not self.show:
+            return
+        self.console.print(renderable)
+        if not self.interactive:
+            self.console.file.flush()
+
+
+def print_result(console: Console, record: RunRecord) -> None:
+    """The end of a run: the typed answer, the end reason, and the totals."""
+    console.rule(Text("Result", style="bold"), align="left")
+    if record.outputs is not None:
+        for name, value in record.outputs.items():
+            console.print(Text.assemble((f"{name}: ", "bold"), format_value(value)))
+    else:
+        console.print(Text("no answer", style="bold red"))
+    reason = Text(record.end_reason, style=END_STYLES.get(record.end_reason, "bold red"))
+    line = Text.assemble(("end reason: ", "bold"), reason)
+    if record.fallback:
+        line.append(f" (fallback: {record.fallback})", style="dim")
+    console.print(line)
+    if record.error:
+        console.print(Text(record.error, style="red"))
+    usage = record.usage
+    console.print(
+        Text(
+            f"{len(record.steps)} step{'s' * (len(record.steps) != 1)} in {record.duration_s:.2f}s "
+            f"(model {record.lm_s:.2f}s, code {record.exec_s:.3f}s, tools {record.tool_s:.3f}s) · "
+            f"{usage.total_tokens:,} tokens ({usage.prompt_tokens:,} in, "
+            f"{usage.completion_tokens:,} out) in {usage.calls} LM call{'s' * (usage.calls != 1)} · "
+            f"{format_cost(usage.cost)}",
+            style="dim",
+        )
+    )
+    if not console.is_terminal:
+        console.file.flush()

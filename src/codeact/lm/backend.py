@@ -1,0 +1,237 @@
+"""`Backend`: what every real model backend shares around sending one request.
+
+A call is turned into a plain request dict (model, server, messages, generation settings), looked up
+in the optional response cache, sent under the retry policy, timed, and priced. Subclasses only
+implement `_send` (and `_asend` when they have a native async API).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from codeact.lm.base import LM, Completion, Message, TokenCallback, Usage
+from codeact.lm.cache import ResponseCache
+from codeact.lm.errors import LMConfigError
+from codeact.lm.pricing import cost_of
+from codeact.lm.retry import RetryPolicy, acall_with_retry, call_with_retry
+from codeact.lm.tokens import count_message_tokens, count_tokens
+
+Request = dict[str, Any]
+CacheOption = bool | str | os.PathLike[str] | ResponseCache | None
+
+_ROLES = ("system", "user", "assistant")
+
+
+class Secret:
+    """A string (an API key) that never shows in repr, str, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an API key is not pickled; pass it (or its environment variable) again")
+
+
+class CallbackFailed(Exception):
+    """The caller's `on_token` raised; backends re-raise `error` unchanged instead of treating it
+    as a model failure."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def emit(on_token: TokenCallback | None, text: str) -> None:
+    """Pass streamed `text` to the caller's `on_token`, wrapping its failure in `CallbackFailed`."""
+    if on_token is None or not text:
+        return
+    try:
+        on_token(text)
+    except Exception as error:
+        raise CallbackFailed(error) from error
+
+
+def _cache_from(option: CacheOption) -> ResponseCache | None:
+    if option is None or option is False:
+        return None
+    if option is True:
+        return ResponseCache()
+    if isinstance(option, ResponseCache):
+        return option
+    return ResponseCache(option)
+
+
+def _retry_from(option: RetryPolicy | int | None) -> RetryPolicy:
+    if option is None:
+        return RetryPolicy()
+    if isinstance(option, RetryPolicy):
+        return option
+    if isinstance(option, int) and not isinstance(option, bool):
+        return RetryPolicy(max_retries=option)
+    raise LMConfigError(f"retry must be a RetryPolicy or a number of retries, got {option!r}")
+
+
+def check_messages(messages: Sequence[Message]) -> list[Message]:
+    """`messages` as a list of plain dicts, or LMConfigError saying which one is malformed."""
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise LMConfigError(
+            "messages must be a list of {'role': ..., 'content': ...} dicts, "
+            f"got {type(messages).__name__}"
+        )
+    if not messages:
+        raise LMConfigError("messages is empty: give at least one {'role': 'user', 'content': ...}")
+    checked: list[Message] = []
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if role not in _ROLES or not isinstance(content, str):
+            raise LMConfigError(
+                f"messages[{index}] must be a dict with 'role' in {_ROLES} and a str 'content', "
+                f"got {message!r:.200}"
+            )
+        checked.append({"role": role, "content": content})
+    return checked
+
+
+class Backend(LM):
+    """A model reached by sending requests.
+
+    Options common to every backend: `timeout` (seconds per call, each attempt), `retry` (a
+    `RetryPolicy` or a number of retries), `cache` (True for the default directory, a path, or a
+    `ResponseCache`; off by default), and defaults for `temperature`, `max_tokens` and `stop` that
+    a call's own arguments override.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        timeout: float = 120.0,
+        retry: RetryPolicy | int | None = None,
+        cache: CacheOption = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> None:
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise LMConfigError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self.model = model
+        self.timeout = float(timeout)
+        self.retry = _retry_from(retry)
+        self.cache = _cache_from(cache)
+        self.temperature = temperature
+        self.max_tokens = max_tokens
+        self.stop = list(stop) if stop else None
+
+    # What a subclass provides.
+
+    def _endpoint(self) -> str:
+        """Where requests go (part of the cache key: the same model name on two servers differs)."""
+        return ""
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """Dollars for a call from the price table; None when the model's price is unknown."""
+        return cost_of(self.model, prompt_tokens, completion_tokens)
+
+    def _send(self, request: Request, on_token: TokenCallback | None) -> Completion:
+        raise NotImplementedError
+
+    async def _asend(self, request: Request, on_token: TokenCallback | None) -> Completion:
+        return await asyncio.to_thread(self._send, request, on_token)
+
+    # The shared call path.
+
+    def _request(
+        self,
+        messages: Sequence[Message],
+        stop: Sequence[str] | None,
+        max_tokens: int | None,
+        temperature: float | None,
+    ) -> Request:
+        if isinstance(stop, str):
+            stop = [stop]
+        stop = list(stop) if stop is not None else self.stop
+        max_tokens = max_tokens if max_tokens is not None else self.max_tokens
+        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
+            raise LMConfigError(f"max_tokens must be a positive int, got {max_tokens!r}")
+        temperature = temperature if temperature is not None else self.temperature
+        return {
+            "model": self.model,
+            "endpoint": self._endpoint(),
+            "messages": check_messages(messages),
+            "stop": stop or None,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+
+    def _cached(self, request: Request, on_token: TokenCallback | None) -> Completion | None:
+        if self.cache is None:
+            return None
+        hit = self.cache.get(request)
+        if hit is not None and on_token is not None and hit.text:
+            on_token(hit.text)
+        return hit
+
+    def _finish(self, request: Request, completion: Completion, started: float) -> Completion:
+        usage = completion.usage
+        if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
+            usage = Usage(count_message_tokens(request["messages"]), count_tokens(completion.text))
+        cost = self._cost(usage.prompt_tokens, usage.completion_tokens)
+        completion = replace(
+            completion,
+            usage=Usage(usage.prompt_tokens, usage.completion_tokens, 1, cost),
+            latency_s=time.perf_counter() - started,
+            model=completion.model or self.model,
+        )
+        if self.cache is not None:
+            self.cache.put(request, completion)
+        return completion
+
+    def complete(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> Completion:
+        request = self._request(messages, stop, max_tokens, temperature)
+        hit = self._cached(request, on_token)
+        if hit is not None:
+            return hit
+        started = time.perf_counter()
+        completion = call_with_retry(lambda: self._send(request, on_token), self.retry)
+        return self._finish(request, completion, started)
+
+    async def acomplete(
+        self,
+        messages: Sequence[Message],
+        *,
+        stop: Sequence[str] | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+        on_token: TokenCallback | None = None,
+    ) -> Completion:
+        request = self._request(messages, stop, max_tokens, temperature)
+        hit = self._cached(request, on_token)
+        if hit is not None:
+            return hit
+        started = time.perf_counter()
+        completion = await acall_with_retry(lambda: self._asend(request, on_token), self.retry)
+        return self._finish(request, completion, started)

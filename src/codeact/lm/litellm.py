@@ -1,0 +1,217 @@
+"""`LiteLLMLM`: every other provider (`anthropic/...`, `gemini/...`, `ollama/...`, `groq/...`, ...)
+through LiteLLM, an optional extra: `pip install 'codeact[litellm]'`."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from codeact.lm.backend import Backend, CacheOption, CallbackFailed, Request, Secret, emit
+from codeact.lm.base import Completion, TokenCallback, Usage
+from codeact.lm.errors import LMAPIError, LMMissingExtraError, LMResponseError, LMTimeoutError
+from codeact.lm.pricing import cost_of
+from codeact.lm.retry import RetryPolicy
+
+_KEY_ENV = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "vertex_ai": "GOOGLE_APPLICATION_CREDENTIALS",
+    "together_ai": "TOGETHERAI_API_KEY",
+    "azure": "AZURE_API_KEY",
+    "bedrock": "AWS_ACCESS_KEY_ID",
+}
+
+
+def _import_litellm() -> Any:
+    # LiteLLM fetches its model price map over the network at import unless told not to.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    try:
+        import litellm
+    except ImportError:
+        raise LMMissingExtraError(
+            "this model needs LiteLLM, an optional extra: pip install 'codeact[litellm]' "
+            "(OpenAI and OpenAI-compatible servers work without it as 'openai/<model>')"
+        ) from None
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+class LiteLLMLM(Backend):
+    """Any LiteLLM model string, e.g. `LM("anthropic/claude-haiku-4-5")`, `LM("ollama/llama3.2",
+    api_base="http://localhost:11434")`. The key comes from `api_key=` or the provider's usual
+    environment variable (`ANTHROPIC_API_KEY`, `GEMINI_API_KEY`, ...). Extra keyword arguments are
+    passed to `litellm.completion`. See `Backend` for `timeout`, `retry` and `cache`.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        timeout: float = 120.0,
+        retry: RetryPolicy | int | None = None,
+        cache: CacheOption = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: Sequence[str] | None = None,
+        **params: Any,
+    ) -> None:
+        self._litellm = _import_litellm()
+        super().__init__(
+            model,
+            timeout=timeout,
+            retry=retry,
+            cache=cache,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop=stop,
+        )
+        self.provider = model.partition("/")[0]
+        self.api_base = api_base.rstrip("/") if api_base else None
+        self._api_key = Secret(api_key) if api_key else None
+        self.params = params
+
+    def __repr__(self) -> str:
+        base = f", api_base={self.api_base!r}" if self.api_base else ""
+        return f"LiteLLMLM({self.model!r}{base})"
+
+    def _endpoint(self) -> str:
+        return self.api_base or self.provider
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        if self.api_base:
+            return None
+        known = cost_of(self.model, prompt_tokens, completion_tokens)
+        if known is not None:
+            return known
+        try:
+            prompt_cost, completion_cost = self._litellm.cost_per_token(
+                model=self.model,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+            )
+        except Exception:  # LiteLLM raises plain exceptions for models it has no price for
+            return None
+        return float(prompt_cost) + float(completion_cost)
+
+    def _args(self, request: Request, stream: bool) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "model": self.model,
+            "messages": request["messages"],
+            "timeout": self.timeout,
+            "num_retries": 0,
+            **self.params,
+        }
+        if self.api_base:
+            args["api_base"] = self.api_base
+        if self._api_key is not None:
+            args["api_key"] = self._api_key.reveal()
+        if request["stop"]:
+            args["stop"] = request["stop"]
+        if request["max_tokens"] is not None:
+            args["max_tokens"] = request["max_tokens"]
+        if request["temperature"] is not None:
+            args["temperature"] = request["temperature"]
+        if stream:
+            args["stream"] = True
+            args["stream_options"] = {"include_usage": True}
+        return args
+
+    def _translate(self, error: Exception) -> LMAPIError:
+        import openai
+
+        from codeact.lm.openai import translate_error
+
+        env = _KEY_ENV.get(self.provider, f"{self.provider.upper()}_API_KEY")
+        where = self.api_base or self.provider
+        if isinstance(error, openai.OpenAIError):
+            return translate_error(
+                error,
+                where=f"{where} (model {self.model!r})",
+                timeout=self.timeout,
+                key_hint=f"check {env} or the api_key= argument",
+                not_found_hint=f"check the model name {self.model!r} in LiteLLM's provider list",
+            )
+        return LMResponseError(f"{where} (model {self.model!r}) failed: {error}")
+
+    def _completion(self, response: Any) -> Completion:
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise LMResponseError(f"{self.model} returned a completion with no choices")
+        usage = getattr(response, "usage", None)
+        return Completion(
+            text=choices[0].message.content or "",
+            usage=Usage(
+                getattr(usage, "prompt_tokens", 0) or 0,
+                getattr(usage, "completion_tokens", 0) or 0,
+            ),
+            model=getattr(response, "model", "") or "",
+            finish_reason=choices[0].finish_reason,
+        )
+
+    def _stream_into(self, chunk: Any, reply: dict[str, Any], on_token: TokenCallback) -> None:
+        usage = getattr(chunk, "usage", None)
+        if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
+            reply["usage"] = Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
+        for choice in getattr(chunk, "choices", None) or ():
+            text = getattr(choice.delta, "content", None) if choice.delta else None
+            if text:
+                reply["pieces"].append(text)
+                emit(on_token, text)
+            if choice.finish_reason:
+                reply["finish_reason"] = choice.finish_reason
+
+    def _check_deadline(self, started: float) -> None:
+        if time.monotonic() - started > self.timeout:
+            raise LMTimeoutError(
+                f"{self.model} was still streaming after {self.timeout:g}s: raise timeout= "
+                "or ask for fewer max_tokens"
+            )
+
+    @staticmethod
+    def _streamed(reply: dict[str, Any]) -> Completion:
+        return Completion(
+            text="".join(reply["pieces"]),
+            usage=reply["usage"],
+            model="",
+            finish_reason=reply["finish_reason"],
+        )
+
+    def _send(self, request: Request, on_token: TokenCallback | None) -> Completion:
+        started = time.monotonic()
+        try:
+            if on_token is None:
+                return self._completion(self._litellm.completion(**self._args(request, False)))
+            reply: dict[str, Any] = {"pieces": [], "usage": Usage(), "finish_reason": None}
+            for chunk in self._litellm.completion(**self._args(request, True)):
+                self._stream_into(chunk, reply, on_token)
+                self._check_deadline(started)
+            return self._streamed(reply)
+        except LMAPIError:
+            raise
+        except CallbackFailed as failed:
+            raise failed.error from None
+        except Exception as error:
+            raise self._translate(error) from None
+
+    async def _asend(self, request: Request, on_token: TokenCallback | None) -> Completion:
+        started = time.monotonic()
+        try:
+            if on_token is None:
+                response = await self._litellm.acompletion(**self._args(request, False))
+                return self._completion(response)
+            reply: dict[str, Any] = {"pieces": [], "usage": Usage(), "finish_reason": None}
+            stream = await self._litellm.acompletion(**self._args(request, True))
+            async for chunk in stream:
+                self._stream_into(chunk, reply, on_token)
+                self._check_deadline(started)
+            return self._streamed(reply)
+        except LMAPIError:
+            raise
+        except CallbackFailed as failed:
+            raise failed.error from None
+        except Exception as error:
+            raise self._translate(error) from None

@@ -1,0 +1,337 @@
+"""`OpenAILM`: OpenAI's API, or any OpenAI-compatible server (vLLM, llama.cpp, Ollama, LM Studio,
+OpenRouter...) through `api_base=`, with the official `openai` SDK (sync and native async)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+import weakref
+from typing import Any
+
+import openai
+
+from codeact.lm.backend import Backend, CacheOption, CallbackFailed, Request, Secret, emit
+from codeact.lm.base import Completion, TokenCallback, Usage
+from codeact.lm.errors import (
+    LMAPIError,
+    LMAuthError,
+    LMBadRequestError,
+    LMConfigError,
+    LMConnectionError,
+    LMContextLengthError,
+    LMModelNotFoundError,
+    LMQuotaError,
+    LMRateLimitError,
+    LMResponseError,
+    LMServerError,
+    LMTimeoutError,
+)
+from codeact.lm.pricing import cost_of
+from codeact.lm.retry import RetryPolicy, parse_retry_after
+
+OPENAI_BASE = "https://api.openai.com/v1"
+
+_CONTEXT_WORDS = re.compile(
+    r"context[ _]length|context window|maximum context|n_ctx|too many tokens|prompt is too long"
+    r"|exceeds? the (?:model's )?(?:maximum|context)|context_length_exceeded|requested tokens",
+    re.IGNORECASE,
+)
+
+
+def _server_message(error: openai.APIStatusError) -> str:
+    body = error.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("message"), str):
+            return inner["message"]
+        if isinstance(body.get("detail"), str):
+            return body["detail"]
+        if isinstance(inner, str):
+            return inner
+    text = error.response.text if error.response is not None else ""
+    return text.strip()[:500] or str(error)
+
+
+def _error_code(error: openai.APIStatusError) -> str:
+    code = getattr(error, "code", None)
+    if isinstance(code, str):
+        return code
+    body = error.body
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and isinstance(inner.get("code"), str):
+            return inner["code"]
+    return ""
+
+
+def translate_error(
+    error: Exception, *, where: str, timeout: float, key_hint: str, not_found_hint: str
+) -> LMAPIError:
+    """An `openai` SDK exception (LiteLLM's subclass them) as an `LMAPIError` saying what to fix."""
+    if isinstance(error, openai.APITimeoutError):
+        return LMTimeoutError(
+            f"{where} did not answer within {timeout:g}s: raise timeout= or ask for fewer max_tokens"
+        )
+    if isinstance(error, openai.APIConnectionError):
+        cause = error.__cause__ or error.__context__
+        detail = f": {cause}" if cause else ""
+        return LMConnectionError(f"could not reach {where}{detail}")
+    if not isinstance(error, openai.APIStatusError):
+        return LMResponseError(f"unreadable reply from {where}: {error}")
+    status = error.status_code
+    message = _server_message(error)
+    code = _error_code(error)
+    said = f"{where} answered {status}: {message}"
+    headers = error.response.headers if error.response is not None else {}
+    if status in (401, 403):
+        return LMAuthError(f"{said} ({key_hint})", status=status)
+    if status == 404:
+        return LMModelNotFoundError(f"{said} ({not_found_hint})", status=status)
+    if status == 429:
+        if code == "insufficient_quota":
+            return LMQuotaError(f"{said} (add credit to the account)", status=status)
+        return LMRateLimitError(said, status=status, retry_after=parse_retry_after(headers))
+    if status in (400, 413, 422) and (
+        code == "context_length_exceeded"
+        or type(error).__name__ == "ContextWindowExceededError"
+        or _CONTEXT_WORDS.search(message)
+    ):
+        return LMContextLengthError(
+            f"{said} (the prompt plus max_tokens is longer than the model's context window: "
+            "shorten the messages, lower max_tokens, or use a model or server with a larger "
+            "context size)",
+            status=status,
+        )
+    if status >= 500 or status in (408, 409):
+        return LMServerError(said, status=status, retry_after=parse_retry_after(headers))
+    return LMBadRequestError(said, status=status)
+
+
+class OpenAILM(Backend):
+    """`LM("openai/gpt-4o-mini")`; `LM("openai/<model>", api_base="http://host:port/v1")` for any
+    OpenAI-compatible server.
+
+    The key comes from `api_key=` or `OPENAI_API_KEY` (a custom `api_base` needs none unless its
+    server asks for one); the server from `api_base=` or `OPENAI_BASE_URL`. Extra keyword arguments
+    (`top_p`, `seed`, `reasoning_effort`, ...) are sent with every request. See `Backend` for
+    `timeout`, `retry`, `cache` and generation defaults.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        api_base: str | None = None,
+        timeout: float = 120.0,
+        retry: RetryPolicy | int | None = None,
+        cache: CacheOption = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stop: list[str] | None = None,
+        **params: Any,
+    ) -> None:
+        super().__init__(
+            model,
+            timeout=timeout,
+            retry=retry,
+            cache=cache,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            stop=stop,
+        )
+        self.model_name = model.removeprefix("openai/")
+        if not self.model_name:
+            raise LMConfigError(
+                "model name missing: use 'openai/<model>', e.g. 'openai/gpt-4o-mini'"
+            )
+        base = api_base or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE
+        self.api_base = base.rstrip("/")
+        self.is_official = self.api_base == OPENAI_BASE
+        key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not key:
+            if self.is_official:
+                raise LMAuthError(
+                    f"no API key for {model}: set the OPENAI_API_KEY environment variable or pass "
+                    "api_key=...; for another OpenAI-compatible server pass api_base=..."
+                )
+            key = "no-key"
+        self._api_key = Secret(key)
+        self.params = params
+        self._client = openai.OpenAI(
+            api_key=key, base_url=self.api_base, timeout=self.timeout, max_retries=0
+        )
+        self._async_clients: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, openai.AsyncOpenAI
+        ] = weakref.WeakKeyDictionary()
+
+    def __repr__(self) -> str:
+        base = "" if self.is_official else f", api_base={self.api_base!r}"
+        return f"OpenAILM({self.model!r}{base})"
+
+    def _endpoint(self) -> str:
+        return self.api_base
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        # Another server may reuse a model name; its prices are not OpenAI's.
+        if not self.is_official:
+            return None
+        return cost_of(self.model_name, prompt_tokens, completion_tokens)
+
+    def _async_client(self) -> openai.AsyncOpenAI:
+        # An async HTTP client belongs to the event loop it first ran on.
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                api_key=self._api_key.reveal(),
+                base_url=self.api_base,
+                timeout=self.timeout,
+                max_retries=0,
+            )
+            self._async_clients[loop] = client
+        return client
+
+    def _create_args(self, request: Request, stream: bool) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "model": self.model_name,
+            "messages": request["messages"],
+            "timeout": self.timeout,
+            **self.params,
+        }
+        if request["stop"]:
+            args["stop"] = request["stop"]
+        if request["max_tokens"] is not None:
+            # OpenAI's newer models refuse `max_tokens`; other servers mostly know only it.
+            key = "max_completion_tokens" if self.is_official else "max_tokens"
+            args[key] = request["max_tokens"]
+        if request["temperature"] is not None:
+            args["temperature"] = request["temperature"]
+        if stream:
+            args["stream"] = True
+            args["stream_options"] = {"include_usage": True}
+        return args
+
+    def _from_response(self, response: Any) -> Completion:
+        choices = getattr(response, "choices", None)
+        if not choices:
+            raise LMResponseError(f"{self.api_base} returned a completion with no choices")
+        choice = choices[0]
+        usage = getattr(response, "usage", None)
+        return Completion(
+            text=choice.message.content or "",
+            usage=Usage(
+                getattr(usage, "prompt_tokens", 0) or 0,
+                getattr(usage, "completion_tokens", 0) or 0,
+            ),
+            model=getattr(response, "model", "") or "",
+            finish_reason=choice.finish_reason,
+        )
+
+    def _translate(self, error: Exception) -> LMAPIError:
+        if self.is_official:
+            key_hint = "check OPENAI_API_KEY or the api_key= argument"
+            not_found_hint = f"check the model name {self.model_name!r}"
+        else:
+            key_hint = f"check the api_key= you pass for {self.api_base}"
+            not_found_hint = (
+                f"check the model name {self.model_name!r} and that {self.api_base} ends in /v1"
+            )
+        return translate_error(
+            error,
+            where=f"{self.api_base} (model {self.model_name!r})",
+            timeout=self.timeout,
+            key_hint=key_hint,
+            not_found_hint=not_found_hint,
+        )
+
+    def _check_deadline(self, started: float) -> None:
+        if time.monotonic() - started > self.timeout:
+            raise LMTimeoutError(
+                f"{self.api_base} (model {self.model_name!r}) was still streaming after "
+                f"{self.timeout:g}s: raise timeout= or ask for fewer max_tokens"
+            )
+
+    def _send(self, request: Request, on_token: TokenCallback | None) -> Completion:
+        started = time.monotonic()
+        try:
+            if on_token is None:
+                response = self._client.chat.completions.create(
+                    **self._create_args(request, stream=False)
+                )
+                return self._from_response(response)
+            reply = _StreamedReply()
+            stream = self._client.chat.completions.create(**self._create_args(request, stream=True))
+            with stream:
+                for chunk in stream:
+                    reply.add(chunk, on_token)
+                    self._check_deadline(started)
+            return reply.completion()
+        except CallbackFailed as failed:
+            raise failed.error from None
+        except openai.OpenAIError as error:
+            raise self._translate(error) from None
+        except (ValueError, AttributeError, TypeError) as error:
+            raise LMResponseError(f"unreadable reply from {self.api_base}: {error}") from None
+
+    async def _asend(self, request: Request, on_token: TokenCallback | None) -> Completion:
+        started = time.monotonic()
+        client = self._async_client()
+        try:
+            if on_token is None:
+                response = await client.chat.completions.create(
+                    **self._create_args(request, stream=False)
+                )
+                return self._from_response(response)
+            reply = _StreamedReply()
+            stream = await client.chat.completions.create(**self._create_args(request, stream=True))
+            async with stream:
+                async for chunk in stream:
+                    reply.add(chunk, on_token)
+                    self._check_deadline(started)
+            return reply.completion()
+        except CallbackFailed as failed:
+            raise failed.error from None
+        except openai.OpenAIError as error:
+            raise self._translate(error) from None
+        except (ValueError, AttributeError, TypeError) as error:
+            raise LMResponseError(f"unreadable reply from {self.api_base}: {error}") from None
+
+
+class _StreamedReply:
+    """Text, usage and finish reason gathered from streamed chunks."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+        self.usage = Usage()
+        self.model = ""
+        self.finish_reason: str | None = None
+
+    def add(self, chunk: Any, on_token: TokenCallback) -> None:
+        self.model = self.model or getattr(chunk, "model", "") or ""
+        usage = getattr(chunk, "usage", None)
+        if usage is not None:
+            self.usage = Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
+        for choice in getattr(chunk, "choices", None) or ():
+            if choice.index != 0:
+                continue
+            text = getattr(choice.delta, "content", None) if choice.delta else None
+            if text:
+                self.pieces.append(text)
+                emit(on_token, text)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+
+    def completion(self) -> Completion:
+        if self.finish_reason is None:
+            raise LMConnectionError(
+                "the reply stream ended before the model finished (no finish_reason)"
+            )
+        return Completion(
+            text="".join(self.pieces),
+            usage=self.usage,
+            model=self.model,
+            finish_reason=self.finish_reason,
+        )

@@ -1,0 +1,71 @@
+"""Running many episodes in parallel, each with its own tools and session."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+
+from codeact.lm.base import LM
+from codeact.m3tooleval.agent_mode import run_codeact_episode
+from codeact.m3tooleval.harness import MAX_NEW_TOKENS, MAX_TURNS, Episode, run_episode
+from codeact.m3tooleval.tasks import Task
+
+LMFor = Callable[[Task, str], LM]
+OnEpisode = Callable[[Episode, int, int], None]
+
+
+def run_benchmark(
+    tasks: Sequence[Task],
+    modes: Sequence[str],
+    lm_for: LMFor,
+    *,
+    workers: int = 4,
+    max_turns: int = MAX_TURNS,
+    max_tokens: int = MAX_NEW_TOKENS,
+    on_episode: OnEpisode | None = None,
+) -> list[Episode]:
+    """Every task in every mode (`code`, `json`, `text`, `codeact`), `workers` at a time.
+
+    `lm_for(task, mode)` gives the model of one episode (the same object for all, or a fresh
+    scripted one per task). `on_episode(episode, done, total)` reports progress. Episodes come
+    back in task-then-mode order whatever order they finished in.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    jobs = [(task, mode) for task in tasks for mode in modes]
+    results: list[Episode | None] = [None] * len(jobs)
+    done = 0
+    lock = threading.Lock()
+
+    def run(index: int) -> Episode:
+        task, mode = jobs[index]
+        try:
+            lm = lm_for(task, mode)
+            if mode == "codeact":
+                return run_codeact_episode(task, lm, max_turns=max_turns)
+            return run_episode(task, lm, mode, max_turns=max_turns, max_tokens=max_tokens)  # type: ignore[arg-type]
+        except Exception as exc:
+            return Episode(
+                task=task.name,
+                category=task.category,
+                mode=mode,
+                model="",
+                correct=False,
+                turns=0,
+                end_reason="error",
+                expected=task.expected_output_repr,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="m3tooleval") as pool:
+        futures = {pool.submit(run, i): i for i in range(len(jobs))}
+        for future in as_completed(futures):
+            index = futures[future]
+            episode = future.result()
+            results[index] = episode
+            with lock:
+                done += 1
+                if on_episode is not None:
+                    on_episode(episode, done, len(jobs))
+    return [e for e in results if e is not None]

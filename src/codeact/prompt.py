@@ -1,0 +1,343 @@
+"""What the model reads and what is taken from what it writes.
+
+`Prompt` builds the chat messages from the signature, the tools, the inputs and the trajectory;
+`parse_reply` takes the reasoning and code out of a reply; `observation` turns an execution result
+into the text the model sees next.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from codeact.lm.base import Message
+from codeact.signature import Signature
+from codeact.tools import Tool
+from codeact.trajectory import Step, jsonable
+
+# Stop before the model writes an observation of its own.
+STOP_SEQUENCES: tuple[str, ...] = ("\nObservation:", "\n<observation>", "\n```output")
+
+NO_CODE_OBSERVATION = (
+    "Your reply had no code to run. Reply with your reasoning and one ```python code block; "
+    "call submit(...) in the code when you have the answer."
+)
+
+_RULES = """\
+You solve the task by writing Python code that runs in a sandbox session.
+- Each reply: brief reasoning, then one ```python code block. Stop after the block; you will get its output. (Several blocks in one reply run joined, in order.)
+- Variables, imports and functions persist between steps. The inputs are already defined as variables.
+- Print what you need to see; the value of a final bare expression is shown too. Long output is cut.
+- Call the functions below directly; they return Python values.
+- When you have the result, call submit(...) in code. It validates the types and ends the task."""
+
+
+@dataclass
+class ParsedReply:
+    """A model reply split into prose (`reasoning`) and the `code` to run (None when there is none)."""
+
+    reasoning: str
+    code: str | None
+    blocks: list[str] = field(default_factory=list)
+
+
+# --- parsing replies ----------------------------------------------------------------------------
+_CODE_LANGS = frozenset(
+    {"", "python", "py", "python3", "py3", "ipython", "python3.11", "tool_code"}
+)
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[^\s`]*)[ \t]*(?P<rest>.*)$"
+)
+_TAG = re.compile(r"<(?P<tag>code|execute|python)>", re.IGNORECASE)
+_END_MARK = "<end_code>"
+
+
+def parse_reply(text: str) -> ParsedReply:
+    """Reasoning and code from a model reply. Never raises.
+
+    Code is taken from ```` ```python ````/```` ```py ````/bare fences and `<code>`/`<execute>` tags;
+    several blocks are joined in order; a block missing its closing fence runs to the end of the
+    reply. Without any block, a reply that is entirely valid Python statements is taken as code.
+    """
+    text = text.replace("\r\n", "\n").replace(_END_MARK, "")
+    blocks, prose = _fenced_blocks(text)
+    if not blocks:
+        blocks, prose = _tagged_blocks(text)
+    if not blocks and _looks_like_code(text):
+        return ParsedReply(reasoning="", code=text.strip("\n"), blocks=[text.strip("\n")])
+    blocks = [b for b in blocks if b.strip()]
+    code = "\n\n".join(blocks) if blocks else None
+    reasoning = "\n".join(p.strip("\n") for p in prose if p.strip()).strip()
+    return ParsedReply(reasoning=reasoning, code=code, blocks=blocks)
+
+
+def _fenced_blocks(text: str) -> tuple[list[str], list[str]]:
+    lines = text.split("\n")
+    blocks: list[str] = []
+    prose: list[str] = []
+    outside: list[str] = []
+    i = 0
+    while i < len(lines):
+        match = _FENCE.match(lines[i])
+        if not match:
+            outside.append(lines[i])
+            i += 1
+            continue
+        fence, lang, rest = match["fence"], match["lang"].lower(), match["rest"]
+        # A one-line block: ```python x = 1```
+        if rest.endswith(fence[0] * 3) and lang in _CODE_LANGS:
+            body = rest.rstrip(fence[0]).strip()
+            blocks.append(body)
+            prose.append("\n".join(outside))
+            outside = []
+            i += 1
+            continue
+        body_lines: list[str] = [rest] if rest and lang in _CODE_LANGS else []
+        j = i + 1
+        while j < len(lines):
+            close = _FENCE.match(lines[j])
+            if (
+                close
+                and close["fence"][0] == fence[0]
+                and len(close["fence"]) >= len(fence)
+                and not close["lang"]
+                and not close["rest"]
+            ):
+                break
+            body_lines.append(lines[j])
+            j += 1
+        body = textwrap.dedent("\n".join(body_lines)).strip("\n")
+        body = "\n".join(line.rstrip() for line in body.split("\n"))
+        if lang in _CODE_LANGS:
+            blocks.append(body)
+            prose.append("\n".join(outside))
+            outside = []
+        else:
+            outside.extend(lines[i : j + 1])
+        i = j + 1
+    prose.append("\n".join(outside))
+    return blocks, prose
+
+
+def _tagged_blocks(text: str) -> tuple[list[str], list[str]]:
+    blocks: list[str] = []
+    prose: list[str] = []
+    pos = 0
+    while True:
+        match = _TAG.search(text, pos)
+        if not match:
+            break
+        prose.append(text[pos : match.start()])
+        closing = re.compile(rf"</{match['tag']}>", re.IGNORECASE).search(text, match.end())
+        end = closing.start() if closing else len(text)
+        body = textwrap.dedent(text[match.end() : end]).strip("\n")
+        blocks.append("\n".join(line.rstrip() for line in body.split("\n")))
+        pos = closing.end() if closing else len(text)
+    prose.append(text[pos:])
+    return blocks, prose
+
+
+def _looks_like_code(text: str) -> bool:
+    stripped = text.strip()
+    if not stripped or ("\n" not in stripped and " " not in stripped and "(" not in stripped):
+        return False
+    try:
+        tree = ast.parse(stripped)
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
+        return False
+    return any(
+        not (isinstance(node, ast.Expr) and isinstance(node.value, (ast.Constant, ast.Name)))
+        for node in tree.body
+    )
+
+
+# --- observations -------------------------------------------------------------------------------
+def cut(text: str, limit: int) -> str:
+    """`text` if it fits in `limit` characters, else its head and tail around a marker."""
+    if len(text) <= limit:
+        return text
+    half = max(limit // 2, 1)
+    head, tail = text[:half], text[-half:]
+    # Prefer whole lines when a line break is near the cut.
+    nl = head.rfind("\n")
+    if nl > half * 0.8:
+        head = head[: nl + 1]
+    nl = tail.find("\n")
+    if 0 <= nl < half * 0.2:
+        tail = tail[nl + 1 :]
+    omitted = len(text) - len(head) - len(tail)
+    return f"{head}\n[... {omitted:,} characters cut; print a smaller part to see them ...]\n{tail}"
+
+
+def observation(step: Step, *, limit: int = 4000, steps_left: int | None = None) -> str:
+    """The text the model sees after `step` ran: prints, last value and error, each cut to fit."""
+    parts: list[str] = []
+    if step.stdout:
+        parts.append("Output:\n" + cut(step.stdout.rstrip("\n"), limit))
+    if step.stderr:
+        parts.append("Stderr:\n" + cut(step.stderr.rstrip("\n"), limit // 2))
+    if step.value is not None:
+        parts.append("Value: " + cut(step.value, limit // 2))
+    if step.error is not None:
+        parts.append(_error_text(step, limit))
+    if not parts:
+        parts.append("(The code ran and printed nothing. Print values to see them.)")
+    if steps_left == 1:
+        parts.append("This is your last step: call submit(...) with your best answer now.")
+    return "\n".join(parts)
+
+
+def _error_text(step: Step, limit: int) -> str:
+    error = step.error
+    assert error is not None
+    if error.type == "SubmitValidationError":
+        return (
+            f"submit() was not accepted: {error.message}\nFix those values and call submit again."
+        )
+    where = ""
+    if error.lineno is not None:
+        where = f" (line {error.lineno}" + (f": {error.line.strip()}" if error.line else "") + ")"
+    text = f"Error{where}: {error.type}: {error.message}"
+    frames = _step_frames(error.traceback)
+    if frames.count('  File "') > 1:
+        text += "\nTraceback (most recent call last):\n" + cut(frames, limit // 2)
+    return text
+
+
+def _step_frames(traceback: str) -> str:
+    """The frames of a traceback that are in the model's own code (`<step N>`), in order."""
+    kept: list[str] = []
+    keep = False
+    for line in traceback.splitlines():
+        if line.startswith('  File "'):
+            keep = line.startswith('  File "<step')
+        elif not line.startswith("    "):
+            keep = False
+        if keep:
+            # The sandbox numbers its executions, setup included; the model's steps differ.
+            kept.append(re.sub(r'^  File "<step \d+>"', '  File "<code>"', line))
+    return "\n".join(kept)
+
+
+# --- messages -----------------------------------------------------------------------------------
+class Prompt:
+    """Builds the messages for each step of a run; the fixed part is rendered once."""
+
+    def __init__(
+        self, signature: Signature, tools: Sequence[Tool], *, input_limit: int = 2000
+    ) -> None:
+        self.signature = signature
+        self.tools = list(tools)
+        self.input_limit = input_limit
+        self.system = self._system()
+
+    def _system(self) -> str:
+        sections = [_RULES]
+        stubs = [t.stub() for t in self.tools]
+        stubs.append(self.signature.submit_stub())
+        sections.append("Functions you can call:\n```python\n" + "\n\n".join(stubs) + "\n```")
+        return "\n\n".join(sections)
+
+    def task(self, inputs: dict[str, Any]) -> str:
+        lines: list[str] = []
+        if self.signature.instructions:
+            lines.append(f"Task: {self.signature.instructions}")
+        else:
+            outputs = ", ".join(self.signature.outputs)
+            lines.append(f"Task: from the inputs, find {outputs}.")
+        if inputs:
+            lines.append("")
+            lines.append("Inputs (already defined as variables):")
+            for name, value in inputs.items():
+                spec = self.signature.inputs.get(name)
+                note = f"  # {spec.desc}" if spec and spec.desc else ""
+                lines.append(f"{name} = {self.input_text(value)}{note}")
+        return "\n".join(lines)
+
+    def input_text(self, value: Any) -> str:
+        text = repr(value)
+        if len(text) <= self.input_limit:
+            return text
+        half = self.input_limit // 2
+        return f"{text[:half]} ... [{len(text) - 2 * half:,} characters cut; the variable holds all] ... {text[-half:]}"
+
+    def messages(self, inputs: dict[str, Any], steps: Sequence[Step]) -> list[Message]:
+        messages: list[Message] = [
+            {"role": "system", "content": self.system},
+            {"role": "user", "content": self.task(inputs)},
+        ]
+        for step in steps:
+            messages.append({"role": "assistant", "content": step.reply})
+            messages.append({"role": "user", "content": f"Observation:\n{step.observation}"})
+        return messages
+
+    def extraction_messages(self, inputs: dict[str, Any], steps: Sequence[Step]) -> list[Message]:
+        """One request for the outputs as JSON, given everything the run did."""
+        schema = json.dumps(self.signature.output_json_schema().get("properties", {}))
+        history: list[str] = []
+        for step in steps:
+            history.append(
+                f"--- step {step.index + 1}\n{step.reply.strip()}\nObservation:\n{step.observation}"
+            )
+        text = (
+            f"{self.task(inputs)}\n\nAn agent worked on this task but ran out of steps. "
+            f"Its steps:\n\n" + "\n\n".join(history) + "\n\n"
+            "From what the steps found, give the outputs as one JSON object with these keys "
+            f"(JSON schema of each): {schema}\nReply with the JSON object only."
+        )
+        return [
+            {"role": "system", "content": "You extract a task's answer from a work log as JSON."},
+            {"role": "user", "content": text},
+        ]
+
+
+def parse_json_object(text: str) -> dict[str, Any] | None:
+    """The first JSON object in `text` (fenced or surrounded by prose), or None."""
+    candidates = [m.group(1) for m in re.finditer(r"```(?:json)?\s*\n(.*?)(?:```|$)", text, re.S)]
+    candidates.append(text)
+    decoder = json.JSONDecoder()
+    for candidate in candidates:
+        for start in [m.start() for m in re.finditer(r"\{", candidate)][:20]:
+            try:
+                value, _ = decoder.raw_decode(candidate[start:])
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    return None
+
+
+def input_assignments(inputs: dict[str, Any]) -> str:
+    """Python source that defines each input as a variable in the session."""
+    lines: list[str] = []
+    needs_json = False
+    for name, value in inputs.items():
+        literal = _literal(value)
+        if literal is not None:
+            lines.append(f"{name} = {literal}")
+        else:
+            needs_json = True
+            lines.append(f"{name} = __codeact_json.loads({json.dumps(jsonable(value))!r})")
+    if needs_json:
+        lines.insert(0, "import json as __codeact_json")
+        lines.append("del __codeact_json")
+    return "\n".join(lines)
+
+
+def _literal(value: Any) -> str | None:
+    if type(value) in (str, int, float, bool, type(None)):
+        text = repr(value)
+        return text if text not in ("nan", "inf", "-inf") else None
+    if type(value) in (list, tuple, dict, set, frozenset):
+        text = repr(value)
+        try:
+            ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return None
+        return text
+    return None

@@ -1,0 +1,212 @@
+"""The record of a run: each step (reply, code, output, error, timings, tokens) and how the run ended.
+
+`RunRecord.to_dict()` is the stable JSON shape that the CLI and the HTML report read; values that are
+not JSON (pydantic models, enums, sets, tuples) are stored in their JSON form, so a loaded record holds
+plain data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic_core import to_jsonable_python
+
+from codeact.lm.base import Usage
+
+SCHEMA_VERSION = 1
+
+EndReason = Literal["submitted", "max_iters", "error", "lm_error", "budget", "interrupted"]
+Fallback = Literal["extract", "raise", "partial"]
+END_REASONS: tuple[str, ...] = (
+    "submitted",
+    "max_iters",
+    "error",
+    "lm_error",
+    "budget",
+    "interrupted",
+)
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as JSON data; anything JSON cannot hold becomes its repr."""
+    return to_jsonable_python(value, fallback=repr, serialize_unknown=True)
+
+
+@dataclass
+class StepError:
+    """Why a step failed: an exception in the code, a limit (`Timeout`, `SandboxCrashed`), or a
+    submitted value that did not validate (`SubmitValidationError`)."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    lineno: int | None = None
+    line: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}"
+
+
+@dataclass
+class Step:
+    """One think-code-observe turn. `stdout`/`stderr` are uncut; `observation` is what the model saw."""
+
+    index: int
+    reply: str = ""
+    reasoning: str = ""
+    code: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    value: str | None = None
+    error: StepError | None = None
+    submitted: dict[str, Any] | None = None
+    observation: str = ""
+    timed_out: bool = False
+    exec_s: float = 0.0
+    lm_s: float = 0.0
+    tool_s: float = 0.0
+    tool_calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["submitted"] = jsonable(self.submitted) if self.submitted is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Step:
+        data = dict(data)
+        error = data.pop("error", None)
+        step = cls(**{k: v for k, v in data.items() if k in _STEP_FIELDS})
+        step.error = StepError(**error) if error else None
+        return step
+
+
+_STEP_FIELDS = frozenset(Step.__dataclass_fields__)
+
+
+@dataclass
+class RunRecord:
+    """Everything about one run. `signature` is the text form, `instructions` the task description;
+    `fallback` says what happened when no step submitted (`fallback_reply` is the extraction reply);
+    `error` explains `end_reason` values `error`, `lm_error`, `budget` and `interrupted`.
+    Times are seconds: `duration_s` the whole run, `lm_s`/`exec_s`/`tool_s` summed over steps
+    (`exec_s` includes `tool_s`), `session_s` starting (and restarting) the sandbox session."""
+
+    signature: str
+    run_id: str = ""
+    instructions: str = ""
+    inputs: dict[str, Any] = field(default_factory=dict)
+    steps: list[Step] = field(default_factory=list)
+    outputs: dict[str, Any] | None = None
+    end_reason: EndReason = "submitted"
+    fallback: Fallback | None = None
+    error: str | None = None
+    fallback_reply: str | None = None
+    fallback_lm_s: float = 0.0
+    model: str = ""
+    max_iters: int = 0
+    usage: Usage = field(default_factory=Usage)
+    started_at: float = 0.0
+    duration_s: float = 0.0
+    lm_s: float = 0.0
+    exec_s: float = 0.0
+    tool_s: float = 0.0
+    session_s: float = 0.0
+
+    def add_usage(self, usage: Usage) -> None:
+        self.usage = self.usage + usage
+
+    def finish_timings(self, ended_at: float) -> None:
+        """Set the run's totals from its steps; `ended_at` is a `time.time()` value."""
+        self.duration_s = max(0.0, ended_at - self.started_at)
+        self.lm_s = sum(s.lm_s for s in self.steps) + self.fallback_lm_s
+        self.exec_s = sum(s.exec_s for s in self.steps)
+        self.tool_s = sum(s.tool_s for s in self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": SCHEMA_VERSION,
+            "signature": self.signature,
+            "run_id": self.run_id,
+            "instructions": self.instructions,
+            "inputs": jsonable(self.inputs),
+            "steps": [s.to_dict() for s in self.steps],
+            "outputs": jsonable(self.outputs) if self.outputs is not None else None,
+            "end_reason": self.end_reason,
+            "fallback": self.fallback,
+            "error": self.error,
+            "fallback_reply": self.fallback_reply,
+            "fallback_lm_s": self.fallback_lm_s,
+            "model": self.model,
+            "max_iters": self.max_iters,
+            "usage": asdict(self.usage),
+            "started_at": self.started_at,
+            "duration_s": self.duration_s,
+            "lm_s": self.lm_s,
+            "exec_s": self.exec_s,
+            "tool_s": self.tool_s,
+            "session_s": self.session_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        if not isinstance(data, dict) or "signature" not in data:
+            raise ValueError("not a codeact run record: expected a JSON object with a 'signature'")
+        version = data.get("version", SCHEMA_VERSION)
+        if version > SCHEMA_VERSION:
+            raise ValueError(
+                f"run record version {version} is newer than this codeact reads ({SCHEMA_VERSION}); "
+                "upgrade codeact"
+            )
+        if data.get("end_reason", "submitted") not in END_REASONS:
+            raise ValueError(f"unknown end_reason {data.get('end_reason')!r} in run record")
+        usage = data.get("usage") or {}
+        return cls(
+            signature=data["signature"],
+            run_id=data.get("run_id", ""),
+            instructions=data.get("instructions", ""),
+            inputs=dict(data.get("inputs") or {}),
+            steps=[Step.from_dict(s) for s in data.get("steps", [])],
+            outputs=data.get("outputs"),
+            end_reason=data.get("end_reason", "submitted"),
+            fallback=data.get("fallback"),
+            error=data.get("error"),
+            fallback_reply=data.get("fallback_reply"),
+            fallback_lm_s=data.get("fallback_lm_s", 0.0),
+            model=data.get("model", ""),
+            max_iters=data.get("max_iters", 0),
+            usage=Usage(**{k: v for k, v in usage.items() if k in Usage.__dataclass_fields__}),
+            started_at=data.get("started_at", 0.0),
+            duration_s=data.get("duration_s", 0.0),
+            lm_s=data.get("lm_s", 0.0),
+            exec_s=data.get("exec_s", 0.0),
+            tool_s=data.get("tool_s", 0.0),
+            session_s=data.get("session_s", 0.0),
+        )
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the record as JSON to `path` (parent folders are created) and return the path."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(self.to_json(), encoding="utf-8")
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> RunRecord:
+        """Read a record written by `save`; a file that is not one raises `ValueError`."""
+        target = Path(path)
+        try:
+            data = json.loads(target.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{target} is not valid JSON: {exc}") from None
+        return cls.from_dict(data)

@@ -1,0 +1,303 @@
+"""Attacks on the host's files: each must fail inside the sandbox and leave the host file untouched."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from attacks import assert_alive, assert_blocked, probe
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> dict[str, Path]:
+    """A secret file, a granted read directory and a granted write directory side by side."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-FILE")
+    granted = tmp_path / "granted"
+    granted.mkdir()
+    (granted / "in.txt").write_text("readable")
+    out = tmp_path / "out"
+    out.mkdir()
+    other = tmp_path / "not-granted"
+    other.mkdir()
+    return {"secret": secret, "granted": granted, "out": out, "other": other, "root": tmp_path}
+
+
+def test_etc_shadow_and_passwd_are_unreadable(make_sandbox):
+    assert os.path.exists("/etc/passwd"), "control: the host has /etc/passwd"
+    sb = make_sandbox()
+    for path in ("/etc/shadow", "/etc/passwd", "/etc/hostname"):
+        outcome = probe(sb, f"return open({path!r}).read()")
+        assert_blocked(outcome, f"read host {path}")
+    assert_alive(sb)
+
+
+def test_host_home_directory_is_unreadable(make_sandbox):
+    home = Path.home()
+    found = [home / n for n in (".bashrc", ".profile", ".gitconfig") if (home / n).is_file()]
+    if not found:
+        pytest.skip(f"no dotfile in {home} to aim at")
+    target = found[0]
+    target.read_bytes()  # control: the host can read it
+    sb = make_sandbox()
+    outcome = probe(sb, f"return open({str(target)!r}).read()")
+    assert_blocked(outcome, f"read {target}")
+    outcome = probe(sb, f"""
+        import os
+        names = os.listdir({str(home)!r})
+        if {target.name!r} not in names:
+            raise FileNotFoundError(names)
+        return names
+    """)
+    assert_blocked(outcome, f"list the host home {home}")
+    assert_alive(sb)
+
+
+def test_dotdot_from_a_read_path_does_not_reach_its_neighbour(make_sandbox, tree):
+    sb = make_sandbox(read_paths=[tree["granted"]])
+    control = probe(sb, f"return open({str(tree['granted'] / 'in.txt')!r}).read()")
+    assert control.status == "ok" and "readable" in control.detail, f"control: the read path is readable: {control}"
+    for path in (
+        f"{tree['granted']}/../secret.txt",
+        f"{tree['granted']}/../../{tree['root'].name}/secret.txt",
+        f"{tree['granted']}/{'../' * 12}{str(tree['secret']).lstrip('/')}",
+    ):
+        assert_blocked(probe(sb, f"return open({path!r}).read()"), f"read {path}")
+    assert_alive(sb)
+
+
+def test_host_symlink_inside_a_read_path_does_not_lead_out(make_sandbox, tree):
+    absolute = tree["granted"] / "abs-link"
+    absolute.symlink_to(tree["secret"])
+    relative = tree["granted"] / "rel-link"
+    relative.symlink_to("../secret.txt")
+    assert absolute.read_text() == relative.read_text() == "TOP-SECRET-FILE", "control: links work on the host"
+    sb = make_sandbox(read_paths=[tree["granted"]])
+    for link in (absolute, relative):
+        outcome = probe(sb, f"return open({str(link)!r}).read()")
+        assert_blocked(outcome, f"follow the host symlink {link.name} out of the read path")
+    assert_alive(sb)
+
+
+def test_symlink_made_inside_a_write_path_does_not_lead_out(make_sandbox, tree):
+    sb = make_sandbox(write_paths=[tree["out"]])
+    outcome = probe(sb, f"""
+        import os
+        link = {str(tree['out'] / 'made-link')!r}
+        os.symlink({str(tree['secret'])!r}, link)
+        return open(link).read()
+    """)
+    assert_blocked(outcome, "read the secret through a symlink made in a write path")
+    outcome = probe(sb, f"""
+        import os
+        link = {str(tree['out'] / 'root-link')!r}
+        os.symlink("/proc/1/root/{str(tree['secret']).lstrip('/')}", link)
+        return open(link).read()
+    """)
+    assert_blocked(outcome, "read the secret through a symlink to /proc/1/root")
+    assert_alive(sb)
+
+
+def test_hardlink_cannot_bring_outside_or_read_only_files_into_a_write_path(make_sandbox, tree):
+    readonly = tree["granted"] / "in.txt"
+    before = readonly.read_text()
+    sb = make_sandbox(read_paths=[tree["granted"]], write_paths=[tree["out"]])
+    outcome = probe(sb, f"""
+        import os
+        os.link({str(tree['secret'])!r}, {str(tree['out'] / 'secret-link')!r})
+        return open({str(tree['out'] / 'secret-link')!r}).read()
+    """)
+    assert_blocked(outcome, "hardlink the host secret into the write path")
+    outcome = probe(sb, f"""
+        import os
+        link = {str(tree['out'] / 'ro-link')!r}
+        os.link({str(readonly)!r}, link)
+        with open(link, "w") as f:
+            f.write("OVERWRITTEN")
+        return "linked and wrote"
+    """)
+    assert_blocked(outcome, "hardlink a read-only file into the write path and write through it")
+    assert readonly.read_text() == before, "the read-only host file was changed"
+    assert not (tree["out"] / "secret-link").exists()
+    assert_alive(sb)
+
+
+def test_proc_root_and_cwd_links_do_not_lead_to_the_host(make_sandbox, tree):
+    sb = make_sandbox()
+    outcome = probe(sb, f"""
+        import os
+        hits = []
+        pids = [p for p in os.listdir("/proc") if p.isdigit()] + ["self", "thread-self"]
+        for pid in pids:
+            for link in ("root", "cwd"):
+                base = f"/proc/{{pid}}/{{link}}"
+                for rel in ({str(tree['secret']).lstrip('/')!r}, "etc/shadow", "etc/passwd"):
+                    try:
+                        with open(os.path.join(base, rel)) as f:
+                            hits.append((base, rel, f.read(40)))
+                    except OSError:
+                        pass
+                for up in ("..", "../..", "/".join([".."] * 10)):
+                    try:
+                        names = os.listdir(os.path.join(base, up))
+                    except OSError:
+                        continue
+                    if "etc" in names or "home" in names or "boot" in names:
+                        hits.append((base, up, sorted(names)))
+        if not hits:
+            raise PermissionError("nothing of the host reachable through /proc/*/root or cwd")
+        return hits
+    """)
+    assert_blocked(outcome, "reach host files through /proc/<pid>/root or /proc/<pid>/cwd")
+    assert_alive(sb)
+
+
+def test_chdir_dotdot_cannot_climb_out_of_the_root(make_sandbox):
+    host_top = set(os.listdir("/"))
+    assert {"etc", "proc"} <= host_top, "control: the host root has /etc"
+    sb = make_sandbox()
+    outcome = probe(sb, """
+        import os
+        os.chdir("/tmp")
+        for _ in range(40):
+            os.chdir("..")
+        names = os.listdir(".")
+        if "etc" not in names and "home" not in names and "boot" not in names:
+            raise PermissionError(f"still inside the sandbox root: {sorted(names)}")
+        return sorted(names)
+    """)
+    assert_blocked(outcome, "climb above the sandbox root with chdir('..')")
+    assert_alive(sb)
+
+
+def test_cannot_write_outside_the_write_paths(make_sandbox, tree):
+    name = f"pwned-{uuid.uuid4().hex}.txt"
+    targets = [tree["other"] / name, tree["granted"] / name, Path("/etc") / name,
+               Path("/usr/lib") / name, Path(sys.prefix) / name, Path("/") / name]
+    sb = make_sandbox(read_paths=[tree["granted"]], write_paths=[tree["out"]])
+    control = probe(sb, f"""
+        with open({str(tree['out'] / 'ok.txt')!r}, "w") as f:
+            f.write("written")
+        return "ok"
+    """)
+    assert control.status == "ok", f"control: the write path is writable: {control}"
+    assert (tree["out"] / "ok.txt").read_text() == "written", "control: the write reached the host"
+    for target in targets:
+        outcome = probe(sb, f"""
+            with open({str(target)!r}, "w") as f:
+                f.write("PWNED")
+            return "wrote"
+        """)
+        assert_blocked(outcome, f"write {target}")
+        assert not target.exists(), f"the sandbox created {target} on the host"
+    assert_alive(sb)
+
+
+def test_read_paths_cannot_be_modified_renamed_or_deleted(make_sandbox, tree):
+    target = tree["granted"] / "in.txt"
+    stat_before = target.stat()
+    sb = make_sandbox(read_paths=[tree["granted"]])
+    attacks = {
+        "overwrite": f"open({str(target)!r}, 'w').write('X')",
+        "append": f"open({str(target)!r}, 'a').write('X')",
+        "truncate": f"os.truncate({str(target)!r}, 0)",
+        "unlink": f"os.unlink({str(target)!r})",
+        "rename": f"os.rename({str(target)!r}, {str(tree['granted'] / 'moved.txt')!r})",
+        "chmod": f"os.chmod({str(target)!r}, 0o777)",
+        "utime": f"os.utime({str(target)!r}, (0, 0))",
+        "create": f"open({str(tree['granted'] / 'new.txt')!r}, 'x').write('X')",
+        "mkdir": f"os.mkdir({str(tree['granted'] / 'newdir')!r})",
+    }
+    for what, line in attacks.items():
+        outcome = probe(sb, f"import os\n{line}\nreturn {what!r}")
+        assert_blocked(outcome, f"{what} in a read path")
+    after = target.stat()
+    assert target.read_text() == "readable", "the read-only file's content changed"
+    assert (after.st_mode, after.st_mtime_ns) == (stat_before.st_mode, stat_before.st_mtime_ns)
+    assert sorted(p.name for p in tree["granted"].iterdir()) == ["in.txt"]
+    assert_alive(sb)
+
+
+def test_read_path_nested_in_a_write_path_stays_read_only(make_sandbox, tree):
+    inner = tree["out"] / "reference"
+    inner.mkdir()
+    (inner / "data.txt").write_text("reference data")
+    sb = make_sandbox(write_paths=[tree["out"]], read_paths=[inner])
+    control = probe(sb, f"open({str(tree['out'] / 'note.txt')!r}, 'w').write('ok')\nreturn 'ok'")
+    assert control.status == "ok", f"control: the write path is writable: {control}"
+    outcome = probe(sb, f"open({str(inner / 'data.txt')!r}, 'w').write('CHANGED')\nreturn 'changed'")
+    assert_blocked(outcome, "write a read path nested inside a write path")
+    assert (inner / "data.txt").read_text() == "reference data"
+    assert_alive(sb)
+
+
+def test_cannot_plant_code_in_the_hosts_python(make_sandbox):
+    import codeact
+
+    package_init = Path(codeact.__file__)
+    site_packages = next(Path(p) for p in sys.path if p.endswith("site-packages"))
+    before = package_init.read_bytes()
+    name = f"zz_codeact_attack_{uuid.uuid4().hex}"
+    sb = make_sandbox()
+    for target, text in (
+        (site_packages / f"{name}.pth", "import os; os.system('touch /tmp/pwned')"),
+        (site_packages / "sitecustomize.py", "print('pwned')"),
+        (site_packages / f"{name}.py", "print('pwned')"),
+        (package_init, "raise SystemExit('pwned')"),
+    ):
+        outcome = probe(sb, f"""
+            with open({str(target)!r}, "a") as f:
+                f.write({text!r})
+            return "planted"
+        """)
+        assert_blocked(outcome, f"write {target}")
+    assert package_init.read_bytes() == before, "the sandbox modified codeact/__init__.py on the host"
+    assert not (site_packages / f"{name}.pth").exists()
+    assert not (site_packages / f"{name}.py").exists()
+    assert_alive(sb)
+
+
+def test_tmp_is_private_to_each_session(make_sandbox):
+    marker = f"codeact-attack-{uuid.uuid4().hex}"
+    host_file = Path("/tmp") / f"{marker}-host"
+    host_file.write_text("HOST-TMP-SECRET")
+    try:
+        first = make_sandbox()
+        control = probe(first, f"open('/tmp/{marker}', 'w').write('x')\nreturn open('/tmp/{marker}').read()")
+        assert control.status == "ok", f"control: /tmp is writable in the sandbox: {control}"
+        assert not (Path("/tmp") / marker).exists(), "a file written to the sandbox's /tmp appeared on the host"
+        assert_blocked(probe(first, f"return open({str(host_file)!r}).read()"), "read a host file in /tmp")
+        second = make_sandbox()
+        assert_blocked(probe(second, f"return open('/tmp/{marker}').read()"), "read another session's /tmp")
+        assert_alive(first)
+    finally:
+        host_file.unlink()
+
+
+def test_no_inherited_descriptor_opens_a_host_directory(make_sandbox):
+    sb = make_sandbox()
+    outcome = probe(sb, """
+        import os, stat
+        hits = []
+        for fd in range(0, 1024):
+            try:
+                st = os.fstat(fd)
+            except OSError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                try:
+                    hits.append((fd, sorted(os.listdir(fd))[:20]))
+                except OSError as exc:
+                    hits.append((fd, str(exc)))
+            elif stat.S_ISREG(st.st_mode):
+                hits.append((fd, os.readlink(f"/proc/self/fd/{fd}")))
+        if not hits:
+            raise LookupError("no directory or file descriptor leaked into the sandbox")
+        return hits
+    """)
+    assert_blocked(outcome, "use a directory or file descriptor leaked from the host or zygote")
+    assert_alive(sb)

@@ -1,0 +1,144 @@
+"""Output floods: whatever the code prints or returns, the host keeps bounded memory and gets cut,
+marked output back; nothing reaches the host's own stdout or stderr."""
+
+from __future__ import annotations
+
+import resource
+import time
+
+from attacks import assert_alive
+
+_OUTPUT_BOUND = 2 * (1 << 20) + 10_000  # the default limit (1 MiB) with room for a marker, in characters
+
+
+def _host_growth_mb(before_kb: int) -> float:
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kb) / 1024
+
+
+def test_printing_gigabytes_keeps_the_host_bounded(make_sandbox):
+    sb = make_sandbox(timeout=60)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = sb.execute("""
+line = "x" * (1 << 20)
+for i in range(2048):  # 2 GiB
+    print(line)
+print("THE END")
+""")
+    assert result.error is None, result.error
+    assert len(result.stdout) <= _OUTPUT_BOUND, f"{len(result.stdout)} characters of stdout reached the host"
+    assert "cut" in result.stdout, "the cut output carries no marker"
+    assert result.stdout.rstrip().endswith("THE END"), "the tail of the output was not kept"
+    assert _host_growth_mb(before) < 200, f"the host grew {_host_growth_mb(before):.0f} MB"
+    assert_alive(sb)
+
+
+def test_stderr_flood_is_cut_too(make_sandbox):
+    sb = make_sandbox(timeout=60)
+    result = sb.execute("""
+import sys
+chunk = "e" * 65536
+for _ in range(8192):  # 512 MiB
+    sys.stderr.write(chunk)
+""")
+    assert result.error is None, result.error
+    assert len(result.stderr) <= _OUTPUT_BOUND, f"{len(result.stderr)} characters of stderr reached the host"
+    assert "cut" in result.stderr
+    assert_alive(sb)
+
+
+def test_millions_of_tiny_prints_are_bounded(make_sandbox):
+    # Unsandboxed this takes about 2 s; capture that slows down as the output grows would time out.
+    sb = make_sandbox(timeout=20)
+    result = sb.execute("for i in range(2_000_000):\n    print(i)")
+    assert result.error is None, f"two million small prints did not finish in 20 s: {result.error}"
+    assert len(result.stdout) <= _OUTPUT_BOUND
+    assert result.stdout.rstrip().endswith("1999999"), "the last line is missing from the tail"
+    assert_alive(sb)
+
+
+def test_raw_writes_to_descriptors_1_and_2_never_reach_the_host(make_sandbox, capfd):
+    sb = make_sandbox(timeout=30)
+    marker = "RAW-FD-FLOOD-MARKER"
+    result = sb.execute(f"""
+import os
+data = ({marker!r} + "\\n").encode() * 4096
+for _ in range(64):
+    os.write(1, data)
+    os.write(2, data)
+""")
+    assert result.error is None, result.error
+    time.sleep(0.2)
+    captured = capfd.readouterr()
+    assert marker not in captured.out and marker not in captured.err, "sandbox output reached the host's terminal"
+    assert_alive(sb)
+
+
+def test_huge_value_repr_is_cut(make_sandbox):
+    sb = make_sandbox(timeout=60)
+    result = sb.execute("'v' * (200 * 1024 * 1024)")
+    assert result.error is None, result.error
+    assert result.value is not None and len(result.value) <= 100_000, (
+        f"a {len(result.value or '')} character value reached the host"
+    )
+    assert "cut" in result.value
+    assert_alive(sb)
+
+
+def test_endless_repr_is_cut_or_stopped(make_sandbox):
+    sb = make_sandbox(timeout=5, memory_limit="256MB")
+    result = sb.execute("""
+class Endless:
+    def __repr__(self):
+        return "r" * (64 * 1024 * 1024) + repr(self)
+Endless()
+""")
+    assert result.error is not None or (result.value is not None and len(result.value) <= 100_000), result
+    assert_alive(sb)
+
+
+def test_huge_exception_message_is_bounded(make_sandbox):
+    sb = make_sandbox(timeout=60)
+    result = sb.execute("raise ValueError('m' * (100 * 1024 * 1024))")
+    assert result.error is not None
+    size = len(result.error.message) + len(result.error.traceback)
+    assert size <= 20 * (1 << 20), f"a {size} character error reached the host"
+    assert_alive(sb)
+
+
+def test_huge_submit_is_refused_clearly(make_sandbox):
+    sb = make_sandbox(timeout=60)
+    result = sb.execute("submit('a' * (100 * 1024 * 1024))")
+    assert result.error is not None, "a 100 MB submission was accepted"
+    assert result.submitted is None or len(str(result.submitted)) <= 20 * (1 << 20)
+    assert "large" in result.error.message or "limit" in result.error.message, result.error
+    assert_alive(sb)
+
+
+def test_lone_surrogates_in_output_do_not_break_the_session(make_sandbox):
+    sb = make_sandbox()
+    assert sb.execute("kept = 1").error is None
+    result = sb.execute("print('before \\ud800 after')\n'\\udfff'")
+    assert result.error is None or result.error.type not in ("SandboxCrashed", "SandboxProtocolError"), result
+    follow = sb.execute("kept + 1")
+    assert follow.value == "2", f"the session broke after printing a lone surrogate: {follow}"
+
+
+def test_flood_from_background_threads_is_bounded(make_sandbox):
+    sb = make_sandbox(timeout=60)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    result = sb.execute("""
+import threading
+def flood():
+    chunk = "t" * 65536
+    for _ in range(2048):  # 128 MiB per thread
+        print(chunk)
+threads = [threading.Thread(target=flood) for _ in range(4)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+""")
+    assert result.error is None, result.error
+    assert len(result.stdout) <= _OUTPUT_BOUND
+    assert _host_growth_mb(before) < 200
+    assert_alive(sb)
