@@ -49,6 +49,7 @@ def test_primes_below_10000_summed_and_printed_as_hex() -> None:
     assert prediction.trajectory[0].reasoning == "I'll use a sieve."
     assert observations(lm) == ["Observation:\nOutput:\n0x5787cc"]
     assert prediction.usage.calls == 2  # no extra call to extract the answer
+    assert prediction.error is None and prediction.fallback is None
 
 
 def test_one_step_loops_over_100_items_calling_a_tool() -> None:

@@ -549,8 +549,9 @@ class _Run:
                 )
             else:
                 step.observation = "submit() accepted; the task is done."
-                self.end("submitted")
         self._end_step()
+        if self.outputs is not None:
+            self.end("submitted")
 
     def _end_step(self) -> None:
         step = self.step
