@@ -1,7 +1,9 @@
 """Latency per call and tokens per second of the bundled SmolLM2 model, served by a real
-`python -m llama_cpp.server` on loopback (through the OpenAI backend) and run in process (`LM("local")`).
+`python -m llama_cpp.server` on loopback (through the OpenAI backend) and run in process (`LM("local")`);
+with `--tasks`, the local model's success on a fixed set of easy tasks run through `codeact run`.
 
     .venv/bin/python bench/lm.py [--calls 8] [--max-tokens 64]
+    .venv/bin/python bench/lm.py --tasks [--model local]
 
 Prompts are fixed and temperature is 0, so the same work is timed on every run. Figures depend on
 what else the machine is doing: compare runs made on an idle machine.
@@ -10,7 +12,9 @@ what else the machine is doing: compare runs made on an idle machine.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -77,6 +81,58 @@ def report(name: str, results: list[tuple[Completion, float]], stream: bool) -> 
     if stream:
         firsts = [first for _, first in results]
         print(f"  time to first token: median {statistics.median(firsts) * 1000:.1f} ms")
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# (task, expected answer): one tool call or one expression each, with examples/math_tools.py.
+EASY_TASKS: list[tuple[str, float]] = [
+    ("What is 17 plus 25? Use the add tool.", 42),
+    ("What is 2 plus 3? Use the add tool.", 5),
+    ("What is 1000 plus 234? Use the add tool.", 1234),
+    ("What is 9 times 7? Use the multiply tool.", 63),
+    ("What is 100 minus 58? Use the subtract tool.", 42),
+    ("What is 84 divided by 2? Use the divide tool.", 42),
+    ("What is the square root of 144? Use the sqrt tool.", 12),
+    ("What is 6 times 7?", 42),
+    ("What is 10 plus 15?", 25),
+    ("What is 3 + 4?", 7),
+]
+
+
+def run_tasks(model: str, max_iters: int) -> None:
+    """Each easy task through `codeact run --json`; prints per task and the success rate."""
+    codeact = Path(sys.executable).with_name("codeact")
+    print(f"model {model}; {len(EASY_TASKS)} tasks; codeact run --max-iters {max_iters}")
+    submitted_right = answered_right = 0
+    durations: list[float] = []
+    for task, expected in EASY_TASKS:
+        command = [
+            str(codeact), "run", "--model", model, "--tools", "examples/math_tools.py",
+            "--signature", "question -> answer: float", "--max-iters", str(max_iters),
+            "--json", task,
+        ]  # fmt: skip
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=1800)
+        durations.append(time.perf_counter() - started)
+        try:
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+        except (json.JSONDecodeError, IndexError):
+            print(f"  {task!r}: no JSON (exit {done.returncode}): {done.stderr.strip()[-200:]}")
+            continue
+        answer = (result.get("outputs") or {}).get("answer")
+        right = isinstance(answer, (int, float)) and abs(answer - expected) < 1e-6
+        answered_right += right
+        submitted_right += right and result["end_reason"] == "submitted"
+        print(
+            f"  {'OK ' if right else 'no '} {task!r}: answer={answer!r} "
+            f"end_reason={result['end_reason']} steps={result['steps']} "
+            f"fallback={result.get('fallback')} {durations[-1]:.1f}s"
+        )
+    print(
+        f"right answer: {answered_right}/{len(EASY_TASKS)}; of those submitted by code: "
+        f"{submitted_right}/{len(EASY_TASKS)}; median {statistics.median(durations):.1f}s per task"
+    )
 
 
 def main() -> None:

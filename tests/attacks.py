@@ -28,6 +28,10 @@ __codeact_probe()
 '''
 
 
+# Errors of the step itself (outside the wrapped attack) that mean the test's program is wrong.
+_HARNESS_BUGS = {"SyntaxError", "IndentationError", "TabError", "NameError", "AttributeError", "TypeError"}
+
+
 @dataclass
 class Probe:
     """What one attack achieved inside the sandbox."""
@@ -54,10 +58,16 @@ def attack_code(body: str, prelude: str = "") -> str:
 def probe(sandbox: Any, body: str, *, prelude: str = "", timeout: float | None = None) -> Probe:
     """Run the attack `body` (after module-level `prelude`) in `sandbox`; report what it got."""
     result = sandbox.execute(attack_code(body, prelude), timeout=timeout)
+    if result.error is not None and result.error.type in _HARNESS_BUGS:
+        raise AssertionError(f"the attack program itself is broken, fix the test: {result.error}")
     if result.error is not None or result.value is None:
         # the step itself ended (killed, crashed, protocol error): the attack did not return
         return Probe("ended", result.error.type if result.error else "no value", result)
-    status, detail = ast.literal_eval(result.value)
+    try:
+        status, detail = ast.literal_eval(result.value)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        # not what the wrapper returns: the host took a forged result message for the step's end
+        return Probe("ended", "the step's result was not the attack's own", result)
     return Probe(status, detail, result)
 
 

@@ -296,7 +296,7 @@ def test_model_written_fake_observation_is_cut_off() -> None:
     prediction = codeact.CodeAct("q -> a: int", lm=lm)(q="6*7")
     assert prediction.a == 42
     assert prediction.trajectory[0].code == "print(6 * 7)"
-    assert "STOP" not in str(lm.history)  # the stop sequences are passed, not echoed
+    assert "\nObservation:" in lm.history[0]["stop"]
 
 
 def test_long_output_is_cut_for_the_model_but_kept_in_the_record() -> None:
@@ -515,3 +515,12 @@ def test_max_cost_ends_the_run() -> None:
     assert len(lm.history) == 3
     assert prediction.usage.cost == pytest.approx(0.03)
     assert "max_cost=0.025" in (prediction.error or "")
+
+
+def test_output_past_the_sandbox_limit_is_reported() -> None:
+    lm = codeact.ScriptedLM([py("print('x' * 3_000_000)"), py("submit(1)")])
+    prediction = codeact.CodeAct("q -> a: int", lm=lm, sandbox={"max_output": 100_000})(q="?")
+    step = prediction.trajectory[0]
+    assert step.stdout_truncated > 2_800_000
+    assert len(step.stdout) < 200_000
+    assert "more characters of output were not kept" in observations(lm)[0]

@@ -151,9 +151,21 @@ def test_web_metadata_matches_the_pages() -> None:
 
 
 def test_calculator_matches_python_arithmetic_and_refuses_everything_else() -> None:
-    for expression in ["2 + (3 * 4)", "171.06 + 103.84 + 105.52", "(82.89 + 142.77) * 0.9", "7 // 2 - -3 ** 2", "round(2.675, 2)"]:
+    for expression in [
+        "2 + (3 * 4)",
+        "171.06 + 103.84 + 105.52",
+        "(82.89 + 142.77) * 0.9",
+        "7 // 2 - -3 ** 2",
+        "round(2.675, 2)",
+    ]:
         assert calculator(expression) == eval(expression)
-    for bad in ["__import__('os').system('true')", "().__class__", "open('/etc/passwd')", "9 ** 9 ** 9", "x + 1"]:
+    for bad in [
+        "__import__('os').system('true')",
+        "().__class__",
+        "open('/etc/passwd')",
+        "9 ** 9 ** 9",
+        "x + 1",
+    ]:
         assert calculator(bad) == f"Failed to evaluate expression: {bad}"
     assert calculator(5) == "Failed to evaluate expression: 5"  # type: ignore[arg-type]
 
@@ -174,7 +186,12 @@ def test_travel_sum_tool_shadows_the_builtin_like_the_original() -> None:
     with pytest.raises(TypeError):
         tools.functions["sum"]([1, 2, 3])
     assert tools.sandbox_builtins == {"max", "min"}
-    assert [t.name for t in tools.host_tools()] == ["find_flights", "book_hotel", "budget_calculator", "sum"]
+    assert [t.name for t in tools.host_tools()] == [
+        "find_flights",
+        "book_hotel",
+        "budget_calculator",
+        "sum",
+    ]
 
 
 def test_unknown_category_is_a_clear_error() -> None:

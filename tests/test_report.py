@@ -153,8 +153,10 @@ def test_write_report_round_trips_a_saved_record(tmp_path: Path) -> None:
 
 @pytest.fixture
 def browser(tmp_path: Path):  # type: ignore[no-untyped-def]
-    if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
-        pytest.skip("chromium and chromedriver are not installed (scripts/setup.d/40-browser.sh)")
+    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
+    if missing:
+        pytest.skip(f"{' and '.join(missing)} not installed (scripts/setup.d/40-browser.sh installs "
+                    "Debian's chromium and chromium-driver as root)")
     webdriver = pytest.importorskip("selenium.webdriver")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import uuid
 from pathlib import Path
@@ -294,10 +295,56 @@ def test_no_inherited_descriptor_opens_a_host_directory(make_sandbox):
                 except OSError as exc:
                     hits.append((fd, str(exc)))
             elif stat.S_ISREG(st.st_mode):
-                hits.append((fd, os.readlink(f"/proc/self/fd/{fd}")))
+                target = os.readlink(f"/proc/self/fd/{fd}")
+                if not target.startswith("/memfd:"):  # the sandbox's own anonymous capture files
+                    hits.append((fd, target))
         if not hits:
             raise LookupError("no directory or file descriptor leaked into the sandbox")
         return hits
     """)
     assert_blocked(outcome, "use a directory or file descriptor leaked from the host or zygote")
+    assert_alive(sb)
+
+
+def test_setuid_programs_cannot_be_planted_in_a_write_path(make_sandbox, tree):
+    # The session's uid maps to the host user (root here): a setuid copy of Python left in a
+    # write path would let anyone on the host who reaches that directory run code as that user.
+    sb = make_sandbox(write_paths=[tree["out"]])
+    out = str(tree["out"])
+    probe(sb, f"""
+        import os, shutil, sys
+        shutil.copyfile(sys.executable, {out!r} + "/suid-python")
+        os.chmod({out!r} + "/suid-python", 0o4755)
+        return "chmod done"
+    """)
+    probe(sb, f"""
+        import os
+        os.close(os.open({out!r} + "/created-setuid", os.O_CREAT | os.O_WRONLY, 0o6755))
+        os.mkdir({out!r} + "/setgid-dir", 0o2777)
+        os.chmod({out!r} + "/setgid-dir", 0o2777)
+        return "created"
+    """)
+    flagged = {p.name: oct(p.stat().st_mode) for p in tree["out"].iterdir()
+               if p.stat().st_mode & (stat.S_ISUID | stat.S_ISGID)}
+    assert not flagged, f"ATTACK SUCCEEDED: the sandbox left setuid/setgid files on the host: {flagged}"
+    assert_alive(sb)
+
+
+def test_file_capabilities_cannot_be_set_in_a_write_path(make_sandbox, tree):
+    sb = make_sandbox(write_paths=[tree["out"]])
+    target = str(tree["out"] / "capable")
+    # VFS_CAP_REVISION_2 with every permitted and effective bit set
+    blob = (0x02000001).to_bytes(4, "little") + (0xFFFFFFFF).to_bytes(4, "little") * 4
+    outcome = probe(sb, f"""
+        import os
+        open({target!r}, "w").close()
+        os.setxattr({target!r}, "security.capability", {blob!r})
+        return os.getxattr({target!r}, "security.capability")
+    """)
+    assert_blocked(outcome, "set file capabilities on a file in the write path")
+    try:
+        value = os.getxattr(target, "security.capability")
+    except OSError:
+        value = None
+    assert value is None, f"the host file {target} now carries capabilities {value!r}"
     assert_alive(sb)

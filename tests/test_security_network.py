@@ -214,3 +214,29 @@ def test_sandbox_cannot_open_a_tcp_server(make_sandbox):
     """)
     assert_blocked(outcome, "listen on a TCP port")
     assert_alive(sb)
+
+
+def test_datagrams_to_a_host_socket_inside_a_read_path_are_refused(make_sandbox, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    path = str(shared / "log.sock")  # like /dev/log: a host daemon reading datagrams
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as server:
+        server.bind(path)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as client:
+            client.sendto(b"control", path)
+        assert server.recv(100) == b"control", "control: the host socket receives datagrams"
+        sb = make_sandbox(read_paths=[shared])
+        for how in ("s.sendto(b'forged log line', path)",
+                    "s.connect(path); s.send(b'forged log line')",
+                    "s.sendmsg([b'forged log line'], [], 0, path)"):
+            outcome = probe(sb, f"""
+                import socket
+                path = {path!r}
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                {how}
+                return "sent"
+            """)
+            assert_blocked(outcome, f"send a datagram to the host socket {path} with {how.split('(')[0]}")
+        ready, _, _ = select.select([server], [], [], 0.3)
+        assert not ready, f"the host socket received {server.recv(100)!r} from the sandbox"
+    assert_alive(sb)

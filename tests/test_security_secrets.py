@@ -244,3 +244,58 @@ def test_proc_environ_of_sandbox_processes_holds_no_host_secret(make_sandbox, ba
         """, prelude=SEARCH_EVERYWHERE)
     assert_blocked(outcome, f"read the host secret from {path}")
     assert_alive(sb)
+
+
+def test_pool_tasks_cannot_see_earlier_tasks(backend):
+    from codeact.sandbox import SandboxPool
+
+    secret = _needle()
+    used: list[str] = []
+
+    def vault() -> str:
+        """Hand out the first task's private token."""
+        used.append("vault")
+        return secret
+
+    with SandboxPool(size=2, backend=backend) as pool:
+        with pool.session(tools=[vault]) as first:
+            setup = first.execute(f"""
+token = vault()
+open("/tmp/left-behind", "w").write(token)
+import os
+if hasattr(os, "fork") and os.fork() == 0:
+    import time
+    while True:
+        time.sleep(1)
+token == {secret!r}
+""")
+            assert setup.value == "True", f"control: the first task holds the secret: {setup}"
+        used.clear()
+        with pool.session() as second:
+            outcome = probe(second, f"""
+                found = []
+                if "token" in globals():
+                    found.append("variable")
+                try:
+                    found.append(open("/tmp/left-behind").read())
+                except OSError:
+                    pass
+                try:
+                    found.append(vault())
+                except NameError:
+                    pass
+                import gc
+                bridge = next((o for o in gc.get_objects() if type(o).__name__ == "Session"), None)
+                if bridge is not None:  # the native backend's tool bridge, called directly
+                    try:
+                        found.append(bridge.call_tool("vault", [], {{}}))
+                    except NameError:
+                        pass
+                found += __search({_parts(secret)!r})
+                if not found:
+                    raise LookupError("nothing of the first task is left")
+                return found
+            """, prelude=SEARCH_EVERYWHERE, timeout=60)
+            assert_blocked(outcome, "read what an earlier task of the pool left behind")
+            assert not used, "the second task called the first task's tool"
+            assert_alive(second)

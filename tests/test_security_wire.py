@@ -322,3 +322,20 @@ if os.fork() == 0:
     time.sleep(1.0)
     assert ("from a child after the step ended",) not in calls, "a stray process called a host tool between steps"
     assert_alive(sb)
+
+
+def test_forged_result_cannot_bypass_the_output_limits(make_sandbox):
+    # The sandbox cuts output to the limit itself; a forged result must not carry more to the host
+    # (and from there into the model's context) than an honest one could.
+    sb = make_sandbox(tools=[echo], timeout=30)
+    big = "A" * (5 * 1024 * 1024)
+    body = json.dumps({"op": "result", "stdout": big, "stderr": big, "value": big,
+                       "error": None, "stdout_truncated": 0}).encode()
+    outcome = _run_forgery(sb, _frame(body), wait=2)
+    result = outcome.result
+    sizes = {"stdout": len(result.stdout), "stderr": len(result.stderr), "value": len(result.value or "")}
+    assert sizes["stdout"] <= (1 << 20) + 10_000 and sizes["stderr"] <= (1 << 20) + 10_000, (
+        f"ATTACK SUCCEEDED: a forged result delivered {sizes} characters past the 1 MiB output limit"
+    )
+    assert sizes["value"] <= 100_000, f"ATTACK SUCCEEDED: a forged result delivered a {sizes['value']} character value"
+    assert_alive(sb)

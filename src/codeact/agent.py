@@ -319,7 +319,7 @@ class CodeAct:
         except InterpreterError as exc:
             run.end("error", f"the sandbox could not be used: {exc}")
         except Exception as exc:
-            run.end("error", _describe_exception(exc))
+            run.failed(exc)
         finally:
             session.close()
         return run.result()
@@ -366,7 +366,7 @@ class CodeAct:
         except InterpreterError as exc:
             run.end("error", f"the sandbox could not be used: {exc}")
         except Exception as exc:
-            run.end("error", _describe_exception(exc))
+            run.failed(exc)
         finally:
             if not cancelled:
                 await session.aclose()
@@ -527,6 +527,7 @@ class _Run:
         assert step is not None
         step.stdout = result.stdout
         step.stderr = result.stderr
+        step.stdout_truncated = result.stdout_truncated
         step.value = result.value
         step.timed_out = result.timed_out
         step.exec_s = result.duration_s
@@ -623,6 +624,13 @@ class _Run:
         self.record.error = f"the extraction call failed: {_describe_exception(exc)}"
 
     # --- ending ---
+    def failed(self, exc: Exception) -> None:
+        """Something outside the model's code went wrong; the run ends with `error`."""
+        if self.ended:
+            warnings.warn(f"codeact failed after the run ended: {exc!r}", stacklevel=3)
+        else:
+            self.end("error", _describe_exception(exc))
+
     def end(self, reason: EndReason, error: str | None = None) -> None:
         if self.ended:
             return

@@ -109,7 +109,8 @@ def _backends() -> list[Check]:
     ):
         detail = ""
         if backend == "pyodide":
-            detail = _pyodide_detail()
+            detail, own_remedy = _pyodide_status()
+            remedy = own_remedy or remedy
         if available and backend not in available:
             checks.append(Check("Backends", label, False, detail or "not available on this machine", remedy))
             continue
@@ -124,15 +125,14 @@ def _backends() -> list[Check]:
     return checks
 
 
-def _pyodide_detail() -> str:
+def _pyodide_status() -> tuple[str, str]:
+    """What the Pyodide backend says about its readiness: (detail, remedy)."""
     try:
         module = importlib.import_module("codeact.sandbox.pyodide")
         status = module.status()
     except Exception as exc:
-        return f"status unknown: {_first_line(exc)}"
-    detail = getattr(status, "detail", "") or ""
-    remedy = getattr(status, "remedy", "") or ""
-    return "; ".join(p for p in (detail, remedy) if p)
+        return f"status unknown: {_first_line(exc)}", ""
+    return str(getattr(status, "detail", "") or ""), str(getattr(status, "remedy", "") or "")
 
 
 def _with_timeout(func: Callable[[], Any], timeout: float) -> Any:

@@ -179,6 +179,8 @@ def observation(step: Step, *, limit: int = 4000, steps_left: int | None = None)
     parts: list[str] = []
     if step.stdout:
         parts.append("Output:\n" + cut(step.stdout.rstrip("\n"), limit))
+    if step.stdout_truncated:
+        parts.append(f"[{step.stdout_truncated:,} more characters of output were not kept]")
     if step.stderr:
         parts.append("Stderr:\n" + cut(step.stderr.rstrip("\n"), limit // 2))
     if step.value is not None:

@@ -53,7 +53,8 @@ class StepError:
 
 @dataclass
 class Step:
-    """One think-code-observe turn. `stdout`/`stderr` are uncut; `observation` is what the model saw."""
+    """One think-code-observe turn. `stdout`/`stderr` are as the sandbox captured them (it drops
+    `stdout_truncated` characters past its output limit); `observation` is what the model saw."""
 
     index: int
     reply: str = ""
@@ -61,6 +62,7 @@ class Step:
     code: str | None = None
     stdout: str = ""
     stderr: str = ""
+    stdout_truncated: int = 0
     value: str | None = None
     error: StepError | None = None
     submitted: dict[str, Any] | None = None

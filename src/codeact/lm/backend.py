@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -199,7 +200,10 @@ class Backend(LM):
             model=completion.model or self.model,
         )
         if self.cache is not None:
-            self.cache.put(request, completion)
+            try:
+                self.cache.put(request, completion)
+            except OSError as error:  # a full or read-only disk must not fail the call
+                warnings.warn(f"could not write the response cache: {error}", stacklevel=3)
         return completion
 
     def complete(

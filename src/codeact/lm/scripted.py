@@ -21,9 +21,9 @@ class ScriptedLMExhausted(LMError):
 class ScriptedLM(LM):
     """Returns `replies` in order: strings, or callables that get the messages and return a string.
 
-    Every call is recorded in `history` (messages and reply). Token counts are whitespace-word
-    counts, so usage is non-zero and deterministic. `ScriptedLM("scripted:replies.json")` reads a
-    JSON list of reply strings.
+    Every call is recorded in `history` (messages, reply, and the stop, max_tokens and
+    temperature options). Token counts are whitespace-word counts, so usage is non-zero and
+    deterministic. `ScriptedLM("scripted:replies.json")` reads a JSON list of reply strings.
     """
 
     def __init__(self, replies: Sequence[Reply] | str, *, model: str = "scripted") -> None:
@@ -61,7 +61,13 @@ class ScriptedLM(LM):
                     f"ScriptedLM ran out of replies: call {index + 1} but only "
                     f"{len(self.replies)} replies were given"
                 )
-            entry: dict[str, Any] = {"messages": [dict(m) for m in messages], "reply": None}
+            entry: dict[str, Any] = {
+                "messages": [dict(m) for m in messages],
+                "reply": None,
+                "stop": list(stop) if stop else None,
+                "max_tokens": max_tokens,
+                "temperature": temperature,
+            }
             self.history.append(entry)
         reply = self.replies[index]
         text = reply(list(messages)) if callable(reply) else reply

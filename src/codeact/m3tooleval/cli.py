@@ -48,6 +48,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--limit", type=int, default=None, help="run only the first N matching tasks"
     )
     parser.add_argument(
+        "--per-category",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run only the first N matching tasks of each category (a quick, balanced subset)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=4, help="episodes run in parallel (default 4)"
     )
     parser.add_argument(
@@ -110,6 +117,14 @@ def main(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.per_category is not None:
+        taken: dict[str, int] = {}
+        subset = []
+        for task in tasks:
+            if taken.get(task.category, 0) < args.per_category:
+                taken[task.category] = taken.get(task.category, 0) + 1
+                subset.append(task)
+        tasks = subset
     if args.limit is not None:
         tasks = tasks[: max(args.limit, 0)]
     if not tasks:

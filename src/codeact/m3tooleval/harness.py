@@ -192,7 +192,10 @@ class Turn:
 
 @dataclass
 class Episode:
-    """One task run in one mode. `end_reason`: correct, limit, lm_error or sandbox_error."""
+    """One task run in one mode.
+
+    `end_reason`: correct, limit (turns ran out), context_limit, lm_error or sandbox_error.
+    """
 
     task: str
     category: str
@@ -267,7 +270,10 @@ def run_episode(
             try:
                 completion = lm.complete(messages, max_tokens=max_tokens, temperature=0.0)
             except Exception as exc:
-                episode.end_reason = "lm_error"
+                # The original ended an episode whose messages outgrew the model's context
+                # with "context_limit"; other model failures are ours to report.
+                context = type(exc).__name__ == "LMContextLengthError"
+                episode.end_reason = "context_limit" if context else "lm_error"
                 episode.error = f"{type(exc).__name__}: {exc}"
                 break
             lm_s = time.perf_counter() - lm_started

@@ -41,6 +41,18 @@ _IOCTL = (16, 29)
 # (a host service's unix socket could sit in a granted path).
 _ADDRESSING = {"connect": (42, 203), "sendmsg": (46, 211), "sendmmsg": (307, 269)}
 _SENDTO = (44, 206)
+# Calls that set file mode bits, with the index of their mode argument: setuid and setgid bits are
+# refused, since a file the sandbox writes belongs to the host user on the host.
+_MODE_SETTERS = {
+    "chmod": ((90, 1), None), "fchmod": ((91, 1), (52, 1)), "fchmodat": ((268, 2), (53, 2)),
+    "fchmodat2": ((452, 2), (452, 2)), "creat": ((85, 1), None), "mkdir": ((83, 1), None),
+    "mkdirat": ((258, 2), (34, 2)), "mknod": ((133, 1), None), "mknodat": ((259, 2), (33, 2)),
+}
+# open and openat take a mode only with O_CREAT or O_TMPFILE: (number, flags index, mode index)
+_OPENERS = {"open": ((2, 1, 2), None), "openat": ((257, 2, 3), (56, 2, 3))}
+_OPENAT2 = (437, 437)  # its mode sits in a struct a filter cannot read: refused, libc falls back
+_SETID_BITS = 0o6000
+_O_CREAT_OR_TMPFILE = 0o100 | 0o20000000
 _FORK_ONLY = {"fork": (57, None), "vfork": (58, None)}
 
 _NS_FLAGS = (
@@ -95,11 +107,24 @@ def build(*, allow_network: bool, allow_fork: bool = True) -> list[tuple[int, in
         sym.append((_JGE_K, "DENY", 0, 0x40000000))  # x32 ABI
     sym.extend((_JEQ_K, "DENY", 0, number) for number in denied)
     sym.append((_JEQ_K, "ENOSYS", 0, _CLONE3[i]))  # libc falls back to clone, whose flags we see
+    sym.append((_JEQ_K, "ENOSYS", 0, _OPENAT2[i]))
 
     def block(number: int, rows: list[tuple[int, int | str, int | str, int]]) -> None:
         sym.append((_JEQ_K, 0, len(rows), number))
         sym.extend(rows)
 
+    def arg(index: int) -> tuple[int, int, int, int]:
+        return (_LD_W_ABS, 0, 0, 16 + 8 * index)  # low word of args[index]
+
+    for per_arch in _MODE_SETTERS.values():
+        if per_arch[i] is not None:
+            number, mode = per_arch[i]
+            block(number, [arg(mode), (_JSET_K, "DENY", "ALLOW", _SETID_BITS)])
+    for per_arch in _OPENERS.values():
+        if per_arch[i] is not None:
+            number, flags, mode = per_arch[i]
+            block(number, [arg(flags), (_JSET_K, 0, "ALLOW", _O_CREAT_OR_TMPFILE), arg(mode),
+                           (_JSET_K, "DENY", "ALLOW", _SETID_BITS)])
     clone_last = (_JSET_K, "ALLOW", "DENY", _CLONE_THREAD) if not allow_fork else (_RET_K, 0, 0, _ALLOW)
     block(_CLONE[i], [(_LD_W_ABS, 0, 0, 16), (_JSET_K, "DENY", 0, _NS_FLAGS), clone_last])
     if not allow_network:
