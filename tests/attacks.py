@@ -12,6 +12,7 @@ import ast
 import contextlib
 import os
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -184,3 +185,33 @@ def __control():
             return control
     raise LookupError("NOCONTROL: the attack could not find the session's control socket")
 """
+
+
+def _rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_measuring_host_memory(action: Callable[[], Any]) -> tuple[Any, float]:
+    """Run `action` in this process; return its result and how many MB the host's RSS rose at most."""
+    start = _rss_kb()
+    peak = [start]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _rss_kb())
+            time.sleep(0.005)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = action()
+    finally:
+        done.set()
+        sampler.join()
+    peak[0] = max(peak[0], _rss_kb())
+    return result, (peak[0] - start) / 1024

@@ -138,6 +138,18 @@ def test_all_kinds_of_callables_are_tools(make_sandbox):
     assert r.tool_calls == 8
 
 
+def join(sep: str, *parts: str, upper: bool = False, **extra: int) -> str:
+    """Join parts with a separator."""
+    text = sep.join(parts) + "".join(f"{k}{v}" for k, v in extra.items())
+    return text.upper() if upper else text
+
+
+def test_tools_with_star_args_and_keywords(make_sandbox):
+    sb = make_sandbox(tools=[join])
+    r = sb.execute("(join('-', 'a', 'b'), join('+', 'x', upper=True), join(',', n=1))")
+    assert r.value == "('a-b', 'X', ',n1')", r.error
+
+
 def test_tools_keep_name_signature_and_docstring(make_sandbox):
     sb = make_sandbox(tools=[add])
     r = sb.execute("import inspect\n(add.__name__, str(inspect.signature(add)), add.__doc__)")

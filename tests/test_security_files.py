@@ -348,3 +348,43 @@ def test_file_capabilities_cannot_be_set_in_a_write_path(make_sandbox, tree):
         value = None
     assert value is None, f"the host file {target} now carries capabilities {value!r}"
     assert_alive(sb)
+
+
+def test_symlink_planted_by_one_session_does_not_redirect_a_later_grant(make_sandbox, tree):
+    # A first task may write anything into its write path, symlinks included. When a later task is
+    # granted a sub-path of that directory, the grant must not follow a link out to a host directory.
+    private = tree["root"] / "private"
+    private.mkdir()
+    (private / "key.txt").write_text("HOST-PRIVATE-KEY")
+    first = make_sandbox(write_paths=[tree["out"]])
+    planted = probe(first, f"""
+        import os
+        os.symlink({str(private)!r}, {str(tree['out'] / 'results')!r})
+        return "planted"
+    """)
+    assert planted.status == "ok", f"control: a session can make symlinks in its write path: {planted}"
+    for grant in ("read_paths", "write_paths"):
+        try:
+            second = make_sandbox(**{grant: [tree["out"] / "results"]})
+        except (ValueError, OSError, RuntimeError) as exc:  # refusing the grant is a fine answer
+            assert "symlink" in str(exc) or "link" in str(exc), f"refused without saying why: {exc}"
+            continue
+        outcome = probe(second, f"return open({str(tree['out'] / 'results' / 'key.txt')!r}).read()")
+        assert_blocked(outcome, f"read a host file through a symlink planted earlier and a later {grant} grant")
+        outcome = probe(second, f"""
+            open({str(tree['out'] / 'results' / 'planted.txt')!r}, "w").write("x")
+            return "written"
+        """)
+        assert_blocked(outcome, f"write a host directory through a planted symlink and a later {grant} grant")
+        assert not (private / "planted.txt").exists(), "a later session wrote into the linked host directory"
+
+
+def test_a_granted_file_does_not_expose_its_directory(make_sandbox, tree):
+    granted_file = tree["granted"] / "in.txt"
+    (tree["granted"] / "sibling.txt").write_text("SIBLING-SECRET")
+    sb = make_sandbox(read_paths=[granted_file])
+    control = probe(sb, f"return open({str(granted_file)!r}).read()")
+    assert control.status == "ok" and "readable" in control.detail, f"control: the file is readable: {control}"
+    outcome = probe(sb, f"return open({str(tree['granted'] / 'sibling.txt')!r}).read()")
+    assert_blocked(outcome, "read a sibling of a granted file")
+    assert_alive(sb)

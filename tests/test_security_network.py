@@ -240,3 +240,33 @@ def test_datagrams_to_a_host_socket_inside_a_read_path_are_refused(make_sandbox,
         ready, _, _ = select.select([server], [], [], 0.3)
         assert not ready, f"the host socket received {server.recv(100)!r} from the sandbox"
     assert_alive(sb)
+
+
+def test_two_sessions_cannot_talk_over_abstract_sockets(make_sandbox):
+    name = f"\0codeact-session-{uuid.uuid4().hex}"
+    listener = make_sandbox()
+    served = listener.execute(f"""
+import socket
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    server.bind({name!r})
+    server.listen(1)
+    server.setblocking(False)
+    listening = True
+except OSError as exc:
+    listening = repr(exc)
+listening
+""")
+    other = make_sandbox()
+    outcome = probe(other, f"""
+        import socket
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(2)
+        s.connect({name!r})
+        return "connected to another session"
+    """)
+    assert_blocked(outcome, "connect to another session's abstract socket")
+    if served.value == "True":
+        check = listener.execute("try:\n    server.accept()\n    got = True\nexcept OSError:\n    got = False\ngot")
+        assert check.value == "False", "the listening session accepted a connection from another session"
+    assert_alive(other)

@@ -3,32 +3,26 @@ marked output back; nothing reaches the host's own stdout or stderr."""
 
 from __future__ import annotations
 
-import resource
 import time
 
-from attacks import assert_alive
+from attacks import assert_alive, run_measuring_host_memory
 
 _OUTPUT_BOUND = 2 * (1 << 20) + 10_000  # the default limit (1 MiB) with room for a marker, in characters
 
 
-def _host_growth_mb(before_kb: int) -> float:
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kb) / 1024
-
-
 def test_printing_gigabytes_keeps_the_host_bounded(make_sandbox):
     sb = make_sandbox(timeout=60)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = sb.execute("""
+    result, grown_mb = run_measuring_host_memory(lambda: sb.execute("""
 line = "x" * (1 << 20)
 for i in range(2048):  # 2 GiB
     print(line)
 print("THE END")
-""")
+"""))
     assert result.error is None, result.error
     assert len(result.stdout) <= _OUTPUT_BOUND, f"{len(result.stdout)} characters of stdout reached the host"
     assert "cut" in result.stdout, "the cut output carries no marker"
     assert result.stdout.rstrip().endswith("THE END"), "the tail of the output was not kept"
-    assert _host_growth_mb(before) < 200, f"the host grew {_host_growth_mb(before):.0f} MB"
+    assert grown_mb < 200, f"the host grew {grown_mb:.0f} MB"
     assert_alive(sb)
 
 
@@ -125,8 +119,7 @@ def test_lone_surrogates_in_output_do_not_break_the_session(make_sandbox):
 
 def test_flood_from_background_threads_is_bounded(make_sandbox):
     sb = make_sandbox(timeout=60)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    result = sb.execute("""
+    result, grown_mb = run_measuring_host_memory(lambda: sb.execute("""
 import threading
 def flood():
     chunk = "t" * 65536
@@ -137,8 +130,8 @@ for t in threads:
     t.start()
 for t in threads:
     t.join()
-""")
+"""))
     assert result.error is None, result.error
     assert len(result.stdout) <= _OUTPUT_BOUND
-    assert _host_growth_mb(before) < 200
+    assert grown_mb < 200, f"the host grew {grown_mb:.0f} MB"
     assert_alive(sb)

@@ -28,7 +28,10 @@ from attacks import (
 def _zygotes() -> list[int]:
     """Host pids of the sandbox zygotes started by this test process."""
     found = []
-    for pid in descendants(os.getpid(), min_depth=1):
+    me = os.getpid()
+    for pid, (ppid, _, _) in descendants(me, min_depth=1).items():
+        if ppid != me:  # sessions are forks of the zygote and share its command line
+            continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 if b"sandbox.process.zygote" in f.read():
@@ -268,9 +271,9 @@ while True:
 
 
 def test_fork_bomb_is_bounded_and_cleaned_up(make_sandbox):
-    sb = make_sandbox(timeout=3)
     me = os.getpid()
     baseline = set(descendants(me))
+    sb = make_sandbox(timeout=3)
     peak = [0]
     stop = threading.Event()
 
@@ -296,6 +299,11 @@ while True:
     assert result.error is not None, f"the fork bomb step did not end with an error: {result}"
     assert peak[0] <= 64 + 8, f"the fork bomb made {peak[0]} host processes (limit 64)"
     assert_alive(sb)
+    zygotes = set(_zygotes())
+    session = {pid: info for pid, info in descendants(me).items() if pid not in baseline | zygotes}
+    assert session, "control: the host sees the session's processes"
+    sb.close()
+    assert wait_until(lambda: not still_running(session), 5), "fork bomb processes outlived close()"
     assert_new_sandbox_works(make_sandbox)
 
 

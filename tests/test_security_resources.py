@@ -3,12 +3,17 @@ host, and the session's earlier variables, survive."""
 
 from __future__ import annotations
 
-import resource
 import time
 
 import pytest
 
-from attacks import assert_alive, assert_blocked, assert_new_sandbox_works, probe
+from attacks import (
+    assert_alive,
+    assert_blocked,
+    assert_new_sandbox_works,
+    probe,
+    run_measuring_host_memory,
+)
 
 
 def _limits(backend: str, **process_options: object) -> dict[str, object]:
@@ -251,10 +256,36 @@ def test_segfault_and_abort_keep_the_session(make_sandbox):
 
 
 def test_host_survives_a_burst_of_resource_bombs(make_sandbox):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     sb = make_sandbox(timeout=2, memory_limit="256MB")
-    for bomb in ("bytearray(8 * 1024 ** 3)", "while True: pass", "import os\nos._exit(1)"):
-        sb.execute(bomb)
-    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+
+    def bombard() -> None:
+        for bomb in ("bytearray(8 * 1024 ** 3)", "while True: pass", "import os\nos._exit(1)"):
+            sb.execute(bomb)
+
+    _, grown_mb = run_measuring_host_memory(bombard)
     assert grown_mb < 200, f"the host process grew {grown_mb:.0f} MB while the sandbox was bombed"
+    assert_alive(sb)
+
+
+def test_limits_cannot_be_raised_from_inside(make_sandbox):
+    sb = make_sandbox()
+    outcome = probe(sb, """
+        import resource
+        raised = []
+        for name in ("RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_NPROC"):
+            which = getattr(resource, name)
+            soft, hard = resource.getrlimit(which)
+            if hard == resource.RLIM_INFINITY:
+                raised.append(f"{name} has no hard limit")
+                continue
+            try:
+                resource.setrlimit(which, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+                raised.append(name)
+            except (ValueError, OSError):
+                pass
+        if not raised:
+            raise PermissionError("no limit could be raised")
+        return raised
+    """)
+    assert_blocked(outcome, "raise the address space, file size, open files or process limits")
     assert_alive(sb)

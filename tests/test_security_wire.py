@@ -235,6 +235,12 @@ ch.sendall(b"\\x00\\x00\\x10\\x00" + b"{")  # promise 4096 bytes, send one
 while True:
     time.sleep(1)
 """
+    _assert_returns_in_time(sb, code, 20)
+    assert_alive(sb)
+
+
+def _assert_returns_in_time(sb, code: str, limit_s: float) -> None:
+    """`sb.execute(code)` must come back (with an error) within `limit_s`; kills the session if not."""
     box: dict[str, object] = {}
 
     def run() -> None:
@@ -245,17 +251,33 @@ while True:
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    thread.join(20)
+    thread.join(limit_s)
     hung = thread.is_alive()
     if hung:  # free the host thread so the suite can go on: kill the session's processes
         for fd in list(getattr(sb, "_pidfds", [])):
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
         thread.join(10)
-    assert not hung, "a half-sent frame kept the host's execute() waiting past the 2 s limit + grace"
+    assert not hung, f"ATTACK SUCCEEDED: the host's execute() was still waiting after {limit_s:g} s"
     assert "error" not in box, f"execute() raised: {box.get('error')!r}"
-    result = box["result"]
-    assert result.error is not None, result
+    assert box["result"].error is not None, box["result"]
+
+
+def test_unread_tool_reply_cannot_hang_the_host(make_sandbox):
+    sb = make_sandbox(tools=[echo], timeout=2)
+    assert sb.execute("warm = 1").error is None  # from now on the step's parent is a holder, not pid 1
+    code = FIND_CHANNEL + """
+import json, os, signal, struct, time
+ch = __channel()
+for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+    if pid not in (1, os.getpid()):
+        os.kill(pid, signal.SIGKILL)  # no supervisor left in the session to end this step
+body = json.dumps({"op": "call", "tool": "echo", "args": ["x" * (12 * 1024 * 1024)], "kwargs": {}}).encode()
+ch.sendall(struct.pack(">I", len(body)) + body)  # the host answers with 12 MB that nobody reads
+while True:
+    time.sleep(1)
+"""
+    _assert_returns_in_time(sb, code, 20)
     assert_alive(sb)
 
 
@@ -338,4 +360,25 @@ def test_forged_result_cannot_bypass_the_output_limits(make_sandbox):
         f"ATTACK SUCCEEDED: a forged result delivered {sizes} characters past the 1 MiB output limit"
     )
     assert sizes["value"] <= 100_000, f"ATTACK SUCCEEDED: a forged result delivered a {sizes['value']} character value"
+    assert_alive(sb)
+
+
+def test_small_frame_of_many_tiny_values_cannot_balloon_host_memory(make_sandbox):
+    # 15 MB of "{}," is five million dicts: decoding must not turn a frame under the size limit
+    # into gigabytes on the host (many sessions can do this at once).
+    sb = make_sandbox(tools=[echo], timeout=60)
+    calls.clear()
+    code = FIND_CHANNEL + """
+import struct
+body = b'{"op": "call", "tool": "echo", "args": [[' + b",".join([b"{}"] * 5_000_000) + b']], "kwargs": {}}'
+ch = __channel()
+ch.sendall(struct.pack(">I", len(body)) + body)
+ch.settimeout(30)
+ch.recv(100)
+'sent'
+"""
+    result, grown_mb = run_measuring_host_memory(lambda: sb.execute(code))
+    assert grown_mb < 300, (
+        f"ATTACK SUCCEEDED: one 15 MB tool-call frame made the host allocate {grown_mb:.0f} MB ({result.error})"
+    )
     assert_alive(sb)

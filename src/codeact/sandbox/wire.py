@@ -270,7 +270,8 @@ def _int(value: Any) -> int:
 
 def dumps(message: dict[str, Any]) -> bytes:
     """A message as one frame: 4-byte big-endian length, then UTF-8 JSON."""
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # lone surrogates (legal in a Python str) travel as JSON escapes
+    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
     return _HEADER.pack(len(body)) + body
 
 

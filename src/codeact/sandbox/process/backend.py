@@ -142,30 +142,29 @@ def _close_zygotes() -> None:
 
 def _call_body(tool: Tool) -> str:
     """The stub body that forwards a call's arguments, as passed, to the host."""
+    params = list(tool.signature.parameters.values())
+    has_star = any(p.kind is p.VAR_POSITIONAL for p in params)
     positional: list[str] = []
     keywords: list[str] = []
     star = double = None
-    optional_nonliteral: list[str] = []
-    for param in tool.signature.parameters.values():
-        if param.kind is param.POSITIONAL_ONLY:
-            positional.append(param.name)
-        elif param.kind is param.VAR_POSITIONAL:
+    for param in params:
+        if param.kind is param.VAR_POSITIONAL:
             star = param.name
         elif param.kind is param.VAR_KEYWORD:
             double = param.name
+        elif param.kind is param.POSITIONAL_ONLY or (param.kind is param.POSITIONAL_OR_KEYWORD and has_star):
+            positional.append(param.name)  # before *args they can only be passed by position
         else:
             keywords.append(param.name)
-        if param.default is not param.empty and "= ..." in tool.signature_text() and param.kind not in (
-            param.VAR_POSITIONAL, param.VAR_KEYWORD
-        ):
-            optional_nonliteral.append(param.name)
+    elided = [p.name for p in params if p.default is not p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+              and "= ..." in tool.signature_text()]
     args = "[" + ", ".join(positional) + "]" + (f" + list({star})" if star else "")
     kwargs = "{" + ", ".join(f"{k!r}: {k}" for k in keywords) + "}"
     lines = [f"__args = {args}", f"__kwargs = {kwargs}"]
     if double:
         lines.append(f"__kwargs.update({double})")
-    for name in optional_nonliteral:
-        lines.append(f"if __kwargs.get({name!r}) is ...: del __kwargs[{name!r}]")
+    # a default the stub could not spell is shown as `...`: leave it to the host's own default
+    lines += [f"if __kwargs.get({name!r}, None) is ...: del __kwargs[{name!r}]" for name in elided if name in keywords]
     lines.append(f"return __codeact_call__({tool.name!r}, __args, __kwargs)")
     return "\n".join(lines)
 
@@ -424,64 +423,57 @@ class ProcessInterpreter(Sandbox):
             while True:
                 watch = [self._control] + ([ours] if channel_open else [])
                 wait = deadline - time.monotonic()
-                ready, _, _ = select.select(watch, [], [], max(0.0, wait)) if wait > 0 else ([], [], [])
+                ready, _, _ = select.select(watch, [], [], wait) if wait > 0 else ([], [], [])
                 if not ready:
-                    self.close()
-                    return self._failure("Timeout", f"the step ran longer than the {limit:g} s time limit and "
-                                         "the session was killed; variables from earlier steps are lost",
-                                         started, timed_out=True)
+                    raise TimeoutError
                 if ours in ready:
                     try:
-                        reply = wire.recv(ours)
+                        reply = _recv_by(ours, deadline)
                     except EOFError:
                         channel_open = False
                         continue
-                    except (OSError, wire.WireError) as exc:
-                        self.close()
-                        return self._failure("SandboxProtocolError", f"the sandbox broke the wire protocol "
-                                             f"({exc}); the session was ended", started)
                     if reply["op"] == "call":
                         stats["calls"] += 1
                         t0 = time.perf_counter()
                         response = self._serve_call(reply, loop)
                         stats["tool_time"] += time.perf_counter() - t0
-                        if response is None:
-                            self.close()
-                            return self._failure("SandboxProtocolError", "the sandbox sent a malformed tool "
-                                                 "call; the session was ended", started)
-                        with contextlib.suppress(OSError):
-                            wire.send(ours, response)
+                        _send_by(ours, response, deadline)
                         continue
-                    if reply["op"] == "result":
-                        finished = True
-                        self._definitions_sent = True
-                        return self._result(reply, started, stats)
-                    self.close()
-                    return self._failure("SandboxProtocolError", f"unexpected message {reply['op']!r} from the "
-                                         "sandbox; the session was ended", started)
-                if self._control in ready:
-                    try:
-                        report = wire.recv(self._control, 1 << 20)
-                    except (EOFError, OSError, wire.WireError):
-                        return self._session_lost("the sandbox session ended unexpectedly", started)
+                    if reply["op"] != "result":
+                        raise _Malformed(f"unexpected message {reply['op']!r}")
+                    result = self._result(reply, started, stats)
                     finished = True
-                    return self._step_failed(report, limit, started, oom_before)
+                    self._definitions_sent = True
+                    return result
+                try:
+                    report = _recv_by(self._control, deadline, 1 << 16)
+                except EOFError:
+                    return self._session_lost("the sandbox session ended unexpectedly", started)
+                result = self._step_failed(report, limit, started, oom_before)
+                finished = True
+                return result
+        except TimeoutError:
+            self.close()
+            return self._failure("Timeout", f"the step ran longer than the {limit:g} s time limit and the "
+                                 "session was killed; variables from earlier steps are lost", started,
+                                 timed_out=True)
+        except (_Malformed, wire.WireError, OSError) as exc:
+            self.close()
+            return self._failure("SandboxProtocolError", f"the sandbox broke the wire protocol ({exc}); the "
+                                 "session was ended and the next step starts a new one", started)
         finally:
             ours.close()
-            if not finished and self._control is not None and sys.exc_info()[0] is not None:
+            if not finished and self._control is not None:
                 self.close()  # interrupted (e.g. KeyboardInterrupt): the step's state is unknown
 
-    def _serve_call(self, message: dict[str, Any], loop: asyncio.AbstractEventLoop | None) -> dict[str, Any] | None:
+    def _serve_call(self, message: dict[str, Any], loop: asyncio.AbstractEventLoop | None) -> dict[str, Any]:
         name = message.get("tool")
-        try:
-            args = wire.decode(message.get("args"))
-            kwargs = wire.decode(message.get("kwargs"))
-        except wire.WireError:
-            return None
+        args = wire.decode(message.get("args"))
+        kwargs = wire.decode(message.get("kwargs"))
         if not isinstance(name, str) or not isinstance(args, list) or not isinstance(kwargs, dict):
-            return None
+            raise _Malformed("a tool call needs a name, a list of arguments and a dict of keywords")
         if not all(isinstance(k, str) for k in kwargs):
-            return None
+            raise _Malformed("tool call keywords must be strings")
         tool = self.tools.get(name)
         if tool is None:
             return {"op": "raise", "type": "NameError", "message": f"no tool named {name!r}"}
@@ -504,33 +496,40 @@ class ProcessInterpreter(Sandbox):
                     f"cannot receive: {exc}"}
 
     def _result(self, message: dict[str, Any], started: float, stats: dict[str, Any]) -> ExecutionResult:
+        """The sandbox's report of a completed step, checked and cut to the limits."""
+        limit = self.config.output_limit
+        truncated = message.get("stdout_truncated") or 0
+        if not isinstance(truncated, int) or isinstance(truncated, bool):
+            raise _Malformed("stdout_truncated must be an integer")
         error = message.get("error")
         submitted = None
         if message.get("submitted") is not None:
-            try:
-                submitted = wire.decode(message["submitted"])
-            except wire.WireError as exc:
-                error = {"type": "TypeError", "message": f"submit(): {exc}"}
+            submitted = wire.decode(message["submitted"])
+            if not isinstance(submitted, dict):
+                raise _Malformed("submitted values must be a dict")
         return ExecutionResult(
-            stdout=str(message.get("stdout", "")),
-            stderr=str(message.get("stderr", "")),
-            value=message.get("value") if isinstance(message.get("value"), str) else None,
-            error=_error(error),
+            stdout=_text(message.get("stdout", ""), limit),
+            stderr=_text(message.get("stderr", ""), limit),
+            value=None if message.get("value") is None else _text(message["value"], _VALUE_LIMIT),
+            error=None if error is None else _error(error),
             duration_s=time.perf_counter() - started,
-            submitted=submitted if isinstance(submitted, dict) else None,
+            submitted=submitted,
             tool_calls=stats["calls"],
             tool_time_s=stats["tool_time"],
-            stdout_truncated=int(message.get("stdout_truncated") or 0),
+            stdout_truncated=max(0, truncated),
         )
 
     def _step_failed(self, report: dict[str, Any], limit: float, started: float, oom_before: int) -> ExecutionResult:
+        """The holder's report of a step that did not complete."""
+        kind, status = report.get("op") == "failed" and report.get("kind"), report.get("status", 0)
+        if kind not in ("timeout", "died") or not isinstance(status, int) or not 0 <= status < 1 << 16:
+            raise _Malformed(f"unexpected report from the session: {str(report)[:200]}")
         self._definitions_sent = False
         kept = ("variables from before this step are kept" if report.get("state") == "kept"
                 else "the session was reset and earlier variables are lost")
-        if report.get("kind") == "timeout":
+        if kind == "timeout":
             return self._failure("Timeout", f"the step ran longer than the {limit:g} s time limit and was "
                                  f"stopped; {kept}", started, timed_out=True)
-        status = int(report.get("status") or 0)
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
@@ -570,17 +569,56 @@ class ProcessInterpreter(Sandbox):
         return 0
 
 
-def _error(raw: Any) -> ExecutionError | None:
+class _Malformed(Exception):
+    """A message from the sandbox that breaks the protocol."""
+
+
+_VALUE_LIMIT = 40_000
+
+
+def _text(value: Any, limit: int) -> str:
+    """Text from the sandbox: a str, printable on the host, at most about `limit` characters."""
+    if not isinstance(value, str):
+        raise _Malformed(f"expected text, got {type(value).__name__}")
+    if len(value) > limit:
+        half = limit // 2
+        value = f"{value[:half]}\n... [{len(value) - 2 * half} characters cut] ...\n{value[-half:]}"
+    return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _error(raw: Any) -> ExecutionError:
     if not isinstance(raw, dict):
-        return None
-    lineno = raw.get("lineno")
+        raise _Malformed("an error must be an object")
+    lineno, line = raw.get("lineno"), raw.get("line")
+    if lineno is not None and (not isinstance(lineno, int) or isinstance(lineno, bool)):
+        raise _Malformed("an error's lineno must be an integer")
     return ExecutionError(
-        type=str(raw.get("type", "Error")),
-        message=str(raw.get("message", "")),
-        traceback=str(raw.get("traceback") or ""),
-        lineno=lineno if isinstance(lineno, int) else None,
-        line=raw.get("line") if isinstance(raw.get("line"), str) else None,
+        type=_text(raw.get("type", "Error"), 200),
+        message=_text(raw.get("message", ""), 20_000),
+        traceback=_text(raw.get("traceback") or "", 20_000),
+        lineno=lineno,
+        line=None if line is None else _text(line, 2_000),
     )
+
+
+def _send_by(sock: socket.socket, message: dict[str, Any], deadline: float) -> None:
+    """Send one frame, or TimeoutError when the sandbox does not take it by `deadline`."""
+    sock.settimeout(max(0.001, deadline - time.monotonic()))
+    try:
+        wire.send(sock, message)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the step ended without reading its reply; its own report follows
+    finally:
+        sock.settimeout(None)
+
+
+def _recv_by(sock: socket.socket, deadline: float, max_bytes: int = wire.MAX_MESSAGE_BYTES) -> dict[str, Any]:
+    """One frame, or TimeoutError when it has not fully arrived by `deadline`."""
+    sock.settimeout(max(0.001, deadline - time.monotonic()))
+    try:
+        return wire.recv(sock, max_bytes)
+    finally:
+        sock.settimeout(None)
 
 
 def _pidfd(pid: int) -> int:
@@ -594,4 +632,9 @@ def _existing(path: str | os.PathLike[str], kind: str) -> str:
     text = os.path.abspath(os.fspath(path))
     if not os.path.exists(text):
         raise ValueError(f"{kind} path {text} does not exist; create it first or remove it from {kind}_paths")
+    real = os.path.realpath(text)
+    if real != text:
+        # A link may have been planted by an earlier session that could write there.
+        raise ValueError(f"{kind} path {text} goes through a symbolic link (to {real}); grant the real path "
+                         "instead")
     return text

@@ -239,8 +239,11 @@ def _build_root(config: SessionConfig, root: str) -> None:
         if os.path.exists(device):
             _bind(root, device, True)
     os.makedirs(root + "/proc", exist_ok=True)
-    with contextlib.suppress(OSError):  # without /proc inside, Python still runs
+    try:
         linux.mount("proc", root + "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
+        _shield_proc(root)
+    except OSError:
+        pass  # without /proc inside, Python still runs
     os.chdir(root)
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)
@@ -248,6 +251,31 @@ def _build_root(config: SessionConfig, root: str) -> None:
     linux.mount_setattr("/", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV,
                         recursive=False)
     os.chdir("/tmp")
+
+
+# The session's uid is the host user's, root when the host runs as root: kernel knobs under /proc
+# would take its writes as root's. They are made read-only, and what leaks the host's state hidden.
+PROC_READ_ONLY = ["sys", "sysrq-trigger", "irq", "bus", "fs"]
+PROC_HIDDEN = ["kcore", "keys", "key-users", "timer_list", "sched_debug", "latency_stats", "kallsyms", "kmsg"]
+
+
+def _shield_proc(root: str) -> None:
+    proc = root + "/proc"
+    blank = root + "/.blank"
+    with open(blank, "w"):
+        pass
+    os.chmod(blank, 0o444)
+    for name in PROC_READ_ONLY:
+        path = f"{proc}/{name}"
+        if os.path.exists(path):
+            linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
+            linux.mount_setattr(path, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV,
+                                recursive=True)
+    for name in PROC_HIDDEN:
+        path = f"{proc}/{name}"
+        if os.path.isfile(path):
+            linux.mount(blank, path, None, linux.MS_BIND)
+            linux.mount_setattr(path, linux.MOUNT_ATTR_RDONLY, recursive=False)
 
 
 def _bind(root: str, path: str, writable: bool) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import collections
 import contextlib
 import io
 import linecache
@@ -57,12 +58,13 @@ class _Capture(io.TextIOBase):
     """A text stream that keeps the head and the tail of what is written, within a limit."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
+        self.half = max(1, limit // 2)
         self.head: list[str] = []
         self.head_size = 0
-        self.tail: list[str] = []
+        self.tail: collections.deque[str] = collections.deque()
         self.tail_size = 0
         self.dropped = 0
+        self.lock = threading.Lock()
 
     def writable(self) -> bool:
         return True
@@ -71,28 +73,29 @@ class _Capture(io.TextIOBase):
         if not isinstance(text, str):
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         n = len(text)
-        room = self.limit // 2 - self.head_size
-        if room > 0:
-            piece = text[:room]
-            self.head.append(piece)
-            self.head_size += len(piece)
-            text = text[room:]
-        if text:
-            self.tail.append(text)
-            self.tail_size += len(text)
-            while self.tail_size - len(self.tail[0]) >= self.limit // 2:
-                self.dropped += len(self.tail[0])
-                self.tail_size -= len(self.tail.pop(0))
-            if self.tail_size > self.limit // 2:
-                cut = self.tail_size - self.limit // 2
-                self.tail[0] = self.tail[0][cut:]
-                self.tail_size -= cut
-                self.dropped += cut
+        with self.lock:
+            room = self.half - self.head_size
+            if room > 0:
+                piece = text[:room]
+                self.head.append(piece)
+                self.head_size += len(piece)
+                text = text[room:]
+            if text:
+                self.tail.append(text)
+                self.tail_size += len(text)
+                while self.tail_size - len(self.tail[0]) >= self.half:
+                    self.dropped += len(self.tail[0])
+                    self.tail_size -= len(self.tail.popleft())
+                if self.tail_size > self.half:
+                    cut = self.tail_size - self.half
+                    self.tail[0] = self.tail[0][cut:]
+                    self.tail_size -= cut
+                    self.dropped += cut
         return n
 
     def getvalue(self) -> str:
-        head = "".join(self.head)
-        tail = "".join(self.tail)
+        with self.lock:
+            head, tail = "".join(self.head), "".join(self.tail)
         if self.dropped:
             return f"{head}\n... [{self.dropped} characters cut] ...\n{tail}"
         return head + tail
@@ -384,23 +387,26 @@ def _repr(value: Any) -> str:
     return text
 
 
+_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
 def _describe(exc: BaseException, filename: str, code: str) -> dict[str, Any]:
-    lineno: int | None = None
+    """Type, message, traceback and failing line of an exception raised by the step's code.
+
+    The traceback starts at the step's own code and leaves out codeact's frames (the tool bridge),
+    so it shows the model its code and the libraries it called, not the sandbox's machinery.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    first = next((i for i, f in enumerate(frames) if f.filename == filename), None)
+    shown = [f for f in frames[first:] if not f.filename.startswith(_OWN_DIR)] if first is not None else []
+    lineno = next((f.lineno for f in reversed(frames) if f.filename == filename), None)
     if isinstance(exc, SyntaxError) and exc.filename == filename:
         lineno = exc.lineno
-    tb = exc.__traceback__
-    frames = traceback.extract_tb(tb)
-    user = [f for f in frames if f.filename == filename or not f.filename.startswith("<")]
-    # drop the runner's own frames: keep from the first frame of the step onwards
-    first = next((i for i, f in enumerate(frames) if f.filename == filename), None)
-    if first is not None:
-        user = frames[first:]
-        lineno = next((f.lineno for f in reversed(frames) if f.filename == filename), lineno)
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(user)] if user and first is not None else []
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(shown)] if shown else []
     lines += traceback.format_exception_only(type(exc), exc)
     source_lines = code.splitlines()
     line = source_lines[lineno - 1] if lineno and 0 < lineno <= len(source_lines) else None
-    message = str(exc) if not isinstance(exc, SyntaxError) else (exc.msg or "")
+    message = exc.msg or "" if isinstance(exc, SyntaxError) else str(exc)
     return {"type": type(exc).__name__, "message": message, "traceback": "".join(lines),
             "lineno": lineno, "line": line}
 
