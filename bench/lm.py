@@ -142,7 +142,13 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=2, help="llama.cpp threads (server and local)"
     )
+    parser.add_argument("--tasks", action="store_true", help="measure success on easy tasks")
+    parser.add_argument("--model", default="local", help="model for --tasks (default: local)")
+    parser.add_argument("--max-iters", type=int, default=3, help="steps per task for --tasks")
     args = parser.parse_args()
+    if args.tasks:
+        run_tasks(args.model, args.max_iters)
+        return
     model = bundled_model_path()
     print(
         f"model: {model.name}; {args.calls} calls of up to {args.max_tokens} tokens; "

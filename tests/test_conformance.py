@@ -147,7 +147,7 @@ def join(sep: str, *parts: str, upper: bool = False, **extra: int) -> str:
 def test_tools_with_star_args_and_keywords(make_sandbox):
     sb = make_sandbox(tools=[join])
     r = sb.execute("(join('-', 'a', 'b'), join('+', 'x', upper=True), join(',', n=1))")
-    assert r.value == "('a-b', 'X', ',n1')", r.error
+    assert r.value == "('a-b', 'X', 'n1')", r.error
 
 
 def test_tools_keep_name_signature_and_docstring(make_sandbox):

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
 from codeact import LM
-from codeact.lm import LMAuthError, LMConfigError, LMMissingExtraError, ScriptedLM, default_model
+from codeact.lm import LMAuthError, LMConfigError, ScriptedLM, default_model
 from codeact.lm.backend import Secret
 from codeact.lm.openai import OpenAILM
 from codeact.lm.pricing import cost_of, price_of
 from codeact.lm.tokens import count_message_tokens, count_tokens
-
-HAS_LITELLM = importlib.util.find_spec("litellm") is not None
 
 
 def test_openai_model_string_gives_the_openai_backend() -> None:
@@ -68,14 +65,6 @@ def test_local_with_a_missing_file_names_the_path() -> None:
     pytest.importorskip("llama_cpp")
     with pytest.raises(LMConfigError, match=r"no model file at /nowhere/model\.gguf"):
         LM("local", model_path="/nowhere/model.gguf")
-
-
-@pytest.mark.skipif(HAS_LITELLM, reason="LiteLLM is installed")
-def test_other_providers_without_litellm_name_the_extra() -> None:
-    with pytest.raises(LMMissingExtraError, match=r"pip install 'codeact\[litellm\]'"):
-        LM("anthropic/claude-haiku-4-5")
-    with pytest.raises(ImportError):
-        LM("gemini/gemini-2.0-flash")
 
 
 @pytest.mark.parametrize(

@@ -356,3 +356,20 @@ def test_benchmark_runs_from_the_command_line(command: list[str]) -> None:
         "code     message_decoder                            8      8     100.0       2.0"
         in done.stdout
     )
+
+
+@needs_sandbox
+def test_a_timed_out_action_is_observed_and_the_next_runs_in_a_fresh_session() -> None:
+    task = TASKS["web_browsing/price_of_legendary_wand"]
+    lm = ScriptedLM(
+        [
+            action_reply("marker = 1\nclick_url('/products/wand')\nwhile True:\n    pass"),
+            action_reply("print('marker' in globals())\nprint(view())"),
+            "Answer: 68.71",
+        ]
+    )
+    episode = run_episode(task, lm, "code", action_timeout_s=1.0)
+    assert "Timeout" in (episode.steps[0].observation or "")
+    second = episode.steps[1].observation or ""
+    assert second.startswith("False\n") and "[Web Page Name: /products/wand]" in second
+    assert (episode.correct, episode.turns) == (True, 3)

@@ -1,7 +1,7 @@
 """codeact: language models that solve tasks by writing and running Python in a secure sandbox."""
 
 from codeact.agent import CodeAct, Prediction
-from codeact.lm import LM, ScriptedLM, Usage
+from codeact.lm import LM, LMError, ScriptedLM, Usage
 from codeact.sandbox import Sandbox
 from codeact.settings import configure
 from codeact.signature import InputField, OutputField, Signature
@@ -11,6 +11,7 @@ __all__ = [
     "LM",
     "CodeAct",
     "InputField",
+    "LMError",
     "OutputField",
     "Prediction",
     "Sandbox",

@@ -115,7 +115,8 @@ class Backend(LM):
     Options common to every backend: `timeout` (seconds per call, each attempt), `retry` (a
     `RetryPolicy` or a number of retries), `cache` (True for the default directory, a path, or a
     `ResponseCache`; off by default), and defaults for `temperature`, `max_tokens` and `stop` that
-    a call's own arguments override.
+    a call's own arguments override. A retried streaming call streams again from the start, so
+    `on_token` can see the beginning of a reply twice.
     """
 
     def __init__(

@@ -102,12 +102,12 @@ class _TokenCounter:
 class LocalLM(Backend):
     """A GGUF chat model run in this process by llama-cpp-python.
 
-    `n_ctx` is the context size in tokens, `n_threads` the CPU threads (default: half the cores,
-    1 to 4; llama.cpp's threads spin while waiting, so more threads than free cores is slower),
-    `seed` makes sampling at temperature > 0 repeatable. Calls default to `max_tokens=512` (a
-    small model can ramble until its context is full) and no retries (a local failure does not
-    go away by waiting). Models are loaded once per process and shared by every `LocalLM` with
-    the same file and settings.
+    `n_ctx` is the context size in tokens (SmolLM2 was trained for 8192); `n_threads` the CPU
+    threads (default: half the cores, 1 to 4; llama.cpp's threads spin while waiting, so more
+    threads than free cores is slower); `seed` makes sampling at temperature > 0 repeatable.
+    Calls default to `max_tokens=512` (a small model can ramble until its context is full) and
+    no retries (a local failure does not go away by waiting). Models are loaded once per process
+    and shared by every `LocalLM` with the same file and settings.
     """
 
     def __init__(
@@ -115,7 +115,7 @@ class LocalLM(Backend):
         model: str = "local",
         *,
         model_path: str | os.PathLike[str] | None = None,
-        n_ctx: int = 4096,
+        n_ctx: int = 8192,
         n_threads: int | None = None,
         seed: int | None = None,
         timeout: float = 300.0,

@@ -43,7 +43,9 @@ NEITHER = "Invalid generation. Your output should contain either 'Action:' or 'A
 MANY_ANSWERS = "You have output more than one answer. Only the first answer will be used."
 MANY_ACTIONS = "You have output more than one action. Only the first action will be used."
 
-SandboxFactory = Callable[[ToolSet], Interpreter]
+SandboxFactory = Callable[[ToolSet, float], Interpreter]
+# Errors after which a sandbox session is gone; the next action starts a fresh one.
+_SESSION_LOST = frozenset({"SandboxCrashed", "Timeout", "MemoryLimit"})
 
 
 # --- reply parsing ---------------------------------------------------------------------------------
@@ -167,11 +169,11 @@ def as_observed(output: str) -> Any:
         return output
 
 
-def default_sandbox(tools: ToolSet) -> Interpreter:
-    """A `codeact.Sandbox` with the task's host tools and the original's 30 s action timeout."""
+def default_sandbox(tools: ToolSet, timeout: float = ACTION_TIMEOUT_S) -> Interpreter:
+    """A `codeact.Sandbox` with the task's host tools and a per-action timeout (30 s originally)."""
     from codeact.sandbox import Sandbox
 
-    return Sandbox(tools.host_tools(), timeout=ACTION_TIMEOUT_S)
+    return Sandbox(tools.host_tools(), timeout=timeout)
 
 
 # --- episodes --------------------------------------------------------------------------------------
@@ -218,17 +220,20 @@ class Episode:
 class _CodeSession:
     """The code-mode REPL of one episode, started on the first action like the original's."""
 
-    def __init__(self, tools: ToolSet, factory: SandboxFactory) -> None:
+    def __init__(self, tools: ToolSet, factory: SandboxFactory, timeout: float) -> None:
         self.tools = tools
         self.factory = factory
+        self.timeout = timeout
         self.sandbox: Interpreter | None = None
 
     def run(self, code: str) -> str:
         if self.sandbox is None:
-            sandbox = self.factory(self.tools)
+            sandbox = self.factory(self.tools, self.timeout)
             sandbox.start()
             self.sandbox = sandbox
-        result = self.sandbox.execute(code, timeout=ACTION_TIMEOUT_S)
+        result = self.sandbox.execute(code, timeout=self.timeout)
+        if result.error is not None and result.error.type in _SESSION_LOST:
+            self.close()
         return code_output(result)
 
     def close(self) -> None:
@@ -244,10 +249,13 @@ def run_episode(
     *,
     max_turns: int = MAX_TURNS,
     max_tokens: int = MAX_NEW_TOKENS,
+    action_timeout_s: float = ACTION_TIMEOUT_S,
     sandbox_factory: SandboxFactory = default_sandbox,
 ) -> Episode:
     """Run `task` in action mode `mode` with the paper's protocol; never raises for model,
-    tool or sandbox failures (they end up in the episode)."""
+    tool or sandbox failures (they end up in the episode). A code action that times out or
+    crashes its session gets the error as its observation, and the next action runs in a fresh
+    session (the tools' state, such as the browser's, lives on the host and is kept)."""
     if mode not in MODES:
         raise ValueError(f"unknown action mode {mode!r}; use one of {', '.join(MODES)}")
     started = time.perf_counter()
@@ -263,7 +271,7 @@ def run_episode(
         end_reason="limit",
         expected=task.expected_output_repr,
     )
-    session = _CodeSession(tools, sandbox_factory) if mode == "code" else None
+    session = _CodeSession(tools, sandbox_factory, action_timeout_s) if mode == "code" else None
     try:
         while not episode.correct and episode.turns < max_turns:
             lm_started = time.perf_counter()
