@@ -228,3 +228,25 @@ def test_output_written_below_python_is_captured():
         assert r.stdout == "py\nraw\nfrom C\n"
         assert r.stderr == "err\n"
         assert sb.execute("print('next')").stdout == "next\n"  # drained between steps
+
+
+async def test_cancelling_an_async_execute_ends_the_step_and_a_waiting_tool():
+    import asyncio
+
+    async def never(x: int) -> int:
+        await asyncio.sleep(1000)
+        return x
+
+    sb = ProcessInterpreter(tools=[never])
+    sb.start()
+    try:
+        task = asyncio.create_task(sb.aexecute("never(1)"))
+        await asyncio.sleep(0.5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        result = await asyncio.wait_for(sb.aexecute("1 + 1"), timeout=10)
+        assert result.value == "2"
+        assert "restarted" in result.stderr
+    finally:
+        sb.close()

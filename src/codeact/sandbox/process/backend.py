@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from typing import Any
 
 from codeact.sandbox import wire
@@ -253,6 +253,7 @@ class ProcessInterpreter(Sandbox):
         self._pidfds: list[int] = []
         self._cgroup: list[str] = []
         self._root_pid = 0
+        self._tool_future: Future[Any] | None = None
         self._lock = threading.RLock()
         self._restarted = False
 
@@ -381,7 +382,20 @@ class ProcessInterpreter(Sandbox):
     async def aexecute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
         """Run without blocking the event loop; async tools are awaited on this loop."""
         loop = asyncio.get_running_loop()
-        return await asyncio.to_thread(self._execute, code, timeout, loop)
+        try:
+            return await asyncio.to_thread(self._execute, code, timeout, loop)
+        except asyncio.CancelledError:
+            self._abort()
+            raise
+
+    def _abort(self) -> None:
+        """End a running step from another thread: kill the session, cancel a waiting async tool."""
+        future = self._tool_future
+        if future is not None:
+            future.cancel()
+        for fd in list(self._pidfds):
+            with contextlib.suppress(OSError):
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
 
     def _execute(self, code: str, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> ExecutionResult:
         if not isinstance(code, str):
@@ -479,14 +493,19 @@ class ProcessInterpreter(Sandbox):
             return {"op": "raise", "type": "NameError", "message": f"no tool named {name!r}"}
         try:
             if tool.is_async and loop is not None:
-                future: Future[Any] = asyncio.run_coroutine_threadsafe(tool.acall(*args, **kwargs), loop)
-                value = future.result()
+                self._tool_future = asyncio.run_coroutine_threadsafe(tool.acall(*args, **kwargs), loop)
+                try:
+                    value = self._tool_future.result()
+                finally:
+                    self._tool_future = None
             else:
                 value = tool(*args, **kwargs)
                 if inspect.isawaitable(value):
                     raise TypeError(f"tool {name!r} returned an awaitable; declare it with async def")
         except ToolArgumentError as exc:
             return {"op": "raise", "type": "TypeError", "message": str(exc)}
+        except (asyncio.CancelledError, CancelledError):
+            return {"op": "raise", "type": "RuntimeError", "message": f"tool {name!r} was cancelled"}
         except Exception as exc:
             return {"op": "raise", "type": type(exc).__name__, "message": str(exc)}
         try:

@@ -318,6 +318,7 @@ for (const { at, root } of init.mounts) {
 // The in-memory root is read-only apart from /tmp, as in the native sandbox; device nodes that lead
 // nowhere useful and the empty home directories are removed.
 const FS = pyodide.FS;
+FS.chdir("/tmp");
 for (const path of ["/home/pyodide", "/home/web_user", "/home", "/dev/shm/tmp", "/dev/shm"]) {
   try { FS.rmdir(path); } catch { /* absent */ }
 }
