@@ -207,3 +207,8 @@ def test_parse_json_object() -> None:
     assert parse_json_object('```json\n{"a": [1, 2]}\n```') == {"a": [1, 2]}
     assert parse_json_object("no json {here") is None
     assert parse_json_object('{"a": {"b": 1}}') == {"a": {"b": 1}}
+
+
+def test_bare_fence_after_a_python_block_is_imagined_output_not_code():
+    reply = "Let me add.\n```python\nx = add(17, 25)\nprint(x)\n```\nOutput:\n```\nAnswer: 42\n```"
+    assert parse_reply(reply).code == "x = add(17, 25)\nprint(x)"

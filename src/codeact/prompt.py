@@ -21,7 +21,7 @@ from codeact.tools import Tool
 from codeact.trajectory import Step, jsonable
 
 # Stop before the model writes an observation of its own.
-STOP_SEQUENCES: tuple[str, ...] = ("\nObservation:", "\n<observation>", "\n```output")
+STOP_SEQUENCES: tuple[str, ...] = ("\nObservation:", "\n<observation>", "\n```output", "\nOutput:")
 
 NO_CODE_OBSERVATION = (
     "Your reply had no code to run. Reply with your reasoning and one ```python code block; "
@@ -65,7 +65,10 @@ def parse_reply(text: str) -> ParsedReply:
     reply. Without any block, a reply that is entirely valid Python statements is taken as code.
     """
     text = text.replace("\r\n", "\n").replace(_END_MARK, "")
-    blocks, prose = _fenced_blocks(text)
+    fenced, prose = _fenced_blocks(text)
+    # bare fences beside python blocks hold output the model imagined, not code
+    any_labeled = any(labeled for labeled, _ in fenced)
+    blocks = [body for labeled, body in fenced if labeled or not any_labeled]
     if not blocks:
         blocks, prose = _tagged_blocks(text)
     if not blocks and _looks_like_code(text):
@@ -76,9 +79,10 @@ def parse_reply(text: str) -> ParsedReply:
     return ParsedReply(reasoning=reasoning, code=code, blocks=blocks)
 
 
-def _fenced_blocks(text: str) -> tuple[list[str], list[str]]:
+def _fenced_blocks(text: str) -> tuple[list[tuple[bool, str]], list[str]]:
+    """Code blocks, each marked whether its fence names a language, and the prose around them."""
     lines = text.split("\n")
-    blocks: list[str] = []
+    blocks: list[tuple[bool, str]] = []
     prose: list[str] = []
     outside: list[str] = []
     i = 0
@@ -92,7 +96,7 @@ def _fenced_blocks(text: str) -> tuple[list[str], list[str]]:
         # A one-line block: ```python x = 1```
         if rest.endswith(fence[0] * 3) and lang in _CODE_LANGS:
             body = rest.rstrip(fence[0]).strip()
-            blocks.append(body)
+            blocks.append((bool(lang), body))
             prose.append("\n".join(outside))
             outside = []
             i += 1
@@ -114,7 +118,7 @@ def _fenced_blocks(text: str) -> tuple[list[str], list[str]]:
         body = textwrap.dedent("\n".join(body_lines)).strip("\n")
         body = "\n".join(line.rstrip() for line in body.split("\n"))
         if lang in _CODE_LANGS:
-            blocks.append(body)
+            blocks.append((bool(lang), body))
             prose.append("\n".join(outside))
             outside = []
         else:

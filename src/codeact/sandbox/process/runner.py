@@ -117,6 +117,7 @@ class Session:
         self.channel: socket.socket | None = None
         self.call_lock = threading.Lock()
         self.limits_set = False
+        self.provided: dict[str, Any] = {}
 
     # --- process structure -------------------------------------------------------------------
     def keep(self) -> None:
@@ -285,7 +286,7 @@ class Session:
                 exec(compile(spec["source"], filename, "exec", dont_inherit=True), scope)
             except Exception:
                 exec(compile(spec["source"], filename, "exec", flags=_ANNOTATIONS, dont_inherit=True), scope)
-            self.namespace[spec["name"]] = scope[spec["name"]]
+            self.namespace[spec["name"]] = self.provided[spec["name"]] = scope[spec["name"]]
         params = submit or ["answer"]
         args = ", ".join(params)
         source = (f"def submit({args}):\n"
@@ -293,7 +294,7 @@ class Session:
                   f"    raise __codeact_submitted__({{{', '.join(f'{p!r}: {p}' for p in params)}}})\n")
         scope = {"__codeact_submitted__": _Submitted, "__builtins__": builtins}
         exec(compile(source, "<submit>", "exec"), scope)
-        self.namespace["submit"] = scope["submit"]
+        self.namespace["submit"] = self.provided["submit"] = scope["submit"]
         self.namespace.setdefault("ToolError", ToolError)
 
     def call_tool(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
@@ -330,6 +331,10 @@ class Session:
         started = time.perf_counter()
         try:
             tree = ast.parse(code, filename)
+            skipped = _drop_redefinitions(tree, self.provided)
+            if skipped:
+                stderr.write(f"note: the sandbox provides {', '.join(skipped)}; the definition in your code "
+                             "was skipped, call the provided function instead\n")
             last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
             exec(compile(tree, filename, "exec"), self.namespace)
             if last is not None:
@@ -347,6 +352,7 @@ class Session:
             error = _describe(exc, filename, code)
         finally:
             sys.stdout, sys.stderr = saved
+            self.namespace.update(self.provided)  # tools and submit cannot be replaced
         _flush_c_stdio()
         stdout.write(_drain(1, self.output_limit))
         stderr.write(_drain(2, self.output_limit))
@@ -385,6 +391,18 @@ def _repr(value: Any) -> str:
         half = _VALUE_LIMIT // 2
         text = f"{text[:half]}\n... [{len(text) - _VALUE_LIMIT} characters cut] ...\n{text[-half:]}"
     return text
+
+
+def _drop_redefinitions(tree: ast.Module, provided: dict[str, Any]) -> list[str]:
+    """Remove top-level definitions of provided names (models like to copy the tool stubs)."""
+    kept, skipped = [], []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in provided:
+            skipped.append(node.name)
+        else:
+            kept.append(node)
+    tree.body = kept
+    return skipped
 
 
 _OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
