@@ -239,6 +239,19 @@ def test_extract_fallback_when_steps_run_out() -> None:
     assert "last step" in observations(lm)[0]
 
 
+def test_outputs_computed_but_never_submitted_are_read_without_a_model_call() -> None:
+    lm = codeact.ScriptedLM([py("answer = 6 * 7\nprint(answer)")])
+    prediction = codeact.CodeAct("q -> answer: int", lm=lm, max_iters=1)(q="6*7")
+    assert prediction.answer == 42
+    assert (prediction.end_reason, prediction.fallback) == ("max_iters", "extract")
+    assert len(lm.history) == 1  # the variable was read; no extraction call
+    assert len(prediction.trajectory) == 1
+
+    lm = codeact.ScriptedLM([py("answer = 'not a number'"), '{"answer": 7}'])
+    prediction = codeact.CodeAct("q -> answer: int", lm=lm, max_iters=1)(q="?")
+    assert prediction.answer == 7 and len(lm.history) == 2  # a wrong-typed variable is not taken
+
+
 def test_extract_fallback_with_an_invalid_reply_leaves_outputs_empty() -> None:
     lm = codeact.ScriptedLM([py("print(1)"), '{"answer": "many"}'])
     prediction = codeact.CodeAct("q -> answer: int", lm=lm, max_iters=1)(q="?")

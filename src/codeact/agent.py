@@ -305,7 +305,7 @@ class CodeAct:
                 code = run.take_reply(completion)
                 if code is not None:
                     run.take_result(session.execute(code))
-            if run.wants_extraction():
+            if run.wants_extraction() and not run.take_variables(session.execute(run.variables_code())):
                 try:
                     extraction = run.lm.complete(run.extraction_messages(), **run.extract_options())
                 except Exception as exc:
@@ -345,7 +345,9 @@ class CodeAct:
                 if code is not None:
                     run.take_result(await session.aexecute(code))
                 await run.flush_async_events()
-            if run.wants_extraction():
+            if run.wants_extraction() and not run.take_variables(
+                await session.aexecute(run.variables_code())
+            ):
                 try:
                     extraction = await run.lm.acomplete(
                         run.extraction_messages(), **run.extract_options()
@@ -593,6 +595,25 @@ class _Run:
             return False
         self.record.fallback = self.module.fallback
         return self.module.fallback == "extract" and bool(self.record.steps)
+
+    def variables_code(self) -> str:
+        """Code that submits the session's variables named like the outputs, if they all exist."""
+        names = list(self.signature.outputs)
+        return f"submit(**{{name: globals()[name] for name in {names!r}}})"
+
+    def take_variables(self, result: ExecutionResult) -> bool:
+        """Use the outputs the code computed but never submitted; no model call is needed then."""
+        if result.submitted is None:
+            return False
+        try:
+            self.outputs = self.signature.validate_outputs(result.submitted)
+        except OutputValidationError:
+            return False
+        self.record.fallback_reply = (
+            "(no model call: the outputs were read from the session's variables "
+            f"{', '.join(self.signature.outputs)})"
+        )
+        return True
 
     def extraction_messages(self) -> list[Message]:
         self._lm_started = time.perf_counter()
