@@ -620,9 +620,12 @@ class _Run:
         return self.module.prompt.extraction_messages(self.inputs, self.record.steps)
 
     def extract_options(self) -> dict[str, Any]:
-        return (
+        options: dict[str, Any] = (
             {"temperature": self.module.temperature} if self.module.temperature is not None else {}
         )
+        if getattr(self.lm, "constrains_json", False):  # decoding can be held to the outputs' schema
+            options["json_schema"] = self.signature.output_json_schema()
+        return options
 
     def take_extraction(self, completion: Completion) -> None:
         self.record.fallback_lm_s = time.perf_counter() - self._lm_started

@@ -34,7 +34,15 @@ You solve the task by writing Python code that runs in a sandbox session.
 - Variables, imports and functions persist between steps. The inputs are already defined as variables.
 - Print what you need to see; the value of a final bare expression is shown too. Long output is cut.
 - Call the functions below directly; they return Python values.
-- When you have the result, call submit(...) in code. It validates the types and ends the task."""
+- When you have the result, call submit(...) in code. It validates the types and ends the task.
+
+Example reply:
+The total is the sum of the two numbers.
+```python
+total = sum([2, 3])
+print(total)
+submit(total)
+```"""
 
 
 @dataclass
@@ -251,10 +259,14 @@ class Prompt:
 
     def task(self, inputs: dict[str, Any]) -> str:
         lines: list[str] = []
+        outputs = ", ".join(self.signature.outputs)
+        only = next(iter(inputs.values())) if len(inputs) == 1 else None
         if self.signature.instructions:
             lines.append(f"Task: {self.signature.instructions}")
+        elif isinstance(only, str) and len(only) <= self.input_limit:
+            lines.append(f"Task: {only}")  # a lone text input is the task itself
+            lines.append(f"Find {outputs} and submit it.")
         else:
-            outputs = ", ".join(self.signature.outputs)
             lines.append(f"Task: from the inputs, find {outputs}.")
         if inputs:
             lines.append("")

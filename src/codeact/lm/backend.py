@@ -164,6 +164,7 @@ class Backend(LM):
         stop: Sequence[str] | None,
         max_tokens: int | None,
         temperature: float | None,
+        json_schema: dict[str, Any] | None = None,
     ) -> Request:
         if isinstance(stop, str):
             stop = [stop]
@@ -172,7 +173,7 @@ class Backend(LM):
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise LMConfigError(f"max_tokens must be a positive int, got {max_tokens!r}")
         temperature = temperature if temperature is not None else self.temperature
-        return {
+        request: Request = {
             "model": self.model,
             "endpoint": self._endpoint(),
             "messages": check_messages(messages),
@@ -180,6 +181,9 @@ class Backend(LM):
             "max_tokens": max_tokens,
             "temperature": temperature,
         }
+        if json_schema is not None and self.constrains_json:
+            request["json_schema"] = json_schema
+        return request
 
     def _cached(self, request: Request, on_token: TokenCallback | None) -> Completion | None:
         if self.cache is None:
@@ -215,8 +219,9 @@ class Backend(LM):
         max_tokens: int | None = None,
         temperature: float | None = None,
         on_token: TokenCallback | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
-        request = self._request(messages, stop, max_tokens, temperature)
+        request = self._request(messages, stop, max_tokens, temperature, json_schema)
         hit = self._cached(request, on_token)
         if hit is not None:
             return hit
@@ -232,8 +237,9 @@ class Backend(LM):
         max_tokens: int | None = None,
         temperature: float | None = None,
         on_token: TokenCallback | None = None,
+        json_schema: dict[str, Any] | None = None,
     ) -> Completion:
-        request = self._request(messages, stop, max_tokens, temperature)
+        request = self._request(messages, stop, max_tokens, temperature, json_schema)
         hit = self._cached(request, on_token)
         if hit is not None:
             return hit

@@ -43,6 +43,8 @@ class Completion:
     text: str
     usage: Usage = field(default_factory=Usage)
     model: str = ""
+    #: whether `complete(..., json_schema=...)` constrains the reply to JSON of that schema
+    constrains_json: bool = False
     finish_reason: str | None = None
     latency_s: float = 0.0
     cached: bool = False

@@ -105,10 +105,12 @@ class LocalLM(Backend):
     `n_ctx` is the context size in tokens (SmolLM2 was trained for 8192); `n_threads` the CPU
     threads (default: half the cores, 1 to 4; llama.cpp's threads spin while waiting, so more
     threads than free cores is slower); `seed` makes sampling at temperature > 0 repeatable.
-    Calls default to `max_tokens=512` (a small model can ramble until its context is full) and
+    Calls default to temperature 0 (repeatable replies), `max_tokens=512` (a small model can ramble until its context is full) and
     no retries (a local failure does not go away by waiting). Models are loaded once per process
     and shared by every `LocalLM` with the same file and settings.
     """
+
+    constrains_json = True
 
     def __init__(
         self,
@@ -121,7 +123,7 @@ class LocalLM(Backend):
         timeout: float = 300.0,
         retry: RetryPolicy | int | None = NO_RETRY,
         cache: CacheOption = None,
-        temperature: float | None = None,
+        temperature: float | None = 0.0,
         max_tokens: int | None = 512,
         stop: Sequence[str] | None = None,
     ) -> None:
@@ -178,6 +180,8 @@ class LocalLM(Backend):
             args["temperature"] = request["temperature"]
         if self.seed is not None:
             args["seed"] = self.seed
+        if request.get("json_schema") is not None:  # llama.cpp turns the schema into a grammar
+            args["response_format"] = {"type": "json_object", "schema": request["json_schema"]}
         pieces: list[str] = []
         finish_reason: str | None = None
         started = time.monotonic()

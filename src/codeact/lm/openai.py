@@ -4,6 +4,7 @@ OpenRouter...) through `api_base=`, with the official `openai` SDK (sync and nat
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import re
 import time
@@ -159,10 +160,17 @@ class OpenAILM(Backend):
                 )
             key = "no-key"
         self._api_key = Secret(key)
-        self.params = params
         self._client = openai.OpenAI(
             api_key=key, base_url=self.api_base, timeout=self.timeout, max_retries=0
         )
+        accepted = inspect.signature(self._client.chat.completions.create).parameters
+        unknown = sorted(set(params) - set(accepted))
+        if unknown:
+            raise LMConfigError(
+                f"unknown option {', '.join(unknown)} for {model}: pass options of the chat "
+                "completions API (top_p, seed, ...), and server-specific ones as extra_body={...}"
+            )
+        self.params = params
         self._async_clients: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, openai.AsyncOpenAI
         ] = weakref.WeakKeyDictionary()
