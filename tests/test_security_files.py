@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import stat
 import sys
 import uuid
@@ -350,7 +351,7 @@ def test_file_capabilities_cannot_be_set_in_a_write_path(make_sandbox, tree):
     assert_alive(sb)
 
 
-def test_symlink_planted_by_one_session_does_not_redirect_a_later_grant(make_sandbox, tree):
+def test_symlink_planted_by_one_session_does_not_redirect_a_later_grant(make_sandbox, tree, backend):
     # A first task may write anything into its write path, symlinks included. When a later task is
     # granted a sub-path of that directory, the grant must not follow a link out to a host directory.
     private = tree["root"] / "private"
@@ -362,7 +363,11 @@ def test_symlink_planted_by_one_session_does_not_redirect_a_later_grant(make_san
         os.symlink({str(private)!r}, {str(tree['out'] / 'results')!r})
         return "planted"
     """)
-    assert planted.status == "ok", f"control: a session can make symlinks in its write path: {planted}"
+    if backend == "pyodide" and planted.status != "ok":
+        # pyodide: Deno refuses symlinks without full read and write permission; plant it from the host
+        os.symlink(private, tree["out"] / "results")
+    else:
+        assert planted.status == "ok", f"control: a session can make symlinks in its write path: {planted}"
     for grant in ("read_paths", "write_paths"):
         try:
             second = make_sandbox(**{grant: [tree["out"] / "results"]})
@@ -387,4 +392,101 @@ def test_a_granted_file_does_not_expose_its_directory(make_sandbox, tree):
     assert control.status == "ok" and "readable" in control.detail, f"control: the file is readable: {control}"
     outcome = probe(sb, f"return open({str(tree['granted'] / 'sibling.txt')!r}).read()")
     assert_blocked(outcome, "read a sibling of a granted file")
+    assert_alive(sb)
+
+
+def _swap_setup(make_sandbox, tree):
+    """A host directory with a key, a granted directory `data`, and a session that can swap `data`
+    for a link to the key's directory (it may write the parent)."""
+    private = tree["root"] / "private"
+    private.mkdir()
+    (private / "key.txt").write_text("HOST-PRIVATE-KEY")
+    data = tree["out"] / "data"
+    data.mkdir()
+    swapper = make_sandbox(write_paths=[tree["out"]])
+
+    def swap() -> None:
+        outcome = probe(swapper, f"""
+            import os, shutil
+            shutil.rmtree({str(data)!r})
+            os.symlink({str(private)!r}, {str(data)!r})
+            return "swapped"
+        """)
+        assert outcome.status == "ok", f"control: the other session can swap the directory: {outcome}"
+
+    return data, swap
+
+
+def test_grant_swapped_for_a_symlink_before_start_is_not_followed(make_sandbox, backend, tree):
+    # The grant is checked when the Sandbox is made; it starts after another session swapped it.
+    from codeact import Sandbox
+
+    data, swap = _swap_setup(make_sandbox, tree)
+    late = Sandbox(read_paths=[data], backend=backend)
+    try:
+        swap()
+        try:
+            late.start()
+        except (ValueError, OSError, RuntimeError) as exc:  # refusing to start is a fine answer
+            assert "link" in str(exc), exc
+            return
+        outcome = probe(late, f"return open({str(data / 'key.txt')!r}).read()")
+        assert_blocked(outcome, "read a host directory through a grant swapped for a link before start")
+    finally:
+        late.close()
+
+
+def test_grant_swapped_for_a_symlink_before_a_restart_is_not_followed(make_sandbox, backend, tree):
+    # Started while the grant was a real directory; the session is restarted after the swap.
+    if backend != "process":
+        pytest.skip("restarts a native session through a broken frame")
+    from attacks import FIND_CHANNEL
+
+    data, swap = _swap_setup(make_sandbox, tree)
+    victim = make_sandbox(read_paths=[data])
+    assert victim.execute("1").error is None
+    swap()
+    broken = victim.execute(FIND_CHANNEL + "\n__channel().sendall(b'\\xff\\xff\\xff\\xff')\nimport time\ntime.sleep(5)")
+    assert broken.error is not None, "control: a broken frame ends the session"
+    try:
+        outcome = probe(victim, f"return open({str(data / 'key.txt')!r}).read()")
+    except (ValueError, OSError, RuntimeError) as exc:  # refusing to restart is a fine answer
+        assert "link" in str(exc), exc
+        return
+    assert_blocked(outcome, "read a host directory through a grant swapped for a link before a restart")
+
+
+@pytest.mark.parametrize("call", [
+    "libc.syscall(90, path, 0o4755)",  # chmod
+    "libc.syscall(268, -100, path, 0o4755, 0)",  # fchmodat
+    "libc.syscall(452, -100, path, 0o4755, 0)",  # fchmodat2 (Linux 6.6+)
+    "libc.syscall(91, os.open(path, os.O_RDONLY), 0o2755)",  # fchmod, setgid
+    "libc.syscall(85, path + b'-new', 0o4755)",  # creat
+    "libc.syscall(257, -100, path + b'-new', 0o101, 0o4755)",  # openat(O_CREAT | O_WRONLY)
+    "libc.syscall(259, -100, path + b'-new', 0o100000 | 0o4755, 0)",  # mknodat a regular file
+    "libc.syscall(258, -100, path + b'-dir', 0o2777)",  # mkdirat, setgid
+])
+def test_setuid_bits_cannot_be_set_by_any_system_call(make_sandbox, tree, call, backend):
+    if platform.machine() != "x86_64":
+        pytest.skip("raw x86_64 system call numbers")
+    if backend == "pyodide":
+        pytest.skip("pyodide: WebAssembly has no raw Linux system calls (the chmod paths are tested above)")
+    sb = make_sandbox(write_paths=[tree["out"]])
+    program = """
+        import ctypes, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        path = {path!r}.encode()
+        open(path, "w").close()
+        if {call} < 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        return "called"
+    """
+    plain = call.replace("0o4755", "0o755").replace("0o2755", "0o755").replace("0o2777", "0o777")
+    control = probe(sb, program.format(path=str(tree["out"] / "plain"), call=plain))
+    assert control.status == "ok", f"control: the same call without setuid bits works: {control}"
+    probe(sb, program.format(path=str(tree["out"] / "target"), call=call))
+    flagged = {p.name: oct(p.stat().st_mode) for p in tree["out"].iterdir()
+               if p.stat().st_mode & (stat.S_ISUID | stat.S_ISGID)}
+    assert not flagged, f"ATTACK SUCCEEDED: {call} left setuid/setgid files on the host: {flagged}"
     assert_alive(sb)

@@ -26,6 +26,7 @@ from attacks import (
     assert_blocked,
     assert_new_sandbox_works,
     probe,
+    run_measuring_host_memory,
 )
 
 calls: list[tuple[object, ...]] = []
@@ -380,5 +381,23 @@ ch.recv(100)
     result, grown_mb = run_measuring_host_memory(lambda: sb.execute(code))
     assert grown_mb < 300, (
         f"ATTACK SUCCEEDED: one 15 MB tool-call frame made the host allocate {grown_mb:.0f} MB ({result.error})"
+    )
+    assert_alive(sb)
+
+
+def test_submitted_values_cannot_balloon_host_memory(make_sandbox):
+    sb = make_sandbox(tools=[echo], timeout=60)
+    code = FIND_CHANNEL + """
+import struct
+items = b",".join([b"[]"] * 5_000_000)
+body = b'{"op": "result", "stdout": "", "stderr": "", "value": null, "error": null, "submitted": {"answer": [' + items + b']}}'
+ch = __channel()
+ch.sendall(struct.pack(">I", len(body)) + body)
+import time
+time.sleep(5)
+"""
+    result, grown_mb = run_measuring_host_memory(lambda: sb.execute(code))
+    assert grown_mb < 300, (
+        f"ATTACK SUCCEEDED: one 15 MB result frame made the host allocate {grown_mb:.0f} MB ({result.error})"
     )
     assert_alive(sb)

@@ -13,12 +13,14 @@ import datetime as dt
 import decimal
 import json
 import os
+import re
 import socket
 import struct
 from typing import Any
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 MAX_DEPTH = 64
+MAX_VALUES = 1_000_000
 _HEADER = struct.Struct(">I")
 _TAG = "$t"
 
@@ -275,7 +277,20 @@ def dumps(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def loads(body: bytes) -> dict[str, Any]:
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def count_values(body: bytes) -> int:
+    """About how many values a JSON text holds: its containers and separators outside strings."""
+    bare = _STRING.sub(b'""', body)
+    return bare.count(b",") + bare.count(b"[") + bare.count(b"{")
+
+
+def loads(body: bytes, max_values: int | None = None) -> dict[str, Any]:
+    """Parse one message; with `max_values`, refuse one that would build more Python objects."""
+    if max_values is not None and count_values(body) > max_values:
+        raise WireError(f"message holds more than {max_values:,} values; send large data as bytes, "
+                        "a numpy array or a file")
     try:
         message = json.loads(body)
     except (ValueError, RecursionError) as exc:
@@ -289,13 +304,13 @@ def send(sock: socket.socket, message: dict[str, Any]) -> None:
     sock.sendall(dumps(message))
 
 
-def recv(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES) -> dict[str, Any]:
+def recv(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES, max_values: int | None = None) -> dict[str, Any]:
     """Read one frame; raises EOFError on a clean close and WireError on anything else wrong."""
     header = _recv_exact(sock, _HEADER.size, allow_eof=True)
     (length,) = _HEADER.unpack(header)
     if length > max_bytes:
         raise WireError(f"message of {length} bytes exceeds the limit of {max_bytes} bytes")
-    return loads(_recv_exact(sock, length, allow_eof=False))
+    return loads(_recv_exact(sock, length, allow_eof=False), max_values)
 
 
 def _recv_exact(sock: socket.socket, n: int, *, allow_eof: bool) -> bytes:

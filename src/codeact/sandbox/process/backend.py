@@ -273,6 +273,7 @@ class ProcessInterpreter(Sandbox):
             except BaseException:
                 control.close()
                 self._kill(self._pidfds)
+                self._pidfds = []
                 raise
             self._control = control
             self.layers = [LayerStatus(**layer) for layer in hello["layers"]]
@@ -635,7 +636,7 @@ def _recv_by(sock: socket.socket, deadline: float, max_bytes: int = wire.MAX_MES
     """One frame, or TimeoutError when it has not fully arrived by `deadline`."""
     sock.settimeout(max(0.001, deadline - time.monotonic()))
     try:
-        return wire.recv(sock, max_bytes)
+        return wire.recv(sock, max_bytes, wire.MAX_VALUES)
     finally:
         sock.settimeout(None)
 

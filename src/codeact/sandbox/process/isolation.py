@@ -159,7 +159,7 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
     try:
         abi = landlock.restrict(
             read=readable, write=writable, devices=[d for d in DEVICES if os.path.exists(d)],
-            deny_tcp=not config.network,
+            deny_tcp=not config.network, exact=frozenset([*config.read_paths, *config.write_paths]),
         )
         layers.set("landlock", True, f"ABI {abi}: files{', TCP' if abi >= 4 else ''}"
                    f"{', signals and abstract sockets' if abi >= 6 else ''}")
@@ -227,13 +227,14 @@ def _build_root(config: SessionConfig, root: str) -> None:
         elif os.path.isdir(path):
             binds.append((path, False))
     binds += [(p, False) for p in python_paths]
+    granted = {os.path.normpath(p) for p in [*config.read_paths, *config.write_paths]}
     binds += [(p, False) for p in config.read_paths]
     binds += [(p, True) for p in config.write_paths]
     done: list[tuple[str, bool]] = []
     for path, writable in sorted({(os.path.normpath(p), w) for p, w in binds}, key=lambda b: (b[0], b[1])):
         if any((path == d or path.startswith(d.rstrip("/") + "/")) and w == writable for d, w in done):
             continue
-        _bind(root, path, writable)
+        _bind(root, path, writable, granted=path in granted)
         done.append((path, writable))
     for device in DEVICES:
         if os.path.exists(device):
@@ -278,8 +279,29 @@ def _shield_proc(root: str) -> None:
             linux.mount_setattr(path, linux.MOUNT_ATTR_RDONLY, recursive=False)
 
 
-def _bind(root: str, path: str, writable: bool) -> None:
-    source = os.path.realpath(path)
+class GrantError(RuntimeError):
+    """A granted path cannot be bound as granted; the session must not start."""
+
+
+def _bind(root: str, path: str, writable: bool, *, granted: bool = False) -> None:
+    fd = None
+    if granted:  # bind exactly what was granted: a link swapped in since the grant is refused
+        try:
+            fd = linux.open_path_no_symlinks(path)
+        except OSError as exc:
+            raise GrantError(f"granted path {path} cannot be opened without following a symbolic "
+                             f"link ({exc.strerror}); grant the real path instead") from None
+        source = f"/proc/self/fd/{fd}"
+    else:
+        source = os.path.realpath(path)
+    try:
+        _bind_source(root, path, source, writable)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _bind_source(root: str, path: str, source: str, writable: bool) -> None:
     target = root + path
     if not os.path.lexists(target):
         if os.path.isdir(source):

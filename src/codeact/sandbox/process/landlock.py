@@ -57,8 +57,12 @@ def abi_version() -> int:
         return 0
 
 
-def restrict(*, read: list[str], write: list[str], devices: list[str], deny_tcp: bool) -> int:
-    """Allow only reading `read`, writing `write` and using `devices`; returns the ABI used."""
+def restrict(*, read: list[str], write: list[str], devices: list[str], deny_tcp: bool,
+             exact: frozenset[str] = frozenset()) -> int:
+    """Allow only reading `read`, writing `write` and using `devices`; returns the ABI used.
+
+    Paths in `exact` are opened without following symbolic links (a link there is refused).
+    """
     abi = abi_version()
     if abi < 1:
         raise OSError("Landlock is not available on this kernel")
@@ -86,7 +90,7 @@ def restrict(*, read: list[str], write: list[str], devices: list[str], deny_tcp:
         dev_access = _READ_FILE | _WRITE_FILE | (_TRUNCATE if abi >= 3 else 0)
         rules += [(p, dev_access) for p in devices]
         for path, access in rules:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            fd = linux.open_path_no_symlinks(path) if path in exact else os.open(path, os.O_PATH | os.O_CLOEXEC)
             try:
                 if not os.path.isdir(path):
                     access &= _READ_FILE | _WRITE_FILE | _TRUNCATE | _EXECUTE | _IOCTL_DEV

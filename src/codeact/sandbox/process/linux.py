@@ -20,6 +20,7 @@ _NR = {
     "mount_setattr": (442, 442),
     "capset": (126, 91),
     "seccomp": (317, 277),
+    "openat2": (437, 437),
 }
 
 
@@ -171,3 +172,16 @@ def effective_capabilities() -> int:
             if line.startswith("CapEff:"):
                 return int(line.split()[1], 16)
     return -1
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+RESOLVE_NO_SYMLINKS = 0x04
+
+
+def open_path_no_symlinks(path: str) -> int:
+    """An O_PATH descriptor of `path`, refusing (ELOOP) if any component is a symbolic link."""
+    how = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS)
+    return syscall("openat2", ctypes.c_int(AT_FDCWD), path.encode(), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))

@@ -134,7 +134,11 @@ def snapshot_path(pyodide_dir: Path) -> Path:
     digest = hashlib.sha256()
     for part in (RUNTIME_JS.read_bytes(), RUNTIME_PY.read_bytes(), WIRE_PY.read_bytes(), PYODIDE_VERSION.encode()):
         digest.update(hashlib.sha256(part).digest())
-    return pyodide_dir / "snapshots" / f"session-{digest.hexdigest()[:16]}.bin"
+    name = f"session-{digest.hexdigest()[:16]}.bin"
+    beside = pyodide_dir / "snapshots"
+    if (beside / name).is_file() or os.access(beside if beside.is_dir() else pyodide_dir, os.W_OK):
+        return beside / name
+    return _user_cache() / f"snapshots-{PYODIDE_VERSION}" / name  # Pyodide installed read-only
 
 
 def deno_environment(pyodide_dir: Path) -> dict[str, str]:

@@ -199,26 +199,39 @@ function limitHostFiles(FS, nodefs, maxFileSize) {
 function limitMemoryFiles(FS, memfs, maxFileSize, totalLimit) {
   // In-memory files (/tmp) live outside WebAssembly memory: their size is capped here.
   let total = 0;
+  let busy = false; // a write may grow the file through the other wrapped functions: count it once
   const capacity = (node) => (node.contents && node.contents.length) || 0;
+  const guarded = (grow, run) => {
+    if (busy) return run();
+    const node = grow.node;
+    const before = capacity(node);
+    if (maxFileSize && grow.size > maxFileSize) throw new FS.ErrnoError(EFBIG);
+    if (totalLimit && total + Math.max(0, grow.size - before) > totalLimit) throw new FS.ErrnoError(ENOSPC);
+    busy = true;
+    try {
+      return run();
+    } finally {
+      busy = false;
+      total += capacity(node) - before;
+    }
+  };
+  // Nodes take their functions from MEMFS.ops_table, copied when the first node was made.
+  const fileStream = memfs.ops_table.file.stream;
+  const write = fileStream.write;
+  fileStream.write = (stream, buffer, offset, length, position, canOwn) => {
+    const at = typeof position === "number" ? position : stream.position;
+    const size = Math.max(at + length, stream.node.usedBytes || 0);
+    return guarded({ node: stream.node, size }, () => write(stream, buffer, offset, length, position, canOwn));
+  };
   const expand = memfs.expandFileStorage;
-  memfs.expandFileStorage = (node, newCapacity) => {
-    const before = capacity(node);
-    if (newCapacity <= before) return;
-    if (maxFileSize && newCapacity > maxFileSize) throw new FS.ErrnoError(EFBIG);
-    if (totalLimit && total + newCapacity - before > totalLimit) throw new FS.ErrnoError(ENOSPC);
-    expand.call(memfs, node, newCapacity);
-    total += capacity(node) - before;
-  };
+  memfs.expandFileStorage = (node, newCapacity) =>
+    guarded({ node, size: newCapacity }, () => expand.call(memfs, node, newCapacity));
   const resize = memfs.resizeFileStorage;
-  memfs.resizeFileStorage = (node, newSize) => {
-    const before = capacity(node);
-    if (maxFileSize && newSize > maxFileSize) throw new FS.ErrnoError(EFBIG);
-    if (totalLimit && total + newSize - before > totalLimit) throw new FS.ErrnoError(ENOSPC);
-    resize.call(memfs, node, newSize);
-    total += capacity(node) - before;
-  };
-  const unlink = memfs.node_ops.unlink;
-  memfs.node_ops.unlink = (parent, name) => {
+  memfs.resizeFileStorage = (node, newSize) =>
+    guarded({ node, size: newSize }, () => resize.call(memfs, node, newSize));
+  const dirNode = memfs.ops_table.dir.node;
+  const unlink = dirNode.unlink;
+  dirNode.unlink = (parent, name) => {
     const node = parent.contents && parent.contents[name];
     const freed = node ? capacity(node) : 0;
     unlink(parent, name);
@@ -226,10 +239,37 @@ function limitMemoryFiles(FS, memfs, maxFileSize, totalLimit) {
   };
 }
 
-function mount(pyodide, at, root) {
+const grantedFiles = [];
+
+function mount(pyodide, at, isFile, writable) {
   const FS = pyodide.FS;
-  FS.mkdirTree(at);
-  FS.mount(FS.filesystems.NODEFS, { root }, at);
+  if (!isFile) {
+    FS.mkdirTree(at);
+    FS.mount(FS.filesystems.NODEFS, { root: at }, at);
+    return;
+  }
+  // A granted file is copied in (its directory cannot be mounted without exposing its siblings);
+  // a writable one is copied back after each step that changed it.
+  FS.mkdirTree(at.slice(0, at.lastIndexOf("/")) || "/");
+  FS.writeFile(at, Deno.readFileSync(at));
+  FS.chmod(at, writable ? 0o644 : 0o444);
+  grantedFiles.push({ at, writable, mtime: FS.stat(at).mtime.getTime() });
+}
+
+function syncFiles(FS) {
+  const failed = [];
+  for (const file of grantedFiles) {
+    if (!file.writable) continue;
+    try {
+      const mtime = FS.stat(file.at).mtime.getTime();
+      if (mtime === file.mtime) continue;
+      Deno.writeFileSync(file.at, FS.readFile(file.at));
+      file.mtime = mtime;
+    } catch (error) {
+      failed.push(`${file.at}: ${error.message || error}`);
+    }
+  }
+  return failed.join("; ");
 }
 
 // --- start ----------------------------------------------------------------------------------------
@@ -270,6 +310,7 @@ try {
   pyodide = await loadPyodide(options);
 }
 const loaded = performance.now();
+delete options._loadSnapshot; // 30 MB that the session no longer needs
 
 if (!fromSnapshot) {
   // The session's Python modules, compiled into the snapshot when one is made.
@@ -299,21 +340,22 @@ pyodide.setStdout({ write: rawWriter(1).write });
 pyodide.setStderr({ write: rawWriter(2).write });
 pyodide.setInterruptBuffer(control);
 permissionAsErrno(pyodide.FS.filesystems.NODEFS);
-limitHostFiles(pyodide.FS, pyodide.FS.filesystems.NODEFS, init.max_file_size || 0);
-limitMemoryFiles(pyodide.FS, pyodide.FS.filesystems.MEMFS, init.max_file_size || 0, init.tmp_size || 0);
 const mounted = [];
 const refused = [];
-for (const { at, root } of init.mounts) {
+for (const { at, file, writable } of init.mounts) {
   if (mounted.some((outer) => at === outer || at.startsWith(outer.endsWith("/") ? outer : `${outer}/`))) {
     continue; // inside a mounted grant already: Deno's flags decide what it may do there
   }
   try {
-    mount(pyodide, at, root);
-    mounted.push(at);
+    mount(pyodide, at, file, writable);
+    if (!file) mounted.push(at);
   } catch (error) {
     refused.push(`${at}: ${error.message}`);
   }
 }
+
+limitHostFiles(pyodide.FS, pyodide.FS.filesystems.NODEFS, init.max_file_size || 0);
+limitMemoryFiles(pyodide.FS, pyodide.FS.filesystems.MEMFS, init.max_file_size || 0, init.tmp_size || 0);
 
 // The in-memory root is read-only apart from /tmp, as in the native sandbox; device nodes that lead
 // nowhere useful and the empty home directories are removed.
@@ -326,7 +368,7 @@ for (const path of ["/dev/tty", "/dev/tty1"]) {
   try { FS.unlink(path); } catch { /* absent */ }
 }
 const readOnly = new Set(["/", "/lib", "/dev", "/proc"]);
-for (const at of mounted) {
+for (const at of [...mounted, ...init.mounts.filter((m) => m.file).map((m) => m.at)]) {
   for (let parent = at.slice(0, at.lastIndexOf("/")); parent; parent = parent.slice(0, parent.lastIndexOf("/"))) {
     if (parent !== "/tmp" && !parent.startsWith("/tmp/")) readOnly.add(parent);
   }
@@ -343,6 +385,7 @@ pyodide.registerJsModule("_codeact_host", {
   orphaned: () => Atomics.load(control, 3) === 1,
   interrupted: () => Atomics.load(control, 0) !== 0,
   drain: drainRaw,
+  sync: () => syncFiles(pyodide.FS),
 });
 
 sendJson({

@@ -88,18 +88,35 @@ class _Capture(io.TextIOBase):
 class Session:
     """The variables, tools and submit function of one sandbox session."""
 
-    def __init__(self, host: Any, output_limit: int, memory_limit: int) -> None:
+    def __init__(self, host: Any, output_limit: int, memory_limit: int, granted: list[str]) -> None:
         self.host = host
+        self.granted = granted
         self.output_limit = output_limit
         self.memory_limit = memory_limit
         self.namespace: dict[str, Any] = {}
         self.steps = 0
         self.in_step = False
-        self.reset()
+        self.baseline_modules = set(sys.modules)
+        self.namespace = {"__name__": "__main__", "__builtins__": builtins}
 
     def reset(self) -> None:
-        """Forget every variable (the tools and submit are defined again by the next step)."""
+        """Forget every variable, the files in /tmp and the modules imported since the session
+        started (the tools and submit are defined again by the next step). Changes made to modules
+        that were already imported stay."""
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        for name in set(sys.modules) - self.baseline_modules:
+            sys.modules.pop(name, None)
+        import shutil
+
+        with contextlib.suppress(OSError):
+            for entry in os.scandir("/tmp"):
+                if any(g == entry.path or g.startswith(entry.path + "/") for g in self.granted):
+                    continue  # holds a granted path: those are the host's files
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        shutil.rmtree(entry.path, ignore_errors=True)
+                    else:
+                        os.unlink(entry.path)
 
     # --- tools and submit -------------------------------------------------------------------------
     def define(self, tools: list[dict[str, str]], submit: list[str] | None) -> None:
@@ -197,6 +214,9 @@ class Session:
             sys.stdout, sys.stderr, sys.stdin = saved
         stdout.write(str(self.host.drain(1)))
         stderr.write(str(self.host.drain(2)))
+        unsynced = str(self.host.sync())
+        if unsynced and error is None:
+            error = _plain_error("OSError", f"a granted file could not be written back to the host: {unsynced}")
         if error and error["type"] == "MemoryError" and self.memory_limit:
             error["message"] = (error["message"] + " " if error["message"] else "") + (
                 f"(the sandbox memory limit is {self.memory_limit >> 20} MB)"
@@ -344,6 +364,21 @@ def _no_process_crashes() -> None:
 
     os._exit = _exit
     os.abort = abort
+    own_kill = os.kill
+
+    def kill(pid: int, sig: int, /) -> None:
+        if pid in (0, -1, os.getpid()) and sig != 0:
+            raise SystemExit(f"signal {sig} sent to the sandbox's own process ended the step")
+        own_kill(pid, sig)
+
+    kill.__doc__ = own_kill.__doc__
+    os.kill = kill
+    import signal
+
+    def raise_signal(sig: int, /) -> None:
+        raise SystemExit(f"signal {sig} raised in the sandbox ended the step")
+
+    signal.raise_signal = raise_signal
 
 
 def _disable_name_lookups() -> None:
@@ -370,7 +405,8 @@ def serve(init: dict[str, Any]) -> None:
     os.environ.update({str(k): str(v) for k, v in dict(init.get("env") or {}).items()})
     with contextlib.suppress(OSError):
         os.chdir("/tmp")
-    session = Session(host, int(init.get("output_limit") or 1 << 20), int(init.get("memory_limit") or 0))
+    granted = [str(m["at"]) for m in init.get("mounts") or []]
+    session = Session(host, int(init.get("output_limit") or 1 << 20), int(init.get("memory_limit") or 0), granted)
     while True:
         try:
             message = receive(host)
