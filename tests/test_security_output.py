@@ -3,7 +3,12 @@ marked output back; nothing reaches the host's own stdout or stderr."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+
+import pytest
 
 from attacks import assert_alive, run_measuring_host_memory
 
@@ -117,7 +122,9 @@ def test_lone_surrogates_in_output_do_not_break_the_session(make_sandbox):
     assert follow.value == "2", f"the session broke after printing a lone surrogate: {follow}"
 
 
-def test_flood_from_background_threads_is_bounded(make_sandbox):
+def test_flood_from_background_threads_is_bounded(make_sandbox, backend):
+    if backend == "pyodide":
+        pytest.skip("pyodide: WebAssembly Python cannot start threads")
     sb = make_sandbox(timeout=60)
     result, grown_mb = run_measuring_host_memory(lambda: sb.execute("""
 import threading
@@ -135,3 +142,46 @@ for t in threads:
     assert len(result.stdout) <= _OUTPUT_BOUND
     assert grown_mb < 200, f"the host grew {grown_mb:.0f} MB"
     assert_alive(sb)
+
+
+def test_terminal_escapes_from_the_sandbox_do_not_reach_the_users_terminal(tmp_path):
+    # Output, errors and answers are untrusted: raw escape sequences could clear the screen, retitle
+    # the window, plant a fake hyperlink or write the clipboard (OSC 52) of the user running the CLI.
+    replies = [
+        "```python\nimport sys\n"
+        "print('\\x1b]52;c;cHduZWQ=\\x07\\x1b[2J\\x1b[31mINJECTED\\x1b[0m')\n"
+        "print('\\x1b]0;pwned-title\\x07', file=sys.stderr)\n"
+        "raise ValueError('\\x1b[1;31mfake\\x1b[0m')\n```",
+        "```python\nsubmit('\\x1b]8;;http://evil.invalid\\x1b\\\\click\\x1b]8;;\\x1b\\\\ \\x1b[2Jdone')\n```",
+    ]
+    script = tmp_path / "replies.json"
+    script.write_text(json.dumps(replies))
+    proc = subprocess.run(
+        [sys.executable, "-m", "codeact", "run", "say hi", "--model", f"scripted:{script}"],
+        capture_output=True, timeout=180, cwd=tmp_path,
+    )
+    shown = proc.stdout + proc.stderr
+    assert b"INJECTED" in shown and b"done" in shown, f"control: the run showed the output: {shown[-2000:]!r}"
+    text = shown.decode("utf-8", errors="replace")
+    escapes = sum(text.count(c) for c in ("\x1b", "\x07", "\x9b"))  # ESC, BEL, C1 CSI
+    lines = [line for line in text.splitlines() if "\x1b" in line][:4]
+    assert escapes == 0, f"ATTACK SUCCEEDED: {escapes} raw escape/bell bytes reached the terminal: {lines!r}"
+
+
+def test_sandbox_output_cannot_inject_html_into_the_report(tmp_path):
+    payload = "<script>alert('xss')</script><img src=x onerror=alert(1)>"
+    replies = [
+        f"```python\nprint({payload!r})\nraise ValueError({payload!r})\n```",
+        f"```python\nsubmit({payload!r})\n```",
+    ]
+    script = tmp_path / "replies.json"
+    script.write_text(json.dumps(replies))
+    report = tmp_path / "report.html"
+    proc = subprocess.run(
+        [sys.executable, "-m", "codeact", "run", "say hi", "--model", f"scripted:{script}", "--report", str(report)],
+        capture_output=True, timeout=180, cwd=tmp_path,
+    )
+    assert report.exists(), f"control: the run wrote a report: {proc.stderr[-2000:]!r}"
+    html = report.read_text()
+    assert "alert(" in html, "control: the payload is shown in the report"
+    assert "<script>alert" not in html and "<img src=x" not in html, "sandbox output became live HTML in the report"

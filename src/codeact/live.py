@@ -8,6 +8,7 @@ interactive (a pipe, a file) the spinner is left out and every line is flushed a
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -41,17 +42,27 @@ def format_cost(cost: float | None) -> str:
     return f"${cost:.4f}"
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def safe(text: str) -> str:
+    """Text from the model or the sandbox, with control characters (escape sequences that could
+    clear the screen, retitle the window or write the clipboard) shown as visible escapes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
 def format_value(value: Any) -> str:
     """A submitted value as the user reads it: strings as they are, the rest as JSON."""
     if isinstance(value, str):
-        return value
+        return safe(value)
     try:
-        return json.dumps(value, ensure_ascii=False)
+        return json.dumps(value)  # escapes control characters
     except (TypeError, ValueError):
-        return repr(value)
+        return safe(repr(value))
 
 
 def _clip(text: str, lines: int = OUTPUT_LINES) -> str:
+    text = safe(text)
     rows = text.rstrip("\n").splitlines()
     if len(rows) <= lines:
         return "\n".join(rows)
@@ -135,7 +146,7 @@ class LiveView:
         self.console.rule(Text(title, style="bold"), align="left")
         if event.reasoning.strip():
             self._print(Text(_clip(event.reasoning.strip(), 12), style="italic dim"))
-        code = Syntax(event.code.rstrip(), "python", theme="ansi_dark", line_numbers=False,
+        code = Syntax(safe(event.code.rstrip()), "python", theme="ansi_dark", line_numbers=False,
                       word_wrap=True, background_color="default")
         self._print(Panel(code, title="code", title_align="left", border_style="blue", expand=True))
 
@@ -157,7 +168,7 @@ class LiveView:
             parts.append(Text.assemble(("→ ", "dim"), _clip(step.value, 10)))
         if step.error is not None:
             where = f" (line {step.error.lineno}: {step.error.line})" if step.error.lineno else ""
-            parts.append(Text(f"{step.error.type}: {step.error.message}{where}", style="bold red"))
+            parts.append(Text(safe(f"{step.error.type}: {step.error.message}{where}"), style="bold red"))
         if step.submitted is not None and step.error is None:
             shown = ", ".join(f"{k}={format_value(v)}" for k, v in step.submitted.items())
             parts.append(Text(f"submit({shown})", style="bold green"))
@@ -228,7 +239,7 @@ def print_result(console: Console, record: RunRecord) -> None:
         line.append(f" (fallback: {record.fallback})", style="dim")
     console.print(line)
     if record.error:
-        console.print(Text(record.error, style="red"))
+        console.print(Text(safe(record.error), style="red"))
     usage = record.usage
     console.print(
         Text(

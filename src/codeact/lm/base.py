@@ -43,8 +43,6 @@ class Completion:
     text: str
     usage: Usage = field(default_factory=Usage)
     model: str = ""
-    #: whether `complete(..., json_schema=...)` constrains the reply to JSON of that schema
-    constrains_json: bool = False
     finish_reason: str | None = None
     latency_s: float = 0.0
     cached: bool = False
@@ -65,6 +63,8 @@ class LM:
     """
 
     model: str = ""
+    #: whether `complete(..., json_schema=...)` constrains the reply to JSON of that schema
+    constrains_json: bool = False
 
     def __new__(cls, *args: Any, **kwargs: Any) -> LM:
         if cls is LM:
