@@ -86,7 +86,11 @@ def test_default_model(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], exp
 
 @pytest.mark.parametrize(
     ("options", "complaint"),
-    [({"timeout": 0}, "timeout"), ({"retry": "often"}, "retry")],
+    [
+        ({"timeout": 0}, "timeout"),
+        ({"retry": "often"}, "retry"),
+        ({"temprature": 0.5}, "unknown option temprature"),
+    ],
 )
 def test_bad_backend_options_are_refused(options: dict[str, object], complaint: str) -> None:
     with pytest.raises(LMConfigError, match=complaint):

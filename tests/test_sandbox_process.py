@@ -246,7 +246,7 @@ async def test_cancelling_an_async_execute_ends_the_step_and_a_waiting_tool():
         with pytest.raises(asyncio.CancelledError):
             await task
         result = await asyncio.wait_for(sb.aexecute("1 + 1"), timeout=10)
-        assert result.value == "2"
+        assert result.value == "2", result.error
         assert "restarted" in result.stderr
     finally:
         sb.close()

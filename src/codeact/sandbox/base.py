@@ -91,6 +91,10 @@ class Sandbox:
     def alive(self) -> bool:
         raise NotImplementedError
 
+    def processes(self) -> list[int]:
+        """Host pids of the session's live processes (for monitoring and clean-up checks)."""
+        raise NotImplementedError
+
     def __enter__(self) -> Sandbox:
         self.start()
         return self

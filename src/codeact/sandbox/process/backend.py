@@ -254,6 +254,7 @@ class ProcessInterpreter(Sandbox):
         self._cgroup: list[str] = []
         self._root_pid = 0
         self._tool_future: Future[Any] | None = None
+        self._aborted = False
         self._lock = threading.RLock()
         self._restarted = False
 
@@ -289,6 +290,7 @@ class ProcessInterpreter(Sandbox):
                     + "; ".join(f"{m.name} ({m.detail}){' - ' + m.remedy if m.remedy else ''}" for m in missing)
                 )
             self._definitions_sent = False
+            self._aborted = False
 
     def _await_hello(self, control: socket.socket) -> dict[str, Any]:
         deadline = time.monotonic() + 30
@@ -391,6 +393,7 @@ class ProcessInterpreter(Sandbox):
 
     def _abort(self) -> None:
         """End a running step from another thread: kill the session, cancel a waiting async tool."""
+        self._aborted = True  # whatever the session wrote last is not to be read: start afresh
         future = self._tool_future
         if future is not None:
             future.cancel()
@@ -404,6 +407,8 @@ class ProcessInterpreter(Sandbox):
         limit = float(timeout) if timeout is not None else self.timeout
         with self._lock:
             notice = ""
+            if self._aborted:
+                self.close()
             if self._control is None:
                 if self._restarted or self._pidfds:
                     notice = "[sandbox] the session had ended and was restarted: variables from earlier steps are lost\n"
@@ -444,7 +449,7 @@ class ProcessInterpreter(Sandbox):
                 if ours in ready:
                     try:
                         reply = _recv_by(ours, deadline)
-                    except EOFError:
+                    except (EOFError, ConnectionResetError):  # the step's process is gone: its report follows
                         channel_open = False
                         continue
                     if reply["op"] == "call":

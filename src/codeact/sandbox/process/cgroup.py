@@ -28,7 +28,8 @@ class CgroupTree:
                     return tree
         return None
 
-    def session(self, name: str, memory_bytes: int, pids_max: int) -> SessionCgroup:
+    def session(self, name: str) -> SessionCgroup:
+        """A new, empty session cgroup; set its limits before its processes run code."""
         dirs = [os.path.join(self.memory_dir, name)]
         if self.pids_dir != self.memory_dir:
             dirs.append(os.path.join(self.pids_dir, name))
@@ -36,17 +37,6 @@ class CgroupTree:
         try:
             for d in dirs:
                 os.mkdir(d)
-            mem = dirs[0]
-            pids = dirs[-1]
-            if self.version == 1:
-                _write(os.path.join(mem, "memory.limit_in_bytes"), str(memory_bytes))
-                with contextlib.suppress(OSError):
-                    _write(os.path.join(mem, "memory.memsw.limit_in_bytes"), str(memory_bytes))
-            else:
-                _write(os.path.join(mem, "memory.max"), str(memory_bytes))
-                with contextlib.suppress(OSError):
-                    _write(os.path.join(mem, "memory.swap.max"), "0")
-            _write(os.path.join(pids, "pids.max"), str(pids_max))
         except OSError:
             group.remove()
             raise
@@ -62,6 +52,18 @@ class CgroupTree:
 class SessionCgroup:
     version: int
     dirs: list[str] = field(default_factory=list)
+
+    def set_limits(self, memory_bytes: int, pids_max: int) -> None:
+        mem, pids = self.dirs[0], self.dirs[-1]
+        if self.version == 1:
+            _write(os.path.join(mem, "memory.limit_in_bytes"), str(memory_bytes))
+            with contextlib.suppress(OSError):
+                _write(os.path.join(mem, "memory.memsw.limit_in_bytes"), str(memory_bytes))
+        else:
+            _write(os.path.join(mem, "memory.max"), str(memory_bytes))
+            with contextlib.suppress(OSError):
+                _write(os.path.join(mem, "memory.swap.max"), "0")
+        _write(os.path.join(pids, "pids.max"), str(pids_max))
 
     def join(self, pid: int = 0) -> None:
         for d in self.dirs:

@@ -18,6 +18,8 @@ import signal
 import socket
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from codeact.sandbox import wire
@@ -50,7 +52,9 @@ def main() -> None:
     gc.freeze()
     wire.send(control, {"op": "ready", "pid": os.getpid(), "preloaded": preloaded, "failed": failed,
                         "cgroup": tree.version if tree else None})
-    counter = 0
+    counter = 1
+    spare = fork_shell(root_dir, tree, counter)
+    sessions[spare.pid] = spare.group
     try:
         while True:
             ready, _, _ = select.select([control], [], [], 0.5)
@@ -63,8 +67,10 @@ def main() -> None:
                 break
             if message.get("op") != "spawn":
                 continue
+            spawn(control, message["config"], spare)
             counter += 1
-            spawn(control, message["config"], root_dir, tree, sessions, counter)
+            spare = fork_shell(root_dir, tree, counter)
+            sessions[spare.pid] = spare.group
     finally:
         for pid in sessions:
             with contextlib.suppress(OSError):
@@ -81,57 +87,102 @@ def main() -> None:
         os._exit(0)
 
 
-def spawn(control: socket.socket, raw: dict[str, Any], root_dir: str, tree: Any,
-          sessions: dict[int, Any], counter: int) -> None:
-    from codeact.sandbox.process import runner
+@dataclass
+class _Shell:
+    """A forked, not yet isolated session process, already in its cgroup, waiting for its config.
 
-    config = isolation.SessionConfig(**raw)
-    group = None
-    group_error = ""
+    One is kept ready so that the fork and the cgroup move (slow: the kernel waits for an RCU grace
+    period) are paid between requests, not while the host waits.
+    """
+
+    pid: int
+    group: Any
+    host_end: socket.socket
+    config_pipe: int
+
+
+def fork_shell(root_dir: str, tree: Any, counter: int) -> _Shell:
+    group, group_error = None, ""
     if tree is not None:
         try:
-            group = tree.session(f"s{counter}", config.memory_limit + (64 << 20), config.pids_max)
+            group = tree.session(f"s{counter}")
         except OSError as exc:
             group_error = str(exc)
     host_end, session_end = socket.socketpair()
+    config_read, config_write = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
             linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
             os.dup2(session_end.fileno(), SESSION_FD, inheritable=False)
-            os.closerange(SESSION_FD + 1, 1 << 16)
+            os.dup2(config_read, SESSION_FD + 1, inheritable=False)
+            os.closerange(SESSION_FD + 2, 1 << 16)
             for fd in (0, 1, 2):
                 null = os.open("/dev/null", os.O_RDWR)
                 os.dup2(null, fd)
                 os.close(null)
-            joined = ""
             if group is not None:
                 try:
                     group.join()
-                    joined = f"cgroup v{group.version}: memory {config.memory_limit >> 20} MB + 64 MB slack, " \
-                             f"{config.pids_max} processes"
                 except OSError as exc:
-                    joined = ""
-                    group_error = str(exc)
-            layers = isolation.enter(config, root_dir, SESSION_FD, joined)
-            sock = socket.socket(fileno=SESSION_FD)
-            wire.send(sock, {"op": "hello", "layers": layers.to_list(), "cgroup_error": group_error,
-                             "marks": layers.marks})
-            runner.Session(sock, output_limit=config.output_limit, memory_limit=config.memory_limit,
-                           rollback=config.rollback, network=config.network).keep()
+                    group, group_error = None, str(exc)
+            _session(group, group_error, root_dir)
         except BaseException as exc:
             with contextlib.suppress(Exception):
-                sock = socket.socket(fileno=SESSION_FD)
-                wire.send(sock, {"op": "error", "message": f"{type(exc).__name__}: {exc}"})
+                wire.send(socket.socket(fileno=SESSION_FD), {"op": "error", "message": f"{type(exc).__name__}: {exc}"})
         finally:
             os._exit(1)
     session_end.close()
-    sessions[pid] = group
+    os.close(config_read)
+    return _Shell(pid, group, host_end, config_write)
+
+
+def _session(group: Any, group_error: str, root_dir: str) -> None:
+    """In the shell: wait for the config, isolate, then serve the session."""
+    from codeact.sandbox.process import runner
+
+    chunks = []
+    while chunk := os.read(SESSION_FD + 1, 1 << 16):
+        chunks.append(chunk)
+    os.close(SESSION_FD + 1)
+    if not chunks:
+        return  # the zygote is shutting down
+    raw = json.loads(b"".join(chunks))
+    marks = [(str(n), float(t)) for n, t in raw.pop("marks")] + [("config received", time.monotonic())]
+    if raw.get("cgroup_error"):
+        group, group_error = None, raw["cgroup_error"]
+    raw.pop("cgroup_error", None)
+    config = isolation.SessionConfig(**raw)
+    joined = (f"cgroup v{group.version}: memory {config.memory_limit >> 20} MB + 64 MB slack, "
+              f"{config.pids_max} processes") if group is not None else ""
+    layers = isolation.enter(config, root_dir, SESSION_FD, joined, marks)
+    sock = socket.socket(fileno=SESSION_FD)
+    wire.send(sock, {"op": "hello", "layers": layers.to_list(), "cgroup_error": group_error, "marks": layers.marks})
+    runner.Session(sock, output_limit=config.output_limit, memory_limit=config.memory_limit,
+                   rollback=config.rollback, network=config.network).keep()
+
+
+def spawn(control: socket.socket, raw: dict[str, Any], shell: _Shell) -> None:
+    """Hand `shell` the session config and its socket to the host."""
+    marks = [("request received", time.monotonic())]
+    config = isolation.SessionConfig(**raw)
+    limits_error = ""
+    if shell.group is not None:
+        try:
+            shell.group.set_limits(config.memory_limit + (64 << 20), config.pids_max)
+        except OSError as exc:
+            limits_error = f"cgroup limits could not be set: {exc}"
+    payload = json.dumps({**raw, "marks": marks, "cgroup_error": limits_error}).encode()
     try:
-        wire.send_with_fds(control, {"op": "spawned", "pid": pid, "cgroup": group.dirs if group else []},
-                           [host_end.fileno()])
+        with contextlib.suppress(OSError):
+            os.write(shell.config_pipe, payload)
     finally:
-        host_end.close()
+        os.close(shell.config_pipe)
+    try:
+        wire.send_with_fds(control, {"op": "spawned", "pid": shell.pid, "cgroup": shell.group.dirs if shell.group else []},
+                           [shell.host_end.fileno()])
+    finally:
+        shell.host_end.close()
 
 
 def _reap(sessions: dict[int, Any], root_dir: str) -> None:

@@ -133,6 +133,10 @@ class PyodideInterpreter(Sandbox):
         with self._lock:
             if self._process is not None:
                 return
+            for path in self.read_paths:  # a grant may have been swapped for a link since it was checked
+                _existing(path, "read")
+            for path in self.write_paths:
+                _existing(path, "write")
             deno, pyodide_dir = installation.find_deno(), installation.find_pyodide()
             if deno is None or pyodide_dir is None:
                 raise InterpreterError(f"the Pyodide sandbox is not installed here; run: {installation.INSTALL_HINT}")
@@ -267,6 +271,10 @@ class PyodideInterpreter(Sandbox):
     @property
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def processes(self) -> list[int]:
+        """Host pids of this session's processes: its Deno process."""
+        return [self._process.pid] if self.alive and self._process is not None else []
 
     @property
     def pid(self) -> int | None:
