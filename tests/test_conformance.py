@@ -352,3 +352,13 @@ async def test_async_execution_does_not_block_the_event_loop(make_sandbox):
     task.cancel()
     assert r.value == "'ABC'"
     assert ticks >= 10
+
+
+def test_tools_and_submit_cannot_be_redefined_by_the_code(make_sandbox):
+    # small models copy the stubs they were shown; the provided functions must stay in force
+    sb = make_sandbox(tools=[add])
+    r = sb.execute("def add(a, b):\n    return 0\ndef submit(answer):\n    pass\nsubmit(add(1, 2))")
+    assert r.submitted == {"answer": 3}
+    assert "provides add, submit" in r.stderr
+    sb.execute("add = None")
+    assert sb.execute("add(2, 2)").value == "4"

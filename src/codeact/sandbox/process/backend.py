@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import inspect
 import json
 import logging
 import os
@@ -18,19 +17,18 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import Future
 from typing import Any
 
-from codeact.sandbox import wire
+from codeact.sandbox import bridge, wire
 from codeact.sandbox.base import Sandbox
 from codeact.sandbox.interpreter import (
-    ExecutionError,
     ExecutionResult,
     InterpreterError,
     LayerStatus,
 )
 from codeact.sandbox.process.isolation import SessionConfig
-from codeact.tools import Tool, ToolArgumentError, as_tool
+from codeact.tools import Tool, as_tool
 
 log = logging.getLogger("codeact.sandbox")
 
@@ -140,35 +138,6 @@ def _close_zygotes() -> None:
         _zygotes.clear()
 
 
-def _call_body(tool: Tool) -> str:
-    """The stub body that forwards a call's arguments, as passed, to the host."""
-    params = list(tool.signature.parameters.values())
-    has_star = any(p.kind is p.VAR_POSITIONAL for p in params)
-    positional: list[str] = []
-    keywords: list[str] = []
-    star = double = None
-    for param in params:
-        if param.kind is param.VAR_POSITIONAL:
-            star = param.name
-        elif param.kind is param.VAR_KEYWORD:
-            double = param.name
-        elif param.kind is param.POSITIONAL_ONLY or (param.kind is param.POSITIONAL_OR_KEYWORD and has_star):
-            positional.append(param.name)  # before *args they can only be passed by position
-        else:
-            keywords.append(param.name)
-    elided = [p.name for p in params if p.default is not p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-              and "= ..." in tool.signature_text()]
-    args = "[" + ", ".join(positional) + "]" + (f" + list({star})" if star else "")
-    kwargs = "{" + ", ".join(f"{k!r}: {k}" for k in keywords) + "}"
-    lines = [f"__args = {args}", f"__kwargs = {kwargs}"]
-    if double:
-        lines.append(f"__kwargs.update({double})")
-    # a default the stub could not spell is shown as `...`: leave it to the host's own default
-    lines += [f"if __kwargs.get({name!r}, None) is ...: del __kwargs[{name!r}]" for name in elided if name in keywords]
-    lines.append(f"return __codeact_call__({tool.name!r}, __args, __kwargs)")
-    return "\n".join(lines)
-
-
 def import_paths() -> list[str]:
     """The host's import path minus the entry Python added for the main script or the working
     directory: that is the user's project, which may hold secrets, not an installed library."""
@@ -179,21 +148,6 @@ def import_paths() -> list[str]:
         if not any(first == p or first.startswith(p + os.sep) for p in prefixes):
             paths = [p for p in paths if os.path.realpath(p) != first]
     return paths
-
-
-def _parse_size(size: int | str | None) -> int:
-    if size is None:
-        return 0
-    if isinstance(size, int):
-        return size
-    text = size.strip().upper().replace(" ", "").removesuffix("B")
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    try:
-        if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
-    except ValueError:
-        raise ValueError(f"cannot read size {size!r}; write it like 512MB or 2GB") from None
 
 
 class ProcessInterpreter(Sandbox):
@@ -227,13 +181,13 @@ class ProcessInterpreter(Sandbox):
         rollback: bool = True,
     ) -> None:
         self.config = SessionConfig(
-            read_paths=[_existing(p, "read") for p in read_paths],
-            write_paths=[_existing(p, "write") for p in write_paths],
+            read_paths=[bridge.granted_path(p, "read") for p in read_paths],
+            write_paths=[bridge.granted_path(p, "write") for p in write_paths],
             env={str(k): str(v) for k, v in (env or {}).items()},
             network=network,
-            memory_limit=_parse_size(memory_limit),
-            tmp_size=_parse_size(tmp_size),
-            max_file_size=_parse_size(max_file_size),
+            memory_limit=bridge.parse_size(memory_limit),
+            tmp_size=bridge.parse_size(tmp_size),
+            max_file_size=bridge.parse_size(max_file_size),
             pids_max=max_processes,
             output_limit=max_output,
             rollback=rollback,
@@ -375,9 +329,6 @@ class ProcessInterpreter(Sandbox):
         self.submit_params = list(params)
         self._definitions_sent = False
 
-    def _definitions(self) -> list[dict[str, str]]:
-        return [{"name": t.name, "source": t.stub(_call_body(t))} for t in self.tools.values()]
-
     # --- running code ----------------------------------------------------------------------------
     def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
         return self._execute(code, timeout, None)
@@ -390,6 +341,9 @@ class ProcessInterpreter(Sandbox):
         except asyncio.CancelledError:
             self._abort()
             raise
+
+    def _track(self, future: Future[Any] | None) -> None:
+        self._tool_future = future
 
     def _abort(self) -> None:
         """End a running step from another thread: kill the session, cancel a waiting async tool."""
@@ -425,7 +379,7 @@ class ProcessInterpreter(Sandbox):
         ours, theirs = socket.socketpair()
         message: dict[str, Any] = {"op": "exec", "code": code, "timeout": limit}
         if not self._definitions_sent:
-            message["tools"] = self._definitions()
+            message["tools"] = bridge.definitions(self.tools)
             message["submit"] = self.submit_params
         oom_before = self._oom_kills()
         started = time.perf_counter()
@@ -455,13 +409,14 @@ class ProcessInterpreter(Sandbox):
                     if reply["op"] == "call":
                         stats["calls"] += 1
                         t0 = time.perf_counter()
-                        response = self._serve_call(reply, loop)
+                        response = bridge.serve_call(self.tools, reply, loop, self._track)
                         stats["tool_time"] += time.perf_counter() - t0
                         _send_by(ours, response, deadline)
                         continue
                     if reply["op"] != "result":
-                        raise _Malformed(f"unexpected message {reply['op']!r}")
-                    result = self._result(reply, started, stats)
+                        raise bridge.Malformed(f"unexpected message {reply['op']!r}")
+                    result = bridge.parse_result(reply, started, stats["calls"], stats["tool_time"],
+                                                 self.config.output_limit)
                     finished = True
                     self._definitions_sent = True
                     return result
@@ -474,113 +429,50 @@ class ProcessInterpreter(Sandbox):
                 return result
         except TimeoutError:
             self.close()
-            return self._failure("Timeout", f"the step ran longer than the {limit:g} s time limit and the "
+            return bridge.failure("Timeout", f"the step ran longer than the {limit:g} s time limit and the "
                                  "session was killed; variables from earlier steps are lost", started,
                                  timed_out=True)
-        except (_Malformed, wire.WireError, OSError) as exc:
+        except (bridge.Malformed, wire.WireError, OSError) as exc:
             self.close()
-            return self._failure("SandboxProtocolError", f"the sandbox broke the wire protocol ({exc}); the "
+            return bridge.failure("SandboxProtocolError", f"the sandbox broke the wire protocol ({exc}); the "
                                  "session was ended and the next step starts a new one", started)
         finally:
             ours.close()
             if not finished and self._control is not None:
                 self.close()  # interrupted (e.g. KeyboardInterrupt): the step's state is unknown
 
-    def _serve_call(self, message: dict[str, Any], loop: asyncio.AbstractEventLoop | None) -> dict[str, Any]:
-        name = message.get("tool")
-        args = wire.decode(message.get("args"))
-        kwargs = wire.decode(message.get("kwargs"))
-        if not isinstance(name, str) or not isinstance(args, list) or not isinstance(kwargs, dict):
-            raise _Malformed("a tool call needs a name, a list of arguments and a dict of keywords")
-        if not all(isinstance(k, str) for k in kwargs):
-            raise _Malformed("tool call keywords must be strings")
-        tool = self.tools.get(name)
-        if tool is None:
-            return {"op": "raise", "type": "NameError", "message": f"no tool named {name!r}"}
-        try:
-            if tool.is_async and loop is not None:
-                self._tool_future = asyncio.run_coroutine_threadsafe(tool.acall(*args, **kwargs), loop)
-                try:
-                    value = self._tool_future.result()
-                finally:
-                    self._tool_future = None
-            else:
-                value = tool(*args, **kwargs)
-                if inspect.isawaitable(value):
-                    raise TypeError(f"tool {name!r} returned an awaitable; declare it with async def")
-        except ToolArgumentError as exc:
-            return {"op": "raise", "type": "TypeError", "message": str(exc)}
-        except (asyncio.CancelledError, CancelledError):
-            return {"op": "raise", "type": "RuntimeError", "message": f"tool {name!r} was cancelled"}
-        except Exception as exc:
-            return {"op": "raise", "type": type(exc).__name__, "message": str(exc)}
-        try:
-            return {"op": "return", "value": wire.encode(value)}
-        except (TypeError, ValueError) as exc:
-            return {"op": "raise", "type": "TypeError", "message": f"tool {name!r} returned a value the sandbox "
-                    f"cannot receive: {exc}"}
-
-    def _result(self, message: dict[str, Any], started: float, stats: dict[str, Any]) -> ExecutionResult:
-        """The sandbox's report of a completed step, checked and cut to the limits."""
-        limit = self.config.output_limit
-        truncated = message.get("stdout_truncated") or 0
-        if not isinstance(truncated, int) or isinstance(truncated, bool):
-            raise _Malformed("stdout_truncated must be an integer")
-        error = message.get("error")
-        submitted = None
-        if message.get("submitted") is not None:
-            submitted = wire.decode(message["submitted"])
-            if not isinstance(submitted, dict):
-                raise _Malformed("submitted values must be a dict")
-        return ExecutionResult(
-            stdout=_text(message.get("stdout", ""), limit),
-            stderr=_text(message.get("stderr", ""), limit),
-            value=None if message.get("value") is None else _text(message["value"], _VALUE_LIMIT),
-            error=None if error is None else _error(error),
-            duration_s=time.perf_counter() - started,
-            submitted=submitted,
-            tool_calls=stats["calls"],
-            tool_time_s=stats["tool_time"],
-            stdout_truncated=max(0, truncated),
-        )
-
     def _step_failed(self, report: dict[str, Any], limit: float, started: float, oom_before: int) -> ExecutionResult:
         """The holder's report of a step that did not complete."""
         kind, status = report.get("op") == "failed" and report.get("kind"), report.get("status", 0)
         if kind not in ("timeout", "died") or not isinstance(status, int) or not 0 <= status < 1 << 16:
-            raise _Malformed(f"unexpected report from the session: {str(report)[:200]}")
+            raise bridge.Malformed(f"unexpected report from the session: {str(report)[:200]}")
         self._definitions_sent = False
         kept = ("variables from before this step are kept" if report.get("state") == "kept"
                 else "the session was reset and earlier variables are lost")
         if kind == "timeout":
-            return self._failure("Timeout", f"the step ran longer than the {limit:g} s time limit and was "
+            return bridge.failure("Timeout", f"the step ran longer than the {limit:g} s time limit and was "
                                  f"stopped; {kept}", started, timed_out=True)
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
             if sig == signal.SIGKILL and self._oom_kills() > oom_before:
                 mb = self.config.memory_limit >> 20
-                return self._failure("MemoryLimit", f"the step used more than the {mb} MB memory limit and was "
+                return bridge.failure("MemoryLimit", f"the step used more than the {mb} MB memory limit and was "
                                      f"killed; {kept}", started)
             if sig == signal.SIGXCPU:
-                return self._failure("Timeout", f"the step used more than its CPU time limit ({limit:g} s) and "
+                return bridge.failure("Timeout", f"the step used more than its CPU time limit ({limit:g} s) and "
                                      f"was stopped; {kept}", started, timed_out=True)
             if sig == signal.SIGXFSZ:
-                return self._failure("FileSizeLimit", f"the step wrote a file larger than the "
+                return bridge.failure("FileSizeLimit", f"the step wrote a file larger than the "
                                      f"{self.config.max_file_size >> 20} MB limit; {kept}", started)
-            return self._failure("SandboxCrashed", f"the interpreter was killed by {name}; {kept}", started)
+            return bridge.failure("SandboxCrashed", f"the interpreter was killed by {name}; {kept}", started)
         code = os.waitstatus_to_exitcode(status) if status else 0
-        return self._failure("SandboxCrashed", f"the code ended the interpreter (exit status {code}); {kept}", started)
+        return bridge.failure("SandboxCrashed", f"the code ended the interpreter (exit status {code}); {kept}", started)
 
     def _session_lost(self, why: str, started: float) -> ExecutionResult:
         self.close()
-        return self._failure("SandboxCrashed", f"{why}; the next step starts a new session and earlier "
+        return bridge.failure("SandboxCrashed", f"{why}; the next step starts a new session and earlier "
                              "variables are lost", started)
-
-    @staticmethod
-    def _failure(kind: str, message: str, started: float, *, timed_out: bool = False) -> ExecutionResult:
-        return ExecutionResult(error=ExecutionError(kind, message), duration_s=time.perf_counter() - started,
-                               timed_out=timed_out)
 
     def _oom_kills(self) -> int:
         if not self._cgroup:
@@ -592,38 +484,6 @@ class ProcessInterpreter(Sandbox):
                     if len(parts) == 2 and parts[0] == key:
                         return int(parts[1])
         return 0
-
-
-class _Malformed(Exception):
-    """A message from the sandbox that breaks the protocol."""
-
-
-_VALUE_LIMIT = 40_000
-
-
-def _text(value: Any, limit: int) -> str:
-    """Text from the sandbox: a str, printable on the host, at most about `limit` characters."""
-    if not isinstance(value, str):
-        raise _Malformed(f"expected text, got {type(value).__name__}")
-    if len(value) > limit:
-        half = limit // 2
-        value = f"{value[:half]}\n... [{len(value) - 2 * half} characters cut] ...\n{value[-half:]}"
-    return value.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
-def _error(raw: Any) -> ExecutionError:
-    if not isinstance(raw, dict):
-        raise _Malformed("an error must be an object")
-    lineno, line = raw.get("lineno"), raw.get("line")
-    if lineno is not None and (not isinstance(lineno, int) or isinstance(lineno, bool)):
-        raise _Malformed("an error's lineno must be an integer")
-    return ExecutionError(
-        type=_text(raw.get("type", "Error"), 200),
-        message=_text(raw.get("message", ""), 20_000),
-        traceback=_text(raw.get("traceback") or "", 20_000),
-        lineno=lineno,
-        line=None if line is None else _text(line, 2_000),
-    )
 
 
 def _send_by(sock: socket.socket, message: dict[str, Any], deadline: float) -> None:
@@ -651,15 +511,3 @@ def _pidfd(pid: int) -> int:
         return os.pidfd_open(pid)
     except OSError as exc:
         raise InterpreterError(f"the sandbox session process {pid} vanished at start: {exc}") from None
-
-
-def _existing(path: str | os.PathLike[str], kind: str) -> str:
-    text = os.path.abspath(os.fspath(path))
-    if not os.path.exists(text):
-        raise ValueError(f"{kind} path {text} does not exist; create it first or remove it from {kind}_paths")
-    real = os.path.realpath(text)
-    if real != text:
-        # A link may have been planted by an earlier session that could write there.
-        raise ValueError(f"{kind} path {text} goes through a symbolic link (to {real}); grant the real path "
-                         "instead")
-    return text

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import ast
 import builtins
-import collections
 import contextlib
-import io
-import linecache
 import math
 import os
 import resource
@@ -28,10 +25,9 @@ import struct
 import sys
 import threading
 import time
-import traceback
 from typing import Any
 
-from codeact.sandbox import wire
+from codeact.sandbox import step, wire
 from codeact.sandbox.process import seccomp
 
 _START = b"s"
@@ -40,65 +36,6 @@ _DONE = b"d"
 _QUIT = b"q"
 _TIMEOUT_FMT = struct.Struct("d")
 _VALUE_LIMIT = 20_000
-
-
-class _Submitted(BaseException):
-    """Raised by `submit(...)`; a BaseException so `except Exception` in user code cannot catch it."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        super().__init__("submit")
-        self.values = values
-
-
-class ToolError(Exception):
-    """A host tool failed with an exception that has no builtin equivalent here."""
-
-
-class _Capture(io.TextIOBase):
-    """A text stream that keeps the head and the tail of what is written, within a limit."""
-
-    def __init__(self, limit: int) -> None:
-        self.half = max(1, limit // 2)
-        self.head: list[str] = []
-        self.head_size = 0
-        self.tail: collections.deque[str] = collections.deque()
-        self.tail_size = 0
-        self.dropped = 0
-        self.lock = threading.Lock()
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        n = len(text)
-        with self.lock:
-            room = self.half - self.head_size
-            if room > 0:
-                piece = text[:room]
-                self.head.append(piece)
-                self.head_size += len(piece)
-                text = text[room:]
-            if text:
-                self.tail.append(text)
-                self.tail_size += len(text)
-                while self.tail_size - len(self.tail[0]) >= self.half:
-                    self.dropped += len(self.tail[0])
-                    self.tail_size -= len(self.tail.popleft())
-                if self.tail_size > self.half:
-                    cut = self.tail_size - self.half
-                    self.tail[0] = self.tail[0][cut:]
-                    self.tail_size -= cut
-                    self.dropped += cut
-        return n
-
-    def getvalue(self) -> str:
-        with self.lock:
-            head, tail = "".join(self.head), "".join(self.tail)
-        if self.dropped:
-            return f"{head}\n... [{self.dropped} characters cut] ...\n{tail}"
-        return head + tail
 
 
 class Session:
@@ -240,8 +177,7 @@ class Session:
             result["value"] = None
             result["stdout"] = result["stdout"][: 1 << 20]
             result["submitted"] = None
-            result["error"] = {"type": "ValueError", "message": "the step's result is too large to return",
-                               "traceback": "", "lineno": None, "line": None}
+            result["error"] = step.plain_error("ValueError", "the step's result is too large to return")
             body = wire.dumps({"op": "result", **result})
         with contextlib.suppress(OSError):
             self.channel.sendall(body)
@@ -258,7 +194,7 @@ class Session:
         """Touch what a step touches while idle, so the copy-on-write faults after fork are paid
         before the next command arrives instead of during it."""
         saved = sys.stdout
-        sys.stdout = _Capture(self.output_limit)
+        sys.stdout = step.Capture(self.output_limit)
         try:
             exec(compile(ast.parse("None"), "<warm>", "exec"), {"__builtins__": builtins})
         finally:
@@ -278,24 +214,7 @@ class Session:
                 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     def _define(self, tools: list[dict[str, str]], submit: list[str] | None) -> None:
-        helpers = {"__codeact_call__": self.call_tool, "__builtins__": builtins}
-        for spec in tools:
-            scope = dict(helpers)
-            filename = f"<tool {spec['name']}>"
-            try:  # real annotations where they are builtin types, strings where they name host types
-                exec(compile(spec["source"], filename, "exec", dont_inherit=True), scope)
-            except Exception:
-                exec(compile(spec["source"], filename, "exec", flags=_ANNOTATIONS, dont_inherit=True), scope)
-            self.namespace[spec["name"]] = self.provided[spec["name"]] = scope[spec["name"]]
-        params = submit or ["answer"]
-        args = ", ".join(params)
-        source = (f"def submit({args}):\n"
-                  f"    \"\"\"End the task with the final {', '.join(params)}.\"\"\"\n"
-                  f"    raise __codeact_submitted__({{{', '.join(f'{p!r}: {p}' for p in params)}}})\n")
-        scope = {"__codeact_submitted__": _Submitted, "__builtins__": builtins}
-        exec(compile(source, "<submit>", "exec"), scope)
-        self.namespace["submit"] = self.provided["submit"] = scope["submit"]
-        self.namespace.setdefault("ToolError", ToolError)
+        step.define(self.namespace, self.provided, tools, submit, self.call_tool)
 
     def call_tool(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Ask the host to run tool `name`; its exceptions are raised here."""
@@ -320,118 +239,30 @@ class Session:
             reply = wire.recv(self.channel)
         if reply.get("op") == "return":
             return wire.decode(reply.get("value"))
-        raise _exception(str(reply.get("type", "ToolError")), str(reply.get("message", "")))
+        raise step.exception_for(str(reply.get("type", "ToolError")), str(reply.get("message", "")))
 
     def run(self, code: str) -> dict[str, Any]:
         """Execute `code` in the session namespace and describe what happened."""
         self.steps += 1
         filename = f"<step {self.steps}>"
-        linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
-        stdout, stderr = _Capture(self.output_limit), _Capture(self.output_limit)
-        value: str | None = None
-        error: dict[str, Any] | None = None
-        submitted: Any = None
-        saved = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = stdout, stderr
+        stdout, stderr = step.Capture(self.output_limit), step.Capture(self.output_limit)
         started = time.perf_counter()
-        try:
-            tree = ast.parse(code, filename)
-            skipped = _drop_redefinitions(tree, self.provided)
-            if skipped:
-                stderr.write(f"note: the sandbox provides {', '.join(skipped)}; the definition in your code "
-                             "was skipped, call the provided function instead\n")
-            last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-            exec(compile(tree, filename, "exec"), self.namespace)
-            if last is not None:
-                result = eval(compile(ast.Expression(last.value), filename, "eval"), self.namespace)
-                if result is not None:
-                    value = _repr(result)
-                    self.namespace["_"] = result
-        except _Submitted as exc:
+        value, exc, values = step.run(code, filename, self.namespace, self.provided, stdout, stderr)
+        error = None if exc is None else step.describe(exc, filename, code, self.memory_limit)
+        submitted = None
+        if values is not None:
             try:
-                submitted = wire.encode(exc.values)
+                submitted = wire.encode(values)
             except (TypeError, ValueError) as enc_exc:
-                error = {"type": "TypeError", "message": f"submit(): {enc_exc}", "traceback": "",
-                         "lineno": None, "line": None}
-        except BaseException as exc:
-            error = _describe(exc, filename, code)
-        finally:
-            sys.stdout, sys.stderr = saved
-            self.namespace.update(self.provided)  # tools and submit cannot be replaced
+                error = step.plain_error("TypeError", f"submit(): {enc_exc}")
         _flush_c_stdio()
         stdout.write(_drain(1, self.output_limit))
         stderr.write(_drain(2, self.output_limit))
-        duration = time.perf_counter() - started
-        if error and error["type"] == "MemoryError" and self.memory_limit:
-            error["message"] = (error["message"] + " " if error["message"] else "") + (
-                f"(the sandbox memory limit is {self.memory_limit >> 20} MB)")
         return {
             "stdout": stdout.getvalue(), "stderr": stderr.getvalue(), "value": value, "error": error,
-            "submitted": submitted, "duration": duration,
+            "submitted": submitted, "duration": time.perf_counter() - started,
             "stdout_truncated": stdout.dropped,
         }
-
-
-_ANNOTATIONS = __import__("__future__").annotations.compiler_flag
-_BUILTIN_EXCEPTIONS = {
-    name: obj for name, obj in vars(builtins).items()
-    if isinstance(obj, type) and issubclass(obj, Exception)
-}
-
-
-def _exception(type_name: str, message: str) -> Exception:
-    cls = _BUILTIN_EXCEPTIONS.get(type_name)
-    if cls is not None:
-        with contextlib.suppress(Exception):
-            return cls(message)
-    return ToolError(f"{type_name}: {message}")
-
-
-def _repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception as exc:
-        return f"<repr failed: {type(exc).__name__}: {exc}>"
-    if len(text) > _VALUE_LIMIT:
-        half = _VALUE_LIMIT // 2
-        text = f"{text[:half]}\n... [{len(text) - _VALUE_LIMIT} characters cut] ...\n{text[-half:]}"
-    return text
-
-
-def _drop_redefinitions(tree: ast.Module, provided: dict[str, Any]) -> list[str]:
-    """Remove top-level definitions of provided names (models like to copy the tool stubs)."""
-    kept, skipped = [], []
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in provided:
-            skipped.append(node.name)
-        else:
-            kept.append(node)
-    tree.body = kept
-    return skipped
-
-
-_OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def _describe(exc: BaseException, filename: str, code: str) -> dict[str, Any]:
-    """Type, message, traceback and failing line of an exception raised by the step's code.
-
-    The traceback starts at the step's own code and leaves out codeact's frames (the tool bridge),
-    so it shows the model its code and the libraries it called, not the sandbox's machinery.
-    """
-    frames = traceback.extract_tb(exc.__traceback__)
-    first = next((i for i, f in enumerate(frames) if f.filename == filename), None)
-    shown = [f for f in frames[first:] if not f.filename.startswith(_OWN_DIR)] if first is not None else []
-    lineno = next((f.lineno for f in reversed(frames) if f.filename == filename), None)
-    if isinstance(exc, SyntaxError) and exc.filename == filename:
-        lineno = exc.lineno
-    lines = ["Traceback (most recent call last):\n", *traceback.format_list(shown)] if shown else []
-    lines += traceback.format_exception_only(type(exc), exc)
-    source_lines = code.splitlines()
-    line = source_lines[lineno - 1] if lineno and 0 < lineno <= len(source_lines) else None
-    message = exc.msg or "" if isinstance(exc, SyntaxError) else str(exc)
-    return {"type": type(exc).__name__, "message": message, "traceback": "".join(lines),
-            "lineno": lineno, "line": line}
 
 
 def _flush_c_stdio() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import inspect
 import logging
 import os
 import queue
@@ -25,20 +24,19 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
 
-from codeact.sandbox import wire
+from codeact.sandbox import bridge, wire
 from codeact.sandbox.base import Sandbox
 from codeact.sandbox.interpreter import (
-    ExecutionError,
     ExecutionResult,
     InterpreterError,
     LayerStatus,
 )
 from codeact.sandbox.pyodide import installation
-from codeact.tools import Tool, ToolArgumentError, as_tool
+from codeact.tools import Tool, as_tool
 
 log = logging.getLogger("codeact.sandbox")
 
@@ -85,12 +83,12 @@ class PyodideInterpreter(Sandbox):
         if timeout is None or timeout <= 0:
             raise ValueError("timeout must be a positive number of seconds")
         self.timeout = float(timeout)
-        self.memory_limit = _parse_size(memory_limit)
+        self.memory_limit = bridge.parse_size(memory_limit)
         self.preload = tuple(preload)
         self.strict = strict
         self.max_output = int(max_output)
-        self.max_file_size = _parse_size(max_file_size)
-        self.tmp_size = _parse_size(tmp_size)
+        self.max_file_size = bridge.parse_size(max_file_size)
+        self.tmp_size = bridge.parse_size(tmp_size)
         self.tools: dict[str, Tool] = {}
         self.submit_params: list[str] = list(submit_params or ["answer"])
         self.set_tools(tools)
@@ -299,9 +297,6 @@ class PyodideInterpreter(Sandbox):
         self.submit_params = list(params)
         self._definitions_sent = False
 
-    def _definitions(self) -> list[dict[str, str]]:
-        return [{"name": t.name, "source": t.stub(call_body(t))} for t in self.tools.values()]
-
     # --- running code -----------------------------------------------------------------------------------
     def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
         return self._execute(code, timeout, None)
@@ -314,6 +309,9 @@ class PyodideInterpreter(Sandbox):
         except asyncio.CancelledError:
             self._abort()
             raise
+
+    def _track(self, future: Future[Any] | None) -> None:
+        self._tool_future = future
 
     def _abort(self) -> None:
         """End a running step from another thread: kill the session, cancel a waiting async tool."""
@@ -344,7 +342,7 @@ class PyodideInterpreter(Sandbox):
     def _run_step(self, code: str, limit: float, loop: asyncio.AbstractEventLoop | None) -> ExecutionResult:
         message: dict[str, Any] = {"op": "exec", "code": code, "timeout": limit}
         if not self._definitions_sent:
-            message["tools"] = self._definitions()
+            message["tools"] = bridge.definitions(self.tools)
             message["submit"] = self.submit_params
         started = time.perf_counter()
         stats = {"calls": 0, "tool_time": 0.0}
@@ -363,27 +361,28 @@ class PyodideInterpreter(Sandbox):
                 if reply is None:
                     self._kill()
                     finished = True
-                    return _failure("Timeout", f"the step ran longer than the {limit:g} s time limit and did not "
+                    return bridge.failure("Timeout", f"the step ran longer than the {limit:g} s time limit and did not "
                                     "stop when interrupted; the session was killed and its variables are lost",
                                     started, timed_out=True)
                 if isinstance(reply, wire.WireError):
                     self._kill()
                     finished = True
-                    return _failure("SandboxProtocolError", f"the sandbox broke the wire protocol ({reply}); "
+                    return bridge.failure("SandboxProtocolError", f"the sandbox broke the wire protocol ({reply}); "
                                     "the session was ended", started)
                 op = reply.get("op")
                 if op == "call":
                     stats["calls"] += 1
                     t0 = time.perf_counter()
-                    response = self._serve_call(reply, loop)
+                    try:
+                        response = bridge.serve_call(self.tools, reply, loop, self._track)
+                    except (bridge.Malformed, wire.WireError) as exc:
+                        self._kill()
+                        finished = True
+                        return bridge.failure("SandboxProtocolError", f"the sandbox sent a malformed tool call "
+                                              f"({exc}); the session was ended", started)
                     spent = time.perf_counter() - t0
                     stats["tool_time"] += spent
                     deadline += spent
-                    if response is None:
-                        self._kill()
-                        finished = True
-                        return _failure("SandboxProtocolError", "the sandbox sent a malformed tool call; the "
-                                        "session was ended", started)
                     try:
                         self._send(response)
                     except InterpreterError as exc:
@@ -391,85 +390,32 @@ class PyodideInterpreter(Sandbox):
                     continue
                 if op == "result":
                     finished = True
+                    try:
+                        result = bridge.parse_result(reply, started, stats["calls"], stats["tool_time"],
+                                                     self.max_output)
+                    except (bridge.Malformed, wire.WireError) as exc:
+                        self._kill()
+                        return bridge.failure("SandboxProtocolError", f"the sandbox broke the wire protocol "
+                                              f"({exc}); the session was ended", started)
                     self._definitions_sent = True
-                    return self._result(reply, started, stats)
+                    return result
                 self._kill()
                 finished = True
-                return _failure("SandboxProtocolError", f"unexpected message {op!r} from the sandbox; the "
+                return bridge.failure("SandboxProtocolError", f"unexpected message {op!r} from the sandbox; the "
                                 "session was ended", started)
         finally:
             if not finished and self._process is not None:
                 self._kill()  # interrupted on the host (e.g. KeyboardInterrupt): the step's state is unknown
-
-    def _serve_call(self, message: dict[str, Any], loop: asyncio.AbstractEventLoop | None) -> dict[str, Any] | None:
-        name = message.get("tool")
-        try:
-            args = wire.decode(message.get("args"))
-            kwargs = wire.decode(message.get("kwargs"))
-        except wire.WireError:
-            return None
-        if not isinstance(name, str) or not isinstance(args, list) or not isinstance(kwargs, dict):
-            return None
-        if not all(isinstance(k, str) for k in kwargs):
-            return None
-        tool = self.tools.get(name)
-        if tool is None:
-            return {"op": "raise", "type": "NameError", "message": f"no tool named {name!r}"}
-        try:
-            if tool.is_async and loop is not None:
-                future: Future[Any] = asyncio.run_coroutine_threadsafe(tool.acall(*args, **kwargs), loop)
-                self._tool_future = future
-                try:
-                    value = future.result()
-                finally:
-                    self._tool_future = None
-            else:
-                value = tool(*args, **kwargs)
-                if inspect.isawaitable(value):
-                    raise TypeError(f"tool {name!r} returned an awaitable; declare it with async def")
-        except ToolArgumentError as exc:
-            return {"op": "raise", "type": "TypeError", "message": str(exc)}
-        except CancelledError:
-            return {"op": "raise", "type": "RuntimeError", "message": f"tool {name!r} was cancelled"}
-        except Exception as exc:
-            return {"op": "raise", "type": type(exc).__name__, "message": str(exc)}
-        try:
-            return {"op": "return", "value": wire.encode(value)}
-        except (TypeError, ValueError) as exc:
-            return {"op": "raise", "type": "TypeError",
-                    "message": f"tool {name!r} returned a value the sandbox cannot receive: {exc}"}
-
-    def _result(self, message: dict[str, Any], started: float, stats: dict[str, Any]) -> ExecutionResult:
-        error = message.get("error")
-        submitted = None
-        if message.get("submitted") is not None:
-            try:
-                submitted = wire.decode(message["submitted"])
-            except wire.WireError as exc:
-                error = {"type": "TypeError", "message": f"submit(): {exc}"}
-        return ExecutionResult(
-            stdout=str(message.get("stdout", "")),
-            stderr=str(message.get("stderr", "")),
-            value=message.get("value") if isinstance(message.get("value"), str) else None,
-            error=_error(error),
-            duration_s=time.perf_counter() - started,
-            timed_out=message.get("timed_out") is True,
-            submitted=submitted if isinstance(submitted, dict) else None,
-            tool_calls=stats["calls"],
-            tool_time_s=stats["tool_time"],
-            stdout_truncated=int(message.get("stdout_truncated") or 0)
-            if isinstance(message.get("stdout_truncated"), int) else 0,
-        )
 
     def _session_lost(self, why: str, started: float) -> ExecutionResult:
         detail = self._stderr_text()
         memory = "out of memory" in detail.lower() or "heap limit" in detail.lower()
         self._kill()
         if memory:
-            return _failure("MemoryLimit", f"the sandbox ran out of its {self.memory_limit >> 20} MB memory limit "
+            return bridge.failure("MemoryLimit", f"the sandbox ran out of its {self.memory_limit >> 20} MB memory limit "
                             "and was killed; the next step starts a new session and earlier variables are lost",
                             started)
-        return _failure("SandboxCrashed", f"{why}; the next step starts a new session and earlier variables "
+        return bridge.failure("SandboxCrashed", f"{why}; the next step starts a new session and earlier variables "
                         "are lost", started)
 
     # --- frames ---------------------------------------------------------------------------------------------
@@ -530,83 +476,12 @@ def _drain(stream: IO[bytes], keep: collections.deque[bytes]) -> None:
             keep.append(chunk)
 
 
-def call_body(tool: Tool) -> str:
-    """The stub body that forwards a call's arguments, as passed, to the host (as the native
-    backend's stubs do)."""
-    params = list(tool.signature.parameters.values())
-    has_star = any(p.kind is p.VAR_POSITIONAL for p in params)
-    positional: list[str] = []
-    keywords: list[str] = []
-    star = double = None
-    for param in params:
-        if param.kind is param.VAR_POSITIONAL:
-            star = param.name
-        elif param.kind is param.VAR_KEYWORD:
-            double = param.name
-        elif param.kind is param.POSITIONAL_ONLY or (param.kind is param.POSITIONAL_OR_KEYWORD and has_star):
-            positional.append(param.name)  # before *args they can only be passed by position
-        else:
-            keywords.append(param.name)
-    elided = [p.name for p in params if p.default is not p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-              and "= ..." in tool.signature_text()]
-    args = "[" + ", ".join(positional) + "]" + (f" + list({star})" if star else "")
-    kwargs = "{" + ", ".join(f"{k!r}: {k}" for k in keywords) + "}"
-    lines = [f"__args = {args}", f"__kwargs = {kwargs}"]
-    if double:
-        lines.append(f"__kwargs.update({double})")
-    # a default the stub could not spell is shown as `...`: leave it to the host's own default
-    lines += [f"if __kwargs.get({name!r}, None) is ...: del __kwargs[{name!r}]" for name in elided if name in keywords]
-    lines.append(f"return __codeact_call__({tool.name!r}, __args, __kwargs)")
-    return "\n".join(lines)
-
-
-def _failure(kind: str, message: str, started: float, *, timed_out: bool = False) -> ExecutionResult:
-    return ExecutionResult(error=ExecutionError(kind, message), duration_s=time.perf_counter() - started,
-                           timed_out=timed_out)
-
-
-def _error(raw: Any) -> ExecutionError | None:
-    if not isinstance(raw, dict):
-        return None
-    lineno = raw.get("lineno")
-    return ExecutionError(
-        type=str(raw.get("type", "Error")),
-        message=str(raw.get("message", "")),
-        traceback=str(raw.get("traceback") or ""),
-        lineno=lineno if isinstance(lineno, int) and not isinstance(lineno, bool) else None,
-        line=raw.get("line") if isinstance(raw.get("line"), str) else None,
-    )
-
-
 def _inside_any(path: str, parents: Sequence[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in parents)
 
 
 def _existing(path: str | os.PathLike[str], kind: str) -> str:
-    text = os.path.abspath(os.fspath(path))
-    if not os.path.exists(text):
-        raise ValueError(f"{kind} path {text} does not exist; create it first or remove it from {kind}_paths")
-    real = os.path.realpath(text)
-    if real != text:
-        # A link may have been planted by an earlier session that could write there.
-        raise ValueError(f"{kind} path {text} goes through a symbolic link (to {real}); grant the real path "
-                         "instead")
+    text = bridge.granted_path(path, kind)
     if "," in text:
         raise ValueError(f"{kind} path {text} contains a comma, which Deno's permission flags cannot express")
     return text
-
-
-def _parse_size(size: int | str | None) -> int:
-    if size is None:
-        return 0
-    if isinstance(size, int):
-        return size
-    text = size.strip().upper().replace(" ", "").removesuffix("B")
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    try:
-        if text and text[-1] in units:
-            return int(float(text[:-1]) * units[text[-1]])
-        return int(text)
-    except ValueError:
-        raise ValueError(f"cannot read size {size!r}; write it like 512MB or 2GB") from None
-

@@ -27,6 +27,7 @@ _HERE = Path(__file__).parent
 RUNTIME_JS = _HERE / "runtime.mjs"
 RUNTIME_PY = _HERE / "runtime.py"
 WIRE_PY = _HERE.parent / "wire.py"
+STEP_PY = _HERE.parent / "step.py"
 _REQUIRED = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json")
 INSTALL_HINT = "pip install 'codeact[pyodide]' && python -m codeact.sandbox.pyodide install"
 
@@ -126,13 +127,15 @@ def deno_version(deno: str) -> str:
 
 def sources() -> dict[str, str]:
     """The Python modules a session runs inside Pyodide."""
-    return {"runtime": RUNTIME_PY.read_text(encoding="utf-8"), "wire": WIRE_PY.read_text(encoding="utf-8")}
+    return {name: path.read_text(encoding="utf-8")
+            for name, path in (("runtime", RUNTIME_PY), ("wire", WIRE_PY), ("step", STEP_PY))}
 
 
 def snapshot_path(pyodide_dir: Path) -> Path:
     """The snapshot for these exact runtime files; a change to them names a new snapshot."""
     digest = hashlib.sha256()
-    for part in (RUNTIME_JS.read_bytes(), RUNTIME_PY.read_bytes(), WIRE_PY.read_bytes(), PYODIDE_VERSION.encode()):
+    for part in (RUNTIME_JS.read_bytes(), RUNTIME_PY.read_bytes(), WIRE_PY.read_bytes(), STEP_PY.read_bytes(),
+                 PYODIDE_VERSION.encode()):
         digest.update(hashlib.sha256(part).digest())
     name = f"session-{digest.hexdigest()[:16]}.bin"
     beside = pyodide_dir / "snapshots"

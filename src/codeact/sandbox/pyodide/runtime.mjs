@@ -323,6 +323,7 @@ def _codeact_module(name, source):
     sys.modules[name] = module
     exec(compile(source, module.__file__, "exec"), module.__dict__)
 _codeact_module("_codeact_wire", _codeact_sources["wire"])
+_codeact_module("_codeact_step", _codeact_sources["step"])
 _codeact_module("_codeact_runtime", _codeact_sources["runtime"])
 del _codeact_module, _codeact_sources
 `,

@@ -7,82 +7,16 @@ protocol, read and written synchronously by the `_codeact_host` functions of run
 
 from __future__ import annotations
 
-import ast
 import builtins
-import collections
 import contextlib
 import io
-import linecache
 import os
 import sys
 import time
-import traceback
 from typing import Any
 
+import _codeact_step as step  # type: ignore[import-not-found]
 import _codeact_wire as wire  # type: ignore[import-not-found]
-
-_VALUE_LIMIT = 20_000
-_ANNOTATIONS = __import__("__future__").annotations.compiler_flag
-_BUILTIN_EXCEPTIONS = {
-    name: obj
-    for name, obj in vars(builtins).items()
-    if isinstance(obj, type) and issubclass(obj, Exception)
-}
-
-
-class _Submitted(BaseException):
-    """Raised by `submit(...)`; a BaseException so `except Exception` in user code cannot catch it."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        super().__init__("submit")
-        self.values = values
-
-
-class ToolError(Exception):
-    """A host tool failed with an exception that has no builtin equivalent here."""
-
-
-class _Capture(io.TextIOBase):
-    """A text stream that keeps the head and the tail of what is written, within a limit."""
-
-    def __init__(self, limit: int) -> None:
-        self.half = max(1, limit // 2)
-        self.head: list[str] = []
-        self.head_size = 0
-        self.tail: collections.deque[str] = collections.deque()
-        self.tail_size = 0
-        self.dropped = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        if not isinstance(text, str):
-            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
-        n = len(text)
-        room = self.half - self.head_size
-        if room > 0:
-            self.head.append(text[:room])
-            self.head_size += len(self.head[-1])
-            text = text[room:]
-        if text:
-            self.tail.append(text)
-            self.tail_size += len(text)
-            while self.tail and self.tail_size - len(self.tail[0]) >= self.half:
-                self.dropped += len(self.tail[0])
-                self.tail_size -= len(self.tail.popleft())
-            if self.tail_size > self.half:
-                cut = self.tail_size - self.half
-                self.tail[0] = self.tail[0][cut:]
-                self.tail_size -= cut
-                self.dropped += cut
-        return n
-
-    def getvalue(self) -> str:
-        head, tail = "".join(self.head), "".join(self.tail)
-        if self.dropped:
-            return f"{head}\n... [{self.dropped} characters cut] ...\n{tail}"
-        return head + tail
 
 
 class Session:
@@ -93,17 +27,18 @@ class Session:
         self.granted = granted
         self.output_limit = output_limit
         self.memory_limit = memory_limit
-        self.namespace: dict[str, Any] = {}
         self.steps = 0
         self.in_step = False
         self.baseline_modules = set(sys.modules)
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        self.provided: dict[str, Any] = {}
 
     def reset(self) -> None:
         """Forget every variable, the files in /tmp and the modules imported since the session
         started (the tools and submit are defined again by the next step). Changes made to modules
         that were already imported stay."""
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        self.provided = {}
         for name in set(sys.modules) - self.baseline_modules:
             sys.modules.pop(name, None)
         import shutil
@@ -120,25 +55,7 @@ class Session:
 
     # --- tools and submit -------------------------------------------------------------------------
     def define(self, tools: list[dict[str, str]], submit: list[str] | None) -> None:
-        helpers = {"__codeact_call__": self.call_tool, "__builtins__": builtins}
-        for spec in tools:
-            scope = dict(helpers)
-            filename = f"<tool {spec['name']}>"
-            try:  # real annotations where they are builtin types, strings where they name host types
-                exec(compile(spec["source"], filename, "exec", dont_inherit=True), scope)
-            except Exception:
-                exec(compile(spec["source"], filename, "exec", flags=_ANNOTATIONS, dont_inherit=True), scope)
-            self.namespace[spec["name"]] = scope[spec["name"]]
-        params = submit or ["answer"]
-        source = (
-            f"def submit({', '.join(params)}):\n"
-            f'    """End the task with the final {", ".join(params)}."""\n'
-            f"    raise __codeact_submitted__({{{', '.join(f'{p!r}: {p}' for p in params)}}})\n"
-        )
-        scope = {"__codeact_submitted__": _Submitted, "__builtins__": builtins}
-        exec(compile(source, "<submit>", "exec"), scope)
-        self.namespace["submit"] = scope["submit"]
-        self.namespace.setdefault("ToolError", ToolError)
+        step.define(self.namespace, self.provided, tools, submit, self.call_tool)
 
     def call_tool(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """Ask the host to run tool `name`; its exceptions are raised here."""
@@ -161,66 +78,48 @@ class Session:
             raise SystemExit("the host closed the session")
         if reply.get("op") == "return":
             return wire.decode(reply.get("value"))
-        raise _exception(str(reply.get("type", "ToolError")), str(reply.get("message", "")))
+        raise step.exception_for(str(reply.get("type", "ToolError")), str(reply.get("message", "")))
 
     # --- one step ----------------------------------------------------------------------------------
     def run(self, code: str, timeout: float) -> dict[str, Any]:
         """Execute `code` in the session namespace and describe what happened."""
         self.steps += 1
         filename = f"<step {self.steps}>"
-        linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
-        stdout, stderr = _Capture(self.output_limit), _Capture(self.output_limit)
-        value: str | None = None
-        error: dict[str, Any] | None = None
-        submitted: Any = None
-        timed_out = False
-        saved = sys.stdout, sys.stderr, sys.stdin
-        sys.stdout, sys.stderr, sys.stdin = stdout, stderr, io.StringIO()
+        stdout, stderr = step.Capture(self.output_limit), step.Capture(self.output_limit)
+        saved_stdin = sys.stdin
+        sys.stdin = io.StringIO()
         started = time.perf_counter()
         self.in_step = True
         if timeout > 0:
             self.host.arm(timeout)
         try:
-            try:
-                tree = ast.parse(code, filename)
-                last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-                exec(compile(tree, filename, "exec"), self.namespace)
-                if last is not None:
-                    result = eval(compile(ast.Expression(last.value), filename, "eval"), self.namespace)
-                    if result is not None:
-                        value = _repr(result)
-                        self.namespace["_"] = result
-            finally:
-                fired = bool(self.host.disarm())
-                self.in_step = False
-        except _Submitted as exc:
-            try:
-                submitted = wire.encode(exc.values)
-            except (TypeError, ValueError) as enc_exc:
-                error = _plain_error("TypeError", f"submit(): {enc_exc}")
-        except KeyboardInterrupt as exc:
-            if fired:
-                timed_out = True
-                error = _plain_error(
-                    "Timeout",
-                    f"the step ran longer than the {timeout:g} s time limit and was stopped; "
-                    "variables from before this step are kept",
-                )
-            else:
-                error = _describe(exc, filename, code)
-        except BaseException as exc:
-            error = _describe(exc, filename, code)
+            value, exc, values = step.run(code, filename, self.namespace, self.provided, stdout, stderr)
         finally:
-            sys.stdout, sys.stderr, sys.stdin = saved
+            fired = bool(self.host.disarm())
+            self.in_step = False
+            sys.stdin = saved_stdin
+        error: dict[str, Any] | None = None
+        timed_out = False
+        submitted: Any = None
+        if isinstance(exc, KeyboardInterrupt) and fired:
+            timed_out = True
+            error = step.plain_error(
+                "Timeout",
+                f"the step ran longer than the {timeout:g} s time limit and was stopped; "
+                "variables from before this step are kept",
+            )
+        elif exc is not None:
+            error = step.describe(exc, filename, code, self.memory_limit)
+        if values is not None:
+            try:
+                submitted = wire.encode(values)
+            except (TypeError, ValueError) as enc_exc:
+                error = step.plain_error("TypeError", f"submit(): {enc_exc}")
         stdout.write(str(self.host.drain(1)))
         stderr.write(str(self.host.drain(2)))
         unsynced = str(self.host.sync())
         if unsynced and error is None:
-            error = _plain_error("OSError", f"a granted file could not be written back to the host: {unsynced}")
-        if error and error["type"] == "MemoryError" and self.memory_limit:
-            error["message"] = (error["message"] + " " if error["message"] else "") + (
-                f"(the sandbox memory limit is {self.memory_limit >> 20} MB)"
-            )
+            error = step.plain_error("OSError", f"a granted file could not be written back to the host: {unsynced}")
         return {
             "op": "result",
             "stdout": stdout.getvalue(),
@@ -232,59 +131,6 @@ class Session:
             "stdout_truncated": stdout.dropped,
             "timed_out": timed_out,
         }
-
-
-def _plain_error(kind: str, message: str) -> dict[str, Any]:
-    return {"type": kind, "message": message, "traceback": "", "lineno": None, "line": None}
-
-
-def _exception(type_name: str, message: str) -> Exception:
-    cls = _BUILTIN_EXCEPTIONS.get(type_name)
-    if cls is not None:
-        with contextlib.suppress(Exception):
-            return cls(message)
-    return ToolError(f"{type_name}: {message}")
-
-
-def _repr(value: Any) -> str:
-    try:
-        text = repr(value)
-    except Exception as exc:
-        return f"<repr failed: {type(exc).__name__}: {exc}>"
-    if len(text) > _VALUE_LIMIT:
-        half = _VALUE_LIMIT // 2
-        text = f"{text[:half]}\n... [{len(text) - _VALUE_LIMIT} characters cut] ...\n{text[-half:]}"
-    return text
-
-
-def _describe(exc: BaseException, filename: str, code: str) -> dict[str, Any]:
-    lineno: int | None = None
-    if isinstance(exc, SyntaxError) and exc.filename == filename:
-        lineno = exc.lineno
-    frames = traceback.extract_tb(exc.__traceback__)
-    first = next((i for i, f in enumerate(frames) if f.filename == filename), None)
-    lines: list[str] = []
-    if first is not None:
-        user = frames[first:]
-        lineno = next((f.lineno for f in reversed(frames) if f.filename == filename), lineno)
-        lines = ["Traceback (most recent call last):\n", *traceback.format_list(user)]
-    try:
-        lines += traceback.format_exception_only(type(exc), exc)
-        message = str(exc) if not isinstance(exc, SyntaxError) else (exc.msg or "")
-    except Exception as format_exc:  # a hostile __str__
-        message = f"<str failed: {type(format_exc).__name__}>"
-        lines.append(f"{type(exc).__name__}: {message}\n")
-    if len(message) > _VALUE_LIMIT:
-        message = message[:_VALUE_LIMIT] + f" ... [{len(message) - _VALUE_LIMIT} characters cut]"
-    text = "".join(lines)
-    if len(text) > 4 * _VALUE_LIMIT:
-        text = text[: 2 * _VALUE_LIMIT] + "\n... [traceback cut] ...\n" + text[-2 * _VALUE_LIMIT :]
-    source_lines = code.splitlines()
-    line = source_lines[lineno - 1] if lineno and 0 < lineno <= len(source_lines) else None
-    return {"type": type(exc).__name__, "message": message, "traceback": text, "lineno": lineno, "line": line}
-
-
-# --- frames through runtime.mjs -------------------------------------------------------------------
 
 
 def send(host: Any, frame: bytes) -> None:
@@ -319,11 +165,11 @@ def _result_frame(result: dict[str, Any]) -> bytes:
         frame = wire.dumps(result)
     except (TypeError, ValueError) as exc:
         frame = b""
-        result.update(error=_plain_error("TypeError", f"the step's result cannot be sent: {exc}"))
+        result.update(error=step.plain_error("TypeError", f"the step's result cannot be sent: {exc}"))
     if not frame or len(frame) > wire.MAX_MESSAGE_BYTES:
         result.update(value=None, submitted=None, stdout=result["stdout"][: 1 << 20], stderr=result["stderr"][: 1 << 20])
         if frame:
-            result["error"] = _plain_error(
+            result["error"] = step.plain_error(
                 "ValueError",
                 f"the step's result is {len(frame)} bytes, over the limit of {wire.MAX_MESSAGE_BYTES} bytes; "
                 "return or submit less data",
@@ -422,7 +268,7 @@ def serve(init: dict[str, Any]) -> None:
                 except KeyboardInterrupt:
                     result = {"op": "result", "stdout": "", "stderr": "", "value": None, "submitted": None,
                               "stdout_truncated": 0, "timed_out": True,
-                              "error": _plain_error("Timeout", f"the step ran longer than the {timeout:g} s "
+                              "error": step.plain_error("Timeout", f"the step ran longer than the {timeout:g} s "
                                                     "time limit and was stopped")}
                 send(host, _result_frame(result))
             elif op == "reset":

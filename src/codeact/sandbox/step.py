@@ -1,0 +1,205 @@
+"""Running one step of code inside a sandbox: the part every backend shares.
+
+Pure standard library and no imports from codeact, because it runs inside the sandbox: in the native
+backend's worker process, and loaded as a module into Pyodide. It defines the tools and `submit` in
+the session namespace, runs code with the value of its last expression, keeps tools and `submit`
+from being replaced, captures output within a limit and describes errors.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import collections
+import contextlib
+import io
+import linecache
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+VALUE_LIMIT = 20_000
+_ANNOTATIONS = __import__("__future__").annotations.compiler_flag
+_BUILTIN_EXCEPTIONS = {
+    name: obj for name, obj in vars(builtins).items() if isinstance(obj, type) and issubclass(obj, Exception)
+}
+# codeact's own frames (the tool bridge) are left out of tracebacks shown to the model
+_OWN_DIR = "" if __file__.startswith("<") else os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+class Submitted(BaseException):
+    """Raised by `submit(...)`; a BaseException so `except Exception` in user code cannot catch it."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        super().__init__("submit")
+        self.values = values
+
+
+class ToolError(Exception):
+    """A host tool failed with an exception that has no builtin equivalent here."""
+
+
+class Capture(io.TextIOBase):
+    """A text stream that keeps the head and the tail of what is written, within a limit."""
+
+    def __init__(self, limit: int) -> None:
+        self.half = max(1, limit // 2)
+        self.head: list[str] = []
+        self.head_size = 0
+        self.tail: collections.deque[str] = collections.deque()
+        self.tail_size = 0
+        self.dropped = 0
+        self.lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not isinstance(text, str):
+            raise TypeError(f"write() argument must be str, not {type(text).__name__}")
+        n = len(text)
+        with self.lock:
+            room = self.half - self.head_size
+            if room > 0:
+                piece = text[:room]
+                self.head.append(piece)
+                self.head_size += len(piece)
+                text = text[room:]
+            if text:
+                self.tail.append(text)
+                self.tail_size += len(text)
+                while self.tail_size - len(self.tail[0]) >= self.half:
+                    self.dropped += len(self.tail[0])
+                    self.tail_size -= len(self.tail.popleft())
+                if self.tail_size > self.half:
+                    cut = self.tail_size - self.half
+                    self.tail[0] = self.tail[0][cut:]
+                    self.tail_size -= cut
+                    self.dropped += cut
+        return n
+
+    def getvalue(self) -> str:
+        with self.lock:
+            head, tail = "".join(self.head), "".join(self.tail)
+        if self.dropped:
+            return f"{head}\n... [{self.dropped} characters cut] ...\n{tail}"
+        return head + tail
+
+
+def define(namespace: dict[str, Any], provided: dict[str, Any], tools: list[dict[str, str]],
+           submit: list[str] | None, call_tool: Callable[[str, list[Any], dict[str, Any]], Any]) -> None:
+    """Define the tool stubs and `submit` in `namespace`; `provided` remembers them."""
+    helpers = {"__codeact_call__": call_tool, "__builtins__": builtins}
+    for spec in tools:
+        scope = dict(helpers)
+        filename = f"<tool {spec['name']}>"
+        try:  # real annotations where they are builtin types, strings where they name host types
+            exec(compile(spec["source"], filename, "exec", dont_inherit=True), scope)
+        except Exception:
+            exec(compile(spec["source"], filename, "exec", flags=_ANNOTATIONS, dont_inherit=True), scope)
+        namespace[spec["name"]] = provided[spec["name"]] = scope[spec["name"]]
+    params = submit or ["answer"]
+    source = (f"def submit({', '.join(params)}):\n"
+              f"    \"\"\"End the task with the final {', '.join(params)}.\"\"\"\n"
+              f"    raise __codeact_submitted__({{{', '.join(f'{p!r}: {p}' for p in params)}}})\n")
+    scope = {"__codeact_submitted__": Submitted, "__builtins__": builtins}
+    exec(compile(source, "<submit>", "exec"), scope)
+    namespace["submit"] = provided["submit"] = scope["submit"]
+    namespace.setdefault("ToolError", ToolError)
+
+
+def run(code: str, filename: str, namespace: dict[str, Any], provided: dict[str, Any],
+        stdout: Capture, stderr: Capture) -> tuple[str | None, BaseException | None, dict[str, Any] | None]:
+    """Run `code` with its output in `stdout`/`stderr`: (repr of the last expression, the exception
+    it raised, the values it submitted)."""
+    linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+    value: str | None = None
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = stdout, stderr
+    try:
+        tree = ast.parse(code, filename)
+        skipped = _drop_redefinitions(tree, provided)
+        if skipped:
+            stderr.write(f"note: the sandbox provides {', '.join(skipped)}; the definition in your code "
+                         "was skipped, call the provided function instead\n")
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        exec(compile(tree, filename, "exec"), namespace)
+        if last is not None:
+            result = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+            if result is not None:
+                value = value_repr(result)
+                namespace["_"] = result
+    except Submitted as exc:
+        return value, None, exc.values
+    except BaseException as exc:
+        return value, exc, None
+    finally:
+        sys.stdout, sys.stderr = saved
+        namespace.update(provided)  # tools and submit cannot be replaced
+    return value, None, None
+
+
+def _drop_redefinitions(tree: ast.Module, provided: dict[str, Any]) -> list[str]:
+    """Remove top-level definitions of provided names (models like to copy the tool stubs)."""
+    kept, skipped = [], []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node.name in provided:
+            skipped.append(node.name)
+        else:
+            kept.append(node)
+    tree.body = kept
+    return skipped
+
+
+def exception_for(type_name: str, message: str) -> Exception:
+    """The exception to raise in sandboxed code for a tool's failure on the host."""
+    cls = _BUILTIN_EXCEPTIONS.get(type_name)
+    if cls is not None:
+        with contextlib.suppress(Exception):
+            return cls(message)
+    return ToolError(f"{type_name}: {message}")
+
+
+def value_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception as exc:
+        return f"<repr failed: {type(exc).__name__}: {exc}>"
+    if len(text) > VALUE_LIMIT:
+        half = VALUE_LIMIT // 2
+        text = f"{text[:half]}\n... [{len(text) - VALUE_LIMIT} characters cut] ...\n{text[-half:]}"
+    return text
+
+
+def plain_error(kind: str, message: str) -> dict[str, Any]:
+    return {"type": kind, "message": message, "traceback": "", "lineno": None, "line": None}
+
+
+def describe(exc: BaseException, filename: str, code: str, memory_limit: int = 0) -> dict[str, Any]:
+    """Type, message, traceback and failing line of an exception raised by the step's code.
+
+    The traceback starts at the step's own code and leaves out codeact's frames, so it shows the
+    model its code and the libraries it called, not the sandbox's machinery.
+    """
+    frames = traceback.extract_tb(exc.__traceback__)
+    first = next((i for i, f in enumerate(frames) if f.filename == filename), None)
+    shown = [f for f in frames[first:] if not _hidden(f.filename)] if first is not None else []
+    lineno = next((f.lineno for f in reversed(frames) if f.filename == filename), None)
+    if isinstance(exc, SyntaxError) and exc.filename == filename:
+        lineno = exc.lineno
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(shown)] if shown else []
+    lines += traceback.format_exception_only(type(exc), exc)
+    source_lines = code.splitlines()
+    line = source_lines[lineno - 1] if lineno and 0 < lineno <= len(source_lines) else None
+    message = exc.msg or "" if isinstance(exc, SyntaxError) else str(exc)
+    if isinstance(exc, MemoryError) and memory_limit:
+        message = (message + " " if message else "") + f"(the sandbox memory limit is {memory_limit >> 20} MB)"
+    return {"type": type(exc).__name__, "message": message, "traceback": "".join(lines),
+            "lineno": lineno, "line": line}
+
+
+def _hidden(filename: str) -> bool:
+    return filename.startswith("<_codeact") or (bool(_OWN_DIR) and filename.startswith(_OWN_DIR))
