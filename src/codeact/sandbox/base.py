@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from concurrent.futures import Future
 from typing import Any
 
 from codeact.sandbox.interpreter import ExecutionResult, InterpreterError, LayerStatus
+from codeact.tools import Tool, as_tool
 
 log = logging.getLogger("codeact.sandbox")
 
@@ -68,21 +71,54 @@ class Sandbox:
             return super().__new__(_backend_class(backend))
         return super().__new__(cls)
 
-    # The methods every backend provides; see the `Interpreter` protocol.
+    # Shared by the backends, which provide `_execute` and `_abort`; see the `Interpreter` protocol.
+    tools: dict[str, Tool]
+    submit_params: list[str]
+    _definitions_sent: bool
+    _tool_future: Future[Any] | None
+
     def start(self) -> None:
         raise NotImplementedError
 
     def set_tools(self, tools: Sequence[Any]) -> None:
-        raise NotImplementedError
+        converted = [as_tool(t) for t in tools]
+        names = [t.name for t in converted]
+        duplicates = {n for n in names if names.count(n) > 1}
+        if duplicates:
+            raise ValueError(f"two tools share the name {sorted(duplicates)[0]!r}; give one name='...'")
+        if "submit" in names:
+            raise ValueError("a tool may not be called 'submit': that name ends the task")
+        self.tools = {t.name: t for t in converted}
+        self._definitions_sent = False
 
     def set_submit(self, params: Sequence[str]) -> None:
-        raise NotImplementedError
+        for p in params:
+            if not str(p).isidentifier():
+                raise ValueError(f"submit parameter {p!r} is not a Python identifier")
+        self.submit_params = list(params)
+        self._definitions_sent = False
 
     def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
-        raise NotImplementedError
+        return self._execute(code, timeout, None)
 
     async def aexecute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
+        """Run without blocking the event loop; async tools are awaited on this loop."""
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.to_thread(self._execute, code, timeout, loop)
+        except asyncio.CancelledError:
+            self._abort()
+            raise
+
+    def _execute(self, code: str, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> ExecutionResult:
         raise NotImplementedError
+
+    def _abort(self) -> None:
+        """End a running step from another thread (its caller was cancelled)."""
+        raise NotImplementedError
+
+    def _track(self, future: Future[Any] | None) -> None:
+        self._tool_future = future
 
     def close(self) -> None:
         raise NotImplementedError

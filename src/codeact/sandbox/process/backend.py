@@ -28,7 +28,7 @@ from codeact.sandbox.interpreter import (
     LayerStatus,
 )
 from codeact.sandbox.process.isolation import SessionConfig
-from codeact.tools import Tool, as_tool
+from codeact.tools import Tool
 
 log = logging.getLogger("codeact.sandbox")
 
@@ -311,40 +311,6 @@ class ProcessInterpreter(Sandbox):
         return found
 
     # --- configuration -----------------------------------------------------------------------
-    def set_tools(self, tools: Sequence[Any]) -> None:
-        converted = [as_tool(t) for t in tools]
-        names = [t.name for t in converted]
-        duplicates = {n for n in names if names.count(n) > 1}
-        if duplicates:
-            raise ValueError(f"two tools share the name {sorted(duplicates)[0]!r}; give one name='...'")
-        if "submit" in names:
-            raise ValueError("a tool may not be called 'submit': that name ends the task")
-        self.tools = {t.name: t for t in converted}
-        self._definitions_sent = False
-
-    def set_submit(self, params: Sequence[str]) -> None:
-        for p in params:
-            if not str(p).isidentifier():
-                raise ValueError(f"submit parameter {p!r} is not a Python identifier")
-        self.submit_params = list(params)
-        self._definitions_sent = False
-
-    # --- running code ----------------------------------------------------------------------------
-    def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
-        return self._execute(code, timeout, None)
-
-    async def aexecute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
-        """Run without blocking the event loop; async tools are awaited on this loop."""
-        loop = asyncio.get_running_loop()
-        try:
-            return await asyncio.to_thread(self._execute, code, timeout, loop)
-        except asyncio.CancelledError:
-            self._abort()
-            raise
-
-    def _track(self, future: Future[Any] | None) -> None:
-        self._tool_future = future
-
     def _abort(self) -> None:
         """End a running step from another thread: kill the session, cancel a waiting async tool."""
         self._aborted = True  # whatever the session wrote last is not to be read: start afresh
