@@ -250,3 +250,9 @@ async def test_cancelling_an_async_execute_ends_the_step_and_a_waiting_tool():
         assert "restarted" in result.stderr
     finally:
         sb.close()
+
+
+def test_strict_allows_the_network_it_was_asked_for():
+    with ProcessInterpreter(strict=True, network=True) as sb:
+        assert not next(layer for layer in sb.layers if layer.name == "net namespace").active
+        assert sb.execute("1 + 1").value == "2"

@@ -114,6 +114,7 @@ class Zygote:
 
 
 _zygotes: dict[tuple[str, ...], Zygote] = {}
+_warned: set[str] = set()
 _zygotes_lock = threading.Lock()
 
 
@@ -234,9 +235,12 @@ class ProcessInterpreter(Sandbox):
             self.layers = [LayerStatus(**layer) for layer in hello["layers"]]
             self.start_marks = [("requested", requested)] + [
                 (str(stage), float(t)) for stage, t in hello.get("marks", [])] + [("hello received", time.monotonic())]
-            missing = [layer for layer in self.layers if not layer.active]
+            waived = {"net namespace"} if self.config.network else set()
+            missing = [layer for layer in self.layers if not layer.active and layer.name not in waived]
             for layer in missing:
-                log.info("sandbox layer %s is not active: %s", layer.name, layer.detail)
+                if layer.name not in _warned:  # once per process, not per session
+                    _warned.add(layer.name)
+                    log.warning("sandbox layer %s is not active: %s", layer.name, layer.detail)
             if self.strict and missing:
                 self.close()
                 raise InterpreterError(
