@@ -65,7 +65,7 @@ def test_one_step_loops_over_100_items_calling_a_tool() -> None:
     prediction = act(items=list(range(100)))
     assert prediction.total == 9900
     assert len(prediction.trajectory) == 1
-    assert prediction.trajectory[0].tool_calls == 100
+    assert len(prediction.trajectory[0].tool_calls) == 100
     assert seen == list(range(100))
 
 
@@ -537,3 +537,41 @@ def test_output_past_the_sandbox_limit_is_reported() -> None:
     assert step.stdout_truncated > 2_800_000
     assert len(step.stdout) < 200_000
     assert "more characters of output were not kept" in observations(lm)[0]
+
+
+def test_a_dataframe_input_arrives_as_a_dataframe() -> None:
+    pd = pytest.importorskip("pandas")
+
+    class Sales(codeact.Signature):
+        """Total the units."""
+
+        sales: Any = codeact.InputField(desc="a pandas DataFrame")
+        total: int = codeact.OutputField()
+
+    lm = codeact.ScriptedLM([py("submit(int(sales['units'].sum()))")])
+    act = codeact.CodeAct(Sales, lm=lm)
+    prediction = act(sales=pd.DataFrame({"region": ["n", "s"], "units": [3, 5]}))
+    assert prediction.end_reason == "submitted", prediction.error
+    assert prediction.total == 8
+
+
+def test_an_input_that_cannot_reach_the_sandbox_is_refused_before_the_run() -> None:
+    import threading
+
+    class Guarded(codeact.Signature):
+        handle: Any = codeact.InputField()
+        answer: str = codeact.OutputField()
+
+    lm = codeact.ScriptedLM([py("submit('never')")])
+    act = codeact.CodeAct(Guarded, lm=lm)
+    with pytest.raises(TypeError, match="input 'handle' of type lock cannot be sent into the sandbox"):
+        act(handle=threading.Lock())
+    assert lm.history == []  # no model call was made
+
+
+def test_the_prompt_says_where_granted_files_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    act = codeact.CodeAct("q -> a", lm=codeact.ScriptedLM([]), sandbox={"read_paths": ["data"], "timeout": 9})
+    assert f"Readable paths: data ({tmp_path / 'data'})" in act.prompt.system
+    assert "may run for 9 s, tool calls included" in act.prompt.system

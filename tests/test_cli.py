@@ -84,7 +84,7 @@ def test_run_shows_steps_answer_and_writes_trace_and_report(tmp_path: Path) -> N
     assert record.outputs == {"answer": "42"}  # the default output type is str
     assert [s.code for s in record.steps] == ["result = add(17, 25)\nprint('sum is', result)",
                                              "submit(answer=int(result))"]
-    assert record.steps[0].tool_calls == 1
+    assert len(record.steps[0].tool_calls) == 1
     html = report.read_text()
     assert "What is 17 plus 25?" in html and "sum is 42.0" in html
 
@@ -351,6 +351,22 @@ def test_bad_option_values_are_usage_errors() -> None:
         assert proc.returncode == 2
         assert "Traceback" not in proc.stderr
         assert "error:" in proc.stderr
+
+
+def test_memory_sizes_read_as_the_sandbox_reads_them(tmp_path: Path) -> None:
+    proc = codeact("run", "x", "--model", replies(tmp_path, code("submit('ok')")), "--memory", "2GiB")
+    assert proc.returncode == 0, proc.stderr
+    proc = codeact("run", "x", "--model", replies(tmp_path, code("submit('ok')")), "--memory", "512")
+    assert_one_line_error(proc, "memory_limit=", "512MB")
+
+
+def test_relative_read_paths_resolve_in_the_sandbox(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "sales.csv").write_text("north,3\n")
+    script = replies(tmp_path, code("submit(open('data/sales.csv').read().strip())"))
+    proc = codeact("run", "x", "--model", script, "--read", "data", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["outputs"] == {"answer": "north,3"}
 
 
 def test_run_help_documents_exit_codes() -> None:

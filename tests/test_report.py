@@ -12,6 +12,7 @@ import pytest
 
 from codeact.lm.base import Usage
 from codeact.report import FOLD_LINES, render_html, write_report
+from codeact.sandbox.interpreter import ToolCall
 from codeact.trajectory import RunRecord, Step, StepError
 
 CHROMIUM = "/usr/bin/chromium"
@@ -28,7 +29,8 @@ def make_record() -> RunRecord:
             code="rows = load()\nfor r in rows:\n    print(r)\ntotal = add(17, 25)\ntotal",
             stdout=long_output,
             value="42",
-            lm_s=1.4, exec_s=0.35, tool_s=0.2, tool_calls=3,
+            lm_s=1.4, exec_s=0.35, tool_s=0.2,
+            tool_calls=[ToolCall("load"), ToolCall("add", kwargs={"a": 17, "b": 25}, result=42), ToolCall("add")],
             prompt_tokens=812, completion_tokens=64, cost=0.0012,
             observation="stdout:\nrow 0 ...",
         ),

@@ -256,3 +256,57 @@ def test_strict_allows_the_network_it_was_asked_for():
     with ProcessInterpreter(strict=True, network=True) as sb:
         assert not next(layer for layer in sb.layers if layer.name == "net namespace").active
         assert sb.execute("1 + 1").value == "2"
+
+
+# --- the seam: fork, mounts, what the zygote carries ----------------------------------------------------
+def test_a_forked_child_that_runs_off_the_step_does_not_break_the_session():
+    with ProcessInterpreter() as sb:
+        r = sb.execute("import os\nchild = os.fork()\nx = 5")  # the child neither execs nor exits
+        assert r.error is None, r.error
+        r = sb.execute("x + 1")
+        assert r.error is None and r.value == "6"
+        r = sb.execute("x * 2")
+        assert r.value == "10"
+
+
+def test_import_directories_of_the_host_are_not_visible_unless_granted(tmp_path, monkeypatch):
+    secret_dir = tmp_path / "project"
+    secret_dir.mkdir()
+    (secret_dir / ".env").write_text("API_KEY=hunter2\n")
+    monkeypatch.syspath_prepend(str(secret_dir))
+    monkeypatch.syspath_prepend("/tmp")  # a host that runs from /tmp (pytest does) must not expose it
+    with ProcessInterpreter() as sb:
+        r = sb.execute(f"import os\nprint(os.path.exists({str(secret_dir)!r}), os.listdir('/tmp'))")
+        assert r.error is None, r.error
+        assert r.stdout == "False []\n"
+    with ProcessInterpreter(read_paths=[str(secret_dir)]) as sb:
+        assert sb.execute(f"open({str(secret_dir / '.env')!r}).read()").value == repr("API_KEY=hunter2\n")
+
+
+def test_write_grants_over_a_host_import_directory_are_refused(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ValueError, match="an import directory of the host"):
+        ProcessInterpreter(write_paths=[str(tmp_path)])
+
+
+def test_the_zygote_carries_only_the_standard_library_and_codeacts_guest_modules():
+    with ProcessInterpreter() as sb:
+        r = sb.execute("import sys\nsorted(m for m in sys.modules if not m.startswith('_'))")
+    modules = eval(r.value)  # a list of str, printed by our own session
+    stdlib = set(sys.stdlib_module_names)
+    foreign = [m for m in modules if m.split(".")[0] not in stdlib and m.split(".")[0] != "codeact"]
+    assert foreign == [], f"third-party modules in the zygote: {foreign}"
+    ours = {m for m in modules if m.startswith("codeact")}
+    guest = {"codeact", "codeact.sandbox", "codeact.sandbox.wire", "codeact.sandbox.step", "codeact.sandbox.process"}
+    guest |= {f"codeact.sandbox.process.{m}" for m in ("zygote", "isolation", "linux", "landlock", "seccomp",
+                                                        "cgroup", "runner")}
+    assert ours <= guest, f"codeact host modules in the zygote: {sorted(ours - guest)}"
+
+
+def test_multiprocessing_says_processes_are_limited_or_works():
+    with ProcessInterpreter(timeout=60) as sb:
+        r = sb.execute("import multiprocessing\nwith multiprocessing.Pool(2) as pool:\n    out = pool.map(abs, [-1, -2])\nout")
+    if r.error is None:
+        assert r.value == "[1, 2]"
+    else:
+        assert "process" in r.error.message.lower() and "sandbox" in r.error.message.lower(), r.error

@@ -7,6 +7,7 @@ Only harmless arguments are used: were a call allowed, it would still do nothing
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -105,7 +106,7 @@ def test_clone3_cannot_create_namespaces(make_sandbox):
 
 @pytest.mark.parametrize("device", ["/dev/mem", "/dev/kmem", "/dev/port", "/dev/kmsg", "/dev/sda",
                                     "/dev/vda", "/dev/nvme0n1", "/dev/tty", "/dev/console", "/dev/kvm",
-                                    "/dev/fuse", "/dev/net/tun", "/dev/shm"])
+                                    "/dev/fuse", "/dev/net/tun"])
 def test_host_devices_cannot_be_opened(make_sandbox, device):
     sb = make_sandbox()
     outcome = probe(sb, f"""
@@ -116,6 +117,34 @@ def test_host_devices_cannot_be_opened(make_sandbox, device):
     """)
     assert_blocked(outcome, f"open {device}")
     assert_alive(sb)
+
+
+def test_the_hosts_shared_memory_is_out_of_reach(make_sandbox):
+    # /dev/shm inside is the session's own tmpfs (multiprocessing keeps its semaphores there): what the
+    # host or another session keeps in its /dev/shm is never visible, and nothing written inside leaks out.
+    if not os.path.isdir("/dev/shm"):
+        pytest.skip("no /dev/shm on this host")
+    marker = f"/dev/shm/codeact-host-{os.getpid()}"
+    with open(marker, "w") as f:
+        f.write("host secret")
+    try:
+        sb = make_sandbox()
+        outcome = probe(sb, f"""
+            import os
+            if os.path.exists({marker!r}):
+                return "host file visible: " + open({marker!r}).read()
+            try:
+                with open("/dev/shm/planted-by-sandbox", "w") as f:
+                    f.write("x")
+            except OSError as exc:
+                raise PermissionError(str(exc))
+            return "wrote /dev/shm/planted-by-sandbox"
+        """)
+        assert not os.path.exists("/dev/shm/planted-by-sandbox"), "ATTACK SUCCEEDED: the sandbox wrote to host /dev/shm"
+        assert "host file visible" not in outcome.detail, f"ATTACK SUCCEEDED: {outcome}"
+        assert_alive(sb)
+    finally:
+        os.unlink(marker)
 
 
 def test_device_nodes_cannot_be_created(make_sandbox):

@@ -2,7 +2,7 @@
 
 from codeact.agent import CodeAct, Prediction
 from codeact.lm import LM, LMError, ScriptedLM, Usage
-from codeact.sandbox import Sandbox
+from codeact.sandbox import Sandbox, SandboxOptions, SandboxPool
 from codeact.settings import configure
 from codeact.signature import InputField, OutputField, Signature
 from codeact.tools import Tool, tool
@@ -15,6 +15,8 @@ __all__ = [
     "OutputField",
     "Prediction",
     "Sandbox",
+    "SandboxOptions",
+    "SandboxPool",
     "ScriptedLM",
     "Signature",
     "Tool",

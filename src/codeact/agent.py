@@ -19,7 +19,7 @@ import time
 import traceback
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -34,16 +34,14 @@ from codeact.prompt import (
     parse_json_object,
     parse_reply,
 )
+from codeact.sandbox import wire
+from codeact.sandbox.base import SESSION_LOST_KINDS
 from codeact.sandbox.interpreter import ExecutionResult, Interpreter, InterpreterError
+from codeact.sandbox.options import SandboxOptions
 from codeact.settings import default_lm, resolve_lm
 from codeact.signature import OutputValidationError, Signature, ensure_signature
 from codeact.tools import Tool, as_tool
 from codeact.trajectory import EndReason, Fallback, RunRecord, Step, StepError
-
-# Error types after which a session may have died (its `alive` property says).
-_SESSION_LOST = frozenset(
-    {"SandboxCrashed", "Timeout", "MemoryLimit", "SandboxProtocolError", "FileSizeLimit"}
-)
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -234,7 +232,12 @@ class CodeAct:
             )
         self.max_iters = max_iters
         self.fallback: Fallback = fallback
-        self.sandbox_options = dict(sandbox or {})
+        if isinstance(sandbox, Mapping) and {"tools", "submit_params"} & sandbox.keys():
+            raise ValueError(
+                "sandbox options 'tools' and 'submit_params' are set by CodeAct itself; pass tools= to "
+                "CodeAct and declare the outputs in the signature"
+            )
+        self.sandbox_options = SandboxOptions.of(sandbox)
         self.interpreter = interpreter
         self.step_timeout = step_timeout
         self.max_tokens = max_tokens
@@ -242,34 +245,11 @@ class CodeAct:
         self.max_observation_chars = max_observation_chars
         self.temperature = temperature
         self.on_event = on_event
-        self.prompt = Prompt(self.signature, self.tools)
+        self.prompt = Prompt(
+            self.signature, self.tools, sandbox=self.sandbox_options if interpreter is None else None
+        )
         self._shared_lock = threading.Lock()
         self._shared_started = False
-        self._check_sandbox_options()
-
-    def _check_sandbox_options(self) -> None:
-        """Build (but do not start) one sandbox so that bad options fail here, not mid-run."""
-        if self.interpreter is not None or not self.sandbox_options:
-            return
-        taken = {"tools", "submit_params"} & self.sandbox_options.keys()
-        if taken:
-            raise ValueError(
-                f"sandbox option {sorted(taken)[0]!r} is set by CodeAct itself; pass tools= to "
-                "CodeAct and declare the outputs in the signature"
-            )
-        from codeact.sandbox import Sandbox
-
-        try:
-            probe = Sandbox(
-                self.tools, submit_params=list(self.signature.outputs), **self.sandbox_options
-            )
-        except InterpreterError:
-            return  # no backend here: the run reports it
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"bad sandbox options {self.sandbox_options}: {exc}") from None
-        close = getattr(probe, "close", None)
-        if callable(close):
-            close()
 
     def _check_tools(self) -> None:
         seen: set[str] = set()
@@ -419,6 +399,8 @@ class _Run:
         self.module = module
         self.signature = module.signature
         self.inputs = self.signature.validate_inputs(inputs)
+        if module.interpreter is None:
+            _check_transportable(self.inputs)
         self.lm: LM = module.lm if module.lm is not None else default_lm()
         self.record = RunRecord(
             signature=self.signature.text(),
@@ -714,14 +696,19 @@ class _Session:
             return made
         from codeact.sandbox import Sandbox
 
-        options = dict(self.module.sandbox_options)
         return Sandbox(
-            self.module.tools, submit_params=list(self.module.signature.outputs), **options
+            self.module.tools,
+            submit_params=list(self.module.signature.outputs),
+            options=self.module.sandbox_options,
         )
 
     def _setup(self, interpreter: Interpreter) -> str:
         interpreter.set_tools(self.module.tools)
         interpreter.set_submit(list(self.module.signature.outputs))
+        set_variables = getattr(interpreter, "set_variables", None)
+        if callable(set_variables):  # inputs cross the wire as themselves; the empty step delivers them
+            set_variables(self.run.inputs)
+            return "" if not self.run.inputs else "pass"
         return input_assignments(self.run.inputs)
 
     def _start(self, interpreter: Interpreter) -> None:
@@ -788,7 +775,7 @@ class _Session:
             result.duration_s = time.perf_counter() - started
         if (
             result.error is not None
-            and result.error.type in _SESSION_LOST
+            and result.error.type in SESSION_LOST_KINDS
             and getattr(self.interpreter, "alive", True) is False
         ):
             self.lost = True  # the next step runs in a new session: define the inputs again
@@ -846,6 +833,17 @@ def _discard(awaitable: Awaitable[Any]) -> None:
     close = getattr(awaitable, "close", None)
     if callable(close):
         close()
+
+
+def _check_transportable(inputs: dict[str, Any]) -> None:
+    """Refuse, before the run, an input that cannot be sent into the sandbox."""
+    for name, value in inputs.items():
+        try:
+            wire.encode(value)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"input {name!r} of type {type(value).__name__} cannot be sent into the sandbox: {exc}"
+            ) from None
 
 
 def _crash_result(exc: BaseException) -> ExecutionResult:

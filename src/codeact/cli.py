@@ -18,6 +18,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from codeact.sandbox.options import SandboxOptions
+
 if TYPE_CHECKING:
     from codeact.live import LiveView
     from codeact.signature import Signature
@@ -256,17 +258,10 @@ def _resolve_model(requested: str | None) -> Any:
 
 
 def _memory(text: str) -> str:
-    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
-    number = cleaned.rstrip("KMGT")
-    unit = cleaned[len(number):]
     try:
-        if unit not in units or float(number) <= 0:
-            raise ValueError
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a memory size; write e.g. 512MB or 2GB"
-        ) from None
+        SandboxOptions(memory_limit=text.strip())
+    except (ValueError, TypeError) as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return text.strip()
 
 
@@ -406,27 +401,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     read_paths = _existing_paths(args.read, "--read")
     write_paths = _existing_paths(args.write, "--write")
     _check_backend(args.backend)
+    try:
+        sandbox_options = SandboxOptions(
+            backend=args.backend, read_paths=read_paths, write_paths=write_paths, network=args.network,
+            timeout=args.timeout, memory_limit=args.memory,
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
     lm = _resolve_model(args.model)
-    sandbox_options = {
-        "read_paths": read_paths,
-        "write_paths": write_paths,
-        "network": args.network,
-        "timeout": args.timeout,
-        "memory_limit": args.memory,
-    }
-
-    def make_sandbox() -> Any:
-        from codeact.sandbox import Sandbox
-
-        return Sandbox(tools, backend=args.backend, submit_params=list(signature.outputs),
-                       **sandbox_options)
 
     console = Console(highlight=False)
     quiet = args.json or args.quiet
     view = LiveView(console, show=not quiet)
     try:
         agent = CodeAct(
-            signature, tools, lm=lm, max_iters=args.max_iters, interpreter=make_sandbox,
+            signature, tools, lm=lm, max_iters=args.max_iters, sandbox=sandbox_options,
             on_event=view,
         )
     except (ValueError, TypeError) as exc:

@@ -183,7 +183,7 @@ class LiveView:
         self._print(
             Text(
                 f"model {step.lm_s:.2f}s · code {step.exec_s:.3f}s"
-                + (f" · tools {step.tool_s:.3f}s ({step.tool_calls} call{'s' * (step.tool_calls != 1)})"
+                + (f" · tools {step.tool_s:.3f}s ({step.tool_call_count} call{'s' * (step.tool_call_count != 1)})"
                    if step.tool_calls else "")
                 + f" · {step.prompt_tokens + step.completion_tokens:,} tokens · "
                 f"total {self.tokens:,} tokens, {format_cost(self.cost)}",

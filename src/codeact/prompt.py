@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import re
 import textwrap
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codeact.lm.base import Message
+from codeact.sandbox.options import SandboxOptions
 from codeact.signature import Signature
 from codeact.tools import Tool
 from codeact.trajectory import Step, jsonable
@@ -243,11 +245,17 @@ class Prompt:
     """Builds the messages for each step of a run; the fixed part is rendered once."""
 
     def __init__(
-        self, signature: Signature, tools: Sequence[Tool], *, input_limit: int = 2000
+        self,
+        signature: Signature,
+        tools: Sequence[Tool],
+        *,
+        input_limit: int = 2000,
+        sandbox: SandboxOptions | None = None,
     ) -> None:
         self.signature = signature
         self.tools = list(tools)
         self.input_limit = input_limit
+        self.sandbox = sandbox
         self.system = self._system()
 
     def _system(self) -> str:
@@ -255,6 +263,8 @@ class Prompt:
         stubs = [t.stub() for t in self.tools]
         stubs.append(self.signature.submit_stub())
         sections.append("Functions you can call:\n```python\n" + "\n\n".join(stubs) + "\n```")
+        if self.sandbox is not None and (self.sandbox.read_paths or self.sandbox.write_paths):
+            sections.append(environment(self.sandbox))
         return "\n\n".join(sections)
 
     def task(self, inputs: dict[str, Any]) -> str:
@@ -328,6 +338,23 @@ def parse_json_object(text: str) -> dict[str, Any] | None:
             if isinstance(value, dict):
                 return value
     return None
+
+
+def environment(options: SandboxOptions) -> str:
+    """What the code can reach: the working directory, granted paths and the time limit."""
+    lines = [f"Environment: the working directory is {os.getcwd()}; each code block may run for "
+             f"{options.timeout:g} s, tool calls included."]
+    if options.read_paths:
+        lines.append("Readable paths: " + ", ".join(_shown_path(p) for p in options.read_paths))
+    if options.write_paths:
+        lines.append("Writable paths: " + ", ".join(_shown_path(p) for p in options.write_paths))
+    lines.append("The network is " + ("open." if options.network else "not reachable."))
+    return "\n".join(lines)
+
+
+def _shown_path(path: str) -> str:
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else f"{relative} ({path})"
 
 
 def input_assignments(inputs: dict[str, Any]) -> str:

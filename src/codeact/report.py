@@ -174,7 +174,7 @@ def _step_html(step: Step) -> str:
         f"execution {_fmt_s(step.exec_s)}",
     ]
     if step.tool_calls or step.tool_s:
-        meta.append(f"tools {_fmt_s(step.tool_s)} ({step.tool_calls} call{'s' * (step.tool_calls != 1)})")
+        meta.append(f"tools {_fmt_s(step.tool_s)} ({step.tool_call_count} call{'s' * (step.tool_call_count != 1)})")
     meta.append(f"{tokens:,} tokens ({step.prompt_tokens:,} in, {step.completion_tokens:,} out)")
     if step.cost is not None:
         meta.append(_fmt_cost(step.cost))
@@ -230,7 +230,7 @@ def _timeline_svg(record: RunRecord) -> str:
         t += step.lm_s
         segments.append(("exec", t, step.exec_s, f"Step {step.index + 1}: execution {_fmt_s(step.exec_s)}"))
         if step.tool_s > 0:
-            tip = f"Step {step.index + 1}: tools {_fmt_s(step.tool_s)} in {step.tool_calls} call(s)"
+            tip = f"Step {step.index + 1}: tools {_fmt_s(step.tool_s)} in {step.tool_call_count} call(s)"
             segments.append(("tool", t, min(step.tool_s, step.exec_s or step.tool_s), tip))
         t += step.exec_s
     if record.fallback_lm_s > 0:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic_core import to_jsonable_python
 
 from codeact.lm.base import Usage
+from codeact.sandbox.interpreter import ToolCall
 
 SCHEMA_VERSION = 1
 
@@ -71,26 +72,36 @@ class Step:
     exec_s: float = 0.0
     lm_s: float = 0.0
     tool_s: float = 0.0
-    tool_calls: int = 0
+    tool_calls: list[ToolCall] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float | None = None
 
+    @property
+    def tool_call_count(self) -> int:
+        return len(self.tool_calls)
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["submitted"] = jsonable(self.submitted) if self.submitted is not None else None
+        data["tool_calls"] = [jsonable(asdict(call)) for call in self.tool_calls]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Step:
         data = dict(data)
         error = data.pop("error", None)
+        calls = data.pop("tool_calls", None)
         step = cls(**{k: v for k, v in data.items() if k in _STEP_FIELDS})
         step.error = StepError(**error) if error else None
+        if isinstance(calls, list):
+            step.tool_calls = [ToolCall(**{k: v for k, v in c.items() if k in _CALL_FIELDS}) for c in calls
+                               if isinstance(c, dict)]
         return step
 
 
 _STEP_FIELDS = frozenset(Step.__dataclass_fields__)
+_CALL_FIELDS = frozenset(ToolCall.__dataclass_fields__)
 
 
 @dataclass

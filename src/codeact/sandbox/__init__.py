@@ -9,7 +9,9 @@ from codeact.sandbox.interpreter import (
     Interpreter,
     InterpreterError,
     LayerStatus,
+    ToolCall,
 )
+from codeact.sandbox.options import SandboxOptions
 from codeact.sandbox.pool import SandboxPool
 
 
@@ -29,7 +31,9 @@ __all__ = [
     "InterpreterError",
     "LayerStatus",
     "Sandbox",
+    "SandboxOptions",
     "SandboxPool",
+    "ToolCall",
     "available_backends",
     "detect_layers",
 ]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 from collections.abc import Sequence
-from concurrent.futures import Future
 from typing import Any
 
+from codeact.sandbox import bridge, wire
+from codeact.sandbox.driver import Channel, StepDriver, StepRequest, check_not_reentrant
 from codeact.sandbox.interpreter import ExecutionResult, InterpreterError, LayerStatus
+from codeact.sandbox.options import SandboxOptions
 from codeact.tools import Tool, as_tool
 
 log = logging.getLogger("codeact.sandbox")
@@ -57,30 +60,67 @@ def _backend_class(backend: str) -> type[Sandbox]:
 class Sandbox:
     """A sandboxed Python session with `tools` callable inside (they run on the host).
 
-    `Sandbox(tools, backend="auto", ...)` returns the native process sandbox on Linux and the
+    `Sandbox(tools, backend="auto", **options)` returns the native process sandbox on Linux and the
     Pyodide one elsewhere; every backend implements the `Interpreter` protocol and is a `Sandbox`.
-    Options: read_paths, write_paths, env, network, timeout, memory_limit, preload, strict,
-    submit_params (see the backend classes for the rest).
+    The options are those of `SandboxOptions` (validated here: an unknown or malformed one raises);
+    `options=SandboxOptions(...)` passes them as one value.
     """
 
     backend = ""
     layers: list[LayerStatus]
 
-    def __new__(cls, *args: Any, backend: str = "auto", **options: Any) -> Sandbox:
+    def __new__(cls, *args: Any, backend: str | None = None, options: SandboxOptions | None = None,
+                **settings: Any) -> Sandbox:
         if cls is Sandbox:
-            return super().__new__(_backend_class(backend))
+            chosen = backend or (options.backend if isinstance(options, SandboxOptions) else "auto")
+            return super().__new__(_backend_class(chosen))
         return super().__new__(cls)
 
-    # Shared by the backends, which provide `_execute` and `_abort`; see the `Interpreter` protocol.
-    tools: dict[str, Tool]
-    submit_params: list[str]
-    _definitions_sent: bool
-    _tool_future: Future[Any] | None
+    def __init__(self, tools: Sequence[Any] = (), *, backend: str | None = None,
+                 submit_params: Sequence[str] | None = None, options: SandboxOptions | None = None,
+                 **settings: Any) -> None:
+        self.options = SandboxOptions.of(options, **settings)
+        self.timeout = self.options.timeout
+        self.tools: dict[str, Tool] = {}
+        self.submit_params: list[str] = ["answer"]
+        self.set_tools(tools)
+        self.set_submit(submit_params or ["answer"])
+        self.layers = []
+        self._driver = StepDriver(self)
+        self._inputs: dict[str, Any] = {}
+        self._lock = threading.RLock()
 
+    # --- what the backends provide ------------------------------------------------------------------
     def start(self) -> None:
         raise NotImplementedError
 
+    def close(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def processes(self) -> list[int]:
+        """Host pids of the session's live processes (for monitoring and clean-up checks)."""
+        raise NotImplementedError
+
+    def _begin_step(self) -> tuple[Channel, str]:
+        """Make sure the session runs (restarting it if it ended); the step's channel and a notice for
+        its stderr when a restart lost variables."""
+        raise NotImplementedError
+
+    def _end_step(self, channel: Channel, result: ExecutionResult) -> None:
+        """Tidy up after a step (the driver has already ended the session when it had to)."""
+
+    def _kill_step(self) -> None:
+        """End a running step from another thread (its caller was cancelled)."""
+        raise NotImplementedError
+
+    # --- the contract ---------------------------------------------------------------------------------
     def set_tools(self, tools: Sequence[Any]) -> None:
+        if callable(tools) or isinstance(tools, (Tool, str)):
+            raise TypeError("tools must be a list of callables, e.g. tools=[add]")
         converted = [as_tool(t) for t in tools]
         names = [t.name for t in converted]
         duplicates = {n for n in names if names.count(n) > 1}
@@ -98,38 +138,62 @@ class Sandbox:
         self.submit_params = list(params)
         self._definitions_sent = False
 
+    def set_variables(self, values: dict[str, Any]) -> None:
+        """Define `values` as variables of the session, sent with the next step in the same encoding as
+        tool values (DataFrames, arrays, datetimes, dataclasses... arrive as themselves; large values in
+        parts). A value that cannot cross raises TypeError here, naming it."""
+        for name, value in values.items():
+            if not isinstance(name, str) or not name.isidentifier():
+                raise ValueError(f"variable name {name!r} is not a Python identifier")
+            try:
+                wire.encode(value)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"input {name!r} of type {type(value).__name__} cannot be sent into the sandbox: "
+                                f"{exc}") from None
+        self._inputs.update(values)
+
     def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
         return self._execute(code, timeout, None)
 
     async def aexecute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
         """Run without blocking the event loop; async tools are awaited on this loop."""
+        check_not_reentrant(self)
         loop = asyncio.get_running_loop()
         try:
             return await asyncio.to_thread(self._execute, code, timeout, loop)
         except asyncio.CancelledError:
-            self._abort()
+            self._driver.abort()
+            self._kill_step()
             raise
 
     def _execute(self, code: str, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> ExecutionResult:
-        raise NotImplementedError
-
-    def _abort(self) -> None:
-        """End a running step from another thread (its caller was cancelled)."""
-        raise NotImplementedError
-
-    def _track(self, future: Future[Any] | None) -> None:
-        self._tool_future = future
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    @property
-    def alive(self) -> bool:
-        raise NotImplementedError
-
-    def processes(self) -> list[int]:
-        """Host pids of the session's live processes (for monitoring and clean-up checks)."""
-        raise NotImplementedError
+        check_not_reentrant(self)
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, got {type(code).__name__}")
+        limit = self.timeout if timeout is None else SandboxOptions.of(timeout=timeout).timeout
+        with self._lock:
+            channel, notice = self._begin_step()
+            request = StepRequest(
+                code=code, timeout=limit, tools=self.tools, inputs=self._inputs, loop=loop,
+                definitions=None if self._definitions_sent else bridge.definitions(self.tools),
+                submit=self.submit_params, output_limit=self.options.max_output,
+                value_limit=self.options.max_value_chars,
+            )
+            finished = False
+            try:
+                result = self._driver.run(channel, request)
+                finished = True
+            finally:
+                if not finished:  # interrupted on the host (e.g. KeyboardInterrupt): the state is unknown
+                    self._driver.abort()
+                    self.close()
+            if result.error is None or result.error.type not in SESSION_LOST_KINDS:
+                self._definitions_sent = True  # a step that died rolled back to before them
+                self._inputs = {}
+            self._end_step(channel, result)
+            if notice:
+                result.stderr = notice + result.stderr
+            return result
 
     def __enter__(self) -> Sandbox:
         self.start()
@@ -137,3 +201,7 @@ class Sandbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+RESTARTED = "[sandbox] the session had ended and was restarted: variables from earlier steps are lost\n"
+SESSION_LOST_KINDS = frozenset({"Timeout", "MemoryLimit", "SandboxCrashed", "SandboxProtocolError", "FileSizeLimit"})

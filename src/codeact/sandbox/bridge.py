@@ -1,4 +1,4 @@
-"""The host's side of a session, shared by every backend: tool stubs and calls, checked results.
+"""The host's side of a session, shared by every backend: tool stubs, checked results, granted paths.
 
 Everything here treats what the sandbox sends as untrusted: a message that breaks the protocol
 raises `Malformed`, text is cut to its limit and made printable, and tools run only by name.
@@ -6,19 +6,12 @@ raises `Malformed`, text is cut to its limit and made printable, and tools run o
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import os
 import time
-from collections.abc import Callable
-from concurrent.futures import CancelledError, Future
 from typing import Any
 
 from codeact.sandbox import wire
-from codeact.sandbox.interpreter import ExecutionError, ExecutionResult
-from codeact.tools import Tool, ToolArgumentError
-
-VALUE_LIMIT = 40_000
+from codeact.sandbox.interpreter import ExecutionError, ExecutionResult, ToolCall
+from codeact.tools import Tool
 
 
 class Malformed(Exception):
@@ -59,47 +52,8 @@ def definitions(tools: dict[str, Tool]) -> list[dict[str, str]]:
     return [{"name": t.name, "source": t.stub(call_body(t))} for t in tools.values()]
 
 
-def serve_call(tools: dict[str, Tool], message: dict[str, Any], loop: asyncio.AbstractEventLoop | None,
-               track: Callable[[Future[Any] | None], None]) -> dict[str, Any]:
-    """Run the tool a sandbox asked for; the reply to send back. Async tools run on `loop` (their
-    future is passed to `track` while it runs, so it can be cancelled)."""
-    name = message.get("tool")
-    args = wire.decode(message.get("args"))
-    kwargs = wire.decode(message.get("kwargs"))
-    if not isinstance(name, str) or not isinstance(args, list) or not isinstance(kwargs, dict):
-        raise Malformed("a tool call needs a name, a list of arguments and a dict of keywords")
-    if not all(isinstance(k, str) for k in kwargs):
-        raise Malformed("tool call keywords must be strings")
-    tool = tools.get(name)
-    if tool is None:
-        return {"op": "raise", "type": "NameError", "message": f"no tool named {name!r}"}
-    try:
-        if tool.is_async and loop is not None:
-            future = asyncio.run_coroutine_threadsafe(tool.acall(*args, **kwargs), loop)
-            track(future)
-            try:
-                value = future.result()
-            finally:
-                track(None)
-        else:
-            value = tool(*args, **kwargs)
-            if inspect.isawaitable(value):
-                raise TypeError(f"tool {name!r} returned an awaitable; declare it with async def")
-    except ToolArgumentError as exc:
-        return {"op": "raise", "type": "TypeError", "message": str(exc)}
-    except (asyncio.CancelledError, CancelledError):
-        return {"op": "raise", "type": "RuntimeError", "message": f"tool {name!r} was cancelled"}
-    except Exception as exc:  # a failing tool is an exception in the sandbox
-        return {"op": "raise", "type": type(exc).__name__, "message": str(exc)}
-    try:
-        return {"op": "return", "value": wire.encode(value)}
-    except (TypeError, ValueError) as exc:
-        return {"op": "raise", "type": "TypeError", "message": f"tool {name!r} returned a value the sandbox "
-                f"cannot receive: {exc}"}
-
-
-def parse_result(message: dict[str, Any], started: float, calls: int, tool_time: float,
-                 output_limit: int) -> ExecutionResult:
+def parse_result(message: dict[str, Any], started: float, calls: list[ToolCall], output_limit: int,
+                 value_limit: int) -> ExecutionResult:
     """The sandbox's report of a completed step, checked and cut to the limits."""
     truncated = message.get("stdout_truncated") or 0
     if not isinstance(truncated, int) or isinstance(truncated, bool):
@@ -113,13 +67,12 @@ def parse_result(message: dict[str, Any], started: float, calls: int, tool_time:
     return ExecutionResult(
         stdout=text(message.get("stdout", ""), output_limit),
         stderr=text(message.get("stderr", ""), output_limit),
-        value=None if message.get("value") is None else text(message["value"], VALUE_LIMIT),
+        value=None if message.get("value") is None else text(message["value"], value_limit),
         error=None if error is None else parse_error(error),
         duration_s=time.perf_counter() - started,
         timed_out=message.get("timed_out") is True,
         submitted=submitted,
         tool_calls=calls,
-        tool_time_s=tool_time,
         stdout_truncated=max(0, truncated),
     )
 
@@ -153,32 +106,3 @@ def failure(kind: str, message: str, started: float, *, timed_out: bool = False)
     """A step that ended without a result of its own: a limit, a crash, a broken protocol."""
     return ExecutionResult(error=ExecutionError(kind, message), duration_s=time.perf_counter() - started,
                            timed_out=timed_out)
-
-
-def parse_size(size: int | str | None) -> int:
-    """`512MB`, `2GB`, `1.5G` or a number of bytes."""
-    if size is None:
-        return 0
-    if isinstance(size, int):
-        return size
-    value = size.strip().upper().replace(" ", "").removesuffix("B")
-    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    try:
-        if value and value[-1] in units:
-            return int(float(value[:-1]) * units[value[-1]])
-        return int(value)
-    except ValueError:
-        raise ValueError(f"cannot read size {size!r}; write it like 512MB or 2GB") from None
-
-
-def granted_path(path: str | os.PathLike[str], kind: str) -> str:
-    """An absolute path the user grants (`kind` is "read" or "write"), refused if it is missing or
-    goes through a symbolic link, which an earlier session that could write there may have planted."""
-    absolute = os.path.abspath(os.fspath(path))
-    if not os.path.exists(absolute):
-        raise ValueError(f"{kind} path {absolute} does not exist; create it first or remove it from {kind}_paths")
-    real = os.path.realpath(absolute)
-    if real != absolute:
-        raise ValueError(f"{kind} path {absolute} goes through a symbolic link (to {real}); grant the real path "
-                         "instead")
-    return absolute

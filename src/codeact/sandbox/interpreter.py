@@ -28,6 +28,25 @@ class ExecutionError:
 
 
 @dataclass
+class ToolCall:
+    """One tool call made by the code during a step, as the host served it.
+
+    `start_s` counts from the start of the step; `concurrent` is True when another call of the same
+    step was running at the same time; `abandoned` when the step ended before the tool returned.
+    """
+
+    name: str
+    args: list[Any] = field(default_factory=list)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+    error: str | None = None
+    start_s: float = 0.0
+    duration_s: float = 0.0
+    concurrent: bool = False
+    abandoned: bool = False
+
+
+@dataclass
 class ExecutionResult:
     """What one `execute` call produced. `value` is the repr of the last expression, if any."""
 
@@ -38,13 +57,17 @@ class ExecutionResult:
     duration_s: float = 0.0
     timed_out: bool = False
     submitted: dict[str, Any] | None = None
-    tool_calls: int = 0
-    tool_time_s: float = 0.0
+    tool_calls: list[ToolCall] = field(default_factory=list)
     stdout_truncated: int = 0
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @property
+    def tool_time_s(self) -> float:
+        """Host time spent in the step's tool calls (overlapping calls counted once each)."""
+        return sum(call.duration_s for call in self.tool_calls)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

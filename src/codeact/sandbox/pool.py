@@ -8,6 +8,8 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+from codeact.sandbox.options import SandboxOptions
+
 
 class SandboxPool:
     """Keeps `size` started sessions so a task never waits for start-up.
@@ -21,7 +23,7 @@ class SandboxPool:
         if size < 1:
             raise ValueError("a SandboxPool needs size >= 1")
         self.size = size
-        self.options = options
+        self.options = SandboxOptions.of(options)
         self._idle: queue.Queue[Any] = queue.Queue()
         self._closed = False
         self._lock = threading.Lock()
@@ -32,7 +34,7 @@ class SandboxPool:
     def _new(self) -> Any:
         from codeact.sandbox import Sandbox
 
-        sandbox = Sandbox(**self.options)
+        sandbox = Sandbox(options=self.options)
         sandbox.start()
         return sandbox
 

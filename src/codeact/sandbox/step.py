@@ -9,19 +9,27 @@ from being replaced, captures output within a limit and describes errors.
 from __future__ import annotations
 
 import ast
+import asyncio
 import builtins
 import collections
 import contextlib
+import inspect
 import io
+import json
 import linecache
 import os
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-VALUE_LIMIT = 20_000
+try:  # inside the sandbox the codec is a sibling module; on the host, codeact's
+    import _codeact_wire as wire  # type: ignore[import-not-found]
+except ImportError:
+    from codeact.sandbox import wire
+
 _ANNOTATIONS = __import__("__future__").annotations.compiler_flag
 _BUILTIN_EXCEPTIONS = {
     name: obj for name, obj in vars(builtins).items() if isinstance(obj, type) and issubclass(obj, Exception)
@@ -40,6 +48,74 @@ class Submitted(BaseException):
 
 class ToolError(Exception):
     """A host tool failed with an exception that has no builtin equivalent here."""
+
+
+class StepExpired(BaseException):
+    """The host ended the step: its time limit passed while a host tool was running."""
+
+
+class ToolClient:
+    """The guest's side of tool calls, shared by every runner: one frame out, the reply back.
+
+    `send` writes one frame to the host; `receive` reads the host's next message (None when the host
+    has gone). Arguments are checked against the frame limits here, before anything is sent.
+    """
+
+    def __init__(self, send: Callable[[bytes], None], receive: Callable[[], dict[str, Any] | None]) -> None:
+        self.send = send
+        self.receive = receive
+        self.active = False
+        self.lock = threading.Lock()
+        self.next_id = 0
+
+    def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        """Ask the host to run tool `name`; its exceptions are raised here."""
+        if not self.active:
+            raise RuntimeError(f"tool {name!r} can only be called while a step runs")
+        try:
+            frame = wire.dumps({"op": "call", "id": self.next_id, "tool": name, "args": wire.encode(list(args)),
+                                "kwargs": wire.encode(dict(kwargs))})
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"cannot pass these arguments to tool {name!r}: {exc}") from None
+        if len(frame) > wire.MAX_MESSAGE_BYTES:
+            raise ValueError(
+                f"arguments to tool {name!r} are {len(frame)} bytes, over the limit of "
+                f"{wire.MAX_MESSAGE_BYTES} bytes; pass less data (e.g. a file path or a slice)"
+            )
+        if wire.count_values(frame) > wire.MAX_VALUES:
+            raise ValueError(
+                f"arguments to tool {name!r} hold more than {wire.MAX_VALUES:,} values; pass large "
+                "data as bytes, a numpy array or a file"
+            )
+        with self.lock:
+            self.next_id += 1
+            self.send(frame)
+            reply = self.receive()
+        if reply is None:
+            raise SystemExit("the host closed the session")
+        op = reply.get("op")
+        if op == "return":
+            return wire.decode(reply.get("value"), trusted=True)
+        if op == "expired":
+            raise StepExpired(str(reply.get("message", "")))
+        raise exception_for(str(reply.get("type", "ToolError")), str(reply.get("message", "")))
+
+    def receive_inputs(self, count: int, namespace: dict[str, Any]) -> None:
+        """Read `count` inputs sent by the host before a step (large ones in parts) into `namespace`."""
+        parts: list[str] = []
+        while count > 0:
+            message = self.receive()
+            if message is None:
+                raise SystemExit("the host closed the session")
+            if message.get("op") == "input_part":
+                parts.append(str(message.get("data", "")))
+                continue
+            if message.get("op") != "input":
+                raise RuntimeError(f"expected an input from the host, got {message.get('op')!r}")
+            encoded = json.loads("".join(parts)) if parts else message.get("value")
+            parts = []
+            namespace[str(message["name"])] = wire.decode(encoded, trusted=True)
+            count -= 1
 
 
 class Capture(io.TextIOBase):
@@ -111,10 +187,15 @@ def define(namespace: dict[str, Any], provided: dict[str, Any], tools: list[dict
     namespace.setdefault("ToolError", ToolError)
 
 
+_FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+
+
 def run(code: str, filename: str, namespace: dict[str, Any], provided: dict[str, Any],
-        stdout: Capture, stderr: Capture) -> tuple[str | None, BaseException | None, dict[str, Any] | None]:
+        stdout: Capture, stderr: Capture, value_limit: int = 20_000,
+        ) -> tuple[str | None, BaseException | None, dict[str, Any] | None]:
     """Run `code` with its output in `stdout`/`stderr`: (repr of the last expression, the exception
-    it raised, the values it submitted)."""
+    it raised, the values it submitted). Code compiles as plain Python would, with `await` allowed
+    at the top level (the step then runs on an event loop of its own)."""
     linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
     value: str | None = None
     saved = sys.stdout, sys.stderr
@@ -126,11 +207,12 @@ def run(code: str, filename: str, namespace: dict[str, Any], provided: dict[str,
             stderr.write(f"note: the sandbox provides {', '.join(skipped)}; the definition in your code "
                          "was skipped, call the provided function instead\n")
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        exec(compile(tree, filename, "exec"), namespace)
+        _await(eval(compile(tree, filename, "exec", flags=_FLAGS, dont_inherit=True), namespace))
         if last is not None:
-            result = eval(compile(ast.Expression(last.value), filename, "eval"), namespace)
+            expression = compile(ast.Expression(last.value), filename, "eval", flags=_FLAGS, dont_inherit=True)
+            result = _await(eval(expression, namespace))
             if result is not None:
-                value = value_repr(result)
+                value = value_repr(result, value_limit)
                 namespace["_"] = result
     except Submitted as exc:
         return value, None, exc.values
@@ -140,6 +222,49 @@ def run(code: str, filename: str, namespace: dict[str, Any], provided: dict[str,
         sys.stdout, sys.stderr = saved
         namespace.update(provided)  # tools and submit cannot be replaced
     return value, None, None
+
+
+class _TimerSelector:
+    """What a loop without sockets waits on: time only (WebAssembly has no socketpair for a self-pipe)."""
+
+    def select(self, timeout: float | None) -> list[Any]:
+        if timeout is None:
+            raise RuntimeError("the step's event loop has nothing left to wait for (an await that never ends)")
+        if timeout > 0:
+            time.sleep(timeout)
+        return []
+
+    def close(self) -> None:
+        pass
+
+
+class _TimerLoop(asyncio.BaseEventLoop):
+    """An event loop of callbacks and timers, for sandboxes without sockets (Pyodide)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._selector = _TimerSelector()
+
+    def _process_events(self, event_list: list[Any]) -> None:
+        pass
+
+    def _write_to_self(self) -> None:
+        pass
+
+
+def _await(result: Any) -> Any:
+    """The value of a compiled step: code with top-level `await` compiles to a coroutine, run here on
+    a loop of the step's own (Pyodide's own loop, which cannot block, is set aside meanwhile)."""
+    if not inspect.iscoroutine(result):
+        return result
+    outer = asyncio.events._get_running_loop()
+    asyncio.events._set_running_loop(None)
+    loop = _TimerLoop() if sys.platform == "emscripten" else asyncio.new_event_loop()
+    try:
+        return loop.run_until_complete(result)
+    finally:
+        loop.close()
+        asyncio.events._set_running_loop(outer)
 
 
 def _drop_redefinitions(tree: ast.Module, provided: dict[str, Any]) -> list[str]:
@@ -163,14 +288,16 @@ def exception_for(type_name: str, message: str) -> Exception:
     return ToolError(f"{type_name}: {message}")
 
 
-def value_repr(value: Any) -> str:
+def value_repr(value: Any, limit: int = 20_000) -> str:
+    """The repr of a step's value, its head and tail kept within `limit` characters."""
     try:
         text = repr(value)
     except Exception as exc:
         return f"<repr failed: {type(exc).__name__}: {exc}>"
-    if len(text) > VALUE_LIMIT:
-        half = VALUE_LIMIT // 2
-        text = f"{text[:half]}\n... [{len(text) - VALUE_LIMIT} characters cut] ...\n{text[-half:]}"
+    if len(text) > limit:
+        half = limit // 2
+        text = (f"{text[:half]}\n... [{len(text) - 2 * half} characters cut; print slices of the value to see "
+                f"them] ...\n{text[-half:]}")
     return text
 
 

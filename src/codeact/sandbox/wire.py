@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import array
 import base64
+import collections
 import datetime as dt
 import decimal
+import enum
 import json
 import os
 import re
 import socket
 import struct
+from collections.abc import ItemsView, KeysView, ValuesView
 from typing import Any
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
@@ -43,7 +46,12 @@ def _unb64(text: Any) -> bytes:
 
 
 def encode(value: Any, _depth: int = 0) -> Any:
-    """A JSON-able form of `value`; raises TypeError for types the wire cannot carry."""
+    """A JSON-able form of `value`; raises TypeError for types the wire cannot carry.
+
+    Dataclasses, named tuples, pydantic models and enum members carry their class's module and
+    name: the sandbox rebuilds the same class where it can import it (see `decode(trusted=True)`),
+    the host always decodes them as plain data.
+    """
     if _depth > MAX_DEPTH:
         raise ValueError(f"value nested deeper than {MAX_DEPTH} levels")
     if value is None or isinstance(value, (bool, str)):
@@ -59,12 +67,21 @@ def encode(value: Any, _depth: int = 0) -> Any:
         if all(type(k) is str for k in value) and _TAG not in value:
             return {k: encode(v, d) for k, v in value.items()}
         return {_TAG: "dict", "v": [[encode(k, d), encode(v, d)] for k, v in value.items()]}
+    if isinstance(value, enum.Enum):
+        return {_TAG: "enum", "cls": _class_ref(value), "v": encode(value.value, d)}
     if isinstance(value, tuple):
+        if hasattr(type(value), "_fields"):  # a named tuple
+            return {_TAG: "namedtuple", "cls": _class_ref(value), "fields": list(type(value)._fields),
+                    "v": [encode(v, d) for v in value]}
         return {_TAG: "tuple", "v": [encode(v, d) for v in value]}
     if isinstance(value, frozenset):
         return {_TAG: "frozenset", "v": [encode(v, d) for v in value]}
     if isinstance(value, set):
         return {_TAG: "set", "v": [encode(v, d) for v in value]}
+    if isinstance(value, (KeysView, ValuesView, range, collections.deque, array.array)):
+        return [encode(v, d) for v in value]
+    if isinstance(value, ItemsView):
+        return [{_TAG: "tuple", "v": [encode(k, d), encode(v, d)]} for k, v in value]
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {_TAG: "bytes", "v": _b64(bytes(value))}
     if isinstance(value, dt.datetime):
@@ -85,15 +102,22 @@ def encode(value: Any, _depth: int = 0) -> Any:
     if module == "pandas":
         return _encode_pandas(value, d)
     if hasattr(value, "model_dump") and callable(value.model_dump):  # pydantic models
-        return encode(value.model_dump(), d)
-    if hasattr(value, "__dataclass_fields__"):
+        fields = {k: getattr(value, k) for k in type(value).model_fields}
+        return {_TAG: "model", "cls": _class_ref(value), "v": encode(fields, d)}
+    if hasattr(value, "__dataclass_fields__") and not isinstance(value, type):
         import dataclasses
 
-        return encode(dataclasses.asdict(value), d)
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return {_TAG: "dataclass", "cls": _class_ref(value), "v": encode(fields, d)}
     raise TypeError(
         f"a value of type {type(value).__name__} cannot cross the sandbox boundary; use plain "
         "data (str, numbers, lists, dicts, tuples, sets, bytes, datetimes, Decimal, numpy, pandas)"
     )
+
+
+def _class_ref(value: Any) -> list[str]:
+    cls = type(value)
+    return [str(cls.__module__), str(cls.__qualname__)]
 
 
 def _encode_numpy(value: Any, depth: int) -> Any:
@@ -145,32 +169,39 @@ def _encode_pandas(value: Any, depth: int) -> Any:
     raise TypeError(f"pandas value of type {type(value).__name__} cannot cross the sandbox boundary")
 
 
-def decode(obj: Any, _depth: int = 0) -> Any:
-    """The value an `encode` result stands for; raises WireError on anything malformed."""
+def decode(obj: Any, _depth: int = 0, *, trusted: bool = False) -> Any:
+    """The value an `encode` result stands for; raises WireError on anything malformed.
+
+    Classes named by dataclass, named tuple, model and enum values are imported only when
+    `trusted` (inside the sandbox, for values from the host); otherwise they decode as dicts, tuples
+    and plain values, and nothing is imported or constructed from what the other side names.
+    """
     if _depth > MAX_DEPTH + 2:
         raise WireError(f"message nested deeper than {MAX_DEPTH} levels")
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     d = _depth + 1
     if isinstance(obj, list):
-        return [decode(v, d) for v in obj]
+        return [decode(v, d, trusted=trusted) for v in obj]
     if not isinstance(obj, dict):
         raise WireError(f"unexpected JSON value of type {type(obj).__name__}")
     tag = obj.get(_TAG)
     if tag is None:
-        return {k: decode(v, d) for k, v in obj.items()}
+        return {k: decode(v, d, trusted=trusted) for k, v in obj.items()}
     payload = obj.get("v")
     try:
         if tag == "dict":
-            return {_hashable(decode(k, d)): decode(v, d) for k, v in _pairs(payload)}
+            return {_hashable(decode(k, d, trusted=trusted)): decode(v, d, trusted=trusted) for k, v in _pairs(payload)}
         if tag == "tuple":
-            return tuple(decode(v, d) for v in _list(payload))
+            return tuple(decode(v, d, trusted=trusted) for v in _list(payload))
         if tag == "set":
-            return {_hashable(decode(v, d)) for v in _list(payload)}
+            return {_hashable(decode(v, d, trusted=trusted)) for v in _list(payload)}
         if tag == "frozenset":
-            return frozenset(_hashable(decode(v, d)) for v in _list(payload))
+            return frozenset(_hashable(decode(v, d, trusted=trusted)) for v in _list(payload))
         if tag == "bytes":
             return _unb64(payload)
+        if tag in ("namedtuple", "dataclass", "model", "enum"):
+            return _decode_object(tag, obj, decode(payload, d, trusted=trusted), trusted)
         if tag == "datetime":
             return dt.datetime.fromisoformat(_str(payload))
         if tag == "date":
@@ -190,20 +221,20 @@ def decode(obj: Any, _depth: int = 0) -> Any:
         if tag == "ndarray_list":
             import numpy as np
 
-            return np.array(decode(payload, d), dtype=object)
+            return np.array(decode(payload, d, trusted=trusted), dtype=object)
         if tag == "series":
             import pandas as pd
 
             return pd.Series(
-                decode(obj.get("v"), d), index=decode(obj.get("index"), d), name=decode(obj.get("name"), d)
+                decode(obj.get("v"), d, trusted=trusted), index=decode(obj.get("index"), d, trusted=trusted), name=decode(obj.get("name"), d, trusted=trusted)
             )
         if tag == "dataframe":
             import pandas as pd
 
-            columns = _list(decode(obj.get("columns"), d))
+            columns = _list(decode(obj.get("columns"), d, trusted=trusted))
             data = _list(obj.get("data"), len(columns))
             frame = pd.DataFrame(
-                {i: decode(col, d) for i, col in enumerate(data)}, index=decode(obj.get("index"), d)
+                {i: decode(col, d, trusted=trusted) for i, col in enumerate(data)}, index=decode(obj.get("index"), d, trusted=trusted)
             )
             frame.columns = columns
             return frame
@@ -214,6 +245,51 @@ def decode(obj: Any, _depth: int = 0) -> Any:
     except ImportError as exc:
         raise WireError(f"cannot decode {tag!r}: {exc.name} is not installed on this side") from None
     raise WireError(f"unknown value tag {tag!r}")
+
+
+def _decode_object(tag: str, obj: dict[str, Any], data: Any, trusted: bool) -> Any:
+    """A dataclass, named tuple, model or enum value: the named class where `trusted` and it can be
+    imported, else a stand-in with the same fields (host side: plain data)."""
+    module, qualname = (_str(x) for x in _list(obj.get("cls"), 2))
+    if tag == "namedtuple":
+        names = [_str(x) for x in _list(obj.get("fields"))]
+        values = _list(data, len(names))
+        if not trusted:
+            return tuple(values)
+        cls = _import_class(module, qualname)
+        if cls is None:
+            import collections as _c
+
+            cls = _c.namedtuple(qualname.rsplit(".", 1)[-1], names)  # type: ignore[misc]
+        return cls(*values)
+    if tag == "enum":
+        cls = _import_class(module, qualname) if trusted else None
+        return cls(data) if cls is not None else data
+    if not isinstance(data, dict):
+        raise WireError(f"malformed {tag!r} value")
+    if not trusted:
+        return data
+    cls = _import_class(module, qualname)
+    if cls is not None:
+        return cls.model_validate(data) if tag == "model" else cls(**data)
+    import dataclasses
+
+    stand_in = dataclasses.make_dataclass(qualname.rsplit(".", 1)[-1], list(data))
+    stand_in.__module__ = module
+    return stand_in(**data)
+
+
+def _import_class(module: str, qualname: str) -> Any:
+    """The class `module.qualname` if the module is importable here, else None."""
+    import importlib
+
+    try:
+        target: Any = importlib.import_module(module)
+        for part in qualname.split("."):
+            target = getattr(target, part)
+    except Exception:
+        return None
+    return target if isinstance(target, type) else None
 
 
 def _decode_ndarray(obj: dict[str, Any]) -> Any:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import json
@@ -17,27 +16,26 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
 from typing import Any
 
 from codeact.sandbox import bridge, wire
-from codeact.sandbox.base import Sandbox
-from codeact.sandbox.interpreter import (
-    ExecutionResult,
-    InterpreterError,
-    LayerStatus,
-)
+from codeact.sandbox.base import RESTARTED, Sandbox
+from codeact.sandbox.driver import Channel, StepLost
+from codeact.sandbox.interpreter import ExecutionResult, InterpreterError, LayerStatus
+from codeact.sandbox.options import granted_path, python_installation
 from codeact.sandbox.process.isolation import SessionConfig
-from codeact.tools import Tool
 
 log = logging.getLogger("codeact.sandbox")
 
+# The zygote loads codeact's in-sandbox modules without running the packages' __init__ files, so it
+# carries the standard library, the preloaded libraries and nothing of codeact's host side.
 _BOOT = (
-    "import json, sys; sys.path[:] = json.loads(sys.argv[1])['sys_path']; "
+    "import json, sys, types; c = json.loads(sys.argv[1]); sys.path[:] = c['sys_path']\n"
+    "for name, path in c['packages']:\n"
+    "    m = sys.modules[name] = types.ModuleType(name); m.__path__ = [path]\n"
     "from codeact.sandbox.process.zygote import main; main()"
 )
 _THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-_GRACE_S = 5.0
 
 
 class Zygote:
@@ -52,7 +50,10 @@ class Zygote:
 
     def start(self) -> None:
         host, child = socket.socketpair()
-        config = {"sys_path": [p for p in sys.path if p], "control_fd": child.fileno(),
+        here = os.path.dirname(os.path.abspath(__file__))
+        packages = [["codeact", os.path.dirname(os.path.dirname(here))],
+                    ["codeact.sandbox", os.path.dirname(here)], ["codeact.sandbox.process", here]]
+        config = {"sys_path": [p for p in sys.path if p], "control_fd": child.fileno(), "packages": packages,
                   "preload": list(self.preload), "thread_env": _THREAD_ENV}
         errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed below once the zygote answered
         try:
@@ -139,16 +140,87 @@ def _close_zygotes() -> None:
         _zygotes.clear()
 
 
+class _StepChannel:
+    """One step of a native session: the step's socket, and the session's control socket on which the
+    holder reports a step that died or overran its time."""
+
+    def __init__(self, sandbox: ProcessInterpreter, control: socket.socket) -> None:
+        self.sandbox = sandbox
+        self.control = control
+        self.ours, self.theirs = socket.socketpair()
+        self.open = True
+        self.sent_exec = False
+        self.oom_before = sandbox._oom_kills()
+        self.limit = 0.0
+        sandbox._steps += 1
+        self.number = sandbox._steps
+
+    def send(self, message: dict[str, Any]) -> None:
+        try:
+            if not self.sent_exec:
+                self.sent_exec = True
+                self.limit = float(message.get("timeout") or 0)
+                try:
+                    wire.send_with_fds(self.control, {**message, "step": self.number}, [self.theirs.fileno()])
+                finally:
+                    self.theirs.close()
+                return
+            self.ours.settimeout(30)
+            wire.send(self.ours, message)
+        except (BrokenPipeError, ConnectionResetError):
+            if message.get("op") not in ("return", "raise", "expired"):  # a reply the step no longer waits for
+                raise self.lost("the sandbox session is gone") from None
+        except OSError as exc:
+            raise self.lost(f"the sandbox session is gone ({exc})") from None
+        finally:
+            with contextlib.suppress(OSError):
+                self.ours.settimeout(None)
+
+    def receive(self, deadline: float) -> dict[str, Any] | None:
+        while True:
+            watch = [self.control] + ([self.ours] if self.open else [])
+            wait = deadline - time.monotonic()
+            ready, _, _ = select.select(watch, [], [], wait) if wait > 0 else ([], [], [])
+            if not ready:
+                return None
+            if self.ours in ready:
+                try:
+                    return _recv_by(self.ours, deadline)
+                except (EOFError, ConnectionResetError):  # the step's process is gone: its report follows
+                    self.open = False
+                    continue
+                except TimeoutError:  # a frame begun and never finished
+                    return None
+            try:
+                report = _recv_by(self.control, deadline, 1 << 16)
+            except EOFError:
+                raise self.lost("the sandbox session ended unexpectedly") from None
+            except TimeoutError:
+                return None
+            if report.get("step") not in (self.number, None):
+                continue  # about an earlier step that had already answered: the state is rolled back
+            self.sandbox._step_failed(report, self.limit, self.oom_before)
+
+    def end(self) -> None:
+        self.sandbox.close()
+
+    def lost(self, why: str) -> StepLost:
+        self.sandbox.close()
+        return StepLost("SandboxCrashed", f"{why}; the next step starts a new session and earlier variables are lost")
+
+    def close(self) -> None:
+        self.ours.close()
+        with contextlib.suppress(OSError):
+            self.theirs.close()
+
+
 def import_paths() -> list[str]:
-    """The host's import path minus the entry Python added for the main script or the working
-    directory: that is the user's project, which may hold secrets, not an installed library."""
-    paths = [p for p in sys.path if p and os.path.isabs(p)]
-    if sys.path and sys.path[0]:
-        first = os.path.realpath(sys.path[0])
-        prefixes = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
-        if not any(first == p or first.startswith(p + os.sep) for p in prefixes):
-            paths = [p for p in paths if os.path.realpath(p) != first]
-    return paths
+    """What a session sees of the host's import path: the Python installation, its installed
+    packages (editable ones included) and codeact itself; other import directories (the user's
+    project, a test directory, /tmp) must be granted."""
+    import codeact
+
+    return sorted({*python_installation(), os.path.dirname(os.path.dirname(os.path.realpath(codeact.__file__)))})
 
 
 class ProcessInterpreter(Sandbox):
@@ -161,63 +233,42 @@ class ProcessInterpreter(Sandbox):
 
     backend = "process"
 
-    def __init__(
-        self,
-        tools: Sequence[Any] = (),
-        *,
-        backend: str = "process",
-        read_paths: Sequence[str | os.PathLike[str]] = (),
-        write_paths: Sequence[str | os.PathLike[str]] = (),
-        env: dict[str, str] | None = None,
-        network: bool = False,
-        timeout: float = 30.0,
-        memory_limit: int | str | None = "1GB",
-        preload: Sequence[str] = (),
-        strict: bool = False,
-        submit_params: Sequence[str] | None = None,
-        max_output: int = 1 << 20,
-        max_processes: int = 64,
-        max_file_size: int | str = "256MB",
-        tmp_size: int | str = "256MB",
-        rollback: bool = True,
-    ) -> None:
+    def __init__(self, tools: Sequence[Any] = (), **settings: Any) -> None:
+        super().__init__(tools, **settings)
+        options = self.options
         self.config = SessionConfig(
-            read_paths=[bridge.granted_path(p, "read") for p in read_paths],
-            write_paths=[bridge.granted_path(p, "write") for p in write_paths],
-            env={str(k): str(v) for k, v in (env or {}).items()},
-            network=network,
-            memory_limit=bridge.parse_size(memory_limit),
-            tmp_size=bridge.parse_size(tmp_size),
-            max_file_size=bridge.parse_size(max_file_size),
-            pids_max=max_processes,
-            output_limit=max_output,
-            rollback=rollback,
+            read_paths=list(options.read_paths),
+            write_paths=list(options.write_paths),
+            env=dict(options.env),
+            network=options.network,
+            memory_limit=options.memory_limit,
+            tmp_size=options.tmp_size,
+            max_file_size=options.max_file_size,
+            pids_max=options.max_processes,
+            output_limit=options.max_output,
+            rollback=options.rollback,
+            cwd=os.getcwd(),
         )
         self.config.python_paths = import_paths()
-        if timeout is None or timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
-        self.timeout = float(timeout)
-        self.preload = tuple(preload)
-        self.strict = strict
-        self.tools: dict[str, Tool] = {}
-        self.submit_params: list[str] = list(submit_params or ["answer"])
-        self._definitions_sent = False
-        self.set_tools(tools)
-        self.layers: list[LayerStatus] = []
+        self.preload = options.preload
+        self.strict = options.strict
         self._control: socket.socket | None = None
         self._pidfds: list[int] = []
         self._cgroup: list[str] = []
         self._root_pid = 0
-        self._tool_future: Future[Any] | None = None
         self._aborted = False
-        self._lock = threading.RLock()
         self._restarted = False
+        self._steps = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         with self._lock:
             if self._control is not None:
                 return
+            for path in self.config.read_paths:  # a grant may have been swapped for a link since
+                granted_path(path, "read")
+            for path in self.config.write_paths:
+                granted_path(path, "write")
             zygote = zygote_for(self.preload)
             requested = time.monotonic()
             control, pid, cgroup = zygote.spawn(self.config)
@@ -314,135 +365,57 @@ class ProcessInterpreter(Sandbox):
             todo.extend(children.get(pid, []))
         return found
 
-    # --- configuration -----------------------------------------------------------------------
-    def _abort(self) -> None:
-        """End a running step from another thread: kill the session, cancel a waiting async tool."""
+    # --- steps ----------------------------------------------------------------------------------
+    def _kill_step(self) -> None:
+        """End a running step from another thread: kill the session."""
         self._aborted = True  # whatever the session wrote last is not to be read: start afresh
-        future = self._tool_future
-        if future is not None:
-            future.cancel()
         for fd in list(self._pidfds):
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
 
-    def _execute(self, code: str, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> ExecutionResult:
-        if not isinstance(code, str):
-            raise TypeError(f"code must be a str, got {type(code).__name__}")
-        limit = float(timeout) if timeout is not None else self.timeout
-        with self._lock:
-            notice = ""
-            if self._aborted:
-                self.close()
-            if self._control is None:
-                if self._restarted or self._pidfds:
-                    notice = "[sandbox] the session had ended and was restarted: variables from earlier steps are lost\n"
-                self._pidfds = []
-                self.start()
-            self._restarted = True
-            result = self._run_step(code, limit, loop)
-            if notice:
-                result.stderr = notice + result.stderr
-            return result
-
-    def _run_step(self, code: str, limit: float, loop: asyncio.AbstractEventLoop | None) -> ExecutionResult:
+    def _begin_step(self) -> tuple[_StepChannel, str]:
+        notice = ""
+        if self._aborted:
+            self.close()
+        if self._control is None:
+            if self._restarted or self._pidfds:
+                notice = RESTARTED
+            self._pidfds = []
+            self.start()
+        self._restarted = True
         assert self._control is not None
-        ours, theirs = socket.socketpair()
-        message: dict[str, Any] = {"op": "exec", "code": code, "timeout": limit}
-        if not self._definitions_sent:
-            message["tools"] = bridge.definitions(self.tools)
-            message["submit"] = self.submit_params
-        oom_before = self._oom_kills()
-        started = time.perf_counter()
-        stats = {"calls": 0, "tool_time": 0.0}
-        finished = False
-        try:
-            try:
-                wire.send_with_fds(self._control, message, [theirs.fileno()])
-            except OSError as exc:
-                return self._session_lost(f"the sandbox session is gone ({exc})", started)
-            finally:
-                theirs.close()
-            deadline = time.monotonic() + limit + _GRACE_S
-            channel_open = True
-            while True:
-                watch = [self._control] + ([ours] if channel_open else [])
-                wait = deadline - time.monotonic()
-                ready, _, _ = select.select(watch, [], [], wait) if wait > 0 else ([], [], [])
-                if not ready:
-                    raise TimeoutError
-                if ours in ready:
-                    try:
-                        reply = _recv_by(ours, deadline)
-                    except (EOFError, ConnectionResetError):  # the step's process is gone: its report follows
-                        channel_open = False
-                        continue
-                    if reply["op"] == "call":
-                        stats["calls"] += 1
-                        t0 = time.perf_counter()
-                        response = bridge.serve_call(self.tools, reply, loop, self._track)
-                        stats["tool_time"] += time.perf_counter() - t0
-                        _send_by(ours, response, deadline)
-                        continue
-                    if reply["op"] != "result":
-                        raise bridge.Malformed(f"unexpected message {reply['op']!r}")
-                    result = bridge.parse_result(reply, started, stats["calls"], stats["tool_time"],
-                                                 self.config.output_limit)
-                    finished = True
-                    self._definitions_sent = True
-                    return result
-                try:
-                    report = _recv_by(self._control, deadline, 1 << 16)
-                except EOFError:
-                    return self._session_lost("the sandbox session ended unexpectedly", started)
-                result = self._step_failed(report, limit, started, oom_before)
-                finished = True
-                return result
-        except TimeoutError:
-            self.close()
-            return bridge.failure("Timeout", f"the step ran longer than the {limit:g} s time limit and the "
-                                 "session was killed; variables from earlier steps are lost", started,
-                                 timed_out=True)
-        except (bridge.Malformed, wire.WireError, OSError) as exc:
-            self.close()
-            return bridge.failure("SandboxProtocolError", f"the sandbox broke the wire protocol ({exc}); the "
-                                 "session was ended and the next step starts a new one", started)
-        finally:
-            ours.close()
-            if not finished and self._control is not None:
-                self.close()  # interrupted (e.g. KeyboardInterrupt): the step's state is unknown
+        return _StepChannel(self, self._control), notice
 
-    def _step_failed(self, report: dict[str, Any], limit: float, started: float, oom_before: int) -> ExecutionResult:
-        """The holder's report of a step that did not complete."""
+    def _end_step(self, channel: Channel, result: ExecutionResult) -> None:
+        assert isinstance(channel, _StepChannel)
+        channel.close()
+
+    def _step_failed(self, report: dict[str, Any], limit: float, oom_before: int) -> None:
+        """Raise StepLost for the holder's report of a step that did not complete."""
         kind, status = report.get("op") == "failed" and report.get("kind"), report.get("status", 0)
         if kind not in ("timeout", "died") or not isinstance(status, int) or not 0 <= status < 1 << 16:
             raise bridge.Malformed(f"unexpected report from the session: {str(report)[:200]}")
-        self._definitions_sent = False
         kept = ("variables from before this step are kept" if report.get("state") == "kept"
                 else "the session was reset and earlier variables are lost")
         if kind == "timeout":
-            return bridge.failure("Timeout", f"the step ran longer than the {limit:g} s time limit and was "
-                                 f"stopped; {kept}", started, timed_out=True)
+            raise StepLost("Timeout", f"the step ran longer than the {limit:g} s time limit and was "
+                                 f"stopped; {kept}", timed_out=True)
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
             if sig == signal.SIGKILL and self._oom_kills() > oom_before:
                 mb = self.config.memory_limit >> 20
-                return bridge.failure("MemoryLimit", f"the step used more than the {mb} MB memory limit and was "
-                                     f"killed; {kept}", started)
+                raise StepLost("MemoryLimit", f"the step used more than the {mb} MB memory limit and was "
+                                     f"killed; {kept}")
             if sig == signal.SIGXCPU:
-                return bridge.failure("Timeout", f"the step used more than its CPU time limit ({limit:g} s) and "
-                                     f"was stopped; {kept}", started, timed_out=True)
+                raise StepLost("Timeout", f"the step used more than its CPU time limit ({limit:g} s) and "
+                                     f"was stopped; {kept}", timed_out=True)
             if sig == signal.SIGXFSZ:
-                return bridge.failure("FileSizeLimit", f"the step wrote a file larger than the "
-                                     f"{self.config.max_file_size >> 20} MB limit; {kept}", started)
-            return bridge.failure("SandboxCrashed", f"the interpreter was killed by {name}; {kept}", started)
+                raise StepLost("FileSizeLimit", f"the step wrote a file larger than the "
+                                     f"{self.config.max_file_size >> 20} MB limit; {kept}")
+            raise StepLost("SandboxCrashed", f"the interpreter was killed by {name}; {kept}")
         code = os.waitstatus_to_exitcode(status) if status else 0
-        return bridge.failure("SandboxCrashed", f"the code ended the interpreter (exit status {code}); {kept}", started)
-
-    def _session_lost(self, why: str, started: float) -> ExecutionResult:
-        self.close()
-        return bridge.failure("SandboxCrashed", f"{why}; the next step starts a new session and earlier "
-                             "variables are lost", started)
+        raise StepLost("SandboxCrashed", f"the code ended the interpreter (exit status {code}); {kept}")
 
     def _oom_kills(self) -> int:
         if not self._cgroup:
@@ -454,17 +427,6 @@ class ProcessInterpreter(Sandbox):
                     if len(parts) == 2 and parts[0] == key:
                         return int(parts[1])
         return 0
-
-
-def _send_by(sock: socket.socket, message: dict[str, Any], deadline: float) -> None:
-    """Send one frame, or TimeoutError when the sandbox does not take it by `deadline`."""
-    sock.settimeout(max(0.001, deadline - time.monotonic()))
-    try:
-        wire.send(sock, message)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the step ended without reading its reply; its own report follows
-    finally:
-        sock.settimeout(None)
 
 
 def _recv_by(sock: socket.socket, deadline: float, max_bytes: int = wire.MAX_MESSAGE_BYTES) -> dict[str, Any]:

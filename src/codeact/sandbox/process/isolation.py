@@ -50,6 +50,7 @@ class SessionConfig:
     output_limit: int = 1 << 20
     rollback: bool = True
     python_paths: list[str] = field(default_factory=list)
+    cwd: str = "/tmp"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -145,7 +146,9 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
     os.environ.clear()
     os.environ.update(config.env)
     if root_built:
-        readable, writable = ["/"], ["/tmp", *config.write_paths]
+        readable, writable = ["/"], ["/tmp", "/dev/shm", *config.write_paths]
+        if _scratch_cwd(config):
+            writable.append(config.cwd)
     else:  # the host's own tree is visible: allow only what a session needs, and a private scratch dir
         os.makedirs(scratch, mode=0o700, exist_ok=True)
         os.chdir(scratch)
@@ -230,8 +233,17 @@ def _build_root(config: SessionConfig, root: str) -> None:
     granted = {os.path.normpath(p) for p in [*config.read_paths, *config.write_paths]}
     binds += [(p, False) for p in config.read_paths]
     binds += [(p, True) for p in config.write_paths]
+    scratch_cwd = _scratch_cwd(config)
     done: list[tuple[str, bool]] = []
-    for path, writable in sorted({(os.path.normpath(p), w) for p, w in binds}, key=lambda b: (b[0], b[1])):
+    entries = {(os.path.normpath(p), w) for p, w in binds}
+    if scratch_cwd:  # the host's working directory, as a private scratch dir: relative grants resolve
+        entries.add((scratch_cwd, None))
+    for path, writable in sorted(entries, key=lambda b: (b[0], b[1] is not None, bool(b[1]))):
+        if writable is None:
+            os.makedirs(root + path, exist_ok=True)
+            linux.mount("tmpfs", root + path, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
+                        f"size={config.tmp_size},mode=1777")
+            continue
         if any((path == d or path.startswith(d.rstrip("/") + "/")) and w == writable for d, w in done):
             continue
         _bind(root, path, writable, granted=path in granted)
@@ -239,6 +251,10 @@ def _build_root(config: SessionConfig, root: str) -> None:
     for device in DEVICES:
         if os.path.exists(device):
             _bind(root, device, True)
+    # POSIX semaphores and shared memory (multiprocessing's locks) live here; counted by the cgroup
+    os.makedirs(root + "/dev/shm", exist_ok=True)
+    linux.mount("tmpfs", root + "/dev/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+                f"size={config.tmp_size},mode=1777")
     os.makedirs(root + "/proc", exist_ok=True)
     try:
         linux.mount("proc", root + "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
@@ -251,7 +267,28 @@ def _build_root(config: SessionConfig, root: str) -> None:
     os.chdir("/")
     linux.mount_setattr("/", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV,
                         recursive=False)
-    os.chdir("/tmp")
+    try:  # the working directory mirrors the host's, so relative paths mean what they mean there
+        if config.cwd.startswith("/tmp/"):
+            os.makedirs(config.cwd, exist_ok=True)
+        os.chdir(config.cwd if config.cwd != "/" else "/tmp")
+    except OSError:
+        os.chdir("/tmp")
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _scratch_cwd(config: SessionConfig) -> str | None:
+    """The host's working directory when it needs a scratch mount of its own: not /, not under /tmp
+    (the private /tmp holds it) and not inside a directory already bound in."""
+    cwd = os.path.normpath(config.cwd or "/")
+    if cwd == "/" or _inside(cwd, "/tmp"):
+        return None
+    bound = [*SYSTEM_PATHS, *_python_paths(config), *config.read_paths, *config.write_paths]
+    if any(_inside(cwd, os.path.normpath(p)) for p in bound):
+        return None
+    return cwd
 
 
 # The session's uid is the host user's, root when the host runs as root: kernel knobs under /proc

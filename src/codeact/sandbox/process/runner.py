@@ -23,7 +23,6 @@ import signal
 import socket
 import struct
 import sys
-import threading
 import time
 from typing import Any
 
@@ -33,9 +32,9 @@ from codeact.sandbox.process import seccomp
 _START = b"s"
 _COMMIT = b"c"
 _DONE = b"d"
+_ABANDON = b"a"
 _QUIT = b"q"
-_TIMEOUT_FMT = struct.Struct("d")
-_VALUE_LIMIT = 20_000
+_TIMEOUT_FMT = struct.Struct("dq")  # the step's time limit and its number, from the host
 
 
 class Session:
@@ -52,8 +51,10 @@ class Session:
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         self.steps = 0
         self.channel: socket.socket | None = None
-        self.call_lock = threading.Lock()
+        self.tools = step.ToolClient(self._send, self._receive)
+        os.register_at_fork(after_in_child=self._forked)
         self.limits_set = False
+        self.expired = False
         self.provided: dict[str, Any] = {}
 
     # --- process structure -------------------------------------------------------------------
@@ -114,7 +115,7 @@ class Session:
         if first == _QUIT or not first:
             _reap(worker)
             return "quit"
-        timeout = _TIMEOUT_FMT.unpack(first[1:])[0] if first[:1] == _START else None
+        timeout, number = _TIMEOUT_FMT.unpack(first[1:]) if first[:1] == _START else (None, -1)
         deadline = time.monotonic() + timeout if timeout else None
         step_started = time.monotonic()
         message = _read_pipe(pipe, deadline)
@@ -122,16 +123,19 @@ class Session:
             return "commit"
         if message == _DONE:
             return "done"
+        if message == _ABANDON:  # the host stopped the step: back to the state from before it
+            _reap(worker)
+            return "rollback"
         state = "kept" if self.rollback else "lost"
         if message is None:  # timed out
             self._kill_step(worker)
             _reap(worker)
-            self._report({"op": "failed", "kind": "timeout", "timeout": timeout, "state": state,
+            self._report({"op": "failed", "kind": "timeout", "timeout": timeout, "state": state, "step": number,
                           "duration": time.monotonic() - step_started})
             return "rollback"
         status = _reap(worker)
         self._kill_step(worker)
-        self._report({"op": "failed", "kind": "died", "status": status, "state": state,
+        self._report({"op": "failed", "kind": "died", "status": status, "state": state, "step": number,
                       "duration": time.monotonic() - step_started})
         return "rollback"
 
@@ -166,12 +170,20 @@ class Session:
             os.write(pipe, _QUIT)
             return "quit"
         timeout = float(message.get("timeout") or 0)
-        os.write(pipe, _START + _TIMEOUT_FMT.pack(timeout))
+        os.write(pipe, _START + _TIMEOUT_FMT.pack(timeout, int(message.get("step") or 0)))
         self.channel = socket.socket(fileno=fds[0])
         self._apply_step_limits(timeout)
         if message.get("tools") is not None:
             self._define(message["tools"], message.get("submit"))
-        result = self.run(str(message.get("code", "")))
+        worker = os.getpid()
+        self.tools.active = True
+        try:
+            self.tools.receive_inputs(int(message.get("inputs") or 0), self.namespace)
+            result = self.run(str(message.get("code", "")), int(message.get("value_limit") or 20_000))
+        finally:
+            self.tools.active = False
+        if os.getpid() != worker:
+            os._exit(0)  # a process the code forked ran off the end of the step: it must not report
         body = wire.dumps({"op": "result", **result})
         if len(body) > wire.MAX_MESSAGE_BYTES:
             result["value"] = None
@@ -183,6 +195,9 @@ class Session:
             self.channel.sendall(body)
         self.channel.close()
         self.channel = None
+        if self.rollback and self.expired:
+            os.write(pipe, _ABANDON)
+            os._exit(0)
         if not self.rollback:
             os.write(pipe, _DONE)
             return "done"
@@ -214,41 +229,35 @@ class Session:
                 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     def _define(self, tools: list[dict[str, str]], submit: list[str] | None) -> None:
-        step.define(self.namespace, self.provided, tools, submit, self.call_tool)
+        step.define(self.namespace, self.provided, tools, submit, self.tools.call)
 
-    def call_tool(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Ask the host to run tool `name`; its exceptions are raised here."""
-        if self.channel is None:
-            raise RuntimeError(f"tool {name!r} can only be called while a step runs")
+    def _forked(self) -> None:
+        """In a process the code forked, tools are not callable (the step's channel is its parent's)."""
+        self.tools.active = False
+
+    def _send(self, frame: bytes) -> None:
+        assert self.channel is not None
+        self.channel.sendall(frame)
+
+    def _receive(self) -> dict[str, Any] | None:
+        assert self.channel is not None
         try:
-            frame = wire.dumps({"op": "call", "tool": name, "args": wire.encode(args), "kwargs": wire.encode(kwargs)})
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"cannot pass these arguments to tool {name!r}: {exc}") from None
-        if len(frame) > wire.MAX_MESSAGE_BYTES:
-            raise ValueError(
-                f"arguments to tool {name!r} are {len(frame)} bytes, over the limit of "
-                f"{wire.MAX_MESSAGE_BYTES} bytes; pass less data (e.g. a file path or a slice)"
-            )
-        if wire.count_values(frame) > wire.MAX_VALUES:
-            raise ValueError(
-                f"arguments to tool {name!r} hold more than {wire.MAX_VALUES:,} values; pass large "
-                "data as bytes, a numpy array or a file"
-            )
-        with self.call_lock:
-            self.channel.sendall(frame)
-            reply = wire.recv(self.channel)
-        if reply.get("op") == "return":
-            return wire.decode(reply.get("value"))
-        raise step.exception_for(str(reply.get("type", "ToolError")), str(reply.get("message", "")))
+            return wire.recv(self.channel)
+        except EOFError:
+            return None
 
-    def run(self, code: str) -> dict[str, Any]:
+    def run(self, code: str, value_limit: int) -> dict[str, Any]:
         """Execute `code` in the session namespace and describe what happened."""
         self.steps += 1
         filename = f"<step {self.steps}>"
         stdout, stderr = step.Capture(self.output_limit), step.Capture(self.output_limit)
         started = time.perf_counter()
-        value, exc, values = step.run(code, filename, self.namespace, self.provided, stdout, stderr)
-        error = None if exc is None else step.describe(exc, filename, code, self.memory_limit)
+        value, exc, values = step.run(code, filename, self.namespace, self.provided, stdout, stderr, value_limit)
+        self.expired = isinstance(exc, step.StepExpired)
+        if self.expired:
+            error = step.plain_error("Timeout", str(exc))
+        else:
+            error = None if exc is None else step.describe(exc, filename, code, self.memory_limit)
         submitted = None
         if values is not None:
             try:

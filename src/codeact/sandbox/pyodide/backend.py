@@ -13,7 +13,6 @@ gets a MemoryError (WebAssembly memory cannot grow past `memory_limit`) and the 
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import logging
@@ -24,19 +23,15 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
 
-from codeact.sandbox import bridge, wire
-from codeact.sandbox.base import Sandbox
-from codeact.sandbox.interpreter import (
-    ExecutionResult,
-    InterpreterError,
-    LayerStatus,
-)
+from codeact.sandbox import wire
+from codeact.sandbox.base import RESTARTED, Sandbox
+from codeact.sandbox.driver import StepLost, StepRequest
+from codeact.sandbox.interpreter import InterpreterError, LayerStatus
+from codeact.sandbox.options import granted_path
 from codeact.sandbox.pyodide import installation
-from codeact.tools import Tool
 
 log = logging.getLogger("codeact.sandbox")
 
@@ -55,54 +50,27 @@ class PyodideInterpreter(Sandbox):
 
     backend = "pyodide"
 
-    def __init__(
-        self,
-        tools: Sequence[Any] = (),
-        *,
-        backend: str = "pyodide",
-        read_paths: Sequence[str | os.PathLike[str]] = (),
-        write_paths: Sequence[str | os.PathLike[str]] = (),
-        env: dict[str, str] | None = None,
-        network: bool = False,
-        timeout: float = 30.0,
-        memory_limit: int | str | None = "1GB",
-        preload: Sequence[str] = (),
-        strict: bool = False,
-        submit_params: Sequence[str] | None = None,
-        max_output: int = 1 << 20,
-        max_file_size: int | str = "256MB",
-        tmp_size: int | str = "256MB",
-        **unsupported: Any,
-    ) -> None:
-        for name in unsupported:
-            log.info("the pyodide sandbox ignores the option %s", name)
-        self.read_paths = [_existing(p, "read") for p in read_paths]
-        self.write_paths = [_existing(p, "write") for p in write_paths]
-        self.env = {str(k): str(v) for k, v in (env or {}).items()}
-        self.network = bool(network)
-        if timeout is None or timeout <= 0:
-            raise ValueError("timeout must be a positive number of seconds")
-        self.timeout = float(timeout)
-        self.memory_limit = bridge.parse_size(memory_limit)
-        self.preload = tuple(preload)
-        self.strict = strict
-        self.max_output = int(max_output)
-        self.max_file_size = bridge.parse_size(max_file_size)
-        self.tmp_size = bridge.parse_size(tmp_size)
-        self.tools: dict[str, Tool] = {}
-        self.submit_params: list[str] = list(submit_params or ["answer"])
-        self.set_tools(tools)
-        self.layers: list[LayerStatus] = []
+    def __init__(self, tools: Sequence[Any] = (), **settings: Any) -> None:
+        super().__init__(tools, **settings)
+        options = self.options
+        self.read_paths = [_no_comma(p, "read") for p in options.read_paths]
+        self.write_paths = [_no_comma(p, "write") for p in options.write_paths]
+        self.env = dict(options.env)
+        self.network = options.network
+        self.memory_limit = options.memory_limit
+        self.preload = options.preload
+        self.strict = options.strict
+        self.max_output = options.max_output
+        self.max_file_size = options.max_file_size
+        self.tmp_size = options.tmp_size
+        self.cwd = os.getcwd()
         self.start_info: dict[str, Any] = {}
         self._process: subprocess.Popen[bytes] | None = None
         self._frames: queue.Queue[Any] = queue.Queue()
         self._stderr: collections.deque[bytes] = collections.deque(maxlen=64)
-        self._lock = threading.RLock()
         self._readers: list[threading.Thread] = []
-        self._tool_future: Future[Any] | None = None
-        self._definitions_sent = False
+        self._send_lock = threading.Lock()
         self._started_once = False
-        self._lost_state = False
 
     # --- lifecycle -------------------------------------------------------------------------------
     def command(self, pyodide_dir: Path, snapshot: Path | None, deno: str) -> list[str]:
@@ -132,9 +100,9 @@ class PyodideInterpreter(Sandbox):
             if self._process is not None:
                 return
             for path in self.read_paths:  # a grant may have been swapped for a link since it was checked
-                _existing(path, "read")
+                granted_path(path, "read")
             for path in self.write_paths:
-                _existing(path, "write")
+                granted_path(path, "write")
             deno, pyodide_dir = installation.find_deno(), installation.find_pyodide()
             if deno is None or pyodide_dir is None:
                 raise InterpreterError(f"the Pyodide sandbox is not installed here; run: {installation.INSTALL_HINT}")
@@ -174,6 +142,7 @@ class PyodideInterpreter(Sandbox):
                 "network": self.network,
                 "max_file_size": self.max_file_size,
                 "tmp_size": self.tmp_size,
+                "cwd": self.cwd,
             }
             try:
                 self._send(init)
@@ -199,7 +168,7 @@ class PyodideInterpreter(Sandbox):
 
     def _preload(self) -> None:
         code = "\n".join(f"import {name}" for name in self.preload)
-        result = self._run_step(code, self.timeout, None)
+        result = self._driver.run(self, StepRequest(code=code, timeout=self.timeout, tools={}))
         if result.error is not None:
             log.warning("pyodide sandbox: could not preload %s: %s", ", ".join(self.preload), result.error)
 
@@ -278,111 +247,48 @@ class PyodideInterpreter(Sandbox):
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    # --- configuration ---------------------------------------------------------------------------------
-    def _abort(self) -> None:
-        """End a running step from another thread: kill the session, cancel a waiting async tool."""
-        future = self._tool_future
-        if future is not None:
-            future.cancel()
+    # --- steps: the driver's channel ------------------------------------------------------------------
+    def _kill_step(self) -> None:
+        """End a running step from another thread: kill the session."""
         process = self._process
         if process is not None:
             with contextlib.suppress(OSError):
                 process.kill()
 
-    def _execute(self, code: str, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> ExecutionResult:
-        if not isinstance(code, str):
-            raise TypeError(f"code must be a str, got {type(code).__name__}")
-        limit = float(timeout) if timeout is not None else self.timeout
-        with self._lock:
-            notice = ""
-            if self._process is None:
-                if self._started_once:
-                    notice = ("[sandbox] the session had ended and was restarted: variables from earlier "
-                              "steps are lost\n")
-                self.start()
-            result = self._run_step(code, limit, loop)
-            if notice:
-                result.stderr = notice + result.stderr
-            return result
+    def _begin_step(self) -> tuple[PyodideInterpreter, str]:
+        notice = ""
+        if self._process is None:
+            if self._started_once:
+                notice = RESTARTED
+            self.start()
+        return self, notice
 
-    def _run_step(self, code: str, limit: float, loop: asyncio.AbstractEventLoop | None) -> ExecutionResult:
-        message: dict[str, Any] = {"op": "exec", "code": code, "timeout": limit}
-        if not self._definitions_sent:
-            message["tools"] = bridge.definitions(self.tools)
-            message["submit"] = self.submit_params
-        started = time.perf_counter()
-        stats = {"calls": 0, "tool_time": 0.0}
-        finished = False
+    def send(self, message: dict[str, Any]) -> None:
         try:
-            try:
-                self._send(message)
-            except InterpreterError as exc:
-                return self._session_lost(str(exc), started)
-            deadline = time.monotonic() + limit + _GRACE_S
-            while True:
-                try:
-                    reply = self._next(deadline)
-                except InterpreterError as exc:
-                    return self._session_lost(str(exc), started)
-                if reply is None:
-                    self._kill()
-                    finished = True
-                    return bridge.failure("Timeout", f"the step ran longer than the {limit:g} s time limit and did not "
-                                    "stop when interrupted; the session was killed and its variables are lost",
-                                    started, timed_out=True)
-                if isinstance(reply, wire.WireError):
-                    self._kill()
-                    finished = True
-                    return bridge.failure("SandboxProtocolError", f"the sandbox broke the wire protocol ({reply}); "
-                                    "the session was ended", started)
-                op = reply.get("op")
-                if op == "call":
-                    stats["calls"] += 1
-                    t0 = time.perf_counter()
-                    try:
-                        response = bridge.serve_call(self.tools, reply, loop, self._track)
-                    except (bridge.Malformed, wire.WireError) as exc:
-                        self._kill()
-                        finished = True
-                        return bridge.failure("SandboxProtocolError", f"the sandbox sent a malformed tool call "
-                                              f"({exc}); the session was ended", started)
-                    spent = time.perf_counter() - t0
-                    stats["tool_time"] += spent
-                    deadline += spent
-                    try:
-                        self._send(response)
-                    except InterpreterError as exc:
-                        return self._session_lost(str(exc), started)
-                    continue
-                if op == "result":
-                    finished = True
-                    try:
-                        result = bridge.parse_result(reply, started, stats["calls"], stats["tool_time"],
-                                                     self.max_output)
-                    except (bridge.Malformed, wire.WireError) as exc:
-                        self._kill()
-                        return bridge.failure("SandboxProtocolError", f"the sandbox broke the wire protocol "
-                                              f"({exc}); the session was ended", started)
-                    self._definitions_sent = True
-                    return result
-                self._kill()
-                finished = True
-                return bridge.failure("SandboxProtocolError", f"unexpected message {op!r} from the sandbox; the "
-                                "session was ended", started)
-        finally:
-            if not finished and self._process is not None:
-                self._kill()  # interrupted on the host (e.g. KeyboardInterrupt): the step's state is unknown
+            self._send(message)
+        except InterpreterError as exc:
+            raise StepLost(*self._lost(str(exc))) from None
 
-    def _session_lost(self, why: str, started: float) -> ExecutionResult:
+    def receive(self, deadline: float) -> dict[str, Any] | None:
+        try:
+            frame = self._next(deadline)
+        except InterpreterError as exc:
+            raise StepLost(*self._lost(str(exc))) from None
+        if isinstance(frame, wire.WireError):
+            raise frame
+        return frame
+
+    def end(self) -> None:
+        self._kill()
+
+    def _lost(self, why: str) -> tuple[str, str]:
         detail = self._stderr_text()
         memory = "out of memory" in detail.lower() or "heap limit" in detail.lower()
         self._kill()
         if memory:
-            return bridge.failure("MemoryLimit", f"the sandbox ran out of its {self.memory_limit >> 20} MB memory limit "
-                            "and was killed; the next step starts a new session and earlier variables are lost",
-                            started)
-        return bridge.failure("SandboxCrashed", f"{why}; the next step starts a new session and earlier variables "
-                        "are lost", started)
+            return "MemoryLimit", (f"the sandbox ran out of its {self.memory_limit >> 20} MB memory limit and was "
+                                   "killed; the next step starts a new session and earlier variables are lost")
+        return "SandboxCrashed", f"{why}; the next step starts a new session and earlier variables are lost"
 
     # --- frames ---------------------------------------------------------------------------------------------
     def _send(self, message: dict[str, Any]) -> None:
@@ -390,8 +296,9 @@ class PyodideInterpreter(Sandbox):
         if process is None or process.stdin is None:
             raise InterpreterError("the sandbox session is not running")
         try:
-            process.stdin.write(wire.dumps(message))
-            process.stdin.flush()
+            with self._send_lock:
+                process.stdin.write(wire.dumps(message))
+                process.stdin.flush()
         except (OSError, ValueError) as exc:
             raise InterpreterError(f"the sandbox session is gone ({exc})") from None
 
@@ -427,7 +334,7 @@ def _read_frames(stream: IO[bytes], frames: queue.Queue[Any]) -> None:
             if len(body) < length:
                 break
             try:
-                frames.put(wire.loads(body))
+                frames.put(wire.loads(body, wire.MAX_VALUES))
             except wire.WireError as exc:
                 frames.put(exc)
                 return
@@ -446,8 +353,7 @@ def _inside_any(path: str, parents: Sequence[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in parents)
 
 
-def _existing(path: str | os.PathLike[str], kind: str) -> str:
-    text = bridge.granted_path(path, kind)
-    if "," in text:
-        raise ValueError(f"{kind} path {text} contains a comma, which Deno's permission flags cannot express")
-    return text
+def _no_comma(path: str, kind: str) -> str:
+    if "," in path:
+        raise ValueError(f"{kind} path {path} contains a comma, which Deno's permission flags cannot express")
+    return path

@@ -32,6 +32,7 @@ class Session:
         self.baseline_modules = set(sys.modules)
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
         self.provided: dict[str, Any] = {}
+        self.tools = step.ToolClient(lambda frame: send(host, frame), lambda: receive(host))
 
     def reset(self) -> None:
         """Forget every variable, the files in /tmp and the modules imported since the session
@@ -55,33 +56,10 @@ class Session:
 
     # --- tools and submit -------------------------------------------------------------------------
     def define(self, tools: list[dict[str, str]], submit: list[str] | None) -> None:
-        step.define(self.namespace, self.provided, tools, submit, self.call_tool)
-
-    def call_tool(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Ask the host to run tool `name`; its exceptions are raised here."""
-        if not self.in_step:
-            raise RuntimeError(f"tool {name!r} can only be called while a step runs")
-        try:
-            frame = wire.dumps(
-                {"op": "call", "tool": name, "args": wire.encode(list(args)), "kwargs": wire.encode(dict(kwargs))}
-            )
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"cannot pass these arguments to tool {name!r}: {exc}") from None
-        if len(frame) > wire.MAX_MESSAGE_BYTES:
-            raise ValueError(
-                f"arguments to tool {name!r} are {len(frame)} bytes, over the limit of "
-                f"{wire.MAX_MESSAGE_BYTES} bytes; pass less data (e.g. a file path or a slice)"
-            )
-        send(self.host, frame)
-        reply = receive(self.host)
-        if reply is None:
-            raise SystemExit("the host closed the session")
-        if reply.get("op") == "return":
-            return wire.decode(reply.get("value"))
-        raise step.exception_for(str(reply.get("type", "ToolError")), str(reply.get("message", "")))
+        step.define(self.namespace, self.provided, tools, submit, self.tools.call)
 
     # --- one step ----------------------------------------------------------------------------------
-    def run(self, code: str, timeout: float) -> dict[str, Any]:
+    def run(self, code: str, timeout: float, inputs: int = 0, value_limit: int = 20_000) -> dict[str, Any]:
         """Execute `code` in the session namespace and describe what happened."""
         self.steps += 1
         filename = f"<step {self.steps}>"
@@ -89,14 +67,16 @@ class Session:
         saved_stdin = sys.stdin
         sys.stdin = io.StringIO()
         started = time.perf_counter()
-        self.in_step = True
+        before = dict(self.namespace)
+        self.tools.active = True
         if timeout > 0:
             self.host.arm(timeout)
         try:
-            value, exc, values = step.run(code, filename, self.namespace, self.provided, stdout, stderr)
+            self.tools.receive_inputs(inputs, self.namespace)
+            value, exc, values = step.run(code, filename, self.namespace, self.provided, stdout, stderr, value_limit)
         finally:
             fired = bool(self.host.disarm())
-            self.in_step = False
+            self.tools.active = False
             sys.stdin = saved_stdin
         error: dict[str, Any] | None = None
         timed_out = False
@@ -108,8 +88,14 @@ class Session:
                 f"the step ran longer than the {timeout:g} s time limit and was stopped; "
                 "variables from before this step are kept",
             )
+        elif isinstance(exc, step.StepExpired):
+            timed_out = True
+            error = step.plain_error("Timeout", str(exc))
         elif exc is not None:
             error = step.describe(exc, filename, code, self.memory_limit)
+        if timed_out:  # back to the variables from before the step (objects changed in place stay changed)
+            self.namespace.clear()
+            self.namespace.update(before)
         if values is not None:
             try:
                 submitted = wire.encode(values)
@@ -249,8 +235,9 @@ def serve(init: dict[str, Any]) -> None:
 
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in dict(init.get("env") or {}).items()})
-    with contextlib.suppress(OSError):
-        os.chdir("/tmp")
+    with contextlib.suppress(OSError):  # the working directory mirrors the host's
+        os.makedirs(str(init.get("cwd") or "/tmp"), exist_ok=True)
+        os.chdir(str(init.get("cwd") or "/tmp"))
     granted = [str(m["at"]) for m in init.get("mounts") or []]
     session = Session(host, int(init.get("output_limit") or 1 << 20), int(init.get("memory_limit") or 0), granted)
     while True:
@@ -264,7 +251,8 @@ def serve(init: dict[str, Any]) -> None:
                     session.define(list(message["tools"]), message.get("submit"))
                 timeout = float(message.get("timeout") or 0)
                 try:
-                    result = session.run(str(message.get("code", "")), timeout)
+                    result = session.run(str(message.get("code", "")), timeout, int(message.get("inputs") or 0),
+                                         int(message.get("value_limit") or 20_000))
                 except KeyboardInterrupt:
                     result = {"op": "result", "stdout": "", "stderr": "", "value": None, "submitted": None,
                               "stdout_truncated": 0, "timed_out": True,

@@ -1,0 +1,237 @@
+"""`SandboxOptions`: every sandbox setting, validated once, shared by every backend, the CLI and CodeAct.
+
+A bad option fails here, before any session starts, with the option's name and what to write
+instead. Sizes accept `512MB`, `2GiB`, `1.5G` or an int of bytes; a str where a list of paths is
+expected is one path; relative paths are resolved against the working directory of the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import site
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+_UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_MIN_MEMORY = 16 << 20
+
+
+def parse_size(size: int | str | None, name: str = "size") -> int:
+    """`512MB`, `2GiB`, `1.5G` (binary units) or an int of bytes; None is 0 (no limit)."""
+    if size is None:
+        return 0
+    if isinstance(size, bool) or not isinstance(size, (int, str)):
+        raise TypeError(f"{name} must be a size like '512MB' or an int of bytes, got {type(size).__name__}")
+    if isinstance(size, int):
+        if size < 0:
+            raise ValueError(f"{name} must not be negative, got {size}")
+        return size
+    text = size.strip().upper().replace(" ", "").removesuffix("B").removesuffix("I")
+    try:
+        if text and text[-1] in _UNITS:
+            value = int(float(text[:-1]) * _UNITS[text[-1]])
+        else:
+            value = int(text)
+    except ValueError:
+        raise ValueError(f"cannot read {name}={size!r}; write it like '512MB', '2GiB' or '1.5G'") from None
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {size!r}")
+    return value
+
+
+def _paths(value: Any, name: str) -> tuple[str, ...]:
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    if not isinstance(value, Sequence):
+        raise TypeError(f"{name} must be a path or a list of paths, got {type(value).__name__}")
+    out = []
+    for item in value:
+        if not isinstance(item, (str, os.PathLike)):
+            raise TypeError(f"{name} must hold paths, got {type(item).__name__} {item!r}")
+        out.append(os.path.abspath(os.fspath(item)))
+    return tuple(dict.fromkeys(out))
+
+
+def granted_path(path: str | os.PathLike[str], kind: str) -> str:
+    """An absolute path the user grants (`kind` is "read" or "write"), refused if it is missing or
+    goes through a symbolic link, which an earlier session that could write there may have planted."""
+    absolute = os.path.abspath(os.fspath(path))
+    if not os.path.exists(absolute):
+        raise ValueError(f"{kind} path {absolute} does not exist; create it first or remove it from {kind}_paths")
+    real = os.path.realpath(absolute)
+    if real != absolute:
+        raise ValueError(f"{kind} path {absolute} goes through a symbolic link (to {real}); grant the real path "
+                         "instead")
+    return absolute
+
+
+def _positive(value: Any, name: str, kind: type = float) -> Any:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise TypeError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return kind(value)
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    """The settings of a sandbox session; build with `SandboxOptions.of(...)` or `SandboxOptions(...)`.
+
+    backend: "auto" (native on Linux, else Pyodide), "process" or "pyodide".
+    read_paths, write_paths: granted paths (a str is one path; relative ones resolve against the
+        host's working directory, which the sandbox's working directory mirrors).
+    env: environment variables inside. network: False or True (domains are not supported yet).
+    timeout: seconds per step, host tool time included. memory_limit, max_file_size, tmp_size:
+        sizes like "512MB" or ints of bytes. preload: modules imported once in the zygote.
+    strict: refuse to start when an isolation layer is missing. max_output: characters of
+        stdout/stderr kept per step. max_value_chars: characters of a step's value kept (head and
+        tail). max_processes: processes per session. rollback: run each step in a fork so that the
+        variables survive a step that dies.
+    """
+
+    backend: str = "auto"
+    read_paths: tuple[str, ...] = ()
+    write_paths: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    network: bool = False
+    timeout: float = 30.0
+    memory_limit: int = 1 << 30
+    preload: tuple[str, ...] = ()
+    strict: bool = False
+    max_output: int = 1 << 20
+    max_value_chars: int = 20_000
+    max_processes: int = 64
+    max_file_size: int = 256 << 20
+    tmp_size: int = 256 << 20
+    rollback: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        if self.backend not in ("auto", "process", "pyodide"):
+            raise ValueError(f"unknown sandbox backend {self.backend!r}; choose 'auto', 'process' or 'pyodide'")
+        set_(self, "read_paths", tuple(granted_path(p, "read") for p in _paths(self.read_paths, "read_paths")))
+        set_(self, "write_paths", tuple(granted_path(p, "write") for p in _paths(self.write_paths, "write_paths")))
+        if not isinstance(self.env, Mapping):
+            raise TypeError(f"env must be a dict of names to values, got {type(self.env).__name__}")
+        env = {}
+        for key, value in self.env.items():
+            if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+                raise ValueError(f"env: {key!r} is not a valid environment variable name")
+            env[key] = str(value)
+        set_(self, "env", env)
+        if isinstance(self.network, (list, tuple)):
+            raise ValueError("network by domain (network=[...]) is not supported yet; use network=True or False")
+        if not isinstance(self.network, bool):
+            raise TypeError(f"network must be True or False, got {self.network!r}")
+        set_(self, "timeout", _positive(self.timeout, "timeout"))
+        memory = parse_size(self.memory_limit, "memory_limit")
+        if 0 < memory < _MIN_MEMORY:
+            raise ValueError(f"memory_limit={self.memory_limit!r} is {memory} bytes, too little for Python; "
+                             "write a size with its unit, like '512MB'")
+        set_(self, "memory_limit", memory)
+        preload = (self.preload,) if isinstance(self.preload, str) else tuple(self.preload)
+        if not all(isinstance(m, str) and m.replace(".", "_").isidentifier() for m in preload):
+            raise ValueError(f"preload must name importable modules, got {self.preload!r}")
+        set_(self, "preload", preload)
+        for name in ("strict", "rollback"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for name in ("max_output", "max_value_chars", "max_processes"):
+            set_(self, name, _positive(getattr(self, name), name, int))
+        for name in ("max_file_size", "tmp_size"):
+            value = parse_size(getattr(self, name), name)
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive size like '256MB'")
+            set_(self, name, value)
+        _check_write_paths(self.write_paths)
+
+    @classmethod
+    def of(cls, options: SandboxOptions | Mapping[str, Any] | None = None, **overrides: Any) -> SandboxOptions:
+        """Options from another options object or a dict of them; unknown names raise."""
+        if isinstance(options, SandboxOptions):
+            base = {f.name: getattr(options, f.name) for f in fields(cls)}
+        elif options is None:
+            base = {}
+        elif isinstance(options, Mapping):
+            base = dict(options)
+        else:
+            raise TypeError(f"sandbox options must be a dict or SandboxOptions, got {type(options).__name__}")
+        base.update(overrides)
+        unknown = sorted(set(base) - NAMES)
+        if unknown:
+            raise ValueError(f"unknown sandbox option {unknown[0]!r}; the options are: {', '.join(sorted(NAMES))}")
+        return cls(**base)
+
+    def replace(self, **changes: Any) -> SandboxOptions:
+        return dataclasses.replace(self, **changes)
+
+
+NAMES = frozenset(f.name for f in fields(SandboxOptions))
+
+
+def python_installation() -> list[str]:
+    """What a session may see of the host by default: the Python installation, its site-packages
+    and the directories that installed packages add to the import path (editable installs)."""
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    packages = set(site.getsitepackages()) if hasattr(site, "getsitepackages") else set()
+    user = site.getusersitepackages() if hasattr(site, "getusersitepackages") else None
+    if isinstance(user, str):
+        packages.add(user)
+    added: set[str] = set()
+    for directory in packages:
+        added.update(_pth_paths(directory))
+    found = [os.path.realpath(p) for p in [*roots, *packages, *added] if p and os.path.isabs(p)]
+    return sorted({p for p in found if os.path.exists(p)})
+
+
+def _pth_paths(directory: str) -> list[str]:
+    """Directories named by the `.pth` files of a site-packages directory."""
+    try:
+        names = [n for n in os.listdir(directory) if n.endswith(".pth")]
+    except OSError:
+        return []
+    out = []
+    for name in names:
+        try:
+            with open(os.path.join(directory, name), encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in lines:
+            line = line.strip()
+            if not line or line.startswith(("#", "import ", "import\t")):
+                continue
+            path = line if os.path.isabs(line) else os.path.join(directory, line)
+            if os.path.isdir(path):
+                out.append(path)
+    return out
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip(os.sep) + os.sep)
+
+
+def _check_write_paths(write_paths: Sequence[str]) -> None:
+    """Refuse write grants that would let code plant modules the host imports later."""
+    if not write_paths:
+        return
+    import codeact
+
+    protected = {
+        "the Python installation": [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)],
+        "an import directory of the host": [os.path.realpath(p) for p in sys.path if p and os.path.isabs(p)]
+        + python_installation(),
+        "the codeact package": [os.path.dirname(os.path.realpath(codeact.__file__))],
+    }
+    for path in write_paths:
+        real = os.path.realpath(path)
+        for what, dirs in protected.items():
+            for directory in dirs:
+                if _inside(real, directory) or _inside(directory, real):
+                    raise ValueError(
+                        f"write path {path} overlaps {what} ({directory}): code could plant modules that the "
+                        "host imports later; grant a directory outside it, or grant it read-only"
+                    )

@@ -1,0 +1,235 @@
+"""The seam between generated code and the host, on every backend: inputs, deadlines, paths, options."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime as dt
+import decimal
+import hashlib
+import os
+import sys
+import threading
+
+import pydantic
+import pytest
+
+from codeact import Sandbox, SandboxOptions
+from codeact.sandbox.options import parse_size
+
+Point = collections.namedtuple("Point", ["x", "y"])
+
+
+@dataclasses.dataclass
+class Box:
+    width: int
+    label: str
+
+
+class Order(pydantic.BaseModel):
+    sku: str
+    units: int
+
+
+def echo(value: object) -> object:
+    return value
+
+
+# --- inputs cross the wire --------------------------------------------------------------------------
+def test_inputs_arrive_as_their_own_types(make_sandbox):
+    sb = make_sandbox()
+    sb.set_variables({
+        "when": dt.datetime(2024, 5, 17, 9, 30), "day": dt.date(2024, 1, 2), "price": decimal.Decimal("1.10"),
+        "raw": b"\x00\xff", "tags": {"a", "b"}, "pair": (1, "x"), "point": Point(3, 4),
+        "box": Box(2, "crate"), "order": Order(sku="A-1", units=7), "keys": {"k": 1}.keys(),
+    })
+    r = sb.execute(
+        "print(type(when).__name__, type(day).__name__, price + 1, raw[1], sorted(tags), pair[1])\n"
+        "print(point.x + point.y, type(point).__name__, box.width, box.label, order.units, order.sku, keys)"
+    )
+    assert r.error is None, r.error
+    assert r.stdout.splitlines() == ["datetime date 2.10 255 ['a', 'b'] x", "7 Point 2 crate 7 A-1 ['k']"]
+
+
+def test_dataframes_and_arrays_arrive_as_themselves(make_sandbox, backend):
+    if backend == "pyodide":
+        pytest.skip("numpy and pandas cannot be loaded in Pyodide offline")
+    import numpy as np
+    import pandas as pd
+
+    sb = make_sandbox()
+    frame = pd.DataFrame({"region": ["north", "south"], "units": [3, 5]})
+    sb.set_variables({"df": frame, "series": frame["units"], "matrix": np.arange(6).reshape(2, 3)})
+    r = sb.execute("print(type(df).__name__, df['units'].sum(), series.name, matrix.shape, matrix.dtype)")
+    assert r.error is None, r.error
+    assert r.stdout == "DataFrame 8 units (2, 3) int64\n"
+
+
+def test_an_input_larger_than_a_frame_arrives_whole(make_sandbox):
+    text = "".join(f"line {i:09d}\n" for i in range(1_500_000))  # 22.5 MB, over the 16 MiB frame limit
+    sb = make_sandbox(timeout=120)
+    sb.set_variables({"document": text})
+    r = sb.execute("import hashlib\nlen(document), hashlib.sha256(document.encode()).hexdigest()")
+    assert r.error is None, r.error
+    assert r.value == repr((len(text), hashlib.sha256(text.encode()).hexdigest()))
+
+
+def test_a_million_row_dataframe_arrives_whole(make_sandbox, backend):
+    if backend == "pyodide":
+        pytest.skip("pandas cannot be loaded in Pyodide offline")
+    import numpy as np
+    import pandas as pd
+
+    frame = pd.DataFrame({"units": np.arange(1_000_000), "price": np.linspace(0, 1, 1_000_000)})
+    sb = make_sandbox(timeout=120)
+    sb.set_variables({"sales": frame})
+    r = sb.execute("len(sales), int(sales['units'].sum()), list(sales.columns)")
+    assert r.error is None, r.error
+    assert r.value == repr((1_000_000, int(frame["units"].sum()), ["units", "price"]))
+
+
+def test_an_input_that_cannot_cross_is_refused_naming_it(make_sandbox):
+    sb = make_sandbox()
+    with pytest.raises(TypeError, match=r"input 'handle' of type lock cannot be sent into the sandbox"):
+        sb.set_variables({"handle": threading.Lock()})
+
+
+def test_host_decodes_classes_the_sandbox_names_as_plain_data(make_sandbox):
+    sb = make_sandbox(tools=[echo])
+    r = sb.execute(
+        "import collections\nP = collections.namedtuple('P', 'a b')\nsubmit(answer=P(1, 2))"
+    )
+    assert r.error is None, r.error
+    assert r.submitted == {"answer": (1, 2)} and type(r.submitted["answer"]) is tuple
+
+
+# --- deadlines include tool time ----------------------------------------------------------------------
+def test_a_tool_that_never_returns_ends_the_step_and_keeps_the_variables(make_sandbox):
+    release = threading.Event()
+
+    def wait_forever() -> str:
+        """Block until released."""
+        release.wait()
+        return "late"
+
+    sb = make_sandbox(tools=[wait_forever], timeout=1)
+    try:
+        assert sb.execute("kept = 41").error is None
+        r = sb.execute("kept = 0\nwait_forever()")
+        assert r.error is not None and r.error.type == "Timeout"
+        assert "wait_forever" in r.error.message and "variables from before this step are kept" in r.error.message
+        assert [c.name for c in r.tool_calls] == ["wait_forever"] and r.tool_calls[0].abandoned
+        r = sb.execute("kept + 1")
+        assert r.error is None and r.value == "42"
+    finally:
+        release.set()
+
+
+def test_a_tool_calling_execute_on_its_own_sandbox_is_refused_at_once(make_sandbox):
+    holder: dict[str, Sandbox] = {}
+
+    def nested() -> str:
+        """Run code in the same sandbox."""
+        return holder["sb"].execute("1 + 1").value or ""
+
+    sb = holder["sb"] = make_sandbox(tools=[nested], timeout=60)
+    assert sb.execute("x = 5").error is None
+    r = sb.execute("try:\n    nested()\nexcept Exception as exc:\n    print(exc)\nx")
+    assert r.error is None, r.error
+    assert "cannot run code in its own sandbox" in r.stdout
+    assert r.value == "5"
+
+
+# --- values --------------------------------------------------------------------------------------------
+def test_value_limit_is_one_option(make_sandbox):
+    sb = make_sandbox(max_value_chars=40_000)
+    r = sb.execute("'x' * 30_000")
+    assert r.value == repr("x" * 30_000)
+    sb = make_sandbox()
+    r = sb.execute("'y' * 30_000")
+    assert r.value is not None and "characters cut" in r.value and "print slices" in r.value
+    assert len(r.value) < 21_000
+
+
+def test_dict_views_and_ranges_cross_as_lists(make_sandbox):
+    def keys() -> object:
+        """Some keys."""
+        return {"a": 1, "b": 2}.keys()
+
+    sb = make_sandbox(tools=[keys, echo])
+    r = sb.execute("keys(), echo({'x': 1}.items()), echo(range(3))")
+    assert r.error is None, r.error
+    assert r.value == "(['a', 'b'], [('x', 1)], [0, 1, 2])"
+
+
+def test_too_many_values_in_tool_arguments_are_refused_in_the_sandbox(make_sandbox):
+    sb = make_sandbox(tools=[echo])
+    r = sb.execute("try:\n    echo([0] * 1_000_001)\nexcept ValueError as exc:\n    print(exc)")
+    assert r.error is None, r.error
+    assert "more than 1,000,000 values" in r.stdout
+
+
+def test_code_compiles_as_plain_python_without_inherited_future_flags(make_sandbox):
+    sb = make_sandbox()
+    r = sb.execute("def g(x: int) -> int:\n    return x\ng.__annotations__['x'] is int")
+    assert r.value == "True"  # an inherited `from __future__ import annotations` would make it 'int'
+    r = sb.execute("def f(x: no_such_type) -> None:\n    pass\nf.__annotations__")
+    assert r.error is not None and r.error.type == "NameError"  # eager before 3.14, lazy after
+
+
+def test_top_level_await_runs_and_keeps_variables(make_sandbox):
+    sb = make_sandbox(tools=[echo])
+    r = sb.execute("import asyncio\nbefore = 1\nawait asyncio.sleep(0)\nafter = before + 1\nawait asyncio.sleep(0, 'v')")
+    assert r.error is None, r.error
+    assert r.value == "'v'"
+    assert sb.execute("before + after").value == "3"
+
+
+# --- options ---------------------------------------------------------------------------------------------
+def test_sizes_are_read_with_units():
+    assert parse_size("512MB") == 512 << 20
+    assert parse_size("2GiB") == 2 << 30
+    assert parse_size("1.5G") == int(1.5 * (1 << 30))
+    assert SandboxOptions(memory_limit="2GiB").memory_limit == 2 << 30
+    with pytest.raises(ValueError, match="memory_limit=512 is 512 bytes"):
+        SandboxOptions(memory_limit=512)
+    with pytest.raises(ValueError, match="cannot read memory_limit='lots'"):
+        SandboxOptions(memory_limit="lots")
+
+
+def test_a_str_is_one_path_and_relative_paths_resolve(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.chdir(tmp_path)
+    options = SandboxOptions(read_paths="data/")
+    assert options.read_paths == (str(tmp_path / "data"),)
+
+
+def test_wrong_types_name_the_option():
+    with pytest.raises(TypeError, match="timeout must be a positive number"):
+        SandboxOptions(timeout="30")
+    with pytest.raises(TypeError, match="network must be True or False"):
+        SandboxOptions(network="yes")
+
+
+def test_unknown_options_raise_on_every_backend(backend):
+    with pytest.raises(ValueError, match=r"unknown sandbox option 'memroy_limit'; the options are: .*memory_limit"):
+        Sandbox(backend=backend, memroy_limit="1GB")
+
+
+def test_write_grants_over_the_installation_or_codeact_are_refused():
+    import codeact
+
+    for path in (sys.prefix, os.path.dirname(codeact.__file__)):
+        with pytest.raises(ValueError, match="overlaps"):
+            SandboxOptions(write_paths=[path])
+
+
+# --- paths as the user wrote them ----------------------------------------------------------------------
+def test_relative_grants_resolve_inside_as_on_the_host(make_sandbox, tmp_path, monkeypatch):
+    (tmp_path / "data" / "in").mkdir(parents=True)
+    (tmp_path / "data" / "in" / "sales.csv").write_text("region,units\nnorth,3\n")
+    monkeypatch.chdir(tmp_path)
+    sb = make_sandbox(read_paths=["data/"])
+    r = sb.execute("import os\nprint(os.getcwd())\nprint(open('data/in/sales.csv').read().splitlines()[1])")
+    assert r.error is None, r.error
+    assert r.stdout.splitlines() == [str(tmp_path), "north,3"]
