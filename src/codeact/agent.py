@@ -36,6 +36,7 @@ from codeact.prompt import (
 )
 from codeact.sandbox import wire
 from codeact.sandbox.base import SESSION_LOST_KINDS
+from codeact.sandbox.driver import Approver, ToolPolicy
 from codeact.sandbox.interpreter import ExecutionResult, Interpreter, InterpreterError
 from codeact.sandbox.options import SandboxOptions
 from codeact.settings import default_lm, resolve_lm
@@ -212,6 +213,8 @@ class CodeAct:
         max_observation_chars: int = 4000,
         temperature: float | None = None,
         on_event: EventHandler | None = None,
+        approve: Approver | None = None,
+        max_tool_calls: int | None = None,
     ) -> None:
         self.signature = ensure_signature(signature)
         self.tools = [as_tool(t) for t in tools]
@@ -238,6 +241,9 @@ class CodeAct:
                 "CodeAct and declare the outputs in the signature"
             )
         self.sandbox_options = SandboxOptions.of(sandbox)
+        ToolPolicy.check(approve, max_tool_calls, self.tools)
+        self.approve = approve
+        self.max_tool_calls = max_tool_calls
         self.interpreter = interpreter
         self.step_timeout = step_timeout
         self.max_tokens = max_tokens
@@ -700,11 +706,21 @@ class _Session:
             self.module.tools,
             submit_params=list(self.module.signature.outputs),
             options=self.module.sandbox_options,
+            approve=self.module.approve,
+            max_tool_calls=self.module.max_tool_calls,
         )
 
     def _setup(self, interpreter: Interpreter) -> str:
         interpreter.set_tools(self.module.tools)
         interpreter.set_submit(list(self.module.signature.outputs))
+        set_policy = getattr(interpreter, "set_policy", None)
+        if callable(set_policy):  # a fresh tool-call budget for each run
+            set_policy(approve=self.module.approve, max_tool_calls=self.module.max_tool_calls)
+        elif self.module.approve is not None or self.module.max_tool_calls is not None:
+            raise InterpreterError(
+                f"{type(interpreter).__name__} has no set_policy(): approvals and tool-call budgets need "
+                "codeact's Sandbox"
+            )
         set_variables = getattr(interpreter, "set_variables", None)
         if callable(set_variables):  # inputs cross the wire as themselves; the empty step delivers them
             set_variables(self.run.inputs)

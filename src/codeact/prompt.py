@@ -47,6 +47,13 @@ submit(total)
 ```"""
 
 
+_ASYNC_NOTE = (
+    "Every function above can also be awaited, and top-level `await` works: "
+    "`results = await asyncio.gather(*[f(x) for x in items])` runs the calls at the same time. "
+    "In async code, await each call to get its value."
+)
+
+
 @dataclass
 class ParsedReply:
     """A model reply split into prose (`reasoning`) and the `code` to run (None when there is none)."""
@@ -263,6 +270,8 @@ class Prompt:
         stubs = [t.stub() for t in self.tools]
         stubs.append(self.signature.submit_stub())
         sections.append("Functions you can call:\n```python\n" + "\n\n".join(stubs) + "\n```")
+        if any(t.is_async for t in self.tools):
+            sections.append(_ASYNC_NOTE)
         if self.sandbox is not None and (self.sandbox.read_paths or self.sandbox.write_paths):
             sections.append(environment(self.sandbox))
         return "\n\n".join(sections)

@@ -117,6 +117,8 @@ class Tool:
     Functions, closures, bound methods, callable objects, `functools.partial` and async functions all
     work. The name, parameter types and descriptions come from the callable's signature and docstring;
     `name` and `desc` override them. Calling a tool validates its arguments first.
+    `requires_approval=True` sends each call from code to the run's approver first; `max_calls` caps
+    how often the code may call it in one run.
     """
 
     def __init__(
@@ -125,9 +127,18 @@ class Tool:
         name: str | None = None,
         desc: str | None = None,
         arg_desc: dict[str, str] | None = None,
+        *,
+        requires_approval: bool | None = None,
+        max_calls: int | None = None,
     ) -> None:
         if isinstance(func, Tool):
+            requires_approval = func.requires_approval if requires_approval is None else requires_approval
+            max_calls = func.max_calls if max_calls is None else max_calls
             func = func.func
+        if max_calls is not None and (isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 0):
+            raise ValueError(f"max_calls must be a non-negative integer, got {max_calls!r}")
+        self.requires_approval = bool(requires_approval)
+        self.max_calls = max_calls
         if not callable(func):
             raise TypeError(f"a tool must be callable, got {type(func).__name__}: {func!r}")
         self.func = func
@@ -309,11 +320,16 @@ def as_tool(obj: Callable[..., Any] | Tool) -> Tool:
 @overload
 def tool(func: Callable[..., Any], /) -> Tool: ...
 @overload
-def tool(*, name: str | None = None, desc: str | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
-    func: Callable[..., Any] | None = None, /, *, name: str | None = None, desc: str | None = None
+    *, name: str | None = None, desc: str | None = None, requires_approval: bool = False,
+    max_calls: int | None = None,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+def tool(
+    func: Callable[..., Any] | None = None, /, *, name: str | None = None, desc: str | None = None,
+    requires_approval: bool = False, max_calls: int | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Decorator: `@tool` or `@tool(name=..., desc=...)` turns a callable into a `Tool`."""
+    """Decorator: `@tool` or `@tool(name=..., desc=..., requires_approval=True, max_calls=5)` turns a
+    callable into a `Tool`."""
     if func is not None:
-        return Tool(func, name=name, desc=desc)
-    return lambda f: Tool(f, name=name, desc=desc)
+        return Tool(func, name=name, desc=desc, requires_approval=requires_approval, max_calls=max_calls)
+    return lambda f: Tool(f, name=name, desc=desc, requires_approval=requires_approval, max_calls=max_calls)

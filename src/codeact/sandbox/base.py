@@ -10,7 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from codeact.sandbox import bridge, wire
-from codeact.sandbox.driver import Channel, StepDriver, StepRequest, check_not_reentrant
+from codeact.sandbox.driver import (
+    Approver,
+    Channel,
+    StepDriver,
+    StepRequest,
+    ToolPolicy,
+    check_not_reentrant,
+)
 from codeact.sandbox.interpreter import ExecutionResult, InterpreterError, LayerStatus
 from codeact.sandbox.options import SandboxOptions
 from codeact.tools import Tool, as_tool
@@ -78,15 +85,18 @@ class Sandbox:
 
     def __init__(self, tools: Sequence[Any] = (), *, backend: str | None = None,
                  submit_params: Sequence[str] | None = None, options: SandboxOptions | None = None,
-                 **settings: Any) -> None:
+                 approve: Approver | None = None, max_tool_calls: int | None = None, **settings: Any) -> None:
         self.options = SandboxOptions.of(options, **settings)
+        self.policy = ToolPolicy()
         self.timeout = self.options.timeout
         self.tools: dict[str, Tool] = {}
         self.submit_params: list[str] = ["answer"]
         self.set_tools(tools)
         self.set_submit(submit_params or ["answer"])
+        self.set_policy(approve=approve, max_tool_calls=max_tool_calls)
         self.layers = []
         self._driver = StepDriver(self)
+        self._steps_run = 0
         self._inputs: dict[str, Any] = {}
         self._lock = threading.RLock()
 
@@ -138,6 +148,13 @@ class Sandbox:
         self.submit_params = list(params)
         self._definitions_sent = False
 
+    def set_policy(self, *, approve: Approver | None = None, max_tool_calls: int | None = None) -> None:
+        """Who approves tool calls from code, and how many calls the code may make from now on (a
+        fresh budget: the count starts again at zero). A tool marked `requires_approval` needs an
+        approver."""
+        ToolPolicy.check(approve, max_tool_calls, self.tools.values())
+        self.policy = ToolPolicy(approve=approve, max_tool_calls=max_tool_calls)
+
     def set_variables(self, values: dict[str, Any]) -> None:
         """Define `values` as variables of the session, sent with the next step in the same encoding as
         tool values (DataFrames, arrays, datetimes, dataclasses... arrive as themselves; large values in
@@ -146,11 +163,10 @@ class Sandbox:
             if not isinstance(name, str) or not name.isidentifier():
                 raise ValueError(f"variable name {name!r} is not a Python identifier")
             try:
-                wire.encode(value)
+                self._inputs[name] = wire.encode(value)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"input {name!r} of type {type(value).__name__} cannot be sent into the sandbox: "
                                 f"{exc}") from None
-        self._inputs.update(values)
 
     def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
         return self._execute(code, timeout, None)
@@ -177,8 +193,9 @@ class Sandbox:
                 code=code, timeout=limit, tools=self.tools, inputs=self._inputs, loop=loop,
                 definitions=None if self._definitions_sent else bridge.definitions(self.tools),
                 submit=self.submit_params, output_limit=self.options.max_output,
-                value_limit=self.options.max_value_chars,
+                value_limit=self.options.max_value_chars, policy=self.policy, number=self._steps_run,
             )
+            self._steps_run += 1
             finished = False
             try:
                 result = self._driver.run(channel, request)

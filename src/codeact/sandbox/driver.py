@@ -1,9 +1,10 @@
 """The host side of a step, written once for every backend.
 
-A backend supplies a `Channel` (send a frame, receive one before a deadline) and its process
-lifecycle; `StepDriver.run` does the rest: it sends the code, the tool definitions and the inputs,
-serves tool calls in host threads under the step's deadline, records each call, and checks the
-result. Everything the sandbox sends is untrusted: a message that breaks the protocol ends the
+A backend supplies a `Channel` (send a frame, receive one before a deadline, end the session) and
+its process lifecycle; `StepDriver.run` does the rest: it sends the code, the tool definitions and
+the inputs, serves tool calls in host threads (several at once when the code gathers them) under the
+step's deadline, the run's tool-call budget and the user's approvals, records each call, and checks
+the result. Everything the sandbox sends is untrusted: a message that breaks the protocol ends the
 session, never the host.
 """
 
@@ -12,9 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import json
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,7 +46,7 @@ class Channel(Protocol):
     """What a backend gives the driver for one step."""
 
     def send(self, message: dict[str, Any]) -> None:
-        """Send one frame; raises StepLost when the session is gone."""
+        """Send one frame (safe from several threads); raises StepLost when the session is gone."""
 
     def receive(self, deadline: float) -> dict[str, Any] | None:
         """The next frame, or None when `deadline` (time.monotonic) passes first. Raises StepLost when
@@ -51,6 +54,64 @@ class Channel(Protocol):
 
     def end(self) -> None:
         """End the session: the step's state is unknown (it did not stop, or broke the protocol)."""
+
+
+@dataclass(frozen=True)
+class ApprovalRequest:
+    """A tool call waiting for the user's approval: the tool, its arguments by parameter name, the step."""
+
+    tool: str
+    arguments: dict[str, Any]
+    step: int
+
+
+Approver = Callable[[ApprovalRequest], "bool | str | dict[str, Any] | Awaitable[Any] | None"]
+
+
+@dataclass
+class ToolPolicy:
+    """Who may call what: the approver, the budget for tool calls, and what was spent of it.
+
+    `approve` returns True (or None) to allow, False or a reason (str) to deny, or a dict of
+    arguments to run the call with instead. It is asked for the tools marked `requires_approval`, or
+    for every tool when none is marked. `max_tool_calls` caps the calls of all tools together; a
+    tool's own `max_calls` caps its calls.
+    """
+
+    approve: Approver | None = None
+    max_tool_calls: int | None = None
+    calls: int = 0
+    per_tool: dict[str, int] = field(default_factory=dict)
+
+    @staticmethod
+    def check(approve: Any, max_tool_calls: Any, tools: Any) -> None:
+        """Refuse a policy that cannot work, naming the parameter."""
+        if approve is not None and not callable(approve):
+            raise TypeError(f"approve must be a function of an ApprovalRequest, got {type(approve).__name__}")
+        if max_tool_calls is not None and (isinstance(max_tool_calls, bool) or not isinstance(max_tool_calls, int)
+                                           or max_tool_calls < 0):
+            raise ValueError(f"max_tool_calls must be a non-negative integer, got {max_tool_calls!r}")
+        marked = [t.name for t in tools if t.requires_approval]
+        if marked and approve is None:
+            raise ValueError(f"tool {marked[0]!r} requires approval; pass approve=... (a function that returns "
+                             "True, False or a reason)")
+
+    def needs_approval(self, tool: Tool, tools: dict[str, Tool]) -> bool:
+        if self.approve is None:
+            return False
+        return tool.requires_approval or not any(t.requires_approval for t in tools.values())
+
+    def spend(self, tool: Tool) -> str | None:
+        """Count one call; the reason it is over a budget, if it is."""
+        self.calls += 1
+        used = self.per_tool[tool.name] = self.per_tool.get(tool.name, 0) + 1
+        if self.max_tool_calls is not None and self.calls > self.max_tool_calls:
+            return (f"the budget of {self.max_tool_calls} tool calls for this run is used up; no more tools "
+                    "can be called: work with what you have and submit")
+        if tool.max_calls is not None and used > tool.max_calls:
+            return (f"tool {tool.name!r} may be called at most {tool.max_calls} times in this run; it was "
+                    "not run: work with what you have")
+        return None
 
 
 def serving(sandbox: object) -> bool:
@@ -68,7 +129,7 @@ def check_not_reentrant(sandbox: object) -> None:
 
 @dataclass
 class StepRequest:
-    """One step as the driver sends it."""
+    """One step as the driver sends it. `inputs` are already encoded for the wire."""
 
     code: str
     timeout: float
@@ -79,6 +140,42 @@ class StepRequest:
     output_limit: int = 1 << 20
     value_limit: int = 20_000
     loop: asyncio.AbstractEventLoop | None = None
+    policy: ToolPolicy = field(default_factory=ToolPolicy)
+    number: int = 0
+
+
+@dataclass
+class _Step:
+    """What the driver tracks while one step runs."""
+
+    channel: Channel
+    request: StepRequest
+    started: float
+    calls: list[ToolCall] = field(default_factory=list)
+    pending: dict[int, tuple[ToolCall, Future[Any]]] = field(default_factory=dict)
+    paused: float = 0.0  # seconds spent waiting for approvals: not counted against the time limit
+    approvals: int = 0
+    paused_since: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def reply(self, call_id: int, message: dict[str, Any]) -> None:
+        with self.lock, contextlib.suppress(StepLost, OSError):
+            self.channel.send({**message, "id": call_id})
+
+    def pause(self) -> None:
+        """An approval began: the step's clock stops (in the sandbox too) until no approval is open."""
+        with self.lock, contextlib.suppress(StepLost, OSError):
+            self.approvals += 1
+            if self.approvals == 1:
+                self.paused_since = time.monotonic()
+                self.channel.send({"op": "pause"})
+
+    def resume(self) -> None:
+        with self.lock, contextlib.suppress(StepLost, OSError):
+            self.approvals -= 1
+            if self.approvals == 0:
+                self.paused += time.monotonic() - self.paused_since
+                self.channel.send({"op": "resume"})
 
 
 class StepDriver:
@@ -86,20 +183,18 @@ class StepDriver:
 
     def __init__(self, owner: object) -> None:
         self.owner = owner
-        self._send_lock = threading.Lock()
-        self._pending: dict[int, tuple[ToolCall, Future[Any]]] = {}
+        self._step: _Step | None = None
 
     def abort(self) -> None:
         """Cancel the tools of a running step (its caller was cancelled)."""
-        for _, future in list(self._pending.values()):
-            future.cancel()
+        step = self._step
+        if step is not None:
+            for _, future in list(step.pending.values()):
+                future.cancel()
 
     def run(self, channel: Channel, request: StepRequest) -> ExecutionResult:
-        started = time.perf_counter()
-        step_deadline = time.monotonic() + request.timeout
-        hard_deadline = step_deadline + _GRACE_S
-        calls: list[ToolCall] = []
-        self._pending = {}
+        step = self._step = _Step(channel, request, time.perf_counter())
+        base_deadline = time.monotonic() + request.timeout
         message: dict[str, Any] = {"op": "exec", "code": request.code, "timeout": request.timeout,
                                    "value_limit": request.value_limit, "inputs": len(request.inputs)}
         if request.definitions is not None:
@@ -108,138 +203,207 @@ class StepDriver:
         expired: str | None = None
         try:
             channel.send(message)
-            for name, value in request.inputs.items():
-                self._send_input(channel, name, value)
+            for name, encoded in request.inputs.items():
+                self._send_input(channel, name, encoded)
             while True:
-                wait_until = hard_deadline if expired or not self._pending else step_deadline
-                frame = channel.receive(wait_until)
+                waiting = bool(step.pending) and expired is None
+                frame = channel.receive(self._deadline(step, base_deadline, waiting))
                 if frame is None:
-                    if expired is None and self._pending and time.monotonic() >= step_deadline:
-                        expired = self._expire(channel, request.timeout)
+                    if time.monotonic() < self._deadline(step, base_deadline, waiting):
+                        continue  # an approval moved the deadline while we waited
+                    if waiting:
+                        expired = self._expire(step)
                         continue
                     channel.end()
-                    return self._failed(calls, started, "Timeout", f"the step ran longer than the "
-                                        f"{request.timeout:g} s time limit and did not stop; the session was ended "
-                                        "and its variables are lost", timed_out=True)
+                    return self._failed(step, "Timeout", f"the step ran longer than the {request.timeout:g} s time "
+                                        "limit and did not stop; the session was ended and its variables are lost",
+                                        timed_out=True)
                 op = frame.get("op")
                 if op == "call":
-                    calls.append(self._start_call(channel, frame, request, started))
+                    self._start_call(step, frame)
                     continue
                 if op != "result":
                     raise bridge.Malformed(f"unexpected message {op!r} from the sandbox")
-                result = bridge.parse_result(frame, started, calls, request.output_limit,
+                result = bridge.parse_result(frame, step.started, step.calls, request.output_limit,
                                              request.value_limit + 200)
+                for record, future in step.pending.values():  # started, never awaited by the code
+                    record.abandoned = True
+                    future.cancel()
                 if expired is not None:
-                    result.error = bridge.failure("Timeout", expired, started).error
+                    result.error = bridge.failure("Timeout", expired, step.started).error
                     result.submitted = None
                     result.timed_out = True
                 return result
         except StepLost as lost:
             kept = expired is not None and lost.kind == "Timeout" and lost.message.endswith("are kept")
-            return self._failed(calls, started, lost.kind, expired if kept else lost.message,
-                                timed_out=lost.timed_out)
+            return self._failed(step, lost.kind, expired if kept else lost.message, timed_out=lost.timed_out)
         except (bridge.Malformed, wire.WireError) as exc:
             channel.end()
-            return self._failed(calls, started, "SandboxProtocolError", f"the sandbox broke the wire protocol "
-                                f"({exc}); the session was ended and the next step starts a new one")
+            return self._failed(step, "SandboxProtocolError", f"the sandbox broke the wire protocol ({exc}); the "
+                                "session was ended and the next step starts a new one")
         finally:
-            self._pending = {}
+            step.pending = {}
+            self._step = None
 
     @staticmethod
-    def _failed(calls: list[ToolCall], started: float, kind: str, message: str, *,
-                timed_out: bool = False) -> ExecutionResult:
-        result = bridge.failure(kind, message, started, timed_out=timed_out)
-        result.tool_calls = calls
+    def _deadline(step: _Step, base: float, waiting: bool) -> float:
+        """When the step's time is up (plus a grace for the sandbox to report it when no tool runs);
+        while an approval is open there is none."""
+        if step.approvals:
+            return time.monotonic() + 0.05
+        return base + step.paused + (0.0 if waiting else _GRACE_S)
+
+    @staticmethod
+    def _failed(step: _Step, kind: str, message: str, *, timed_out: bool = False) -> ExecutionResult:
+        result = bridge.failure(kind, message, step.started, timed_out=timed_out)
+        result.tool_calls = step.calls
         return result
 
     # --- inputs ------------------------------------------------------------------------------------
-    def _send_input(self, channel: Channel, name: str, value: Any) -> None:
-        encoded = wire.encode(value)
-        frame = {"op": "input", "name": name, "value": encoded}
+    @staticmethod
+    def _send_input(channel: Channel, name: str, encoded: Any) -> None:
         body = json.dumps(encoded, separators=(",", ":"), ensure_ascii=False)
         if len(body) < _INPUT_PART:
-            channel.send(frame)
+            channel.send({"op": "input", "name": name, "value": encoded})
             return
-        del encoded, frame
         for i in range(0, len(body), _INPUT_PART):
             channel.send({"op": "input_part", "data": body[i : i + _INPUT_PART]})
         channel.send({"op": "input", "name": name, "value": None})
 
     # --- tool calls --------------------------------------------------------------------------------
-    def _start_call(self, channel: Channel, frame: dict[str, Any], request: StepRequest, started: float) -> ToolCall:
+    def _start_call(self, step: _Step, frame: dict[str, Any]) -> None:
         call_id = frame.get("id", 0)
         name, args, kwargs = frame.get("tool"), wire.decode(frame.get("args")), wire.decode(frame.get("kwargs"))
         if not isinstance(name, str) or not isinstance(args, list) or not isinstance(kwargs, dict):
             raise bridge.Malformed("a tool call needs a name, a list of arguments and a dict of keywords")
         if not all(isinstance(k, str) for k in kwargs) or not isinstance(call_id, int):
             raise bridge.Malformed("tool call keywords must be strings and its id an integer")
-        record = ToolCall(name=name, args=args, kwargs=kwargs, start_s=time.perf_counter() - started,
-                          concurrent=bool(self._pending))
-        for other, _ in self._pending.values():
+        record = ToolCall(name=name, args=args, kwargs=kwargs, start_s=time.perf_counter() - step.started,
+                          concurrent=bool(step.pending))
+        step.calls.append(record)
+        for other, _ in step.pending.values():
             other.concurrent = True
+        request = step.request
         tool = request.tools.get(name)
         if tool is None:
             record.error = f"NameError: no tool named {name!r}"
-            self._reply(channel, call_id, {"op": "raise", "type": "NameError", "message": f"no tool named {name!r}"})
-            return record
-        future = self._submit(tool, args, kwargs, request.loop)
-        self._pending[call_id] = (record, future)
+            step.reply(call_id, {"op": "raise", "type": "NameError", "message": f"no tool named {name!r}"})
+            return
+        if tool.requires_approval and request.policy.approve is None:
+            refusal = f"tool {tool.name!r} requires approval and no approver is configured; it was not run"
+            record.approval, record.error = "denied", f"PermissionError: {refusal}"
+            step.reply(call_id, {"op": "raise", "type": "PermissionError", "message": refusal})
+            return
+        over = request.policy.spend(tool)
+        if over is not None:
+            record.error = f"ToolBudgetExceeded: {over}"
+            step.reply(call_id, {"op": "raise", "type": "RuntimeError", "message": over})
+            return
+        approval = request.policy.approve if request.policy.needs_approval(tool, request.tools) else None
+        future = _pool.submit(contextvars.copy_context().run, self._serve, step, tool, record, approval)
+        step.pending[call_id] = (record, future)
         t0 = time.perf_counter()
 
         def done(fut: Future[Any]) -> None:
             record.duration_s = time.perf_counter() - t0
-            if self._pending.pop(call_id, None) is None:
-                record.abandoned = record.abandoned or not fut.done()
+            if step.pending.pop(call_id, None) is None:
                 return  # the step ended without it
-            self._reply(channel, call_id, _outcome(name, fut, record))
+            step.reply(call_id, _outcome(tool.name, fut, record))
 
         future.add_done_callback(done)
-        return record
 
-    def _submit(self, tool: Tool, args: list[Any], kwargs: dict[str, Any],
-                loop: asyncio.AbstractEventLoop | None) -> Future[Any]:
-        owner = self.owner
-        if tool.is_async and loop is not None and loop.is_running():
-            async def call() -> Any:
-                _serving.set(owner)
-                return await tool.acall(*args, **kwargs)
-
-            return asyncio.run_coroutine_threadsafe(call(), loop)
-
-        def call_sync() -> Any:
-            token = _serving.set(owner)
+    def _serve(self, step: _Step, tool: Tool, record: ToolCall, approve: Approver | None) -> Any:
+        """In a host thread: ask for approval if needed, then run the tool."""
+        args, kwargs = record.args, record.kwargs
+        if approve is not None:
+            asked = time.monotonic()
+            step.pause()
             try:
-                return tool(*args, **kwargs)
+                arguments = _bound(tool, args, kwargs)
+                decision = _resolve(approve(ApprovalRequest(tool.name, arguments, step.request.number)),
+                                    step.request.loop)
             finally:
-                _serving.reset(token)
+                record.approval_s = time.monotonic() - asked
+                step.resume()
+            if decision is False or isinstance(decision, str):
+                reason = decision if isinstance(decision, str) and decision else "the user did not allow it"
+                record.approval = "denied"
+                raise _Denied(f"the call of tool {tool.name!r} was denied: {reason}")
+            if isinstance(decision, dict):
+                record.approval = "edited"
+                args, kwargs = [], dict(decision)
+                record.args, record.kwargs = args, kwargs
+            elif decision in (True, None):
+                record.approval = "approved"
+            else:
+                raise TypeError(f"the approver returned {decision!r}; return True, False, a reason or a dict of "
+                                "arguments")
+        token = _serving.set(self.owner)
+        try:
+            if tool.is_async:
+                loop = step.request.loop
+                if loop is not None and loop.is_running():
+                    return asyncio.run_coroutine_threadsafe(_serving_coroutine(self.owner, tool, args, kwargs),
+                                                            loop).result()
+            return tool(*args, **kwargs)
+        finally:
+            _serving.reset(token)
 
-        return _pool.submit(call_sync)
-
-    def _reply(self, channel: Channel, call_id: int, message: dict[str, Any]) -> None:
-        with self._send_lock, contextlib.suppress(StepLost, OSError):
-            channel.send({**message, "id": call_id})
-
-    def _expire(self, channel: Channel, timeout: float) -> str:
+    def _expire(self, step: _Step) -> str:
         """The step's time passed while tools ran: abandon them and end the step in the sandbox."""
-        pending = list(self._pending.items())
-        self._pending = {}
+        pending = list(step.pending.items())
+        step.pending = {}
+        timeout = step.request.timeout
         names = sorted({record.name for _, (record, _) in pending})
         for call_id, (record, future) in pending:
             record.abandoned = True
             record.error = f"Timeout: still running when the step's {timeout:g} s time limit passed"
             future.cancel()
-            self._reply(channel, call_id, {"op": "expired", "message": f"tool {record.name!r} ran past the "
-                        f"step's {timeout:g} s time limit"})
+            step.reply(call_id, {"op": "expired", "message": f"tool {record.name!r} ran past the step's "
+                                 f"{timeout:g} s time limit"})
         running = ", ".join(repr(n) for n in names)
         return (f"the step ran longer than the {timeout:g} s time limit while tool {running} was running; the tool "
                 "was abandoned on the host (its thread may still run) and the step was stopped; variables from "
                 "before this step are kept")
 
 
+class _Denied(Exception):
+    """The approver refused a call."""
+
+
+async def _serving_coroutine(owner: object, tool: Tool, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    _serving.set(owner)
+    return await tool.acall(*args, **kwargs)
+
+
+def _bound(tool: Tool, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The call's arguments by parameter name, as the approver sees them."""
+    try:
+        return dict(tool.signature.bind(*args, **kwargs).arguments)
+    except TypeError:
+        return {**{f"arg{i}": a for i, a in enumerate(args)}, **kwargs}
+
+
+def _resolve(decision: Any, loop: asyncio.AbstractEventLoop | None) -> Any:
+    """An approver's answer; an async approver is awaited on the caller's loop, else on a new one."""
+    if not inspect.isawaitable(decision):
+        return decision
+    if loop is not None and loop.is_running():
+        return asyncio.run_coroutine_threadsafe(_awaited(decision), loop).result()
+    return asyncio.run(_awaited(decision))
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
 def _outcome(name: str, future: Future[Any], record: ToolCall) -> dict[str, Any]:
     """The reply to a finished tool call, recorded in `record`."""
     try:
         value = future.result()
+    except _Denied as exc:
+        record.error = f"PermissionError: {exc}"
+        return {"op": "raise", "type": "PermissionError", "message": str(exc)}
     except ToolArgumentError as exc:
         record.error = f"TypeError: {exc}"
         return {"op": "raise", "type": "TypeError", "message": str(exc)}
@@ -249,9 +413,9 @@ def _outcome(name: str, future: Future[Any], record: ToolCall) -> dict[str, Any]
             return {"op": "raise", "type": "RuntimeError", "message": f"tool {name!r} was cancelled"}
         record.error = f"{type(exc).__name__}: {exc}"
         return {"op": "raise", "type": type(exc).__name__, "message": str(exc)}
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
+    if inspect.isawaitable(value):
         with contextlib.suppress(Exception):
-            value.close()  # type: ignore[union-attr]
+            value.close()  # type: ignore[attr-defined]
         record.error = "TypeError: returned an awaitable"
         return {"op": "raise", "type": "TypeError", "message": f"tool {name!r} returned an awaitable; declare it "
                 "with async def"}
@@ -263,4 +427,3 @@ def _outcome(name: str, future: Future[Any], record: ToolCall) -> dict[str, Any]
                 f"cannot receive: {exc}"}
     record.result = value
     return {"op": "return", "value": encoded}
-

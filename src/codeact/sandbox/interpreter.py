@@ -32,7 +32,8 @@ class ToolCall:
     """One tool call made by the code during a step, as the host served it.
 
     `start_s` counts from the start of the step; `concurrent` is True when another call of the same
-    step was running at the same time; `abandoned` when the step ended before the tool returned.
+    step was running at the same time; `abandoned` when the step ended before the tool returned;
+    `approval` is "approved", "denied" or "edited" when the call needed approval (`approval_s` the wait).
     """
 
     name: str
@@ -44,6 +45,8 @@ class ToolCall:
     duration_s: float = 0.0
     concurrent: bool = False
     abandoned: bool = False
+    approval: str | None = None
+    approval_s: float = 0.0
 
 
 @dataclass

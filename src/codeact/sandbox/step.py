@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import bisect
 import builtins
 import collections
+import collections.abc
 import contextlib
+import dis
 import inspect
 import io
 import json
@@ -55,23 +58,74 @@ class StepExpired(BaseException):
 
 
 class ToolClient:
-    """The guest's side of tool calls, shared by every runner: one frame out, the reply back.
+    """The guest's side of tool calls, shared by every runner.
 
-    `send` writes one frame to the host; `receive` reads the host's next message (None when the host
-    has gone). Arguments are checked against the frame limits here, before anything is sent.
+    Called from plain code, a tool blocks until its reply; called from async code (`await tool()`,
+    `asyncio.gather(...)`), it returns an awaitable, and several calls are in flight at once, the
+    host running them concurrently. Replies carry the call's id and are matched to their waiter.
+    `send` writes one frame to the host; `receive` reads its next message (None when it has gone);
+    `fileno` is the channel's descriptor where the step's loop can watch it (None in Pyodide, whose
+    loop asks `pump` when it has nothing else to do). Arguments are checked against the frame limits
+    here, before anything is sent.
     """
 
-    def __init__(self, send: Callable[[bytes], None], receive: Callable[[], dict[str, Any] | None]) -> None:
+    def __init__(self, send: Callable[[bytes], None], receive: Callable[[], dict[str, Any] | None],
+                 fileno: Callable[[], int] | None = None, clock: Callable[[str], None] | None = None) -> None:
         self.send = send
         self.receive = receive
+        self.fileno = fileno
+        self.clock = clock
         self.active = False
         self.lock = threading.Lock()
         self.next_id = 0
+        self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.watched: asyncio.AbstractEventLoop | None = None
 
     def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        """Ask the host to run tool `name`; its exceptions are raised here."""
+        """What a tool stub returns: the value, or an awaitable when called from async code."""
         if not self.active:
             raise RuntimeError(f"tool {name!r} can only be called while a step runs")
+        caller = sys._getframe(2)
+        if (asyncio.events._get_running_loop() is not None and _from_async_code(caller)
+                and _next_op(caller) != "POP_TOP"):  # awaited, gathered, stored: sent now, awaitable for the value
+            return self._begin(name, args, kwargs)
+        with self.lock:
+            call_id = self._start(name, args, kwargs)
+            while True:
+                reply = self._next()
+                if reply.get("id") == call_id:
+                    return self._value(name, reply)
+                self._dispatch(reply)
+
+    def _begin(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> PendingCall:
+        """Send the call now (the host starts it at once) and return what awaits its reply."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[dict[str, Any]] = loop.create_future()
+        with self.lock:
+            call_id = self._start(name, args, kwargs)
+            self.waiting[call_id] = future
+        if self.fileno is not None and self.watched is not loop:
+            self.watched = loop
+            loop.add_reader(self.fileno(), self.pump)
+        return PendingCall(name, self._finish(name, call_id, future))
+
+    async def _finish(self, name: str, call_id: int, future: asyncio.Future[dict[str, Any]]) -> Any:
+        try:
+            reply = await future
+        finally:
+            self.waiting.pop(call_id, None)
+        return self._value(name, reply)
+
+    def pump(self) -> bool:
+        """Read one reply for a waiting async call; False when none is waiting."""
+        if not self.waiting:
+            return False
+        with self.lock:
+            self._dispatch(self._next())
+        return True
+
+    def _start(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
+        self.next_id += 1
         try:
             frame = wire.dumps({"op": "call", "id": self.next_id, "tool": name, "args": wire.encode(list(args)),
                                 "kwargs": wire.encode(dict(kwargs))})
@@ -87,12 +141,27 @@ class ToolClient:
                 f"arguments to tool {name!r} hold more than {wire.MAX_VALUES:,} values; pass large "
                 "data as bytes, a numpy array or a file"
             )
-        with self.lock:
-            self.next_id += 1
-            self.send(frame)
+        self.send(frame)
+        return self.next_id
+
+    def _next(self) -> dict[str, Any]:
+        while True:
             reply = self.receive()
-        if reply is None:
-            raise SystemExit("the host closed the session")
+            if reply is None:
+                raise SystemExit("the host closed the session")
+            op = reply.get("op")
+            if op not in ("pause", "resume"):
+                return reply
+            if self.clock is not None:  # the host waits for an approval: that time does not count
+                self.clock(str(op))
+
+    def _dispatch(self, reply: dict[str, Any]) -> None:
+        future = self.waiting.get(reply.get("id"))  # type: ignore[arg-type]
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    @staticmethod
+    def _value(name: str, reply: dict[str, Any]) -> Any:
         op = reply.get("op")
         if op == "return":
             return wire.decode(reply.get("value"), trusted=True)
@@ -116,6 +185,85 @@ class ToolClient:
             parts = []
             namespace[str(message["name"])] = wire.decode(encoded, trusted=True)
             count -= 1
+
+
+_INLINE = frozenset({"<listcomp>", "<genexpr>", "<setcomp>", "<dictcomp>", "<lambda>"})
+
+
+_INSTRUCTIONS: dict[Any, tuple[list[int], list[str]]] = {}
+
+
+def _next_op(frame: Any) -> str:
+    """The instruction that will use the result of the call `frame` is making (the first one after
+    `f_lasti`, which points at the call or, in 3.11, at its last inline cache entry)."""
+    code = frame.f_code
+    table = _INSTRUCTIONS.get(code)
+    if table is None:
+        if len(_INSTRUCTIONS) > 512:
+            _INSTRUCTIONS.clear()
+        instructions = list(dis.get_instructions(code))
+        table = _INSTRUCTIONS[code] = ([i.offset for i in instructions], [i.opname for i in instructions])
+    offsets, names = table
+    index = bisect.bisect_right(offsets, frame.f_lasti)
+    return names[index] if index < len(names) else ""
+
+
+def _from_async_code(frame: Any) -> bool:
+    """Whether the code that called a tool is a coroutine (comprehensions and lambdas inside one count)."""
+    while frame is not None and frame.f_code.co_name in _INLINE:
+        frame = frame.f_back
+    return frame is not None and bool(frame.f_code.co_flags & inspect.CO_COROUTINE)
+
+
+class PendingCall(collections.abc.Coroutine):  # type: ignore[type-arg]
+    """A tool call made from async code, already sent to the host: await it (or gather it) for the value."""
+
+    __slots__ = ("_coro", "_tool", "_used")
+
+    def __init__(self, tool: str, coro: Any) -> None:
+        self._tool = tool
+        self._coro = coro
+        self._used = False
+
+    def send(self, value: Any) -> Any:
+        self._used = True
+        return self._coro.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        self._used = True
+        return self._coro.throw(*exc)
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Any:
+        self._used = True
+        return self._coro.__await__()
+
+    def __del__(self) -> None:
+        if not self._used:
+            self._coro.close()  # a call whose value nobody awaited: no "never awaited" warning
+
+    def _hint(self) -> str:
+        return f"{self._tool}(...) was called from async code without await: write `await {self._tool}(...)`"
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(f"{self._hint()} to get its value")
+
+    def __getitem__(self, key: Any) -> Any:
+        raise TypeError(f"{self._hint()} to get its value")
+
+    def __iter__(self) -> Any:
+        raise TypeError(f"{self._hint()} to get its value")
+
+    def __repr__(self) -> str:
+        return f"<call of tool {self._tool!r} not awaited yet>"
+
+    def _not_a_value(self, *_: Any) -> Any:
+        raise TypeError(f"{self._hint()} to get its value")
+
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _not_a_value
+    __lt__ = __le__ = __gt__ = __ge__ = __len__ = __contains__ = __bool__ = _not_a_value
 
 
 class Capture(io.TextIOBase):
@@ -191,7 +339,7 @@ _FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 
 
 def run(code: str, filename: str, namespace: dict[str, Any], provided: dict[str, Any],
-        stdout: Capture, stderr: Capture, value_limit: int = 20_000,
+        stdout: Capture, stderr: Capture, value_limit: int = 20_000, client: ToolClient | None = None,
         ) -> tuple[str | None, BaseException | None, dict[str, Any] | None]:
     """Run `code` with its output in `stdout`/`stderr`: (repr of the last expression, the exception
     it raised, the values it submitted). Code compiles as plain Python would, with `await` allowed
@@ -207,10 +355,10 @@ def run(code: str, filename: str, namespace: dict[str, Any], provided: dict[str,
             stderr.write(f"note: the sandbox provides {', '.join(skipped)}; the definition in your code "
                          "was skipped, call the provided function instead\n")
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        _await(eval(compile(tree, filename, "exec", flags=_FLAGS, dont_inherit=True), namespace))
+        _await(eval(compile(tree, filename, "exec", flags=_FLAGS, dont_inherit=True), namespace), client)
         if last is not None:
             expression = compile(ast.Expression(last.value), filename, "eval", flags=_FLAGS, dont_inherit=True)
-            result = _await(eval(expression, namespace))
+            result = _await(eval(expression, namespace), client)
             if result is not None:
                 value = value_repr(result, value_limit)
                 namespace["_"] = result
@@ -225,9 +373,15 @@ def run(code: str, filename: str, namespace: dict[str, Any], provided: dict[str,
 
 
 class _TimerSelector:
-    """What a loop without sockets waits on: time only (WebAssembly has no socketpair for a self-pipe)."""
+    """What a loop without sockets waits on: replies to waiting tool calls, else time (WebAssembly has
+    no socketpair for a self-pipe)."""
+
+    def __init__(self, client: ToolClient | None) -> None:
+        self.client = client
 
     def select(self, timeout: float | None) -> list[Any]:
+        if timeout != 0 and self.client is not None and self.client.pump():
+            return []
         if timeout is None:
             raise RuntimeError("the step's event loop has nothing left to wait for (an await that never ends)")
         if timeout > 0:
@@ -241,9 +395,9 @@ class _TimerSelector:
 class _TimerLoop(asyncio.BaseEventLoop):
     """An event loop of callbacks and timers, for sandboxes without sockets (Pyodide)."""
 
-    def __init__(self) -> None:
+    def __init__(self, client: ToolClient | None) -> None:
         super().__init__()
-        self._selector = _TimerSelector()
+        self._selector = _TimerSelector(client)
 
     def _process_events(self, event_list: list[Any]) -> None:
         pass
@@ -252,17 +406,19 @@ class _TimerLoop(asyncio.BaseEventLoop):
         pass
 
 
-def _await(result: Any) -> Any:
+def _await(result: Any, client: ToolClient | None) -> Any:
     """The value of a compiled step: code with top-level `await` compiles to a coroutine, run here on
     a loop of the step's own (Pyodide's own loop, which cannot block, is set aside meanwhile)."""
     if not inspect.iscoroutine(result):
         return result
     outer = asyncio.events._get_running_loop()
     asyncio.events._set_running_loop(None)
-    loop = _TimerLoop() if sys.platform == "emscripten" else asyncio.new_event_loop()
+    loop = _TimerLoop(client) if sys.platform == "emscripten" else asyncio.new_event_loop()
     try:
         return loop.run_until_complete(result)
     finally:
+        if client is not None:
+            client.watched = None
         loop.close()
         asyncio.events._set_running_loop(outer)
 

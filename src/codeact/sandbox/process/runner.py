@@ -33,6 +33,8 @@ _START = b"s"
 _COMMIT = b"c"
 _DONE = b"d"
 _ABANDON = b"a"
+_PAUSE = b"p"  # the host waits for an approval: the step's clock stops
+_RESUME = b"r"
 _QUIT = b"q"
 _TIMEOUT_FMT = struct.Struct("dq")  # the step's time limit and its number, from the host
 
@@ -51,7 +53,8 @@ class Session:
         self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
         self.steps = 0
         self.channel: socket.socket | None = None
-        self.tools = step.ToolClient(self._send, self._receive)
+        self.tools = step.ToolClient(self._send, self._receive, self._fileno, self._clock)
+        self.pipe = -1
         os.register_at_fork(after_in_child=self._forked)
         self.limits_set = False
         self.expired = False
@@ -119,6 +122,15 @@ class Session:
         deadline = time.monotonic() + timeout if timeout else None
         step_started = time.monotonic()
         message = _read_pipe(pipe, deadline)
+        while message in (_PAUSE, _RESUME):
+            if message == _PAUSE and deadline is not None:
+                left = deadline - time.monotonic()
+                message = _read_pipe(pipe, None)
+                if message == _RESUME:
+                    deadline = time.monotonic() + left
+                    message = _read_pipe(pipe, deadline)
+            else:
+                message = _read_pipe(pipe, deadline)
         if message == _COMMIT:
             return "commit"
         if message == _DONE:
@@ -176,6 +188,7 @@ class Session:
         if message.get("tools") is not None:
             self._define(message["tools"], message.get("submit"))
         worker = os.getpid()
+        self.pipe = pipe
         self.tools.active = True
         try:
             self.tools.receive_inputs(int(message.get("inputs") or 0), self.namespace)
@@ -235,6 +248,14 @@ class Session:
         """In a process the code forked, tools are not callable (the step's channel is its parent's)."""
         self.tools.active = False
 
+    def _fileno(self) -> int:
+        assert self.channel is not None
+        return self.channel.fileno()
+
+    def _clock(self, op: str) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self.pipe, _PAUSE if op == "pause" else _RESUME)
+
     def _send(self, frame: bytes) -> None:
         assert self.channel is not None
         self.channel.sendall(frame)
@@ -252,7 +273,8 @@ class Session:
         filename = f"<step {self.steps}>"
         stdout, stderr = step.Capture(self.output_limit), step.Capture(self.output_limit)
         started = time.perf_counter()
-        value, exc, values = step.run(code, filename, self.namespace, self.provided, stdout, stderr, value_limit)
+        value, exc, values = step.run(code, filename, self.namespace, self.provided, stdout, stderr, value_limit,
+                                       self.tools)
         self.expired = isinstance(exc, step.StepExpired)
         if self.expired:
             error = step.plain_error("Timeout", str(exc))
@@ -312,9 +334,13 @@ def _read_pipe(fd: int, deadline: float | None) -> bytes | None:
             continue
         if not ready:
             return None
-        data = os.read(fd, 1 + _TIMEOUT_FMT.size)
-        if data[:1] == _START and len(data) < 1 + _TIMEOUT_FMT.size:
-            data += os.read(fd, 1 + _TIMEOUT_FMT.size - len(data))
+        data = os.read(fd, 1)
+        size = _TIMEOUT_FMT.size if data == _START else 0
+        while data and len(data) < 1 + size:
+            more = os.read(fd, 1 + size - len(data))
+            if not more:
+                return b""
+            data += more
         return data
 
 

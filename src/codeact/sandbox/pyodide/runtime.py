@@ -32,7 +32,9 @@ class Session:
         self.baseline_modules = set(sys.modules)
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
         self.provided: dict[str, Any] = {}
-        self.tools = step.ToolClient(lambda frame: send(host, frame), lambda: receive(host))
+        self.tools = step.ToolClient(lambda frame: send(host, frame), lambda: receive(host), clock=self._clock)
+        self.deadline = 0.0
+        self.left = 0.0
 
     def reset(self) -> None:
         """Forget every variable, the files in /tmp and the modules imported since the session
@@ -55,6 +57,17 @@ class Session:
                         os.unlink(entry.path)
 
     # --- tools and submit -------------------------------------------------------------------------
+    def _clock(self, op: str) -> None:
+        """The host waits for an approval ("pause") or got it ("resume"): that time does not count."""
+        if not self.deadline:
+            return
+        if op == "pause":
+            self.left = max(0.001, self.deadline - time.monotonic())
+            self.host.disarm()
+        else:
+            self.deadline = time.monotonic() + self.left
+            self.host.arm(self.left)
+
     def define(self, tools: list[dict[str, str]], submit: list[str] | None) -> None:
         step.define(self.namespace, self.provided, tools, submit, self.tools.call)
 
@@ -69,11 +82,13 @@ class Session:
         started = time.perf_counter()
         before = dict(self.namespace)
         self.tools.active = True
+        self.deadline = time.monotonic() + timeout if timeout > 0 else 0.0
         if timeout > 0:
             self.host.arm(timeout)
         try:
             self.tools.receive_inputs(inputs, self.namespace)
-            value, exc, values = step.run(code, filename, self.namespace, self.provided, stdout, stderr, value_limit)
+            value, exc, values = step.run(code, filename, self.namespace, self.provided, stdout, stderr, value_limit,
+                                               self.tools)
         finally:
             fired = bool(self.host.disarm())
             self.tools.active = False

@@ -1,0 +1,220 @@
+"""Code that awaits: async stubs, concurrent tool calls, budgets and approvals, on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+import codeact
+from codeact import tool
+from codeact.sandbox.driver import ApprovalRequest
+
+
+class Overlap:
+    """A tool that counts how many of its calls run at the same time (no clock involved)."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.active = 0
+        self.peak = 0
+        self.lock = threading.Lock()
+        self.all_in = threading.Event()
+
+    def price(self, item: int) -> int:
+        """The price of an item."""
+        with self.lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+            if self.active == self.expected:
+                self.all_in.set()
+        self.all_in.wait(20)  # held until every call is in flight (or a generous bound passes)
+        with self.lock:
+            self.active -= 1
+        return item * 10
+
+
+async def aprice(item: int) -> int:
+    """The price of an item, asynchronously."""
+    await asyncio.sleep(0)
+    return item * 100
+
+
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+# --- awaiting ------------------------------------------------------------------------------------
+def test_gathered_calls_of_a_sync_tool_run_concurrently_on_the_host(make_sandbox):
+    overlap = Overlap(10)
+    sb = make_sandbox(tools=[overlap.price], timeout=60)
+    r = sb.execute("import asyncio\nprices = await asyncio.gather(*[price(i) for i in range(10)])\nprices")
+    assert r.error is None, r.error
+    assert r.value == repr([i * 10 for i in range(10)])
+    assert overlap.peak == 10
+    assert len(r.tool_calls) == 10 and all(call.concurrent for call in r.tool_calls)
+
+
+def test_async_tools_are_awaitable_and_gather(make_sandbox):
+    sb = make_sandbox(tools=[aprice])
+    r = sb.execute("import asyncio\nps = await asyncio.gather(*(aprice(i) for i in range(5)))\nps")
+    assert r.error is None, r.error
+    assert r.value == "[0, 100, 200, 300, 400]"
+    assert sb.execute("await aprice(7)").value == "700"
+
+
+def test_task_groups_and_as_completed_work(make_sandbox):
+    sb = make_sandbox(tools=[add, aprice])
+    r = sb.execute(
+        "import asyncio\n"
+        "async def main():\n"
+        "    async with asyncio.TaskGroup() as tg:\n"
+        "        tasks = [tg.create_task(add(i, 1)) for i in range(3)]\n"
+        "    done = [await f for f in asyncio.as_completed([aprice(1), aprice(2)])]\n"
+        "    return [t.result() for t in tasks], sorted(done)\n"
+        "await main()"
+    )
+    assert r.error is None, r.error
+    assert r.value == "([1, 2, 3], [100, 200])"
+
+
+def test_plain_calls_work_as_before_in_plain_code_and_helpers(make_sandbox):
+    sb = make_sandbox(tools=[add, aprice])
+    r = sb.execute("x = add(1, 2)\ny = aprice(3)\nx + y")
+    assert r.error is None and r.value == "303"
+    r = sb.execute("def helper():\n    return add(2, 2)\nasync def main():\n    return helper() + await add(1, 1)\n"
+                   "await main()")
+    assert r.error is None and r.value == "6"
+
+
+def test_a_call_not_awaited_in_async_code_says_to_await_it(make_sandbox):
+    sb = make_sandbox(tools=[add])
+    r = sb.execute("async def main():\n    v = add(1, 2)\n    return v + 1\nawait main()")
+    assert r.error is not None and r.error.type == "TypeError"
+    assert "write `await add(...)`" in r.error.message
+
+
+# --- budgets -------------------------------------------------------------------------------------
+def test_the_call_past_the_budget_raises_in_the_code(make_sandbox):
+    sb = make_sandbox(tools=[add], max_tool_calls=3)
+    r = sb.execute(
+        "done = []\ntry:\n    for i in range(10):\n        done.append(add(i, 0))\n"
+        "except RuntimeError as exc:\n    print(exc)\ndone"
+    )
+    assert r.error is None, r.error
+    assert r.value == "[0, 1, 2]"
+    assert "budget of 3 tool calls" in r.stdout
+    assert [c.error is not None and c.error.startswith("ToolBudgetExceeded") for c in r.tool_calls] == [
+        False, False, False, True]
+    sb.set_policy(max_tool_calls=1)  # a fresh budget
+    assert sb.execute("add(1, 1)").value == "2"
+
+
+def test_a_tool_can_have_its_own_call_limit(make_sandbox):
+    limited = tool(add, max_calls=1)
+    sb = make_sandbox(tools=[limited, aprice])
+    r = sb.execute("add(1, 1)\ntry:\n    add(2, 2)\nexcept RuntimeError as exc:\n    print(exc)\naprice(1)")
+    assert r.error is None, r.error
+    assert "may be called at most 1 times" in r.stdout
+    assert r.value == "100"
+
+
+# --- approvals -----------------------------------------------------------------------------------
+def delete(path: str) -> str:
+    """Delete a file."""
+    return f"deleted {path}"
+
+
+def test_approvals_allow_deny_with_a_reason_and_edit(make_sandbox):
+    seen: list[ApprovalRequest] = []
+
+    def approve(request: ApprovalRequest) -> Any:
+        seen.append(request)
+        if request.arguments["path"] == "/etc":
+            return "system paths are off limits"
+        if request.arguments["path"] == "draft":
+            return {"path": "/tmp/draft"}
+        return True
+
+    sb = make_sandbox(tools=[tool(delete, requires_approval=True), add], approve=approve)
+    r = sb.execute(
+        "print(delete('/tmp/a'))\nprint(delete(path='draft'))\n"
+        "try:\n    delete('/etc')\nexcept PermissionError as exc:\n    print('refused:', exc)\nadd(1, 1)"
+    )
+    assert r.error is None, r.error
+    assert r.stdout.splitlines() == [
+        "deleted /tmp/a", "deleted /tmp/draft",
+        "refused: the call of tool 'delete' was denied: system paths are off limits",
+    ]
+    assert [(c.name, c.approval) for c in r.tool_calls] == [
+        ("delete", "approved"), ("delete", "edited"), ("delete", "denied"), ("add", None)]
+    assert [s.tool for s in seen] == ["delete"] * 3  # unmarked tools run freely
+    assert seen[1].arguments == {"path": "draft"}
+
+
+def test_an_async_approver_is_awaited_and_every_tool_asks_when_none_is_marked(make_sandbox):
+    async def approve(request: ApprovalRequest) -> bool:
+        await asyncio.sleep(0)
+        return request.arguments.get("a") != 13
+
+    sb = make_sandbox(tools=[add], approve=approve)
+    r = sb.execute("add(1, 2)\ntry:\n    add(13, 0)\nexcept PermissionError:\n    print('no')")
+    assert r.error is None and r.stdout == "no\n"
+
+
+def test_time_waiting_for_an_approval_does_not_count_against_the_step(make_sandbox):
+    release = threading.Event()
+
+    def slow_human(request: ApprovalRequest) -> bool:
+        release.wait(2.5)  # longer than the step's 1 s limit: a person thinking
+        return True
+
+    sb = make_sandbox(tools=[add], approve=slow_human, timeout=1)
+    r = sb.execute("add(20, 22)")
+    assert r.error is None, r.error
+    assert r.value == "42"
+
+
+def test_a_tool_marked_for_approval_needs_an_approver(make_sandbox):
+    with pytest.raises(ValueError, match="tool 'delete' requires approval; pass approve="):
+        make_sandbox(tools=[tool(delete, requires_approval=True)])
+
+
+# --- through CodeAct -------------------------------------------------------------------------------
+def py(code: str) -> str:
+    return f"Next.\n```python\n{code}\n```"
+
+
+def test_codeact_records_every_call_with_its_approval_and_budget() -> None:
+    decisions: list[str] = []
+
+    def approve(request: ApprovalRequest) -> Any:
+        decisions.append(request.tool)
+        return request.arguments["path"] != "/"
+
+    lm = codeact.ScriptedLM([
+        py("import asyncio\nparts = await asyncio.gather(add(1, 2), add(3, 4))\n"
+           "try:\n    delete('/')\nexcept PermissionError as exc:\n    print(exc)\n"
+           "try:\n    add(0, 0)\nexcept RuntimeError as exc:\n    print(exc)"),
+        py("submit(sum(parts))"),
+    ])
+    act = codeact.CodeAct("q -> answer: int", tools=[add, tool(delete, requires_approval=True)], lm=lm,
+                          approve=approve, max_tool_calls=3)
+    prediction = act(q="go")
+    assert prediction.answer == 10 and prediction.end_reason == "submitted"
+    calls = prediction.trajectory[0].tool_calls
+    assert [(c.name, c.approval) for c in calls[:2]] == [("add", None), ("add", None)]
+    assert calls[2].name == "delete" and calls[2].approval == "denied"
+    assert calls[3].error is not None and calls[3].error.startswith("ToolBudgetExceeded")
+    assert prediction.trajectory[0].tool_call_count == 4
+    assert decisions == ["delete"]
+    record = codeact.RunRecord.from_dict(prediction.record.to_dict())
+    assert record.steps[0].tool_calls[2].approval == "denied"
+
+
+def test_codeact_refuses_a_marked_tool_without_an_approver() -> None:
+    with pytest.raises(ValueError, match="requires approval"):
+        codeact.CodeAct("q -> a", tools=[tool(delete, requires_approval=True)], lm=codeact.ScriptedLM([]))
