@@ -370,6 +370,35 @@ def test_relative_read_paths_resolve_in_the_sandbox(tmp_path: Path) -> None:
     assert json.loads(proc.stdout)["outputs"] == {"answer": "north,3"}
 
 
+def test_approve_asks_in_the_terminal_and_a_refusal_reaches_the_code_and_the_trace(tmp_path: Path) -> None:
+    script = replies(
+        tmp_path,
+        code("try:\n    add(1, 2)\nexcept PermissionError as exc:\n    print('refused:', exc)\n"
+             "x = add(2, 2)\ny = add(3, 3)\nsubmit(x + y)"),
+    )
+    trace = tmp_path / "run.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "codeact", "run", "x", "--model", script, "--tools", str(MATH_TOOLS),
+         "-s", "task -> answer: int", "--approve", "--trace", str(trace)],
+        input="n\nz\na\n", capture_output=True, text=True, timeout=60, cwd=ROOT, env=_env(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("allow? y = yes, n = no, a = always") == 2  # the third call was always-approved
+    assert "refused: the call of tool 'add' was denied: refused at the terminal" in proc.stdout
+    assert "denied" in proc.stdout  # the live view marks the call
+    calls = RunRecord.load(trace).steps[0].tool_calls
+    assert [c.approval for c in calls] == ["denied", "approved", "approved"]
+
+
+def test_max_tool_calls_on_the_command_line(tmp_path: Path) -> None:
+    script = replies(tmp_path, code("try:\n    add(1, 1)\n    add(1, 1)\nexcept RuntimeError as exc:\n"
+                                    "    print(exc)\nsubmit(1)"))
+    proc = codeact("run", "x", "--model", script, "--tools", str(MATH_TOOLS), "-s", "task -> answer: int",
+                   "--max-tool-calls", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert "the budget of 1 tool calls for this run is used up" in proc.stdout
+
+
 def test_run_help_documents_exit_codes() -> None:
     proc = codeact("run", "--help")
     assert proc.returncode == 0

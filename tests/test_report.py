@@ -30,7 +30,9 @@ def make_record() -> RunRecord:
             stdout=long_output,
             value="42",
             lm_s=1.4, exec_s=0.35, tool_s=0.2,
-            tool_calls=[ToolCall("load"), ToolCall("add", kwargs={"a": 17, "b": 25}, result=42), ToolCall("add")],
+            tool_calls=[ToolCall("load"), ToolCall("add", kwargs={"a": 17, "b": 25}, result=42, duration_s=0.01),
+                        ToolCall("delete", args=["/etc"], approval="denied",
+                                 error="PermissionError: the call of tool 'delete' was denied: no")],
             prompt_tokens=812, completion_tokens=64, cost=0.0012,
             observation="stdout:\nrow 0 ...",
         ),
@@ -208,3 +210,11 @@ def test_report_reads_well_in_chromium(browser, tmp_path: Path) -> None:  # type
     keep = Path(__file__).resolve().parents[1] / ".pytest_cache" / "report-screenshot.png"
     keep.parent.mkdir(exist_ok=True)
     shutil.copyfile(shot, keep)
+
+
+def test_report_shows_each_tool_call_with_its_approval() -> None:
+    html = render_html(make_record())
+    assert "Tool calls (3)" in html
+    assert "add(a=17, b=25)" in html and "<td>42</td>" in html
+    assert '<tr class="denied"><td>delete(&#x27;/etc&#x27;)</td>' in html
+    assert "was denied: no" in html

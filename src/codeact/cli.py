@@ -22,6 +22,7 @@ from codeact.sandbox.options import SandboxOptions
 
 if TYPE_CHECKING:
     from codeact.live import LiveView
+    from codeact.sandbox.driver import ApprovalRequest
     from codeact.signature import Signature
     from codeact.trajectory import RunRecord
 
@@ -275,6 +276,39 @@ def _positive_float(text: str) -> float:
     return value
 
 
+class _TerminalApprover:
+    """`codeact run --approve`: asks at the terminal before each tool call the code makes."""
+
+    def __init__(self, view: LiveView) -> None:
+        self.view = view
+        self.always: set[str] = set()
+
+    def __call__(self, request: ApprovalRequest) -> bool | str:
+        from rich.text import Text
+
+        from codeact.live import safe
+
+        if request.tool in self.always:
+            return True
+        arguments = ", ".join(f"{k}={v!r}" for k, v in request.arguments.items())
+        question = Text.assemble(("the code calls ", "bold yellow"), (safe(f"{request.tool}({arguments})"), "cyan"),
+                                 ("  allow? y = yes, n = no, a = always for this tool", "yellow"))
+        answer = self.view.ask(question, "yna")
+        if answer == "a":
+            self.always.add(request.tool)
+        return True if answer in "ya" else "refused at the terminal"
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -416,7 +450,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         agent = CodeAct(
             signature, tools, lm=lm, max_iters=args.max_iters, sandbox=sandbox_options,
-            on_event=view,
+            on_event=view, approve=_TerminalApprover(view) if args.approve else None,
+            max_tool_calls=args.max_tool_calls,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -591,6 +626,11 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--write", action="append", default=[], metavar="PATH",
                          help="a file or folder the code may write; repeatable")
     sandbox.add_argument("--network", action="store_true", help="allow network access (default: off)")
+    run.add_argument("--approve", action="store_true",
+                     help="ask in the terminal before each tool call the code makes (y = yes, n = no, "
+                     "a = always for that tool); a refused call raises PermissionError in the code")
+    run.add_argument("--max-tool-calls", type=_count, default=None, metavar="N",
+                     help="the most tool calls the code may make in the run")
     sandbox.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
                          help="time limit for each code execution (default: 30)")
     sandbox.add_argument("--memory", type=_memory, default="1GB", metavar="SIZE",

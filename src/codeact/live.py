@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import sys
+import threading
 import time
 from typing import Any
 
@@ -28,6 +30,7 @@ from codeact.agent import (
     StepStarted,
     TokenReceived,
 )
+from codeact.sandbox.interpreter import ToolCall
 from codeact.trajectory import RunRecord, Step
 
 OUTPUT_LINES = 30
@@ -100,6 +103,7 @@ class LiveView:
         self.steps: list[Step] = []
         self.run_started: RunStarted | None = None
         self.record: RunRecord | None = None
+        self._asking = threading.Lock()
 
     # --- events ---
     def __call__(self, event: Event) -> None:
@@ -180,6 +184,8 @@ class LiveView:
             self._print(Text("(no output)", style="dim"))
         elif step.code is not None:
             self._print(Text("(stopped before the code finished)", style="yellow"))
+        for line in tool_call_lines(step.tool_calls):
+            self._print(line)
         self._print(
             Text(
                 f"model {step.lm_s:.2f}s · code {step.exec_s:.3f}s"
@@ -217,12 +223,57 @@ class LiveView:
         """Remove the spinner (at the end of a run, or when it is interrupted)."""
         self._pause()
 
+    def ask(self, question: Text, choices: str) -> str:
+        """Ask the person at the terminal (the spinner paused meanwhile); one of `choices`' letters."""
+        with self._asking:
+            self._pause()
+            console = self.console if self.show else Console(stderr=True, highlight=False)
+            console.print(question)
+            while True:
+                console.print(f"  [{'/'.join(choices)}] ", end="")
+                console.file.flush()
+                line = sys.stdin.readline()
+                if not line:  # no one to ask: no
+                    return "n"
+                if line.strip().lower()[:1] in choices:
+                    return line.strip().lower()[:1]
+
     def _print(self, renderable: Any) -> None:
         if not self.show:
             return
         self.console.print(renderable)
         if not self.interactive:
             self.console.file.flush()
+
+
+_SHOWN_CALLS = 12
+
+
+def tool_call_lines(calls: list[ToolCall]) -> list[Text]:
+    """One dim line per tool call of a step (the first few), with denials and failures marked."""
+    lines = []
+    for call in calls[:_SHOWN_CALLS]:
+        arguments = ", ".join([_short(a) for a in call.args] + [f"{k}={_short(v)}" for k, v in call.kwargs.items()])
+        line = Text("  ⇢ " if call.concurrent else "  → ", style="dim")
+        line.append(safe(f"{call.name}({arguments})"), style="cyan")
+        if call.approval == "denied":
+            line.append("  denied", style="bold red")
+        elif call.approval:
+            line.append(f"  {call.approval}", style="green")
+        if call.error is not None and call.approval != "denied":
+            line.append(f"  {safe(call.error)[:120]}", style="red")
+        elif call.error is None:
+            line.append(f"  = {_short(call.result)}", style="dim")
+        line.append(f"  {call.duration_s:.3f}s" + (" (abandoned)" if call.abandoned else ""), style="dim")
+        lines.append(line)
+    if len(calls) > _SHOWN_CALLS:
+        lines.append(Text(f"  … {len(calls) - _SHOWN_CALLS} more tool calls", style="dim"))
+    return lines
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    text = format_value(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def print_result(console: Console, record: RunRecord) -> None:

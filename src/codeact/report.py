@@ -72,6 +72,10 @@ table.kv td { padding: 4px 0; }
   flex-wrap: wrap; margin-bottom: 8px; }
 .step .meta { font-size: 13px; color: var(--muted); }
 .block { margin: 10px 0; }
+table.calls { border-collapse: collapse; font-size: 13px; margin-top: 4px; }
+table.calls td, table.calls th { padding: 2px 10px 2px 0; text-align: left; vertical-align: top; }
+table.calls tr.denied td, table.calls tr.failed td { color: #cf222e; }
+svg.calls { width: 100%; height: auto; font-size: 12px; }
 .label { font-size: 12px; font-weight: 600; color: var(--muted); text-transform: uppercase;
   letter-spacing: .04em; margin-bottom: 3px; }
 .reasoning { white-space: pre-wrap; }
@@ -165,6 +169,54 @@ def _code(code: str) -> str:
     )
 
 
+_MAX_CALL_ROWS = 40
+
+
+def _tool_calls_html(step: Step) -> str:
+    """The step's tool calls as a timeline (a bar per call over the step's time) and a table."""
+    calls = step.tool_calls[:_MAX_CALL_ROWS]
+    span = max([step.exec_s] + [c.start_s + c.duration_s for c in calls] + [1e-6])
+    width, left, row_h = 960, 200, 18
+    height = len(calls) * row_h + 6
+    bars, rows = [], []
+    for i, call in enumerate(calls):
+        arguments = ", ".join([_compact(a) for a in call.args] + [f"{k}={_compact(v)}" for k, v in call.kwargs.items()])
+        outcome = call.error or _compact(call.result)
+        status = ("denied" if call.approval == "denied" else "failed" if call.error else
+                  "abandoned" if call.abandoned else "ok")
+        color = {"denied": "#cf222e", "failed": "#bc4c00", "abandoned": "#8c959f"}.get(status, "var(--tool)")
+        y = 3 + i * row_h
+        x0 = left + (width - left - 10) * call.start_s / span
+        w = max(2.0, (width - left - 10) * call.duration_s / span)
+        tip = f"{call.name}({arguments}) · {_fmt_s(call.duration_s)} · {status}" + (
+            " · concurrent" if call.concurrent else "") + (f" · {call.approval}" if call.approval else "")
+        bars.append(f'<text x="{left - 8}" y="{y + 13}" text-anchor="end">{escape(call.name)}</text>'
+                    f'<rect x="{x0:.1f}" y="{y}" width="{w:.1f}" height="{row_h - 4}" fill="{color}" rx="2">'
+                    f"<title>{escape(tip)}</title></rect>")
+        rows.append(
+            f'<tr class="{status}"><td>{escape(call.name)}({escape(_clip(arguments, 120))})</td>'
+            f"<td>{escape(_clip(outcome, 160))}</td><td>{escape(call.approval or '')}</td>"
+            f"<td>{escape(_fmt_s(call.duration_s))}{' ‖' if call.concurrent else ''}</td></tr>"
+        )
+    more = len(step.tool_calls) - len(calls)
+    note = f'<div class="muted">… and {more} more calls (in the trace)</div>' if more > 0 else ""
+    return (
+        f'<div class="block"><div class="label">Tool calls ({len(step.tool_calls)})</div>'
+        f'<svg class="calls" viewBox="0 0 {width} {height}" role="img" aria-label="Tool calls of this step">'
+        + "".join(bars) + "</svg>"
+        '<table class="calls"><tr><th>call</th><th>result or error</th><th>approval</th><th>time</th></tr>'
+        + "".join(rows) + f"</table>{note}</div>"
+    )
+
+
+def _compact(value: Any) -> str:
+    return repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _step_html(step: Step) -> str:
     failed = step.error is not None
     css = "failed" if failed else ("done" if step.submitted is not None else "")
@@ -191,6 +243,8 @@ def _step_html(step: Step) -> str:
         parts.append(_code(step.code))
     elif step.reply:
         parts.append(_foldable("Model reply (no code)", step.reply))
+    if step.tool_calls:
+        parts.append(_tool_calls_html(step))
     if step.stdout:
         parts.append(_foldable("Output", step.stdout))
     if step.stderr:
