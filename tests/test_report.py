@@ -218,3 +218,14 @@ def test_report_shows_each_tool_call_with_its_approval() -> None:
     assert "add(a=17, b=25)" in html and "<td>42</td>" in html
     assert '<tr class="denied"><td>delete(&#x27;/etc&#x27;)</td>' in html
     assert "was denied: no" in html
+
+
+def test_report_shows_language_model_calls_from_code() -> None:
+    from codeact.trajectory import LLMCall
+
+    record = make_record()
+    record.steps[0].llm_calls = [LLMCall("Summarise part 1", reply="It is about <cats>", prompt_tokens=30,
+                                         completion_tokens=5, cost=0.0001, duration_s=0.4)]
+    html = render_html(record)
+    assert "Language-model calls from code (1)" in html
+    assert "It is about &lt;cats&gt;" in html and "<td>35</td>" in html

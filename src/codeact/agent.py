@@ -28,6 +28,7 @@ from codeact.lm.base import LM, Completion, Message, Usage
 from codeact.prompt import (
     NO_CODE_OBSERVATION,
     STOP_SEQUENCES,
+    InputsInPrompt,
     Prompt,
     input_assignments,
     observation,
@@ -41,6 +42,7 @@ from codeact.sandbox.interpreter import ExecutionResult, Interpreter, Interprete
 from codeact.sandbox.options import SandboxOptions
 from codeact.settings import default_lm, resolve_lm
 from codeact.signature import OutputValidationError, Signature, ensure_signature
+from codeact.subcalls import SubCalls
 from codeact.tools import Tool, as_tool
 from codeact.trajectory import EndReason, Fallback, RunRecord, Step, StepError
 
@@ -215,11 +217,26 @@ class CodeAct:
         on_event: EventHandler | None = None,
         approve: Approver | None = None,
         max_tool_calls: int | None = None,
+        sub_lm: LM | str | None = None,
+        max_llm_calls: int | None = None,
+        inputs_in_prompt: InputsInPrompt = "full",
+        preview_chars: int = 500,
     ) -> None:
         self.signature = ensure_signature(signature)
+        if callable(tools) or isinstance(tools, (Tool, str)):
+            raise TypeError("tools must be a list of callables, e.g. tools=[add]")
         self.tools = [as_tool(t) for t in tools]
-        self._check_tools()
         self.lm = resolve_lm(lm) if lm is not None else None
+        self.sub_lm = resolve_lm(sub_lm) if sub_lm is not None else None
+        if max_llm_calls is not None and (
+            isinstance(max_llm_calls, bool) or not isinstance(max_llm_calls, int) or max_llm_calls < 0
+        ):
+            raise ValueError(f"max_llm_calls must be a non-negative integer, got {max_llm_calls!r}")
+        # language-model calls from code are on when asked for: a sub_lm, or a number of calls
+        self.max_llm_calls = (
+            max_llm_calls if max_llm_calls is not None else (50 if sub_lm is not None else 0)
+        )
+        self._check_tools()
         if not isinstance(max_iters, int) or max_iters < 1:
             raise ValueError(f"max_iters must be a positive integer, got {max_iters!r}")
         if fallback not in ("extract", "raise", "partial"):
@@ -252,7 +269,11 @@ class CodeAct:
         self.temperature = temperature
         self.on_event = on_event
         self.prompt = Prompt(
-            self.signature, self.tools, sandbox=self.sandbox_options if interpreter is None else None
+            self.signature,
+            self.tools + (SubCalls.described() if self.max_llm_calls else []),
+            sandbox=self.sandbox_options if interpreter is None else None,
+            inputs_in_prompt=inputs_in_prompt,
+            preview_chars=preview_chars,
         )
         self._shared_lock = threading.Lock()
         self._shared_started = False
@@ -264,6 +285,11 @@ class CodeAct:
                 raise ValueError(f"two tools are named {t.name!r}; pass name='...' to Tool()")
             if t.name == "submit":
                 raise ValueError("a tool may not be named 'submit'; that name ends the task")
+            if self.max_llm_calls and t.name in ("llm_query", "llm_query_batched"):
+                raise ValueError(
+                    f"a tool may not be named {t.name!r} while language-model calls from code are on "
+                    "(sub_lm= or max_llm_calls=)"
+                )
             if t.name in self.signature.inputs:
                 raise ValueError(
                     f"tool {t.name!r} has the name of an input variable; rename one of them"
@@ -408,6 +434,17 @@ class _Run:
         if module.interpreter is None:
             _check_transportable(self.inputs)
         self.lm: LM = module.lm if module.lm is not None else default_lm()
+        self.subcalls = (
+            SubCalls(
+                module.sub_lm or self.lm,
+                module.max_llm_calls,
+                lambda: self.budget_text() if self.over_budget() else None,
+                on_usage=self._count_sub_usage,
+            )
+            if module.max_llm_calls
+            else None
+        )
+        self.tools = module.tools + (self.subcalls.tools() if self.subcalls else [])
         self.record = RunRecord(
             signature=self.signature.text(),
             run_id=uuid.uuid4().hex[:12],
@@ -450,6 +487,10 @@ class _Run:
                 await self._pending.pop(0)
             except Exception as exc:
                 warnings.warn(f"on_event handler raised {exc!r}; the run goes on", stacklevel=2)
+
+    def _count_sub_usage(self, usage: Usage) -> None:
+        self.record.add_usage(usage)
+        self.record.sub_usage = self.record.sub_usage + usage
 
     def begin(self) -> None:
         self.emit(
@@ -523,6 +564,8 @@ class _Run:
         step.exec_s = result.duration_s
         step.tool_s = result.tool_time_s
         step.tool_calls = result.tool_calls
+        if self.subcalls is not None:
+            step.llm_calls = self.subcalls.take()
         if result.error is not None:
             e = result.error
             step.error = StepError(e.type, e.message, e.traceback, e.lineno, e.line)
@@ -703,7 +746,7 @@ class _Session:
         from codeact.sandbox import Sandbox
 
         return Sandbox(
-            self.module.tools,
+            self.run.tools,
             submit_params=list(self.module.signature.outputs),
             options=self.module.sandbox_options,
             approve=self.module.approve,
@@ -711,7 +754,7 @@ class _Session:
         )
 
     def _setup(self, interpreter: Interpreter) -> str:
-        interpreter.set_tools(self.module.tools)
+        interpreter.set_tools(self.run.tools)
         interpreter.set_submit(list(self.module.signature.outputs))
         set_policy = getattr(interpreter, "set_policy", None)
         if callable(set_policy):  # a fresh tool-call budget for each run

@@ -186,6 +186,11 @@ class LiveView:
             self._print(Text("(stopped before the code finished)", style="yellow"))
         for line in tool_call_lines(step.tool_calls):
             self._print(line)
+        if step.llm_calls:
+            tokens = sum(c.prompt_tokens + c.completion_tokens for c in step.llm_calls)
+            failed = sum(c.error is not None for c in step.llm_calls)
+            self._print(Text(f"  language-model calls from code: {len(step.llm_calls)} ({tokens:,} tokens"
+                             + (f", {failed} failed" if failed else "") + ")", style="dim"))
         self._print(
             Text(
                 f"model {step.lm_s:.2f}s · code {step.exec_s:.3f}s"

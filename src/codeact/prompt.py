@@ -14,7 +14,7 @@ import re
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from codeact.lm.base import Message
 from codeact.sandbox.options import SandboxOptions
@@ -258,11 +258,17 @@ class Prompt:
         *,
         input_limit: int = 2000,
         sandbox: SandboxOptions | None = None,
+        inputs_in_prompt: InputsInPrompt = "full",
+        preview_chars: int = 500,
     ) -> None:
         self.signature = signature
         self.tools = list(tools)
         self.input_limit = input_limit
         self.sandbox = sandbox
+        self.input_modes = _input_modes(inputs_in_prompt, signature)
+        if isinstance(preview_chars, bool) or not isinstance(preview_chars, int) or preview_chars < 1:
+            raise ValueError(f"preview_chars must be a positive integer, got {preview_chars!r}")
+        self.preview_chars = preview_chars
         self.system = self._system()
 
     def _system(self) -> str:
@@ -293,7 +299,13 @@ class Prompt:
             for name, value in inputs.items():
                 spec = self.signature.inputs.get(name)
                 note = f"  # {spec.desc}" if spec and spec.desc else ""
-                lines.append(f"{name} = {self.input_text(value)}{note}")
+                if self.input_modes.get(name, "full") == "preview":
+                    lines.append(f"{name}: {preview(value, self.preview_chars)}{note}")
+                else:
+                    lines.append(f"{name} = {self.input_text(value)}{note}")
+            if "preview" in self.input_modes.values():
+                lines.append("(Only previews of some inputs are shown: read them with code; the variables hold "
+                             "all of it.)")
         return "\n".join(lines)
 
     def input_text(self, value: Any) -> str:
@@ -347,6 +359,56 @@ def parse_json_object(text: str) -> dict[str, Any] | None:
             if isinstance(value, dict):
                 return value
     return None
+
+
+InputsInPrompt = Literal["full", "preview"] | dict[str, Literal["full", "preview"]]
+
+
+def _input_modes(setting: InputsInPrompt, signature: Signature) -> dict[str, str]:
+    """How each input is shown: whole ("full") or as its type, size and a preview ("preview")."""
+    if isinstance(setting, str):
+        if setting not in ("full", "preview"):
+            raise ValueError(f"inputs_in_prompt must be 'full', 'preview' or a dict of them, got {setting!r}")
+        return dict.fromkeys(signature.inputs, setting)
+    if not isinstance(setting, dict):
+        raise TypeError(f"inputs_in_prompt must be 'full', 'preview' or a dict of them, got {setting!r}")
+    unknown = [k for k in setting if k not in signature.inputs]
+    if unknown:
+        raise ValueError(f"inputs_in_prompt names {unknown[0]!r}, which is not an input of the signature")
+    for mode in setting.values():
+        if mode not in ("full", "preview"):
+            raise ValueError(f"inputs_in_prompt values must be 'full' or 'preview', got {mode!r}")
+    return {name: setting.get(name, "full") for name in signature.inputs}
+
+
+def preview(value: Any, chars: int) -> str:
+    """An input as its type, size and first part; small values whole."""
+    kind = type(value).__name__
+    if kind == "DataFrame" and hasattr(value, "dtypes"):
+        columns = ", ".join(f"{c}: {t}" for c, t in list(value.dtypes.astype(str).items())[:30])
+        head = value.head(5).to_string()[:chars]
+        return f"DataFrame of {len(value):,} rows × {value.shape[1]} columns ({columns}); first rows:\n{head}"
+    small = not hasattr(value, "__len__") or len(value) <= chars  # a repr at least as long as the value
+    whole = _safe_repr(value) if small else ""
+    if whole and len(whole) <= chars:
+        return f"{kind} = {whole}"
+    if isinstance(value, str):
+        return f"str of {len(value):,} characters, {value.count(chr(10)) + 1:,} lines; starts: {value[:chars]!r} …"
+    if isinstance(value, dict):
+        keys = _safe_repr(list(value)[:20])[:chars]
+        return f"dict of {len(value):,} keys; first keys: {keys} …"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)[:5] if not isinstance(value, (set, frozenset)) else sorted(value, key=repr)[:5]
+        return f"{kind} of {len(value):,} items; first: {_safe_repr(items)[:chars]} …"
+    size = f" of length {len(value):,}" if hasattr(value, "__len__") else ""
+    return f"{kind}{size}; starts: {(whole or _safe_repr(value))[:chars]} …"
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:
+        return f"<repr failed: {type(exc).__name__}>"
 
 
 def environment(options: SandboxOptions) -> str:

@@ -209,6 +209,24 @@ def _tool_calls_html(step: Step) -> str:
     )
 
 
+def _llm_calls_html(step: Step) -> str:
+    """The language-model calls the step's code made: question, answer, tokens, cost, time."""
+    rows = "".join(
+        f'<tr class="{"failed" if call.error else "ok"}"><td>{escape(_clip(call.prompt, 200))}</td>'
+        f"<td>{escape(_clip(call.error or call.reply or '', 200))}</td>"
+        f"<td>{call.prompt_tokens + call.completion_tokens:,}</td><td>{escape(_fmt_cost(call.cost))}</td>"
+        f"<td>{escape(_fmt_s(call.duration_s))}</td></tr>"
+        for call in step.llm_calls[:_MAX_CALL_ROWS]
+    )
+    more = len(step.llm_calls) - _MAX_CALL_ROWS
+    note = f'<div class="muted">… and {more} more calls (in the trace)</div>' if more > 0 else ""
+    return (
+        f'<div class="block"><div class="label">Language-model calls from code ({len(step.llm_calls)})</div>'
+        '<table class="calls"><tr><th>prompt</th><th>answer</th><th>tokens</th><th>cost</th><th>time</th></tr>'
+        f"{rows}</table>{note}</div>"
+    )
+
+
 def _compact(value: Any) -> str:
     return repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
 
@@ -245,6 +263,8 @@ def _step_html(step: Step) -> str:
         parts.append(_foldable("Model reply (no code)", step.reply))
     if step.tool_calls:
         parts.append(_tool_calls_html(step))
+    if step.llm_calls:
+        parts.append(_llm_calls_html(step))
     if step.stdout:
         parts.append(_foldable("Output", step.stdout))
     if step.stderr:

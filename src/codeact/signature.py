@@ -384,6 +384,11 @@ def _parse_side(
     return fields
 
 
+def parse_type(src: str, where: str = "type") -> Any:
+    """A type spelt as in signatures (`int`, `list[str]`, `dict[str, float] | None`), without eval."""
+    return _parse_type(src, dict(_SAFE_NAMES), where)
+
+
 def _parse_type(src: str, names: dict[str, Any], where: str) -> Any:
     try:
         tree = ast.parse(src, mode="eval")

@@ -53,6 +53,20 @@ class StepError:
 
 
 @dataclass
+class LLMCall:
+    """One language-model call the code made (`llm_query`): the question, the answer, what it cost."""
+
+    prompt: str
+    reply: str | None = None
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = 0.0
+    duration_s: float = 0.0
+    error: str | None = None
+
+
+@dataclass
 class Step:
     """One think-code-observe turn. `stdout`/`stderr` are as the sandbox captured them (it drops
     `stdout_truncated` characters past its output limit); `observation` is what the model saw."""
@@ -73,6 +87,7 @@ class Step:
     lm_s: float = 0.0
     tool_s: float = 0.0
     tool_calls: list[ToolCall] = field(default_factory=list)
+    llm_calls: list[LLMCall] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float | None = None
@@ -92,7 +107,11 @@ class Step:
         data = dict(data)
         error = data.pop("error", None)
         calls = data.pop("tool_calls", None)
+        llm_calls = data.pop("llm_calls", None)
         step = cls(**{k: v for k, v in data.items() if k in _STEP_FIELDS})
+        if isinstance(llm_calls, list):
+            step.llm_calls = [LLMCall(**{k: v for k, v in c.items() if k in _LLM_FIELDS}) for c in llm_calls
+                              if isinstance(c, dict) and isinstance(c.get("prompt"), str)]
         step.error = StepError(**error) if error else None
         if isinstance(calls, list):
             step.tool_calls = [ToolCall(**{k: v for k, v in c.items() if k in _CALL_FIELDS}) for c in calls
@@ -102,6 +121,7 @@ class Step:
 
 _STEP_FIELDS = frozenset(Step.__dataclass_fields__)
 _CALL_FIELDS = frozenset(ToolCall.__dataclass_fields__)
+_LLM_FIELDS = frozenset(LLMCall.__dataclass_fields__)
 
 
 @dataclass
@@ -110,7 +130,8 @@ class RunRecord:
     `fallback` says what happened when no step submitted (`fallback_reply` is the extraction reply);
     `error` explains `end_reason` values `error`, `lm_error`, `budget` and `interrupted`.
     Times are seconds: `duration_s` the whole run, `lm_s`/`exec_s`/`tool_s` summed over steps
-    (`exec_s` includes `tool_s`), `session_s` starting (and restarting) the sandbox session."""
+    (`exec_s` includes `tool_s`), `session_s` starting (and restarting) the sandbox session.
+    `usage` counts every model call of the run; `sub_usage` the part made from code (`llm_query`)."""
 
     signature: str
     run_id: str = ""
@@ -126,6 +147,7 @@ class RunRecord:
     model: str = ""
     max_iters: int = 0
     usage: Usage = field(default_factory=Usage)
+    sub_usage: Usage = field(default_factory=Usage)
     started_at: float = 0.0
     duration_s: float = 0.0
     lm_s: float = 0.0
@@ -160,6 +182,7 @@ class RunRecord:
             "model": self.model,
             "max_iters": self.max_iters,
             "usage": asdict(self.usage),
+            "sub_usage": asdict(self.sub_usage),
             "started_at": self.started_at,
             "duration_s": self.duration_s,
             "lm_s": self.lm_s,
@@ -181,6 +204,7 @@ class RunRecord:
         if data.get("end_reason", "submitted") not in END_REASONS:
             raise ValueError(f"unknown end_reason {data.get('end_reason')!r} in run record")
         usage = data.get("usage") or {}
+        sub_usage = data.get("sub_usage") or {}
         return cls(
             signature=data["signature"],
             run_id=data.get("run_id", ""),
@@ -196,6 +220,7 @@ class RunRecord:
             model=data.get("model", ""),
             max_iters=data.get("max_iters", 0),
             usage=Usage(**{k: v for k, v in usage.items() if k in Usage.__dataclass_fields__}),
+            sub_usage=Usage(**{k: v for k, v in sub_usage.items() if k in Usage.__dataclass_fields__}),
             started_at=data.get("started_at", 0.0),
             duration_s=data.get("duration_s", 0.0),
             lm_s=data.get("lm_s", 0.0),
