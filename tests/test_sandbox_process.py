@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -310,3 +311,14 @@ def test_multiprocessing_says_processes_are_limited_or_works():
         assert r.value == "[1, 2]"
     else:
         assert "process" in r.error.message.lower() and "sandbox" in r.error.message.lower(), r.error
+
+
+def test_every_session_process_killed_between_steps_is_a_crash_not_an_exception():
+    with ProcessInterpreter() as sb:
+        sb.execute("x = 1")
+        for pid in sb.processes():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        r = sb.execute("x")
+        assert r.error is not None and r.error.type == "SandboxCrashed"
+        assert sb.execute("2 + 2").value == "4"

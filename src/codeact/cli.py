@@ -424,25 +424,24 @@ def _partial_record(view: LiveView, args: argparse.Namespace, signature: Signatu
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from rich.console import Console
 
-    from codeact.agent import CodeAct, MaxItersError, RunInterrupted
-    from codeact.live import LiveView, format_value, print_result
 
     signature = _parse_signature(args.signature, args.instructions)
     inputs = _inputs(signature, args.task, args.input)
     tools = load_tools(args.tools)
-    read_paths = _existing_paths(args.read, "--read")
-    write_paths = _existing_paths(args.write, "--write")
-    _check_backend(args.backend)
-    try:
-        sandbox_options = SandboxOptions(
-            backend=args.backend, read_paths=read_paths, write_paths=write_paths, network=args.network,
-            timeout=args.timeout, memory_limit=args.memory,
-        )
-    except (ValueError, TypeError) as exc:
-        raise UsageError(str(exc)) from None
+    sandbox_options = _sandbox_options(args)
     lm = _resolve_model(args.model)
+    with contextlib.ExitStack() as mcp_sessions:
+        tools += _mcp_tools(args.mcp, mcp_sessions)
+        return _run(args, signature, inputs, tools, sandbox_options, lm)
+
+
+def _run(args: argparse.Namespace, signature: Signature, inputs: dict[str, Any], tools: list[Any],
+         sandbox_options: SandboxOptions, lm: Any) -> int:
+    from rich.console import Console
+
+    from codeact.agent import CodeAct, MaxItersError, RunInterrupted
+    from codeact.live import LiveView, format_value, print_result
 
     console = Console(highlight=False)
     quiet = args.json or args.quiet
@@ -587,6 +586,65 @@ def cmd_bench(args: argparse.Namespace) -> int:
 # --- parser ------------------------------------------------------------------------------------
 
 
+def _add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
+    sandbox = parser.add_argument_group("sandbox")
+    sandbox.add_argument("--read", action="append", default=[], metavar="PATH",
+                         help="a file or folder the code may read; repeatable")
+    sandbox.add_argument("--write", action="append", default=[], metavar="PATH",
+                         help="a file or folder the code may write; repeatable")
+    sandbox.add_argument("--network", action="store_true", help="allow network access (default: off)")
+    sandbox.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                         help="time limit for each code execution (default: 30)")
+    sandbox.add_argument("--memory", type=_memory, default="1GB", metavar="SIZE",
+                         help="memory limit of the sandbox, e.g. 512MB, 2GB (default: 1GB)")
+    sandbox.add_argument("--backend", choices=["auto", "process", "pyodide"], default="auto",
+                         help="sandbox backend (default: auto)")
+
+
+def _sandbox_options(args: argparse.Namespace) -> SandboxOptions:
+    read_paths = _existing_paths(args.read, "--read")
+    write_paths = _existing_paths(args.write, "--write")
+    _check_backend(args.backend)
+    try:
+        return SandboxOptions(
+            backend=args.backend, read_paths=read_paths, write_paths=write_paths, network=args.network,
+            timeout=args.timeout, memory_limit=args.memory,
+        )
+    except (ValueError, TypeError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _mcp_tools(commands: Sequence[str], stack: contextlib.ExitStack) -> list[Any]:
+    """The tools of each MCP server in `commands`; their sessions close with `stack`."""
+    if not commands:
+        return []
+    try:
+        from codeact import mcp
+    except ImportError as exc:
+        raise UsageError(f"--mcp needs the MCP extra: pip install 'codeact[mcp]' ({exc})") from None
+    found: list[Any] = []
+    for command in commands:
+        try:
+            found.extend(stack.enter_context(mcp.tools(command)))
+        except Exception as exc:
+            raise UsageError(f"--mcp {command}: could not connect: {type(exc).__name__}: {exc}") from None
+    return found
+
+
+def cmd_mcp_serve(args: argparse.Namespace) -> int:
+    from codeact import mcp
+
+    options = _sandbox_options(args)
+    with contextlib.ExitStack() as stack:
+        tools = load_tools(args.tools) + _mcp_tools(args.mcp, stack)
+        try:
+            app = mcp.server(tools, options=options)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(str(exc)) from None
+        mcp.serve(app)
+    return EXIT_SUBMITTED
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="codeact",
@@ -620,23 +678,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "@FILE reads it from a file; repeatable")
     run.add_argument("--max-iters", type=_positive_int, default=10, metavar="N",
                      help="most model-code-observation steps (default: 10)")
-    sandbox = run.add_argument_group("sandbox")
-    sandbox.add_argument("--read", action="append", default=[], metavar="PATH",
-                         help="a file or folder the code may read; repeatable")
-    sandbox.add_argument("--write", action="append", default=[], metavar="PATH",
-                         help="a file or folder the code may write; repeatable")
-    sandbox.add_argument("--network", action="store_true", help="allow network access (default: off)")
+    run.add_argument("--mcp", action="append", default=[], metavar="COMMAND",
+                     help="an MCP server whose tools to offer (a command that speaks MCP on stdio, or an "
+                     "http(s) URL); repeatable")
     run.add_argument("--approve", action="store_true",
                      help="ask in the terminal before each tool call the code makes (y = yes, n = no, "
                      "a = always for that tool); a refused call raises PermissionError in the code")
     run.add_argument("--max-tool-calls", type=_count, default=None, metavar="N",
                      help="the most tool calls the code may make in the run")
-    sandbox.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
-                         help="time limit for each code execution (default: 30)")
-    sandbox.add_argument("--memory", type=_memory, default="1GB", metavar="SIZE",
-                         help="memory limit of the sandbox, e.g. 512MB, 2GB (default: 1GB)")
-    sandbox.add_argument("--backend", choices=["auto", "process", "pyodide"], default="auto",
-                         help="sandbox backend (default: auto)")
+    _add_sandbox_arguments(run)
     output = run.add_argument_group("output")
     output.add_argument("--json", action="store_true",
                         help="print one JSON object with the outputs, end reason and usage")
@@ -661,6 +711,23 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--no-lm", action="store_true", help="do not send a test request to the model")
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.set_defaults(handler=cmd_doctor)
+
+    mcp = subs.add_parser("mcp", help="codeact and MCP: serve a code-mode MCP server",
+                          description="Model Context Protocol commands.")
+    mcp_subs = mcp.add_subparsers(dest="mcp_command", metavar="COMMAND")
+    mcp_subs.required = True
+    serve = mcp_subs.add_parser(
+        "serve", help="serve run_python(code) over stdio, with your tools callable from the code",
+        description="Serve one MCP tool, run_python(code), that runs code in a persistent codeact sandbox "
+        "where the given tools (and other MCP servers' tools) are callable; list_functions() shows them.",
+        epilog=TOOLS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--tools", "-t", action="append", default=[], metavar="SPEC",
+                       help="tools callable from the code (see 'tools' below); repeatable")
+    serve.add_argument("--mcp", action="append", default=[], metavar="COMMAND",
+                       help="an MCP server whose tools are callable from the code; repeatable")
+    _add_sandbox_arguments(serve)
+    serve.set_defaults(handler=cmd_mcp_serve)
 
     bench = subs.add_parser(
         "bench", help="run the benchmarks and print their tables",

@@ -186,17 +186,17 @@ class _StepChannel:
             if self.ours in ready:
                 try:
                     return _recv_by(self.ours, deadline)
-                except (EOFError, ConnectionResetError):  # the step's process is gone: its report follows
-                    self.open = False
-                    continue
                 except TimeoutError:  # a frame begun and never finished
                     return None
+                except (EOFError, OSError):  # the step's process is gone: its report follows
+                    self.open = False
+                    continue
             try:
                 report = _recv_by(self.control, deadline, 1 << 16)
-            except EOFError:
-                raise self.lost("the sandbox session ended unexpectedly") from None
             except TimeoutError:
                 return None
+            except (EOFError, OSError):
+                raise self.lost("the sandbox session ended unexpectedly") from None
             if report.get("step") not in (self.number, None):
                 continue  # about an earlier step that had already answered: the state is rolled back
             self.sandbox._step_failed(report, self.limit, self.oom_before)
