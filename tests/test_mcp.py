@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("mcp")
 
-from mcp import Client  # noqa: E402
-from mcp.client.stdio import StdioServerParameters  # noqa: E402
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
 
-import codeact  # noqa: E402
-from codeact import mcp as codeact_mcp  # noqa: E402
+import codeact
+from codeact import mcp as codeact_mcp
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = [sys.executable, str(ROOT / "tests" / "mcp_server.py")]
@@ -105,9 +105,9 @@ def test_serve_runs_code_with_tools_keeps_state_and_reports_errors():
     assert slow.is_error and "time limit" in _text(slow)  # the sandbox's limits apply
 
 
-def test_serve_offers_other_mcp_servers_tools(tmp_path):
+def test_serve_offers_other_mcp_servers_tools():
     only_shout = [*SERVER, "--only", "shout,forecast"]
-    listing, result = asyncio.run(_session(["--mcp", " ".join(only_shout)], [
+    _, result = asyncio.run(_session(["--mcp", " ".join(only_shout)], [
         ("run_python", {"code": "print(shout('through'), forecast('Oslo')['city'], add(1, 2))"}),
     ]))
     assert not result.is_error, _text(result)
