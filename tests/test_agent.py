@@ -575,3 +575,47 @@ def test_the_prompt_says_where_granted_files_are(tmp_path: Path, monkeypatch: py
     act = codeact.CodeAct("q -> a", lm=codeact.ScriptedLM([]), sandbox={"read_paths": ["data"], "timeout": 9})
     assert f"Readable paths: data ({tmp_path / 'data'})" in act.prompt.system
     assert "may run for 9 s, tool calls included" in act.prompt.system
+
+
+@pytest.mark.parametrize(("signature", "fragment"), [
+    ("q -> error", "output 'error' would be hidden by Prediction.error"),
+    ("q -> save", "output 'save' would be hidden"),
+    ("submit -> a", "input 'submit' would hide the sandbox's own submit()"),
+    ("print -> a", "input 'print'"),
+])
+def test_names_that_would_break_the_run_are_refused(signature: str, fragment: str) -> None:
+    with pytest.raises(codeact.ConfigurationError, match=fragment):
+        codeact.CodeAct(signature, lm=codeact.ScriptedLM([]))
+
+
+def test_a_validator_rejects_a_submit_and_the_model_hears_why() -> None:
+    def positive(outputs: dict[str, Any]) -> str | None:
+        return None if outputs["answer"] > 0 else "the answer must be positive"
+
+    def not_thirteen(outputs: dict[str, Any]) -> None:
+        if outputs["answer"] == 13:
+            raise ValueError("13 is unlucky")
+
+    lm = codeact.ScriptedLM([py("submit(-1)"), py("submit(13)"), py("submit(7)")])
+    act = codeact.CodeAct("q -> answer: int", lm=lm, validators=[positive, not_thirteen])
+    prediction = act(q="go")
+    assert prediction.answer == 7 and prediction.end_reason == "submitted"
+    assert [s.error.message for s in prediction.trajectory[:2]] == ["the answer must be positive", "13 is unlucky"]
+    assert "rejected by a check: the answer must be positive" in observations(lm)[0]
+
+
+def test_bad_budgets_and_calls_name_the_parameter() -> None:
+    lm = codeact.ScriptedLM([])
+    with pytest.raises(codeact.ConfigurationError, match="max_tokens must be a positive integer"):
+        codeact.CodeAct("q -> a", lm=lm, max_tokens="100")
+    with pytest.raises(codeact.ConfigurationError, match="max_tokens must be positive"):
+        codeact.CodeAct("q -> a", lm=lm, max_tokens=0)
+    with pytest.raises(TypeError, match=r"tools must be a list of callables, e.g. tools=\[add\]"):
+        codeact.CodeAct("q -> a", tools=print, lm=lm)
+    with pytest.raises(TypeError, match=r"pass the inputs by name: act\(question=...\)"):
+        codeact.CodeAct("question -> a", lm=lm)("What is 2+2?")
+
+
+def test_max_cost_warns_when_the_price_is_unknown() -> None:
+    with pytest.warns(UserWarning, match="max_cost=1.0 cannot be enforced"):
+        codeact.CodeAct("q -> a", lm=codeact.LM("openai/a-model-without-a-price", api_key="sk-test"), max_cost=1.0)

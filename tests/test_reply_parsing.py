@@ -212,3 +212,31 @@ def test_parse_json_object() -> None:
 def test_bare_fence_after_a_python_block_is_imagined_output_not_code():
     reply = "Let me add.\n```python\nx = add(17, 25)\nprint(x)\n```\nOutput:\n```\nAnswer: 42\n```"
     assert parse_reply(reply).code == "x = add(17, 25)\nprint(x)"
+
+
+# --- reasoning models and stray fence text ------------------------------------------------------------
+def test_code_drafted_inside_think_tags_never_runs():
+    reply = "<think>Maybe\n```python\ndelete_everything()\n```\nNo, too risky.</think>\nSafer:\n```python\nx = 2\n```"
+    parsed = parse_reply(reply)
+    assert parsed.code == "x = 2"
+    assert "delete_everything()" in parsed.reasoning and "Safer:" in parsed.reasoning
+
+
+def test_reasoning_without_its_opening_tag_ends_at_the_closing_one():
+    parsed = parse_reply("Let me draft: ```python\nboom()\n```\n</think>\n```python\ny = 3\n```")
+    assert parsed.code == "y = 3" and "boom()" in parsed.reasoning
+
+
+def test_thinking_tag_spelling_and_an_unclosed_think_are_reasoning():
+    assert parse_reply("<thinking>```python\nbad()\n```</thinking>```python\ngood()\n```").code == "good()"
+    assert parse_reply("<think>```python\nbad()\n```").code is None
+
+
+def test_a_closing_fence_followed_by_other_text_still_closes():
+    for tail in ("<|im_end|>", ".", " <|endoftext|>"):
+        assert parse_reply(f"Go.\n```python\nx = 1\n```{tail}").code == "x = 1"
+
+
+def test_a_file_name_after_the_language_is_not_code():
+    assert parse_reply("```python analysis.py\nx = 1\n```").code == "x = 1"
+    assert parse_reply("```python x = 1```").code == "x = 1"

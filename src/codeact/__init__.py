@@ -1,31 +1,72 @@
 """codeact: language models that solve tasks by writing and running Python in a secure sandbox."""
 
-from codeact.agent import CodeAct, MaxItersError, Prediction, RunInterrupted
+from importlib.metadata import version
+
+from codeact.agent import (
+    CodeAct,
+    CodeParsed,
+    Event,
+    MaxItersError,
+    Observed,
+    Prediction,
+    RunEnded,
+    RunInterrupted,
+    RunStarted,
+    StepEnded,
+    StepStarted,
+    TokenReceived,
+)
+from codeact.errors import CodeActError, ConfigurationError
 from codeact.lm import LM, LMError, ScriptedLM, Usage
-from codeact.sandbox import Sandbox, SandboxOptions, SandboxPool, ToolCall
+from codeact.sandbox import InterpreterError, Sandbox, SandboxOptions, SandboxPool, ToolCall
 from codeact.sandbox.driver import ApprovalRequest
 from codeact.settings import configure
-from codeact.signature import InputField, OutputField, Signature
-from codeact.tools import Tool, tool
-from codeact.trajectory import RunRecord
+from codeact.signature import (
+    InputField,
+    OutputField,
+    OutputValidationError,
+    Signature,
+    SignatureError,
+)
+from codeact.tools import Tool, ToolArgumentError, tool
+from codeact.trajectory import LLMCall, RunRecord, Step, StepError
+
+__version__ = version("codeact")
 
 __all__ = [
     "LM",
     "ApprovalRequest",
     "CodeAct",
+    "CodeActError",
+    "CodeParsed",
+    "ConfigurationError",
+    "Event",
     "InputField",
+    "InterpreterError",
+    "LLMCall",
     "LMError",
     "MaxItersError",
+    "Observed",
     "OutputField",
+    "OutputValidationError",
     "Prediction",
+    "RunEnded",
     "RunInterrupted",
     "RunRecord",
+    "RunStarted",
     "Sandbox",
     "SandboxOptions",
     "SandboxPool",
     "ScriptedLM",
     "Signature",
+    "SignatureError",
+    "Step",
+    "StepEnded",
+    "StepError",
+    "StepStarted",
+    "TokenReceived",
     "Tool",
+    "ToolArgumentError",
     "ToolCall",
     "Usage",
     "configure",

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from codeact.errors import CodeActError, ConfigurationError
 from codeact.lm.base import LM, Completion, Message, Usage
 from codeact.prompt import (
     NO_CODE_OBSERVATION,
@@ -161,7 +162,14 @@ class Prediction:
         )
 
 
-class MaxItersError(RuntimeError):
+# Names a signature may not use: the sandbox's own functions, and Prediction's attributes
+_RESERVED_INPUTS = frozenset({"submit", "print", "SUBMIT"})
+_PREDICTION_ATTRIBUTES = frozenset(
+    name for name in vars(Prediction) if not name.startswith("_")
+) | {"record"}
+
+
+class MaxItersError(CodeActError, RuntimeError):
     """Raised with `fallback="raise"` when no step submitted; `.prediction` holds the run."""
 
     def __init__(self, prediction: Prediction) -> None:
@@ -197,6 +205,11 @@ class CodeAct:
     - `max_tokens`/`max_cost`: a per-run budget; the run ends with `end_reason="budget"`.
     - `on_event`: called with each event (`RunStarted`, `StepStarted`, `TokenReceived`,
       `CodeParsed`, `Observed`, `StepEnded`, `RunEnded`).
+    - `approve`/`max_tool_calls`: approvals of, and a budget for, the tool calls the code makes.
+    - `sub_lm`/`max_llm_calls`: `llm_query` and `llm_query_batched` in the code (RLM);
+      `inputs_in_prompt="preview"` keeps large inputs out of the prompt (`preview_chars` each).
+    - `validators`: functions of the submitted outputs (a dict); one that raises or returns a
+      message rejects the submit, and the message goes back to the model.
     """
 
     def __init__(
@@ -221,6 +234,7 @@ class CodeAct:
         max_llm_calls: int | None = None,
         inputs_in_prompt: InputsInPrompt = "full",
         preview_chars: int = 500,
+        validators: Sequence[Callable[[dict[str, Any]], str | None]] = (),
     ) -> None:
         self.signature = ensure_signature(signature)
         if callable(tools) or isinstance(tools, (Tool, str)):
@@ -261,10 +275,19 @@ class CodeAct:
         ToolPolicy.check(approve, max_tool_calls, self.tools)
         self.approve = approve
         self.max_tool_calls = max_tool_calls
+        if callable(validators) or not all(callable(v) for v in validators):
+            raise TypeError("validators must be a list of functions of the outputs dict, e.g. validators=[check]")
+        self.validators = list(validators)
         self.interpreter = interpreter
         self.step_timeout = step_timeout
-        self.max_tokens = max_tokens
-        self.max_cost = max_cost
+        self.max_tokens = _positive("max_tokens", max_tokens, int)
+        self.max_cost = _positive("max_cost", max_cost, float)
+        if max_cost is not None and self.lm is not None and not getattr(self.lm, "knows_cost", True):
+            warnings.warn(
+                f"max_cost={max_cost} cannot be enforced: the price of {getattr(self.lm, 'model', self.lm)!r} "
+                "is unknown to codeact (set a token budget with max_tokens instead)",
+                stacklevel=2,
+            )
         self.max_observation_chars = max_observation_chars
         self.temperature = temperature
         self.on_event = on_event
@@ -295,14 +318,26 @@ class CodeAct:
                     f"tool {t.name!r} has the name of an input variable; rename one of them"
                 )
             seen.add(t.name)
+        for name in self.signature.inputs:
+            if name in _RESERVED_INPUTS or (self.max_llm_calls and name.startswith("llm_query")):
+                raise ConfigurationError(
+                    f"input {name!r} would hide the sandbox's own {name}(); rename the input"
+                )
+        for name in self.signature.outputs:
+            if name in _PREDICTION_ATTRIBUTES:
+                raise ConfigurationError(
+                    f"output {name!r} would be hidden by Prediction.{name}; rename the output "
+                    f"(names taken: {', '.join(sorted(_PREDICTION_ATTRIBUTES))})"
+                )
 
     def __repr__(self) -> str:
         tools = ", ".join(t.name for t in self.tools)
         return f"CodeAct({self.signature.text()!r}, tools=[{tools}])"
 
     # --- running ------------------------------------------------------------------------------
-    def __call__(self, **inputs: Any) -> Prediction:
+    def __call__(self, *args: Any, **inputs: Any) -> Prediction:
         """Run the task synchronously and return its `Prediction`."""
+        _no_positional(args, self.signature)
         run = _Run(self, inputs)
         session = _Session(self, run)
         try:
@@ -336,8 +371,9 @@ class CodeAct:
             session.close()
         return run.result()
 
-    async def acall(self, **inputs: Any) -> Prediction:
+    async def acall(self, *args: Any, **inputs: Any) -> Prediction:
         """Run the task without blocking the event loop (`lm.acomplete`, `aexecute`)."""
+        _no_positional(args, self.signature)
         run = _Run(self, inputs)
         run.is_async = True
         session = _Session(self, run)
@@ -582,10 +618,26 @@ class _Run:
                     "; ".join(f"{name!r} {msg}" for name, msg in exc.problems.items()),
                 )
             else:
-                step.observation = "submit() accepted; the task is done."
+                rejection = self._validate(self.outputs)
+                if rejection is not None:
+                    self.outputs = None
+                    step.error = StepError("SubmitRejected", rejection)
+                else:
+                    step.observation = "submit() accepted; the task is done."
         self._end_step()
         if self.outputs is not None:
             self.end("submitted")
+
+    def _validate(self, outputs: dict[str, Any]) -> str | None:
+        """The first user validator's objection to `outputs` (a returned message or a raised error)."""
+        for validator in self.module.validators:
+            try:
+                verdict = validator(dict(outputs))
+            except Exception as exc:
+                return str(exc) or type(exc).__name__
+            if isinstance(verdict, str) and verdict:
+                return verdict
+        return None
 
     def _end_step(self) -> None:
         step = self.step
@@ -892,6 +944,24 @@ def _discard(awaitable: Awaitable[Any]) -> None:
     close = getattr(awaitable, "close", None)
     if callable(close):
         close()
+
+
+def _positive(name: str, value: Any, kind: type) -> Any:
+    """A budget: None, or a positive number of the right kind."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
+        raise ConfigurationError(f"{name} must be a positive {'integer' if kind is int else 'number'} or None, "
+                                 f"got {value!r}")
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be positive, got {value!r} (leave it None for no limit)")
+    return value
+
+
+def _no_positional(args: tuple[Any, ...], signature: Signature) -> None:
+    if args:
+        names = ", ".join(f"{name}=..." for name in signature.inputs) or "no inputs"
+        raise TypeError(f"pass the inputs by name: act({names})")
 
 
 def _check_transportable(inputs: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -650,6 +651,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="codeact",
         description="Language models that solve tasks by writing and running Python in a sandbox.",
     )
+    parser.add_argument("--version", action="version", version=f"codeact {version('codeact')}")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     subs.required = True
 

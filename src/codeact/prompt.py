@@ -71,6 +71,8 @@ _FENCE = re.compile(
     r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[^\s`]*)[ \t]*(?P<rest>.*)$"
 )
 _TAG = re.compile(r"<(?P<tag>code|execute|python)>", re.IGNORECASE)
+_LANGUAGE = re.compile(r"[A-Za-z][\w.+#-]*")  # a fence's language tag (a closing fence has none)
+_LABEL = re.compile(r"[\w./\\-]+\.\w+")  # a file name after the language
 _END_MARK = "<end_code>"
 
 
@@ -82,6 +84,31 @@ def parse_reply(text: str) -> ParsedReply:
     reply. Without any block, a reply that is entirely valid Python statements is taken as code.
     """
     text = text.replace("\r\n", "\n").replace(_END_MARK, "")
+    thoughts, text = _split_thinking(text)
+    parsed = _parse_answer(text)
+    if thoughts:  # code drafted while thinking never runs; the thinking is kept as reasoning
+        parsed.reasoning = "\n".join(p for p in (thoughts, parsed.reasoning) if p)
+    return parsed
+
+
+_THINK = re.compile(r"<(think|thinking|reasoning)>(.*?)(?:</\1>|\Z)", re.IGNORECASE | re.DOTALL)
+_THINK_END = re.compile(r"</(think|thinking|reasoning)>", re.IGNORECASE)
+
+
+def _split_thinking(text: str) -> tuple[str, str]:
+    """The reasoning inside <think>/<thinking> tags (a lone closing tag ends reasoning that began
+    without its opening tag), and the answer outside them."""
+    thoughts: list[str] = []
+    first_open = _THINK.search(text)
+    lone_close = _THINK_END.search(text)
+    if lone_close and (first_open is None or lone_close.start() < first_open.start()):
+        thoughts.append(text[: lone_close.start()].strip())
+        text = text[lone_close.end() :]
+    thoughts += [m.group(2).strip() for m in _THINK.finditer(text)]
+    return "\n".join(t for t in thoughts if t), _THINK.sub("", text)
+
+
+def _parse_answer(text: str) -> ParsedReply:
     fenced, prose = _fenced_blocks(text)
     # bare fences beside python blocks hold output the model imagined, not code
     any_labeled = any(labeled for labeled, _ in fenced)
@@ -118,7 +145,8 @@ def _fenced_blocks(text: str) -> tuple[list[tuple[bool, str]], list[str]]:
             outside = []
             i += 1
             continue
-        body_lines: list[str] = [rest] if rest and lang in _CODE_LANGS else []
+        # text after the language is code ("```python x = 1") unless it is a label ("```python main.py")
+        body_lines: list[str] = [rest] if rest and lang in _CODE_LANGS and not _LABEL.fullmatch(rest) else []
         j = i + 1
         while j < len(lines):
             close = _FENCE.match(lines[j])
@@ -126,8 +154,7 @@ def _fenced_blocks(text: str) -> tuple[list[tuple[bool, str]], list[str]]:
                 close
                 and close["fence"][0] == fence[0]
                 and len(close["fence"]) >= len(fence)
-                and not close["lang"]
-                and not close["rest"]
+                and not _LANGUAGE.fullmatch(close["lang"])  # "```", "```.", "```<|im_end|>" all close
             ):
                 break
             body_lines.append(lines[j])
@@ -222,6 +249,8 @@ def _error_text(step: Step, limit: int) -> str:
         return (
             f"submit() was not accepted: {error.message}\nFix those values and call submit again."
         )
+    if error.type == "SubmitRejected":
+        return f"submit() was rejected by a check: {error.message}\nFix the answer and call submit again."
     where = ""
     if error.lineno is not None:
         where = f" (line {error.lineno}" + (f": {error.line.strip()}" if error.line else "") + ")"

@@ -26,14 +26,15 @@ from typing import Any, ClassVar, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
+from codeact.errors import CodeActError, ConfigurationError
 from codeact.tools import type_text
 
 
-class SignatureError(ValueError):
+class SignatureError(ConfigurationError):
     """A signature could not be built; the message says which part is wrong."""
 
 
-class OutputValidationError(ValueError):
+class OutputValidationError(CodeActError, ValueError):
     """Submitted outputs do not fit the signature; `problems` maps each field to what is wrong."""
 
     def __init__(self, problems: dict[str, str]) -> None:

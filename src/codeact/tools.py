@@ -16,10 +16,12 @@ from typing import Any, overload
 import docstring_parser
 from pydantic import TypeAdapter, ValidationError
 
+from codeact.errors import CodeActError
+
 _EMPTY = inspect.Parameter.empty
 
 
-class ToolArgumentError(TypeError):
+class ToolArgumentError(CodeActError, TypeError):
     """The arguments given to a tool do not fit its parameters; the message names the argument."""
 
 

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+from codeact.errors import CodeActError
+
 
 class Message(TypedDict):
     role: str  # "system" | "user" | "assistant"
@@ -48,7 +50,7 @@ class Completion:
     cached: bool = False
 
 
-class LMError(RuntimeError):
+class LMError(CodeActError, RuntimeError):
     """A model call failed for good (after retries, or at once for errors retrying cannot fix)."""
 
 
@@ -65,6 +67,11 @@ class LM:
     model: str = ""
     #: whether `complete(..., json_schema=...)` constrains the reply to JSON of that schema
     constrains_json: bool = False
+
+    @property
+    def knows_cost(self) -> bool:
+        """Whether the replies carry a cost (False when this model's price is unknown)."""
+        return True
 
     def __new__(cls, *args: Any, **kwargs: Any) -> LM:
         if cls is LM:

@@ -11,7 +11,7 @@ from typing import Any
 from codeact.lm.backend import Backend, CacheOption, CallbackFailed, Request, Secret, emit
 from codeact.lm.base import Completion, TokenCallback, Usage
 from codeact.lm.errors import LMAPIError, LMMissingExtraError, LMResponseError, LMTimeoutError
-from codeact.lm.pricing import cost_of
+from codeact.lm.pricing import cost_of, price_of
 from codeact.lm.retry import RetryPolicy
 
 _KEY_ENV = {
@@ -44,6 +44,10 @@ class LiteLLMLM(Backend):
     environment variable (`ANTHROPIC_API_KEY`, `GEMINI_API_KEY`, ...). Extra keyword arguments are
     passed to `litellm.completion`. See `Backend` for `timeout`, `retry` and `cache`.
     """
+
+    @property
+    def knows_cost(self) -> bool:
+        return price_of(self.model) is not None
 
     def __init__(
         self,

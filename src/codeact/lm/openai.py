@@ -29,7 +29,7 @@ from codeact.lm.errors import (
     LMServerError,
     LMTimeoutError,
 )
-from codeact.lm.pricing import cost_of
+from codeact.lm.pricing import cost_of, price_of
 from codeact.lm.retry import RetryPolicy, parse_retry_after
 
 OPENAI_BASE = "https://api.openai.com/v1"
@@ -119,6 +119,10 @@ class OpenAILM(Backend):
     (`top_p`, `seed`, `reasoning_effort`, ...) are sent with every request. See `Backend` for
     `timeout`, `retry`, `cache` and generation defaults.
     """
+
+    @property
+    def knows_cost(self) -> bool:
+        return price_of(self.model) is not None
 
     def __init__(
         self,

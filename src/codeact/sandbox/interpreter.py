@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from codeact.errors import CodeActError
 from codeact.tools import Tool
 
 
@@ -76,7 +77,7 @@ class ExecutionResult:
         return asdict(self)
 
 
-class InterpreterError(RuntimeError):
+class InterpreterError(CodeActError, RuntimeError):
     """The sandbox could not be started or used (not an error of the executed code)."""
 
 
