@@ -265,3 +265,38 @@ def test_dspy_codeact_runs_on_codeact():
         prediction = act(n=5)
     assert prediction.factorial == "120"
     assert any("120" in str(v) for v in prediction.trajectory.values())
+
+
+# --- a CodeAct run tuned by a DSPy optimiser --------------------------------------------------------
+def test_bootstrap_few_shot_keeps_successful_runs_as_demonstrations(tmp_path):
+    import codeact
+    from codeact.dspy import Module
+
+    def solver(messages):  # a scripted model that doubles the number it is given
+        task = messages[1]["content"]
+        number = int(task.split("n = ")[1].split()[0])
+        return f"Double it.\n```python\nsubmit(answer={number} * 2)\n```"
+
+    act = codeact.CodeAct("n: int -> answer: int", lm=codeact.ScriptedLM([solver] * 50))
+    program = Module(act)
+    trainset = [dspy.Example(n=i, answer=2 * i).with_inputs("n") for i in (1, 2, 3)]
+    with dspy.context(lm=DummyLM([{"answer": "0", "code": ""}] * 10)):
+        optimizer = dspy.BootstrapFewShot(metric=lambda example, pred, trace=None: pred.answer == example.answer,
+                                          max_bootstrapped_demos=2, max_labeled_demos=0)
+        compiled = optimizer.compile(program, trainset=trainset)
+    learned = compiled.predict.demos
+    assert len(learned) == 2 and all("submit(answer=" in demo["code"] for demo in learned)
+    assert compiled(n=21).answer == 42
+    tuned = compiled.to_codeact()
+    assert "Solved examples of this task:" in tuned.prompt.system
+    assert "submit(answer=1 * 2)" in tuned.prompt.system
+
+    compiled.save(tmp_path / "program.json")  # DSPy's own save and load
+    fresh = Module(codeact.CodeAct("n: int -> answer: int", lm=codeact.ScriptedLM([solver] * 5)))
+    fresh.load(tmp_path / "program.json")
+    assert len(fresh.predict.demos) == 2
+
+    saved = tuned.save(tmp_path / "codeact.json")  # and codeact's: instructions and demonstrations
+    loaded = codeact.CodeAct.load(saved, lm=codeact.ScriptedLM([solver]))
+    assert loaded.demos == tuned.demos and loaded.instructions == tuned.instructions
+    assert loaded(n=4).answer == 8

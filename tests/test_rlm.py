@@ -136,3 +136,20 @@ def test_llm_query_is_off_unless_asked_for() -> None:
     assert "llm_query" not in act.prompt.system
     with pytest.raises(ValueError, match="inputs_in_prompt names 'x'"):
         codeact.CodeAct("q -> a", lm=codeact.ScriptedLM([]), inputs_in_prompt={"x": "preview"})
+
+
+def test_rlm_query_hands_a_sub_task_to_a_nested_codeact_run() -> None:
+    child = codeact.ScriptedLM([py("import re\nsubmit(answer=re.search(r'code (\\d+)', context).group(1))")])
+    lm = codeact.ScriptedLM([py("found = rlm_query('Find the code in the context.', context=document[1000:])\n"
+                                "submit(answer=int(found))")])
+    act = codeact.CodeAct("document: str -> answer: int", lm=lm, sub_lm=child, depth=2, max_llm_calls=5,
+                          inputs_in_prompt="preview")
+    assert "def rlm_query(task: str, context: Any = None) -> str" in act.prompt.system
+    prediction = act(document="x" * 5000 + " code 314 " + "y" * 5000)
+    assert prediction.answer == 314, prediction.error
+    call = prediction.trajectory[0].llm_calls[0]
+    assert call.model == "rlm_query" and call.reply == "314"
+    assert call.run is not None and call.run.end_reason == "submitted" and len(call.run.steps) == 1
+    assert prediction.record.sub_usage.calls == call.run.usage.calls == 1
+    loaded = codeact.RunRecord.from_dict(prediction.record.to_dict())
+    assert loaded.steps[0].llm_calls[0].run.outputs == {"answer": "314"}

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
+import json
+import os
 import threading
 import time
 import traceback
@@ -22,6 +25,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from codeact.errors import CodeActError, ConfigurationError
@@ -29,6 +33,7 @@ from codeact.lm.base import LM, Completion, Message, Usage
 from codeact.prompt import (
     NO_CODE_OBSERVATION,
     STOP_SEQUENCES,
+    Demo,
     InputsInPrompt,
     Prompt,
     input_assignments,
@@ -44,8 +49,9 @@ from codeact.sandbox.options import SandboxOptions
 from codeact.settings import default_lm, resolve_lm
 from codeact.signature import OutputValidationError, Signature, ensure_signature
 from codeact.subcalls import SubCalls
+from codeact.telemetry import RunTelemetry
 from codeact.tools import Tool, as_tool
-from codeact.trajectory import EndReason, Fallback, RunRecord, Step, StepError
+from codeact.trajectory import EndReason, Fallback, RunRecord, Step, StepError, jsonable
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -235,6 +241,8 @@ class CodeAct:
         inputs_in_prompt: InputsInPrompt = "full",
         preview_chars: int = 500,
         validators: Sequence[Callable[[dict[str, Any]], str | None]] = (),
+        depth: int = 1,
+        demos: Sequence[Demo] = (),
     ) -> None:
         self.signature = ensure_signature(signature)
         if callable(tools) or isinstance(tools, (Tool, str)):
@@ -247,8 +255,13 @@ class CodeAct:
         ):
             raise ValueError(f"max_llm_calls must be a non-negative integer, got {max_llm_calls!r}")
         # language-model calls from code are on when asked for: a sub_lm, or a number of calls
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            raise ConfigurationError(f"depth must be a positive integer, got {depth!r}")
+        self.depth = depth
         self.max_llm_calls = (
-            max_llm_calls if max_llm_calls is not None else (50 if sub_lm is not None else 0)
+            max_llm_calls
+            if max_llm_calls is not None
+            else (50 if sub_lm is not None or depth > 1 else 0)
         )
         self._check_tools()
         if not isinstance(max_iters, int) or max_iters < 1:
@@ -293,13 +306,54 @@ class CodeAct:
         self.on_event = on_event
         self.prompt = Prompt(
             self.signature,
-            self.tools + (SubCalls.described() if self.max_llm_calls else []),
+            self.tools + (SubCalls.described(depth > 1) if self.max_llm_calls else []),
             sandbox=self.sandbox_options if interpreter is None else None,
             inputs_in_prompt=inputs_in_prompt,
             preview_chars=preview_chars,
+            demos=demos,
         )
         self._shared_lock = threading.Lock()
         self._shared_started = False
+
+    # --- what an optimiser tunes: instructions and solved examples ------------------------------------
+    @property
+    def instructions(self) -> str:
+        return self.signature.instructions
+
+    @property
+    def demos(self) -> list[Demo]:
+        return list(self.prompt.demos)
+
+    def learn(self, *, instructions: str | None = None, demos: Sequence[Demo] | None = None) -> None:
+        """Set the instructions and the solved examples the model sees (as an optimiser does)."""
+        if instructions is not None:
+            self.signature.instructions = instructions.strip()
+        if demos is not None:
+            self.prompt.demos = list(demos)
+        self.prompt.system = self.prompt._system()
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write what was learned (signature, instructions, solved examples) as JSON."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "signature": self.signature.text(),
+            "instructions": self.instructions,
+            "demos": [jsonable(dataclasses.asdict(d)) for d in self.prompt.demos],
+        }
+        target.write_text(json.dumps(state, indent=2, ensure_ascii=False), encoding="utf-8")
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], tools: Sequence[Callable[..., Any] | Tool] = (),
+             **options: Any) -> CodeAct:
+        """A CodeAct from `save(path)`'s file; tools, the LM and other options are passed again."""
+        state = json.loads(Path(path).read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or "signature" not in state:
+            raise ConfigurationError(f"{path} is not a saved CodeAct (no 'signature')")
+        signature = Signature(state["signature"], instructions=state.get("instructions") or "")
+        demos = [Demo(**{k: d[k] for k in ("inputs", "outputs", "code") if k in d}) for d in state.get("demos", [])]
+        return cls(signature, tools, demos=demos, **options)
 
     def _check_tools(self) -> None:
         seen: set[str] = set()
@@ -308,7 +362,7 @@ class CodeAct:
                 raise ValueError(f"two tools are named {t.name!r}; pass name='...' to Tool()")
             if t.name == "submit":
                 raise ValueError("a tool may not be named 'submit'; that name ends the task")
-            if self.max_llm_calls and t.name in ("llm_query", "llm_query_batched"):
+            if self.max_llm_calls and t.name in ("llm_query", "llm_query_batched", "rlm_query"):
                 raise ValueError(
                     f"a tool may not be named {t.name!r} while language-model calls from code are on "
                     "(sub_lm= or max_llm_calls=)"
@@ -476,6 +530,7 @@ class _Run:
                 module.max_llm_calls,
                 lambda: self.budget_text() if self.over_budget() else None,
                 on_usage=self._count_sub_usage,
+                recurse=self._sub_run if module.depth > 1 else None,
             )
             if module.max_llm_calls
             else None
@@ -498,9 +553,14 @@ class _Run:
         self._pending: list[Awaitable[Any]] = []
         self._handler_failed = False
         self.is_async = False
+        self.telemetry = RunTelemetry(self.record.run_id, self.record.model, self.record.signature)
 
     # --- events ---
     def emit(self, event: Event) -> None:
+        try:
+            self.telemetry.observe(event)
+        except Exception as exc:  # tracing must never end a run
+            warnings.warn(f"OpenTelemetry spans failed: {exc!r}", stacklevel=2)
         handler = self.module.on_event
         if handler is None:
             return
@@ -523,6 +583,23 @@ class _Run:
                 await self._pending.pop(0)
             except Exception as exc:
                 warnings.warn(f"on_event handler raised {exc!r}; the run goes on", stacklevel=2)
+
+    def _sub_run(self, task: str, context: Any, budget: int) -> tuple[str, RunRecord]:
+        """`rlm_query`: a nested CodeAct run on the sub-model, one level shallower, with its own sandbox."""
+        module = self.module
+        child = CodeAct(
+            "task: str, context: Any -> answer: str",
+            module.tools,
+            lm=module.sub_lm or self.lm,
+            max_iters=module.max_iters,
+            fallback="partial",
+            sandbox=module.sandbox_options if module.interpreter is None else None,
+            max_llm_calls=budget,
+            inputs_in_prompt="preview",
+            depth=module.depth - 1,
+        )
+        prediction = child(task=task, context=context)
+        return str(prediction.answer) if prediction.answer is not None else "", prediction.record
 
     def _count_sub_usage(self, usage: Usage) -> None:
         self.record.add_usage(usage)
@@ -578,6 +655,7 @@ class _Run:
         step.prompt_tokens = completion.usage.prompt_tokens
         step.completion_tokens = completion.usage.completion_tokens
         step.cost = completion.usage.cost
+        step.lm_attempts = getattr(completion, "attempts", 1)
         self.record.add_usage(_as_call(completion.usage))
         parsed = parse_reply(step.reply)
         step.reasoning = parsed.reasoning

@@ -1,7 +1,8 @@
 """DSPy's `CodeInterpreter` on codeact's sandbox (extra `codeact[dspy]`).
 
     dspy.RLM(signature, interpreter_factory=codeact.dspy.Interpreter)
-    dspy.CodeAct(signature, tools=[...], interpreter=codeact.dspy.Interpreter())
+    dspy.CodeAct(signature, tools=[...], interpreter_factory=codeact.dspy.Interpreter)
+    program = codeact.dspy.Module(codeact.CodeAct(...))   # tunable by DSPy's optimisers
 
 The session is codeact's native sandbox (or Pyodide where it is not available): namespaces, a read-only
 root, seccomp and Landlock, a time and memory limit per step, numpy and pandas. DSPy's tools run on
@@ -22,8 +23,11 @@ import keyword
 from collections.abc import Callable
 from typing import Any
 
+import dspy
 from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreterError, FinalOutput
 
+from codeact.agent import CodeAct
+from codeact.prompt import Demo
 from codeact.sandbox import Sandbox, SandboxOptions
 from codeact.sandbox.base import SESSION_LOST_KINDS
 from codeact.sandbox.driver import serving
@@ -159,4 +163,45 @@ def _as_runtime_error(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
-__all__ = ["Interpreter"]
+class Module(dspy.Module):
+    """A `codeact.CodeAct` as a DSPy module, so DSPy's optimisers can tune it.
+
+    The instructions and demonstrations live in one `dspy.Predict` (`self.predict`), where
+    optimisers find them; each call hands them to the CodeAct run and records the call in DSPy's
+    trace, so `BootstrapFewShot` keeps the successful runs (with the code that solved them) as
+    demonstrations. `save`/`load` are DSPy's; `to_codeact()` gives back a CodeAct with what was
+    learned (whose own `save` writes it for codeact alone).
+    """
+
+    def __init__(self, act: CodeAct) -> None:
+        super().__init__()
+        self.act = act
+        fields = act.signature.text() + ", code"
+        self.predict = dspy.Predict(dspy.Signature(fields, act.signature.instructions or "Solve the task."))
+
+    def forward(self, **inputs: Any) -> dspy.Prediction:
+        self.act.learn(instructions=self.predict.signature.instructions, demos=self._demos())
+        prediction = self.act(**inputs)
+        code = "\n\n".join(step.code for step in prediction.trajectory if step.code)
+        result = dspy.Prediction(**prediction.outputs, code=code, end_reason=prediction.end_reason)
+        if dspy.settings.trace is not None and prediction.end_reason == "submitted":
+            dspy.settings.trace.append((self.predict, dict(inputs), result))
+        return result
+
+    def _demos(self) -> list[Demo]:
+        names_in, names_out = list(self.act.signature.inputs), list(self.act.signature.outputs)
+        demos = []
+        for demo in self.predict.demos:
+            data = dict(demo.items()) if hasattr(demo, "items") else dict(demo)
+            if all(n in data for n in names_in + names_out):
+                demos.append(Demo(inputs={n: data[n] for n in names_in}, outputs={n: data[n] for n in names_out},
+                                  code=str(data.get("code") or "")))
+        return demos
+
+    def to_codeact(self) -> CodeAct:
+        """The wrapped CodeAct, holding the instructions and demonstrations learned so far."""
+        self.act.learn(instructions=self.predict.signature.instructions, demos=self._demos())
+        return self.act
+
+
+__all__ = ["Interpreter", "Module"]

@@ -289,8 +289,10 @@ class Prompt:
         sandbox: SandboxOptions | None = None,
         inputs_in_prompt: InputsInPrompt = "full",
         preview_chars: int = 500,
+        demos: Sequence[Demo] = (),
     ) -> None:
         self.signature = signature
+        self.demos = list(demos)
         self.tools = list(tools)
         self.input_limit = input_limit
         self.sandbox = sandbox
@@ -309,6 +311,8 @@ class Prompt:
             sections.append(_ASYNC_NOTE)
         if self.sandbox is not None and (self.sandbox.read_paths or self.sandbox.write_paths):
             sections.append(environment(self.sandbox))
+        if self.demos:
+            sections.append(worked_examples(self.demos))
         return "\n\n".join(sections)
 
     def task(self, inputs: dict[str, Any]) -> str:
@@ -438,6 +442,26 @@ def _safe_repr(value: Any) -> str:
         return repr(value)
     except Exception as exc:
         return f"<repr failed: {type(exc).__name__}>"
+
+
+@dataclass
+class Demo:
+    """A solved example shown to the model: the inputs, the code that solved them, the outputs."""
+
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    code: str = ""
+
+
+def worked_examples(demos: Sequence[Demo]) -> str:
+    parts = ["Solved examples of this task:"]
+    for i, demo in enumerate(demos, 1):
+        shown = ", ".join(f"{k}={_safe_repr(v)[:300]}" for k, v in demo.inputs.items())
+        parts.append(f"Example {i}: inputs {shown}")
+        if demo.code:
+            parts.append(f"```python\n{demo.code}\n```")
+        parts.append("Outputs: " + ", ".join(f"{k}={_safe_repr(v)[:300]}" for k, v in demo.outputs.items()))
+    return "\n".join(parts)
 
 
 def environment(options: SandboxOptions) -> str:

@@ -213,7 +213,9 @@ def _llm_calls_html(step: Step) -> str:
     """The language-model calls the step's code made: question, answer, tokens, cost, time."""
     rows = "".join(
         f'<tr class="{"failed" if call.error else "ok"}"><td>{escape(_clip(call.prompt, 200))}</td>'
-        f"<td>{escape(_clip(call.error or call.reply or '', 200))}</td>"
+        f"<td>{escape(_clip(call.error or call.reply or '', 200))}"
+        + (f" <span class=\"muted\">(nested run: {len(call.run.steps)} steps, {escape(call.run.end_reason)})</span>"
+           if call.run else "") + "</td>"
         f"<td>{call.prompt_tokens + call.completion_tokens:,}</td><td>{escape(_fmt_cost(call.cost))}</td>"
         f"<td>{escape(_fmt_s(call.duration_s))}</td></tr>"
         for call in step.llm_calls[:_MAX_CALL_ROWS]

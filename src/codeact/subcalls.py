@@ -30,8 +30,10 @@ class SubCalls:
     """The sub-calls of one run. `over_budget` says why the run's own budget forbids another call."""
 
     def __init__(self, lm: LM | None, max_calls: int, over_budget: Callable[[], str | None], *,
-                 on_usage: Callable[[Usage], None], concurrency: int = 8) -> None:
+                 on_usage: Callable[[Usage], None], concurrency: int = 8,
+                 recurse: Callable[[str, Any, int], Any] | None = None) -> None:
         self.lm = lm
+        self.recurse = recurse
         self.max_calls = max_calls
         self.over_budget = over_budget
         self.on_usage = on_usage
@@ -42,12 +44,16 @@ class SubCalls:
         self.lock = threading.Lock()
 
     @classmethod
-    def described(cls) -> list[Tool]:
+    def described(cls, recursive: bool = False) -> list[Tool]:
         """The tools as the prompt describes them (no model behind them)."""
-        return cls(None, 0, lambda: None, on_usage=lambda _: None).tools()
+        recurse = (lambda task, context, budget: None) if recursive else None
+        return cls(None, 0, lambda: None, on_usage=lambda _: None, recurse=recurse).tools()
 
     def tools(self) -> list[Tool]:
-        return [Tool(self.llm_query, name="llm_query"), Tool(self.llm_query_batched, name="llm_query_batched")]
+        found = [Tool(self.llm_query, name="llm_query"), Tool(self.llm_query_batched, name="llm_query_batched")]
+        if self.recurse is not None:
+            found.append(Tool(self.rlm_query, name="rlm_query"))
+        return found
 
     def take(self) -> list[LLMCall]:
         """The calls made since the last take (those of the step that just ended)."""
@@ -80,6 +86,42 @@ class SubCalls:
             return []
         with ThreadPoolExecutor(min(self.concurrency, len(prompts)), thread_name_prefix="codeact-llm") as pool:
             return list(pool.map(lambda p: self._ask(p, schema, temperature, max_tokens), prompts))
+
+    def rlm_query(self, task: str, context: Any = None) -> str:
+        """Hand a sub-task to a language model that solves it by writing code, like you, in a sandbox of
+        its own, with `context` as a variable there; returns its answer as text.
+
+        Use it for a part that needs several steps of its own (searching a large piece, say). It spends
+        calls from the same budget as llm_query.
+        """
+        if not isinstance(task, str):
+            raise TypeError(f"task must be a str, got {type(task).__name__}")
+        assert self.recurse is not None
+        self._reserve(1)
+        with self.lock:
+            share = max(0, self.max_calls - self.made)
+        record = LLMCall(prompt=task, model="rlm_query")
+        started = time.perf_counter()
+        try:
+            answer, run = self.recurse(task, context, share)
+        except Exception as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            record.duration_s = time.perf_counter() - started
+            with self.lock:
+                self.records.append(record)
+        record.reply, record.run = answer, run
+        usage = run.usage
+        record.prompt_tokens, record.completion_tokens, record.cost = (
+            usage.prompt_tokens, usage.completion_tokens, usage.cost)
+        with self.lock:
+            self.made += run.sub_usage.calls  # the child's own sub-calls came out of the same budget
+            self.usage = self.usage + usage
+            self.on_usage(usage)
+        if run.outputs is None:
+            raise RuntimeError(f"the sub-task ended without an answer ({run.end_reason}): {run.error or ''}".strip())
+        return answer
 
     # --- one call ---------------------------------------------------------------------------------
     def _reserve(self, n: int) -> None:

@@ -64,6 +64,7 @@ class LLMCall:
     cost: float | None = 0.0
     duration_s: float = 0.0
     error: str | None = None
+    run: RunRecord | None = None  # an rlm_query: the nested run's own record
 
 
 @dataclass
@@ -85,6 +86,7 @@ class Step:
     timed_out: bool = False
     exec_s: float = 0.0
     lm_s: float = 0.0
+    lm_attempts: int = 1
     tool_s: float = 0.0
     tool_calls: list[ToolCall] = field(default_factory=list)
     llm_calls: list[LLMCall] = field(default_factory=list)
@@ -100,6 +102,10 @@ class Step:
         data = asdict(self)
         data["submitted"] = jsonable(self.submitted) if self.submitted is not None else None
         data["tool_calls"] = [jsonable(asdict(call)) for call in self.tool_calls]
+        data["llm_calls"] = [
+            {**{k: v for k, v in asdict(call).items() if k != "run"}, "run": call.run.to_dict() if call.run else None}
+            for call in self.llm_calls
+        ]
         return data
 
     @classmethod
@@ -110,13 +116,19 @@ class Step:
         llm_calls = data.pop("llm_calls", None)
         step = cls(**{k: v for k, v in data.items() if k in _STEP_FIELDS})
         if isinstance(llm_calls, list):
-            step.llm_calls = [LLMCall(**{k: v for k, v in c.items() if k in _LLM_FIELDS}) for c in llm_calls
-                              if isinstance(c, dict) and isinstance(c.get("prompt"), str)]
+            step.llm_calls = [_llm_call(c) for c in llm_calls if isinstance(c, dict) and isinstance(c.get("prompt"), str)]
         step.error = StepError(**error) if error else None
         if isinstance(calls, list):
             step.tool_calls = [ToolCall(**{k: v for k, v in c.items() if k in _CALL_FIELDS}) for c in calls
                                if isinstance(c, dict)]
         return step
+
+
+def _llm_call(data: dict[str, Any]) -> LLMCall:
+    call = LLMCall(**{k: v for k, v in data.items() if k in _LLM_FIELDS and k != "run"})
+    if isinstance(data.get("run"), dict):
+        call.run = RunRecord.from_dict(data["run"])
+    return call
 
 
 _STEP_FIELDS = frozenset(Step.__dataclass_fields__)

@@ -226,7 +226,15 @@ class Backend(LM):
         if hit is not None:
             return hit
         started = time.perf_counter()
-        completion = call_with_retry(lambda: self._send(request, on_token), self.retry)
+        attempts = 0
+
+        def send() -> Completion:
+            nonlocal attempts
+            attempts += 1
+            return self._send(request, on_token)
+
+        completion = call_with_retry(send, self.retry)
+        completion.attempts = attempts
         return self._finish(request, completion, started)
 
     async def acomplete(
@@ -244,5 +252,13 @@ class Backend(LM):
         if hit is not None:
             return hit
         started = time.perf_counter()
-        completion = await acall_with_retry(lambda: self._asend(request, on_token), self.retry)
+        attempts = 0
+
+        async def send() -> Completion:
+            nonlocal attempts
+            attempts += 1
+            return await self._asend(request, on_token)
+
+        completion = await acall_with_retry(send, self.retry)
+        completion.attempts = attempts
         return self._finish(request, completion, started)

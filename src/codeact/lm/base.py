@@ -48,6 +48,7 @@ class Completion:
     finish_reason: str | None = None
     latency_s: float = 0.0
     cached: bool = False
+    attempts: int = 1  # requests sent for this reply (more than one when the call was retried)
 
 
 class LMError(CodeActError, RuntimeError):
