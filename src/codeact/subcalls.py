@@ -8,11 +8,12 @@ number at a time.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -101,16 +102,8 @@ class SubCalls:
         with self.lock:
             share = max(0, self.max_calls - self.made)
         record = LLMCall(prompt=task, model="rlm_query")
-        started = time.perf_counter()
-        try:
+        with self._recording(record):
             answer, run = self.recurse(task, context, share)
-        except Exception as exc:
-            record.error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            record.duration_s = time.perf_counter() - started
-            with self.lock:
-                self.records.append(record)
         record.reply, record.run = answer, run
         usage = run.usage
         record.prompt_tokens, record.completion_tokens, record.cost = (
@@ -122,6 +115,20 @@ class SubCalls:
         if run.outputs is None:
             raise RuntimeError(f"the sub-task ended without an answer ({run.end_reason}): {run.error or ''}".strip())
         return answer
+
+    @contextlib.contextmanager
+    def _recording(self, record: LLMCall) -> Iterator[None]:
+        """Time the call in `record`, note its failure, and keep it for the step."""
+        started = time.perf_counter()
+        try:
+            yield
+        except Exception as exc:
+            record.error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            record.duration_s = time.perf_counter() - started
+            with self.lock:
+                self.records.append(record)
 
     # --- one call ---------------------------------------------------------------------------------
     def _reserve(self, n: int) -> None:
@@ -149,19 +156,11 @@ class SubCalls:
                         + json.dumps(json_schema, separators=(",", ":")))
         assert self.lm is not None
         record = LLMCall(prompt=prompt, model=getattr(self.lm, "model", "") or type(self.lm).__name__)
-        started = time.perf_counter()
         options: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
         if json_schema is not None and getattr(self.lm, "constrains_json", False):
             options["json_schema"] = json_schema
-        try:
+        with self._recording(record):
             completion = self.lm.complete([{"role": "user", "content": content}], **options)
-        except Exception as exc:
-            record.error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            record.duration_s = time.perf_counter() - started
-            with self.lock:
-                self.records.append(record)
         usage = completion.usage
         record.reply = completion.text
         record.prompt_tokens, record.completion_tokens, record.cost = (

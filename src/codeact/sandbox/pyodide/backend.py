@@ -52,17 +52,9 @@ class PyodideInterpreter(Sandbox):
 
     def __init__(self, tools: Sequence[Any] = (), **settings: Any) -> None:
         super().__init__(tools, **settings)
-        options = self.options
-        self.read_paths = [_no_comma(p, "read") for p in options.read_paths]
-        self.write_paths = [_no_comma(p, "write") for p in options.write_paths]
-        self.env = dict(options.env)
-        self.network = options.network
-        self.memory_limit = options.memory_limit
-        self.preload = options.preload
-        self.strict = options.strict
-        self.max_output = options.max_output
-        self.max_file_size = options.max_file_size
-        self.tmp_size = options.tmp_size
+        for path in [*self.options.read_paths, *self.options.write_paths]:
+            if "," in path:
+                raise ValueError(f"path {path} contains a comma, which Deno's permission flags cannot express")
         self.cwd = os.getcwd()
         self.start_info: dict[str, Any] = {}
         self._process: subprocess.Popen[bytes] | None = None
@@ -75,7 +67,7 @@ class PyodideInterpreter(Sandbox):
     # --- lifecycle -------------------------------------------------------------------------------
     def command(self, pyodide_dir: Path, snapshot: Path | None, deno: str) -> list[str]:
         """The Deno command line of a session: its permissions are the sandbox's boundary."""
-        readable = [str(pyodide_dir), *self.read_paths, *self.write_paths]
+        readable = [str(pyodide_dir), *self.options.read_paths, *self.options.write_paths]
         if snapshot is not None:
             readable.append(str(snapshot))
         command = [
@@ -83,14 +75,14 @@ class PyodideInterpreter(Sandbox):
             "--allow-read=" + ",".join(readable),
             "--deny-run", "--deny-ffi", "--deny-env", "--deny-sys",
         ]
-        if self.write_paths:
-            command.append("--allow-write=" + ",".join(self.write_paths))
-            nested = [p for p in self.read_paths if p not in self.write_paths and _inside_any(p, self.write_paths)]
+        if self.options.write_paths:
+            command.append("--allow-write=" + ",".join(self.options.write_paths))
+            nested = [p for p in self.options.read_paths if p not in self.options.write_paths and _inside_any(p, self.options.write_paths)]
             if nested:  # a read path inside a write path stays read-only
                 command.append("--deny-write=" + ",".join(nested))
-        command.append("--allow-net" if self.network else "--deny-net")
-        if self.memory_limit:
-            heap_mb = max(64, self.memory_limit >> 20)
+        command.append("--allow-net" if self.options.network else "--deny-net")
+        if self.options.memory_limit:
+            heap_mb = max(64, self.options.memory_limit >> 20)
             command.append(f"--v8-flags=--max-old-space-size={heap_mb}")
         command += [str(installation.RUNTIME_JS), str(pyodide_dir), str(snapshot) if snapshot else "-"]
         return command
@@ -99,9 +91,9 @@ class PyodideInterpreter(Sandbox):
         with self._lock:
             if self._process is not None:
                 return
-            for path in self.read_paths:  # a grant may have been swapped for a link since it was checked
+            for path in self.options.read_paths:  # a grant may have been swapped for a link since it was checked
                 granted_path(path, "read")
-            for path in self.write_paths:
+            for path in self.options.write_paths:
                 granted_path(path, "write")
             deno, pyodide_dir = installation.find_deno(), installation.find_pyodide()
             if deno is None or pyodide_dir is None:
@@ -134,14 +126,14 @@ class PyodideInterpreter(Sandbox):
             init = {
                 "op": "init",
                 "sources": installation.sources(),
-                "env": self.env,
-                "mounts": [{"at": p, "file": not os.path.isdir(p), "writable": p in self.write_paths}
-                           for p in sorted({*self.read_paths, *self.write_paths}, key=len)],
-                "memory_limit": self.memory_limit,
-                "output_limit": self.max_output,
-                "network": self.network,
-                "max_file_size": self.max_file_size,
-                "tmp_size": self.tmp_size,
+                "env": self.options.env,
+                "mounts": [{"at": p, "file": not os.path.isdir(p), "writable": p in self.options.write_paths}
+                           for p in sorted({*self.options.read_paths, *self.options.write_paths}, key=len)],
+                "memory_limit": self.options.memory_limit,
+                "output_limit": self.options.max_output,
+                "network": self.options.network,
+                "max_file_size": self.options.max_file_size,
+                "tmp_size": self.options.tmp_size,
                 "cwd": self.cwd,
             }
             try:
@@ -157,29 +149,29 @@ class PyodideInterpreter(Sandbox):
             self.start_info = {**ready, "start_s": time.perf_counter() - requested}
             self.layers = self._layers(ready, snapshot)
             missing = [layer for layer in self.layers if not layer.active]
-            if self.strict and missing:
+            if self.options.strict and missing:
                 self.close()
                 raise InterpreterError("strict sandbox refused to start; missing: "
                                        + "; ".join(f"{m.name} ({m.detail})" for m in missing))
             self._definitions_sent = False
             self._started_once = True
-            if self.preload:
+            if self.options.preload:
                 self._preload()
 
     def _preload(self) -> None:
-        code = "\n".join(f"import {name}" for name in self.preload)
+        code = "\n".join(f"import {name}" for name in self.options.preload)
         result = self._driver.run(self, StepRequest(code=code, timeout=self.timeout, tools={}))
         if result.error is not None:
-            log.warning("pyodide sandbox: could not preload %s: %s", ", ".join(self.preload), result.error)
+            log.warning("pyodide sandbox: could not preload %s: %s", ", ".join(self.options.preload), result.error)
 
     def _layers(self, ready: dict[str, Any], snapshot: Path | None) -> list[LayerStatus]:
         refused = ready.get("refused") or []
         return [
             LayerStatus("deno permissions", True, "reads only Pyodide and granted paths; no run, ffi, env or sys"),
-            LayerStatus("network", not self.network, "denied" if not self.network else "allowed (network=True)"),
+            LayerStatus("network", not self.options.network, "denied" if not self.options.network else "allowed (network=True)"),
             LayerStatus("files", not refused, "granted paths mounted" if not refused else "; ".join(refused)),
-            LayerStatus("memory limit", bool(self.memory_limit),
-                        f"WebAssembly memory capped at {self.memory_limit >> 20} MB" if self.memory_limit else "none"),
+            LayerStatus("memory limit", bool(self.options.memory_limit),
+                        f"WebAssembly memory capped at {self.options.memory_limit >> 20} MB" if self.options.memory_limit else "none"),
             LayerStatus("time limit", True, "interrupt in Python, then kill of the Deno process"),
             LayerStatus("snapshot", bool(ready.get("snapshot")), str(snapshot) if ready.get("snapshot") else
                         "started cold", remedy="" if ready.get("snapshot") else "python -m codeact.sandbox.pyodide install"),
@@ -286,7 +278,7 @@ class PyodideInterpreter(Sandbox):
         memory = "out of memory" in detail.lower() or "heap limit" in detail.lower()
         self._kill()
         if memory:
-            return "MemoryLimit", (f"the sandbox ran out of its {self.memory_limit >> 20} MB memory limit and was "
+            return "MemoryLimit", (f"the sandbox ran out of its {self.options.memory_limit >> 20} MB memory limit and was "
                                    "killed; the next step starts a new session and earlier variables are lost")
         return "SandboxCrashed", f"{why}; the next step starts a new session and earlier variables are lost"
 
@@ -353,7 +345,3 @@ def _inside_any(path: str, parents: Sequence[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in parents)
 
 
-def _no_comma(path: str, kind: str) -> str:
-    if "," in path:
-        raise ValueError(f"{kind} path {path} contains a comma, which Deno's permission flags cannot express")
-    return path
