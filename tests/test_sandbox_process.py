@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -276,10 +277,16 @@ def test_import_directories_of_the_host_are_not_visible_unless_granted(tmp_path,
     (secret_dir / ".env").write_text("API_KEY=hunter2\n")
     monkeypatch.syspath_prepend(str(secret_dir))
     monkeypatch.syspath_prepend("/tmp")  # a host that runs from /tmp (pytest does) must not expose it
-    with ProcessInterpreter() as sb:
-        r = sb.execute(f"import os\nprint(os.path.exists({str(secret_dir)!r}), os.listdir('/tmp'))")
-        assert r.error is None, r.error
-        assert r.stdout == "False []\n"
+    marker = tempfile.NamedTemporaryFile(dir="/tmp", prefix="codeact-host-only-", delete=False)  # noqa: SIM115
+    marker.close()
+    try:
+        with ProcessInterpreter() as sb:
+            r = sb.execute(f"import os\nprint(os.path.exists({str(secret_dir)!r}), os.path.exists({marker.name!r}),"
+                           f" {os.path.basename(marker.name)!r} in os.listdir('/tmp'))")
+    finally:
+        os.unlink(marker.name)
+    assert r.error is None, r.error
+    assert r.stdout == "False False False\n"
     with ProcessInterpreter(read_paths=[str(secret_dir)]) as sb:
         assert sb.execute(f"open({str(secret_dir / '.env')!r}).read()").value == repr("API_KEY=hunter2\n")
 
