@@ -599,6 +599,9 @@ def _add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
                          help="memory limit of the sandbox, e.g. 512MB, 2GB (default: 1GB)")
     sandbox.add_argument("--backend", choices=["auto", "process", "pyodide"], default="auto",
                          help="sandbox backend (default: auto)")
+    sandbox.add_argument("--package", action="append", default=[], metavar="REQUIREMENT",
+                         help="a package the code may import, installed with pip into a cache of its own "
+                         "(not this environment), e.g. 'tabulate==0.9.*'; repeatable")
 
 
 def _sandbox_options(args: argparse.Namespace) -> SandboxOptions:
@@ -608,7 +611,7 @@ def _sandbox_options(args: argparse.Namespace) -> SandboxOptions:
     try:
         return SandboxOptions(
             backend=args.backend, read_paths=read_paths, write_paths=write_paths, network=args.network,
-            timeout=args.timeout, memory_limit=args.memory,
+            timeout=args.timeout, memory_limit=args.memory, packages=args.package,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None

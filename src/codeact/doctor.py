@@ -27,6 +27,9 @@ EXTRAS: tuple[tuple[str, str, str], ...] = (
     ("deno", "the Pyodide sandbox backend (macOS, Windows)", "pip install 'codeact[pyodide]'"),
     ("numpy", "numpy inside the sandbox", "pip install 'codeact[data]'"),
     ("pandas", "pandas inside the sandbox", "pip install 'codeact[data]'"),
+    ("dspy", "codeact.dspy: DSPy's interpreter on codeact's sandbox", "pip install 'codeact[dspy]'"),
+    ("mcp", "codeact.mcp, --mcp and codeact mcp serve", "pip install 'codeact[mcp]'"),
+    ("opentelemetry", "OpenTelemetry spans of each run", "pip install 'codeact[otel]'"),
 )
 
 
@@ -205,9 +208,22 @@ def _extras() -> list[Check]:
     return checks
 
 
+def _reach() -> list[Check]:
+    """What the code may reach: the network modes and the package cache."""
+    from codeact.sandbox.packages import cache_root
+
+    root = cache_root()
+    sets = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
+    return [
+        Check("Reach", "network", True, "off by default; network=True shares the host's network (by domain: not yet)"),
+        Check("Reach", "package cache", True, f"{root} ({len(sets)} installed set{'s' * (len(sets) != 1)}; "
+              "Sandbox(packages=[...]) or --package installs there with pip)"),
+    ]
+
+
 def run_checks(*, model: str | None = None, ask_lm: bool = True) -> list[Check]:
     """Every check, in the order they are shown."""
-    return [*_system(), *_layers(), *_backends(), *_model(model, ask_lm), *_extras()]
+    return [*_system(), *_layers(), *_backends(), *_reach(), *_model(model, ask_lm), *_extras()]
 
 
 def print_report(checks: list[Check], *, as_json: bool = False, console: Console | None = None) -> int:

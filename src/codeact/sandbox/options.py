@@ -89,7 +89,8 @@ class SandboxOptions:
     strict: refuse to start when an isolation layer is missing. max_output: characters of
         stdout/stderr kept per step. max_value_chars: characters of a step's value kept (head and
         tail). max_processes: processes per session. rollback: run each step in a fork so that the
-        variables survive a step that dies.
+        variables survive a step that dies. packages: requirements pip installs on the host into a
+        cache of their own (never the host's environment), mounted read-only on the import path.
     """
 
     backend: str = "auto"
@@ -107,6 +108,7 @@ class SandboxOptions:
     max_file_size: int = 256 << 20
     tmp_size: int = 256 << 20
     rollback: bool = True
+    packages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -146,6 +148,11 @@ class SandboxOptions:
             if value <= 0:
                 raise ValueError(f"{name} must be a positive size like '256MB'")
             set_(self, name, value)
+        packages = (self.packages,) if isinstance(self.packages, str) else tuple(self.packages)
+        for requirement in packages:
+            if not isinstance(requirement, str) or not requirement.strip() or requirement.lstrip().startswith("-"):
+                raise ValueError(f"packages must be requirement strings like 'tabulate==0.9.*', got {requirement!r}")
+        set_(self, "packages", tuple(r.strip() for r in packages))
         _check_write_paths(self.write_paths)
 
     @classmethod
@@ -219,12 +226,14 @@ def _check_write_paths(write_paths: Sequence[str]) -> None:
     if not write_paths:
         return
     import codeact
+    from codeact.sandbox import packages
 
     protected = {
         "the Python installation": [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)],
         "an import directory of the host": [os.path.realpath(p) for p in sys.path if p and os.path.isabs(p)]
         + python_installation(),
         "the codeact package": [os.path.dirname(os.path.realpath(codeact.__file__))],
+        "the sandbox package cache": [os.path.realpath(packages.cache_root())],
     }
     for path in write_paths:
         real = os.path.realpath(path)

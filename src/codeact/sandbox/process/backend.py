@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from codeact.sandbox import bridge, wire
+from codeact.sandbox import bridge, packages, wire
 from codeact.sandbox.base import RESTARTED, Sandbox
 from codeact.sandbox.driver import Channel, StepLost
 from codeact.sandbox.interpreter import ExecutionResult, InterpreterError, LayerStatus
@@ -41,8 +41,9 @@ _THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THR
 class Zygote:
     """A running zygote process; `spawn` forks a new session from it."""
 
-    def __init__(self, preload: tuple[str, ...]) -> None:
+    def __init__(self, preload: tuple[str, ...], paths: tuple[str, ...] = ()) -> None:
         self.preload = preload
+        self.paths = paths  # package directories, first on its import path
         self.lock = threading.Lock()
         self.process: subprocess.Popen[bytes] | None = None
         self.control: socket.socket | None = None
@@ -51,9 +52,10 @@ class Zygote:
     def start(self) -> None:
         host, child = socket.socketpair()
         here = os.path.dirname(os.path.abspath(__file__))
-        packages = [["codeact", os.path.dirname(os.path.dirname(here))],
-                    ["codeact.sandbox", os.path.dirname(here)], ["codeact.sandbox.process", here]]
-        config = {"sys_path": [p for p in sys.path if p], "control_fd": child.fileno(), "packages": packages,
+        bare = [["codeact", os.path.dirname(os.path.dirname(here))],
+                ["codeact.sandbox", os.path.dirname(here)], ["codeact.sandbox.process", here]]
+        config = {"sys_path": [*self.paths, *(p for p in sys.path if p)], "control_fd": child.fileno(),
+                  "packages": bare,
                   "preload": list(self.preload), "thread_env": _THREAD_ENV}
         errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed below once the zygote answered
         try:
@@ -119,13 +121,13 @@ _warned: set[str] = set()
 _zygotes_lock = threading.Lock()
 
 
-def zygote_for(preload: Sequence[str]) -> Zygote:
-    """The shared zygote that has `preload` imported, started on first use."""
-    key = tuple(sorted(set(preload)))
+def zygote_for(preload: Sequence[str], paths: Sequence[str] = ()) -> Zygote:
+    """The shared zygote that has `preload` imported (from `paths` first), started on first use."""
+    key = (*sorted(set(preload)), "\0", *paths)
     with _zygotes_lock:
         zygote = _zygotes.get(key)
         if zygote is None:
-            zygote = _zygotes[key] = Zygote(key)
+            zygote = _zygotes[key] = Zygote(tuple(sorted(set(preload))), tuple(paths))
     with zygote.lock:
         if not zygote.alive:
             zygote.start()
@@ -269,7 +271,11 @@ class ProcessInterpreter(Sandbox):
                 granted_path(path, "read")
             for path in self.config.write_paths:
                 granted_path(path, "write")
-            zygote = zygote_for(self.preload)
+            paths: tuple[str, ...] = ()
+            if self.options.packages:
+                paths = (str(packages.install(self.options.packages)),)
+                self.config.python_paths = sorted({*self.config.python_paths, *paths})
+            zygote = zygote_for(self.preload, paths)
             requested = time.monotonic()
             control, pid, cgroup = zygote.spawn(self.config)
             self._cgroup = cgroup

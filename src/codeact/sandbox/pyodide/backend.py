@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from codeact.sandbox import wire
+from codeact.sandbox import packages, wire
 from codeact.sandbox.base import RESTARTED, Sandbox
 from codeact.sandbox.driver import StepLost, StepRequest
 from codeact.sandbox.interpreter import InterpreterError, LayerStatus
@@ -56,6 +56,7 @@ class PyodideInterpreter(Sandbox):
             if "," in path:
                 raise ValueError(f"path {path} contains a comma, which Deno's permission flags cannot express")
         self.cwd = os.getcwd()
+        self._package_dirs: list[str] = []
         self.start_info: dict[str, Any] = {}
         self._process: subprocess.Popen[bytes] | None = None
         self._frames: queue.Queue[Any] = queue.Queue()
@@ -67,7 +68,7 @@ class PyodideInterpreter(Sandbox):
     # --- lifecycle -------------------------------------------------------------------------------
     def command(self, pyodide_dir: Path, snapshot: Path | None, deno: str) -> list[str]:
         """The Deno command line of a session: its permissions are the sandbox's boundary."""
-        readable = [str(pyodide_dir), *self.options.read_paths, *self.options.write_paths]
+        readable = [str(pyodide_dir), *self.options.read_paths, *self.options.write_paths, *self._package_dirs]
         if snapshot is not None:
             readable.append(str(snapshot))
         command = [
@@ -95,6 +96,8 @@ class PyodideInterpreter(Sandbox):
                 granted_path(path, "read")
             for path in self.options.write_paths:
                 granted_path(path, "write")
+            if self.options.packages:  # pure-Python packages only: WebAssembly loads no native extension
+                self._package_dirs = [str(packages.install(self.options.packages))]
             deno, pyodide_dir = installation.find_deno(), installation.find_pyodide()
             if deno is None or pyodide_dir is None:
                 raise InterpreterError(f"the Pyodide sandbox is not installed here; run: {installation.INSTALL_HINT}")
@@ -128,7 +131,9 @@ class PyodideInterpreter(Sandbox):
                 "sources": installation.sources(),
                 "env": self.options.env,
                 "mounts": [{"at": p, "file": not os.path.isdir(p), "writable": p in self.options.write_paths}
-                           for p in sorted({*self.options.read_paths, *self.options.write_paths}, key=len)],
+                           for p in sorted({*self.options.read_paths, *self.options.write_paths, *self._package_dirs},
+                                           key=len)],
+                "sys_path": self._package_dirs,
                 "memory_limit": self.options.memory_limit,
                 "output_limit": self.options.max_output,
                 "network": self.options.network,

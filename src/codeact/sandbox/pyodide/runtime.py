@@ -250,6 +250,7 @@ def serve(init: dict[str, Any]) -> None:
 
     os.environ.clear()
     os.environ.update({str(k): str(v) for k, v in dict(init.get("env") or {}).items()})
+    sys.path[:0] = [str(p) for p in init.get("sys_path") or []]  # package directories (packages=)
     with contextlib.suppress(OSError):  # the working directory mirrors the host's
         os.makedirs(str(init.get("cwd") or "/tmp"), exist_ok=True)
         os.chdir(str(init.get("cwd") or "/tmp"))
