@@ -571,3 +571,67 @@ def test_module_without_functions_is_refused(tmp_path: Path) -> None:
     path = _module(tmp_path, "empty", "X = 1\n")
     with pytest.raises(UsageError, match="no public functions and no TOOLS list"):
         load_tools([str(path)])
+
+
+# --- command-line details a new user trips over ---------------------------------------------------------
+def test_tools_from_a_module_in_the_working_directory_through_the_script(tmp_path: Path) -> None:
+    (tmp_path / "shop_tools.py").write_text("def price(item: str) -> int:\n    '''A price.'''\n    return 7\n")
+    script = Path(sys.executable).parent / "codeact"
+    proc = subprocess.run(
+        [str(script), "run", "x", "--model", replies(tmp_path, code("submit(price('a'))")), "--tools", "shop_tools",
+         "-s", "task -> answer: int", "--json"],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=_env(),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["outputs"] == {"answer": 7}
+
+
+def test_a_task_that_starts_with_at_is_text(tmp_path: Path) -> None:
+    proc = codeact("run", "@everyone hello", "--model", replies(tmp_path, code("submit(task)")), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["outputs"] == {"answer": "@everyone hello"}
+
+
+def test_json_output_and_traces_hold_no_bare_nan(tmp_path: Path) -> None:
+    trace = tmp_path / "run.json"
+    proc = codeact("run", "x", "--model", replies(tmp_path, code("submit(float('nan'))")), "-s", "task -> answer: float",
+                   "--json", "--trace", str(trace))
+    assert proc.returncode == 0, proc.stderr
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"bare {constant} in JSON")
+
+    assert json.loads(proc.stdout, parse_constant=refuse)["outputs"] == {"answer": "nan"}
+    json.loads(trace.read_text(), parse_constant=refuse)
+
+
+def test_a_trace_that_cannot_be_written_fails_the_command(tmp_path: Path) -> None:
+    proc = codeact("run", "x", "--model", replies(tmp_path, code("submit('ok')")), "--trace", "/proc/run.json")
+    assert proc.returncode == 3 and "cannot write trace" in proc.stderr
+
+
+def test_report_of_a_trace_with_wrong_field_types_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"signature": "q -> a", "steps": [{"index": "zero", "exec_s": "slow"}],
+                               "lm_s": "x"}))
+    proc = codeact("report", str(bad), "-o", str(tmp_path / "bad.html"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_budget_and_model_flags(tmp_path: Path) -> None:
+    proc = codeact("run", "x", "--model", replies(tmp_path, *[code("x = 1")] * 5), "--max-tokens", "20",
+                   "--fallback", "partial", "--temperature", "0.2", "--preload", "json", "--json")
+    assert json.loads(proc.stdout)["end_reason"] == "budget", proc.stderr
+
+
+def test_paths_with_brackets_are_printed_as_written(tmp_path: Path) -> None:
+    trace = tmp_path / "run[1].json"
+    proc = codeact("run", "x", "--model", replies(tmp_path, code("submit('ok')")), "--trace", str(trace))
+    assert proc.returncode == 0, proc.stderr
+    assert f"trace: {trace}" in proc.stdout
+
+
+def test_version() -> None:
+    proc = codeact("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("codeact ")

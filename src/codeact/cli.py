@@ -97,6 +97,8 @@ def _import_file(path: Path) -> ModuleType:
 
 
 def _import_module(name: str) -> ModuleType:
+    if "" not in sys.path and os.getcwd() not in sys.path:  # the `codeact` script does not add it
+        sys.path.insert(0, os.getcwd())
     try:
         return importlib.import_module(name)
     except ModuleNotFoundError as exc:
@@ -189,12 +191,18 @@ def _parse_signature(text: str, instructions: str | None) -> Signature:
 
 
 def _input_value(signature: Signature, name: str, raw: str) -> Any:
+    """An --input value: `@FILE` reads it from a file."""
     if raw.startswith("@"):
         path = Path(raw[1:])
         try:
             raw = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise UsageError(f"cannot read input {name!r} from {path}: {exc.strerror}") from None
+    return _typed(signature, name, raw)
+
+
+def _typed(signature: Signature, name: str, raw: str) -> Any:
+    """Text for a str input, else the JSON it spells (or the text when it is no JSON)."""
     if signature.inputs[name].annotation is str:
         return raw
     try:
@@ -223,7 +231,7 @@ def _inputs(signature: Signature, task: str | None, pairs: Sequence[str]) -> dic
                 f"the signature {signature.text()!r} takes inputs {', '.join(names) or '(none)'}; "
                 "give them with --input NAME=VALUE instead of a TASK argument"
             )
-        values[missing[0]] = _input_value(signature, missing[0], task)
+        values[missing[0]] = _typed(signature, missing[0], task)  # the task is text: "@..." is no file
     missing = [n for n in names if n not in values]
     if missing:
         raise UsageError(f"missing input {', '.join(missing)}: give TASK or --input NAME=VALUE")
@@ -373,8 +381,8 @@ def _summary_json(record: RunRecord, args: argparse.Namespace) -> str:
     from codeact.trajectory import jsonable
 
     return json.dumps(
-        {
-            "outputs": jsonable(record.outputs) if record.outputs is not None else None,
+        jsonable({
+            "outputs": record.outputs,
             "end_reason": record.end_reason,
             "error": record.error,
             "fallback": record.fallback,
@@ -388,8 +396,9 @@ def _summary_json(record: RunRecord, args: argparse.Namespace) -> str:
             "tool_s": round(record.tool_s, 4),
             "trace": args.trace,
             "report": args.report,
-        },
+        }),
         ensure_ascii=False,
+        allow_nan=False,
     )
 
 
@@ -439,6 +448,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, signature: Signature, inputs: dict[str, Any], tools: list[Any],
          sandbox_options: SandboxOptions, lm: Any) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from codeact.agent import CodeAct, MaxItersError, RunInterrupted
     from codeact.live import LiveView, format_value, print_result
@@ -450,7 +460,8 @@ def _run(args: argparse.Namespace, signature: Signature, inputs: dict[str, Any],
         agent = CodeAct(
             signature, tools, lm=lm, max_iters=args.max_iters, sandbox=sandbox_options,
             on_event=view, approve=_TerminalApprover(view) if args.approve else None,
-            max_tool_calls=args.max_tool_calls,
+            max_tool_calls=args.max_tool_calls, max_tokens=args.max_tokens, max_cost=args.max_cost,
+            temperature=args.temperature, fallback=args.fallback,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -482,11 +493,13 @@ def _run(args: argparse.Namespace, signature: Signature, inputs: dict[str, Any],
         print_result(console, record)
         for label, path in (("trace", args.trace), ("report", args.report)):
             if path and not any(path in p for p in problems):
-                console.print(f"[dim]{label}:[/] {path}")
+                console.print(f"[dim]{label}:[/] {escape(path)}")
     if (args.json or args.quiet) and record.error:
         print(f"codeact: run ended ({record.end_reason}): {record.error}", file=sys.stderr)
     for problem in problems:
         print(f"codeact: error: {problem}", file=sys.stderr)
+    if problems:  # the run's answer is out, but what was asked to be written was not
+        return EXIT_FAILED
     return _exit_status(record.end_reason, submitted)
 
 
@@ -509,6 +522,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         write_report(record, output)
     except OSError as exc:
         raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise UsageError(f"{trace} holds fields of the wrong type ({type(exc).__name__}: {exc})") from None
     print(output)
     return 0
 
@@ -599,6 +614,8 @@ def _add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
                          help="memory limit of the sandbox, e.g. 512MB, 2GB (default: 1GB)")
     sandbox.add_argument("--backend", choices=["auto", "process", "pyodide"], default="auto",
                          help="sandbox backend (default: auto)")
+    sandbox.add_argument("--preload", action="append", default=[], metavar="MODULE",
+                         help="a module to import once in the zygote, so each session starts with it; repeatable")
     sandbox.add_argument("--package", action="append", default=[], metavar="REQUIREMENT",
                          help="a package the code may import, installed with pip into a cache of its own "
                          "(not this environment), e.g. 'tabulate==0.9.*'; repeatable")
@@ -611,7 +628,7 @@ def _sandbox_options(args: argparse.Namespace) -> SandboxOptions:
     try:
         return SandboxOptions(
             backend=args.backend, read_paths=read_paths, write_paths=write_paths, network=args.network,
-            timeout=args.timeout, memory_limit=args.memory, packages=args.package,
+            timeout=args.timeout, memory_limit=args.memory, packages=args.package, preload=args.preload,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -690,6 +707,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "a = always for that tool); a refused call raises PermissionError in the code")
     run.add_argument("--max-tool-calls", type=_count, default=None, metavar="N",
                      help="the most tool calls the code may make in the run")
+    run.add_argument("--max-tokens", type=_positive_int, default=None, metavar="N",
+                     help="the run's token budget, all model calls together; the run ends when it is spent")
+    run.add_argument("--max-cost", type=_positive_float, default=None, metavar="DOLLARS",
+                     help="the run's budget in dollars (for models whose price codeact knows)")
+    run.add_argument("--temperature", type=float, default=None, metavar="T", help="the model's sampling temperature")
+    run.add_argument("--fallback", choices=["extract", "partial", "raise"], default="extract",
+                     help="when no step submitted: extract the answer with one more model call (default), "
+                     "keep what validated (partial), or fail (raise)")
     _add_sandbox_arguments(run)
     output = run.add_argument_group("output")
     output.add_argument("--json", action="store_true",

@@ -235,7 +235,7 @@ class LiveView:
             console = self.console if self.show else Console(stderr=True, highlight=False)
             console.print(question)
             while True:
-                console.print(f"  [{'/'.join(choices)}] ", end="")
+                console.print(f"  \\[{'/'.join(choices)}] ", end="")
                 console.file.flush()
                 line = sys.stdin.readline()
                 if not line:  # no one to ask: no

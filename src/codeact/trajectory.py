@@ -8,6 +8,7 @@ plain data.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,8 +34,19 @@ END_REASONS: tuple[str, ...] = (
 
 
 def jsonable(value: Any) -> Any:
-    """`value` as JSON data; anything JSON cannot hold becomes its repr."""
-    return to_jsonable_python(value, fallback=repr, serialize_unknown=True)
+    """`value` as JSON data; anything JSON cannot hold becomes its repr (NaN and infinities their
+    names as strings, so the text is JSON any parser reads)."""
+    return _finite(to_jsonable_python(value, fallback=repr, serialize_unknown=True))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)  # 'nan', 'inf', '-inf'
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
 
 
 @dataclass
@@ -242,7 +254,7 @@ class RunRecord:
         )
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+        return json.dumps(_finite(self.to_dict()), indent=indent, ensure_ascii=False, allow_nan=False)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the record as JSON to `path` (parent folders are created) and return the path."""
