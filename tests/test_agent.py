@@ -393,7 +393,7 @@ def test_class_signature_with_enum_and_pydantic_outputs() -> None:
 
 def test_budget_ends_the_run() -> None:
     lm = codeact.ScriptedLM([py("x = 1")] * 10)
-    prediction = codeact.CodeAct("q -> a", lm=lm, max_tokens=300)(q="?")
+    prediction = codeact.CodeAct("q -> a", lm=lm, max_run_tokens=300)(q="?")
     assert prediction.end_reason == "budget"
     assert prediction.usage.total_tokens >= 300
     assert len(lm.history) < 10
@@ -606,10 +606,10 @@ def test_a_validator_rejects_a_submit_and_the_model_hears_why() -> None:
 
 def test_bad_budgets_and_calls_name_the_parameter() -> None:
     lm = codeact.ScriptedLM([])
-    with pytest.raises(codeact.ConfigurationError, match="max_tokens must be a positive integer"):
-        codeact.CodeAct("q -> a", lm=lm, max_tokens="100")
-    with pytest.raises(codeact.ConfigurationError, match="max_tokens must be positive"):
-        codeact.CodeAct("q -> a", lm=lm, max_tokens=0)
+    with pytest.raises(codeact.ConfigurationError, match="max_run_tokens must be a positive integer"):
+        codeact.CodeAct("q -> a", lm=lm, max_run_tokens="100")
+    with pytest.raises(codeact.ConfigurationError, match="max_reply_tokens must be positive"):
+        codeact.CodeAct("q -> a", lm=lm, max_reply_tokens=0)
     with pytest.raises(TypeError, match=r"tools must be a list of callables, e.g. tools=\[add\]"):
         codeact.CodeAct("q -> a", tools=print, lm=lm)
     with pytest.raises(TypeError, match=r"pass the inputs by name: act\(question=...\)"):
@@ -619,3 +619,34 @@ def test_bad_budgets_and_calls_name_the_parameter() -> None:
 def test_max_cost_warns_when_the_price_is_unknown() -> None:
     with pytest.warns(UserWarning, match="max_cost=1.0 cannot be enforced"):
         codeact.CodeAct("q -> a", lm=codeact.LM("openai/a-model-without-a-price", api_key="sk-test"), max_cost=1.0)
+
+
+def test_max_tokens_is_the_old_name_of_the_run_budget_and_replies_can_be_capped() -> None:
+    lm = codeact.ScriptedLM([py("x = 1")] * 10)
+    with pytest.warns(DeprecationWarning, match="now called max_run_tokens"):
+        act = codeact.CodeAct("q -> a", lm=lm, max_tokens=300)
+    assert act.max_run_tokens == 300 and act(q="?").end_reason == "budget"
+    capped = codeact.ScriptedLM([py("submit('ok')")])
+    codeact.CodeAct("q -> a", lm=capped, max_reply_tokens=64)(q="?")
+    assert capped.history[0]["max_tokens"] == 64
+
+
+def test_a_series_submitted_for_a_dict_keeps_its_index() -> None:
+    pytest.importorskip("pandas")
+    lm = codeact.ScriptedLM([py("import pandas as pd\nsubmit(pd.Series({'north': 3, 'south': 5}))")])
+    prediction = codeact.CodeAct("q -> totals: dict[str, int]", lm=lm)(q="?")
+    assert prediction.totals == {"north": 3, "south": 5}, prediction.error
+
+
+def test_a_tool_that_returns_an_enum_member() -> None:
+    import enum
+
+    class Level(enum.Enum):
+        LOW = "low"
+
+    def level() -> Level:
+        """The level."""
+        return Level.LOW
+
+    lm = codeact.ScriptedLM([py("submit(level().value)")])
+    assert codeact.CodeAct("q -> a", tools=[level], lm=lm)(q="?").a == "low"

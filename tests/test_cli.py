@@ -620,7 +620,7 @@ def test_report_of_a_trace_with_wrong_field_types_is_one_line(tmp_path: Path) ->
 
 
 def test_budget_and_model_flags(tmp_path: Path) -> None:
-    proc = codeact("run", "x", "--model", replies(tmp_path, *[code("x = 1")] * 5), "--max-tokens", "20",
+    proc = codeact("run", "x", "--model", replies(tmp_path, *[code("x = 1")] * 5), "--max-run-tokens", "20", "--max-reply-tokens", "50",
                    "--fallback", "partial", "--temperature", "0.2", "--preload", "json", "--json")
     assert json.loads(proc.stdout)["end_reason"] == "budget", proc.stderr
 

@@ -125,7 +125,7 @@ def test_sub_calls_count_toward_the_run_budget() -> None:
         "n = 0\ntry:\n    while True:\n        llm_query('again')\n        n += 1\n"
         "except RuntimeError as exc:\n    print(exc)\nsubmit(answer=n)"
     )])
-    act = codeact.CodeAct("q -> answer: int", lm=lm, sub_lm=sub, max_llm_calls=1000, max_tokens=60)
+    act = codeact.CodeAct("q -> answer: int", lm=lm, sub_lm=sub, max_llm_calls=1000, max_run_tokens=60)
     prediction = act(q="go")
     assert "the run's budget is spent" in prediction.trajectory[0].stdout
     assert prediction.record.sub_usage.calls < 1000

@@ -20,6 +20,7 @@ import os
 import threading
 import time
 import traceback
+import typing
 import uuid
 import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -208,7 +209,9 @@ class CodeAct:
       `interpreter`: your own `Interpreter`, or a function returning a fresh one per run.
     - `fallback`: when `max_iters` steps did not submit: `"extract"` (one LM call that reads the
       outputs off the trajectory), `"raise"` (`MaxItersError`) or `"partial"` (what validated).
-    - `max_tokens`/`max_cost`: a per-run budget; the run ends with `end_reason="budget"`.
+    - `max_run_tokens`/`max_cost`: the run's budget; the run ends with `end_reason="budget"`
+      (`max_tokens`, the old name of `max_run_tokens`, still works with a warning).
+    - `max_reply_tokens`: the most tokens one model reply may have (passed to the LM).
     - `on_event`: called with each event (`RunStarted`, `StepStarted`, `TokenReceived`,
       `CodeParsed`, `Observed`, `StepEnded`, `RunEnded`).
     - `approve`/`max_tool_calls`: approvals of, and a budget for, the tool calls the code makes.
@@ -231,6 +234,8 @@ class CodeAct:
         step_timeout: float | None = None,
         max_tokens: int | None = None,
         max_cost: float | None = None,
+        max_run_tokens: int | None = None,
+        max_reply_tokens: int | None = None,
         max_observation_chars: int = 4000,
         temperature: float | None = None,
         on_event: EventHandler | None = None,
@@ -293,12 +298,23 @@ class CodeAct:
         self.validators = list(validators)
         self.interpreter = interpreter
         self.step_timeout = step_timeout
-        self.max_tokens = _positive("max_tokens", max_tokens, int)
+        if max_tokens is not None:
+            if max_run_tokens is not None:
+                raise ConfigurationError("pass max_run_tokens only (max_tokens is its old name)")
+            warnings.warn(
+                "CodeAct(max_tokens=...) is the run's token budget and is now called max_run_tokens; "
+                "max_reply_tokens caps one reply",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            max_run_tokens = max_tokens
+        self.max_run_tokens = _positive("max_run_tokens", max_run_tokens, int)
+        self.max_reply_tokens = _positive("max_reply_tokens", max_reply_tokens, int)
         self.max_cost = _positive("max_cost", max_cost, float)
         if max_cost is not None and self.lm is not None and not getattr(self.lm, "knows_cost", True):
             warnings.warn(
                 f"max_cost={max_cost} cannot be enforced: the price of {getattr(self.lm, 'model', self.lm)!r} "
-                "is unknown to codeact (set a token budget with max_tokens instead)",
+                "is unknown to codeact (set a token budget with max_run_tokens instead)",
                 stacklevel=2,
             )
         self.max_observation_chars = max_observation_chars
@@ -634,6 +650,8 @@ class _Run:
 
     def lm_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"stop": list(STOP_SEQUENCES)}
+        if self.module.max_reply_tokens is not None:
+            options["max_tokens"] = self.module.max_reply_tokens
         if self.module.temperature is not None:
             options["temperature"] = self.module.temperature
         if self.module.on_event is not None and self.step is not None:
@@ -688,7 +706,7 @@ class _Run:
             self.last_submitted = step.submitted
             try:
                 self.outputs = self.signature.validate_outputs(
-                    {k: _plain(v) for k, v in result.submitted.items()}
+                    {k: _plain(v, self._wants_mapping(k)) for k, v in result.submitted.items()}
                 )
             except OutputValidationError as exc:
                 step.error = StepError(
@@ -705,6 +723,11 @@ class _Run:
         self._end_step()
         if self.outputs is not None:
             self.end("submitted")
+
+    def _wants_mapping(self, name: str) -> bool:
+        spec = self.signature.outputs.get(name)
+        annotation = typing.get_origin(spec.annotation) or spec.annotation if spec else None
+        return isinstance(annotation, type) and issubclass(annotation, Mapping)
 
     def _validate(self, outputs: dict[str, Any]) -> str | None:
         """The first user validator's objection to `outputs` (a returned message or a raised error)."""
@@ -735,7 +758,7 @@ class _Run:
     # --- budget ---
     def over_budget(self) -> bool:
         usage = self.record.usage
-        if self.module.max_tokens is not None and usage.total_tokens >= self.module.max_tokens:
+        if self.module.max_run_tokens is not None and usage.total_tokens >= self.module.max_run_tokens:
             return True
         return (
             self.module.max_cost is not None
@@ -746,7 +769,7 @@ class _Run:
     def budget_text(self) -> str:
         usage = self.record.usage
         return (
-            f"budget spent: {usage.total_tokens} tokens (max_tokens={self.module.max_tokens}), "
+            f"budget spent: {usage.total_tokens} tokens (max_run_tokens={self.module.max_run_tokens}), "
             f"cost {usage.cost} (max_cost={self.module.max_cost})"
         )
 
@@ -1071,14 +1094,17 @@ def _as_call(usage: Usage) -> Usage:
     return Usage(usage.prompt_tokens, usage.completion_tokens, max(usage.calls, 1), usage.cost)
 
 
-def _plain(value: Any) -> Any:
-    """numpy and pandas values as plain Python, so they validate like the lists and numbers they hold."""
+def _plain(value: Any, mapping: bool = False) -> Any:
+    """numpy and pandas values as plain Python, so they validate like the lists and numbers they hold;
+    a Series submitted where a mapping is expected keeps its index as the keys."""
     module = type(value).__module__.split(".")[0]
     if module == "numpy":
         return value.tolist() if hasattr(value, "tolist") else value
     if module == "pandas":
         if hasattr(value, "to_dict") and hasattr(value, "columns"):
             return value.to_dict(orient="records")
+        if mapping and hasattr(value, "to_dict"):
+            return {k: _plain(v) for k, v in value.to_dict().items()}
         if hasattr(value, "tolist"):
             return value.tolist()
     if isinstance(value, dict):

@@ -460,7 +460,8 @@ def _run(args: argparse.Namespace, signature: Signature, inputs: dict[str, Any],
         agent = CodeAct(
             signature, tools, lm=lm, max_iters=args.max_iters, sandbox=sandbox_options,
             on_event=view, approve=_TerminalApprover(view) if args.approve else None,
-            max_tool_calls=args.max_tool_calls, max_tokens=args.max_tokens, max_cost=args.max_cost,
+            max_tool_calls=args.max_tool_calls, max_run_tokens=args.max_run_tokens, max_cost=args.max_cost,
+            max_reply_tokens=args.max_reply_tokens,
             temperature=args.temperature, fallback=args.fallback,
         )
     except (ValueError, TypeError) as exc:
@@ -707,8 +708,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "a = always for that tool); a refused call raises PermissionError in the code")
     run.add_argument("--max-tool-calls", type=_count, default=None, metavar="N",
                      help="the most tool calls the code may make in the run")
-    run.add_argument("--max-tokens", type=_positive_int, default=None, metavar="N",
+    run.add_argument("--max-run-tokens", type=_positive_int, default=None, metavar="N",
                      help="the run's token budget, all model calls together; the run ends when it is spent")
+    run.add_argument("--max-reply-tokens", type=_positive_int, default=None, metavar="N",
+                     help="the most tokens one model reply may have")
     run.add_argument("--max-cost", type=_positive_float, default=None, metavar="DOLLARS",
                      help="the run's budget in dollars (for models whose price codeact knows)")
     run.add_argument("--temperature", type=float, default=None, metavar="T", help="the model's sampling temperature")

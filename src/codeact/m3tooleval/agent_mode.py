@@ -48,7 +48,6 @@ def run_codeact_episode(
             max_iters=max_turns,
             fallback="partial",
             sandbox={"timeout": ACTION_TIMEOUT_S, **(sandbox or {})},
-            max_tokens=None,
             temperature=0.0,
         )
         prediction = act(instruction=task.instruction)

@@ -68,7 +68,7 @@ def encode(value: Any, _depth: int = 0) -> Any:
             return {k: encode(v, d) for k, v in value.items()}
         return {_TAG: "dict", "v": [[encode(k, d), encode(v, d)] for k, v in value.items()]}
     if isinstance(value, enum.Enum):
-        return {_TAG: "enum", "cls": _class_ref(value), "v": encode(value.value, d)}
+        return {_TAG: "enum", "cls": _class_ref(value), "name": str(value.name), "v": encode(value.value, d)}
     if isinstance(value, tuple):
         if hasattr(type(value), "_fields"):  # a named tuple
             return {_TAG: "namedtuple", "cls": _class_ref(value), "fields": list(type(value)._fields),
@@ -263,8 +263,13 @@ def _decode_object(tag: str, obj: dict[str, Any], data: Any, trusted: bool) -> A
             cls = _c.namedtuple(qualname.rsplit(".", 1)[-1], names)  # type: ignore[misc]
         return cls(*values)
     if tag == "enum":
-        cls = _import_class(module, qualname) if trusted else None
-        return cls(data) if cls is not None else data
+        if not trusted:
+            return data
+        cls = _import_class(module, qualname)
+        if cls is None:  # a stand-in enum with this one member, so `.name` and `.value` work
+            member = _str(obj.get("name", "VALUE"))
+            cls = enum.Enum(qualname.rsplit(".", 1)[-1], {member: data})
+        return cls(data)
     if not isinstance(data, dict):
         raise WireError(f"malformed {tag!r} value")
     if not trusted:
