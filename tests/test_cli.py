@@ -635,3 +635,29 @@ def test_paths_with_brackets_are_printed_as_written(tmp_path: Path) -> None:
 def test_version() -> None:
     proc = codeact("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("codeact ")
+
+
+def test_an_unknown_provider_or_a_missing_key_is_reported_before_the_run() -> None:
+    proc = codeact("run", "x", "-m", "foo/bar")
+    assert_one_line_error(proc, "unknown provider 'foo'")
+    proc = codeact("run", "x", "-m", "anthropic/claude-3-5-haiku-latest")
+    assert_one_line_error(proc, "ANTHROPIC_API_KEY")
+
+
+def test_m3tooleval_stops_at_a_model_that_refuses_the_key(tmp_path: Path) -> None:
+    from lm_fixtures import Fault, FaultProxy
+
+    proxy = FaultProxy("http://127.0.0.1:9")  # every request is answered by a fault: nothing is forwarded
+    proxy.inject(*[Fault("status", 401, {"error": {"message": "bad key"}})] * 50)
+    try:
+        env = {**_env(), "OPENAI_BASE_URL": proxy.base_url, "OPENAI_API_KEY": "sk-wrong"}
+        proc = subprocess.run(
+            [sys.executable, "-m", "codeact", "bench", "m3tooleval", "--model", "openai/some-model",
+             "--mode", "code", "--limit", "6", "--workers", "1", "--quiet"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+        )
+    finally:
+        proxy.close()
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "cannot be called" in proc.stderr and "LMAuthError" in proc.stderr
+    assert len(proxy.chat_requests) == 1  # the first refusal stopped the benchmark

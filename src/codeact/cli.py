@@ -261,10 +261,14 @@ def _resolve_model(requested: str | None) -> Any:
             "scripted:replies.json) or set CODEACT_MODEL"
         )
     try:
-        return LM(model)
+        lm = LM(model)
     except Exception as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UsageError(f"cannot use model {model!r}: {message}") from None
+    problem = lm.configuration_problem()
+    if problem is not None:  # nothing was sent: say what to fix before the run starts
+        raise UsageError(problem)
+    return lm
 
 
 def _memory(text: str) -> str:

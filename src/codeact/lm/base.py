@@ -74,6 +74,10 @@ class LM:
         """Whether the replies carry a cost (False when this model's price is unknown)."""
         return True
 
+    def configuration_problem(self) -> str | None:
+        """What is sure to make a call fail before one is sent (an unknown provider, a missing key)."""
+        return None
+
     def __new__(cls, *args: Any, **kwargs: Any) -> LM:
         if cls is LM:
             model = args[0] if args else kwargs.get("model")

@@ -49,6 +49,22 @@ class LiteLLMLM(Backend):
     def knows_cost(self) -> bool:
         return price_of(self.model) is not None
 
+    def configuration_problem(self) -> str | None:
+        try:
+            self._litellm.get_llm_provider(self.model)
+        except Exception:
+            return (f"unknown provider {self.provider!r} in model {self.model!r}: write provider/model, e.g. "
+                    "anthropic/claude-haiku-4-5 or openai/gpt-4o-mini")
+        if self._api_key is None and self.api_base is None:
+            try:
+                env = self._litellm.validate_environment(model=self.model)
+            except Exception:
+                return None
+            missing = env.get("missing_keys") or []
+            if missing and not env.get("keys_in_environment"):
+                return f"model {self.model!r} needs {', '.join(missing)} set in the environment (or api_key=...)"
+        return None
+
     def __init__(
         self,
         model: str,

@@ -15,6 +15,15 @@ LMFor = Callable[[Task, str], LM]
 OnEpisode = Callable[[Episode, int, int], None]
 
 
+FATAL_LM_ERRORS = ("LMAuthError", "LMConfigError", "LMModelNotFoundError", "LMQuotaError", "LMMissingExtraError")
+
+
+def is_fatal(episode: Episode) -> bool:
+    """Whether the episode failed because the model cannot be called at all (key, name, quota)."""
+    error = episode.error or ""
+    return episode.end_reason in ("lm_error", "error") and any(f"{name}:" in error for name in FATAL_LM_ERRORS)
+
+
 def run_benchmark(
     tasks: Sequence[Task],
     modes: Sequence[str],
@@ -37,9 +46,20 @@ def run_benchmark(
     results: list[Episode | None] = [None] * len(jobs)
     done = 0
     lock = threading.Lock()
+    stop = threading.Event()  # the model cannot be called at all: the rest would fail the same way
 
     def run(index: int) -> Episode:
+        episode = attempt(index)
+        if is_fatal(episode):
+            stop.set()
+        return episode
+
+    def attempt(index: int) -> Episode:
         task, mode = jobs[index]
+        if stop.is_set():
+            return Episode(task=task.name, category=task.category, mode=mode, model="", correct=False, turns=0,
+                           end_reason="skipped", expected=task.expected_output_repr,
+                           error="not run: an earlier episode found that the model cannot be called")
         try:
             lm = lm_for(task, mode)
             if mode == "codeact":

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from codeact.lm.base import LM
-from codeact.m3tooleval.benchmark import run_benchmark
+from codeact.m3tooleval.benchmark import is_fatal, run_benchmark
 from codeact.m3tooleval.harness import MAX_NEW_TOKENS, MAX_TURNS, MODES, Episode
 from codeact.m3tooleval.results import format_table
 from codeact.m3tooleval.tasks import Task, load_tasks
@@ -132,8 +132,12 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         lm_for = _lm_factory(args.model)
+        problem = lm_for(tasks[0], modes[0]).configuration_problem()
     except Exception as exc:
         print(f"error: cannot use model {args.model!r}: {exc}", file=sys.stderr)
+        return 2
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     print(
         f"M3ToolEval: {len(tasks)} tasks x {len(modes)} mode(s) with {args.model}, "
@@ -151,6 +155,10 @@ def main(args: argparse.Namespace) -> int:
         on_episode=None if args.quiet else _progress,
     )
     wall = time.perf_counter() - started
+    fatal = next((e for e in episodes if is_fatal(e)), None)
+    if fatal is not None:
+        print(f"error: the model {args.model!r} cannot be called: {fatal.error}", file=sys.stderr)
+        return 3
     print(format_table(episodes, args.model))
     print(f"\nwall time {wall:.1f} s for {len(episodes)} episodes")
     if args.output:
