@@ -44,3 +44,12 @@ def test_configuration_errors_are_value_errors_and_ctrl_c_is_not_swallowed():
     assert not issubclass(codeact.RunInterrupted, Exception)
     with pytest.raises(codeact.CodeActError):
         codeact.Signature("this is not -> a: valid[[type")
+
+
+def test_failure_kinds_are_one_enumeration_the_sandbox_owns():
+    from codeact.sandbox import Failure
+    from codeact.sandbox.base import SESSION_LOST_KINDS
+
+    assert {kind.value for kind in Failure} == set(SESSION_LOST_KINDS)
+    assert Failure("Timeout") is Failure.TIMEOUT and not Failure.TIMEOUT.ends_session
+    assert Failure.CRASHED.ends_session and Failure.PROTOCOL_ERROR.ends_session

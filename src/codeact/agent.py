@@ -45,7 +45,7 @@ from codeact.prompt import (
 from codeact.sandbox import wire
 from codeact.sandbox.base import SESSION_LOST_KINDS
 from codeact.sandbox.driver import Approver, ToolPolicy
-from codeact.sandbox.interpreter import ExecutionResult, Interpreter, InterpreterError
+from codeact.sandbox.interpreter import ExecutionResult, Failure, Interpreter, InterpreterError
 from codeact.sandbox.options import SandboxOptions
 from codeact.settings import default_lm, resolve_lm
 from codeact.signature import OutputValidationError, Signature, ensure_signature
@@ -1080,7 +1080,7 @@ def _crash_result(exc: BaseException) -> ExecutionResult:
     from codeact.sandbox.interpreter import ExecutionError
 
     return ExecutionResult(
-        error=ExecutionError("SandboxCrashed", f"the sandbox failed while running this step: {exc}")
+        error=ExecutionError(Failure.CRASHED.value, f"the sandbox failed while running this step: {exc}")
     )
 
 

@@ -29,12 +29,11 @@ from dspy.primitives.code_interpreter import CodeExecutionError, CodeInterpreter
 from codeact.agent import CodeAct
 from codeact.prompt import Demo
 from codeact.sandbox import Sandbox, SandboxOptions
-from codeact.sandbox.base import SESSION_LOST_KINDS
 from codeact.sandbox.driver import serving
-from codeact.sandbox.interpreter import InterpreterError
+from codeact.sandbox.interpreter import Failure, InterpreterError
 from codeact.tools import Tool
 
-_TERMINAL = SESSION_LOST_KINDS - {"Timeout", "MemoryLimit", "FileSizeLimit"}
+_TERMINAL = frozenset(kind.value for kind in Failure if kind.ends_session)
 _SUBMIT_ALIAS = "SUBMIT = submit\n"
 
 

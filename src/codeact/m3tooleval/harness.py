@@ -24,7 +24,7 @@ from codeact.lm.base import LM, Message
 from codeact.m3tooleval.grader import is_correct
 from codeact.m3tooleval.tasks import Task
 from codeact.m3tooleval.tools import ToolSet
-from codeact.sandbox.interpreter import ExecutionResult, Interpreter
+from codeact.sandbox.interpreter import ExecutionResult, Failure, Interpreter
 
 Mode = Literal["code", "json", "text"]
 MODES: tuple[Mode, ...] = ("code", "json", "text")
@@ -45,7 +45,7 @@ MANY_ACTIONS = "You have output more than one action. Only the first action will
 
 SandboxFactory = Callable[[ToolSet, float], Interpreter]
 # Errors after which a sandbox session is gone; the next action starts a fresh one.
-_SESSION_LOST = frozenset({"SandboxCrashed", "Timeout", "MemoryLimit"})
+_SESSION_LOST = frozenset(kind.value for kind in (Failure.CRASHED, Failure.TIMEOUT, Failure.MEMORY_LIMIT))
 
 
 # --- reply parsing ---------------------------------------------------------------------------------

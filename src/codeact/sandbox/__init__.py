@@ -6,6 +6,7 @@ from codeact.sandbox.base import BACKENDS, Sandbox, available_backends
 from codeact.sandbox.interpreter import (
     ExecutionError,
     ExecutionResult,
+    Failure,
     Interpreter,
     InterpreterError,
     LayerStatus,
@@ -27,6 +28,7 @@ __all__ = [
     "BACKENDS",
     "ExecutionError",
     "ExecutionResult",
+    "Failure",
     "Interpreter",
     "InterpreterError",
     "LayerStatus",

@@ -18,7 +18,7 @@ from codeact.sandbox.driver import (
     ToolPolicy,
     check_not_reentrant,
 )
-from codeact.sandbox.interpreter import ExecutionResult, InterpreterError, LayerStatus
+from codeact.sandbox.interpreter import ExecutionResult, Failure, InterpreterError, LayerStatus
 from codeact.sandbox.options import SandboxOptions
 from codeact.tools import Tool, as_tool
 
@@ -221,4 +221,4 @@ class Sandbox:
 
 
 RESTARTED = "[sandbox] the session had ended and was restarted: variables from earlier steps are lost\n"
-SESSION_LOST_KINDS = frozenset({"Timeout", "MemoryLimit", "SandboxCrashed", "SandboxProtocolError", "FileSizeLimit"})
+SESSION_LOST_KINDS = frozenset(kind.value for kind in Failure)  # after these, `alive` says whether it lived

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from codeact.sandbox import wire
-from codeact.sandbox.interpreter import ExecutionError, ExecutionResult, ToolCall
+from codeact.sandbox.interpreter import ExecutionError, ExecutionResult, Failure, ToolCall
 from codeact.tools import Tool
 
 
@@ -102,7 +102,7 @@ def parse_error(raw: Any) -> ExecutionError:
     )
 
 
-def failure(kind: str, message: str, started: float, *, timed_out: bool = False) -> ExecutionResult:
+def failure(kind: Failure, message: str, started: float, *, timed_out: bool = False) -> ExecutionResult:
     """A step that ended without a result of its own: a limit, a crash, a broken protocol."""
-    return ExecutionResult(error=ExecutionError(kind, message), duration_s=time.perf_counter() - started,
+    return ExecutionResult(error=ExecutionError(Failure(kind).value, message), duration_s=time.perf_counter() - started,
                            timed_out=timed_out)

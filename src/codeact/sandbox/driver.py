@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from codeact.sandbox import bridge, wire
-from codeact.sandbox.interpreter import ExecutionResult, InterpreterError, ToolCall
+from codeact.sandbox.interpreter import ExecutionResult, Failure, InterpreterError, ToolCall
 from codeact.tools import Tool, ToolArgumentError
 
 _GRACE_S = 2.0
@@ -35,7 +35,7 @@ _serving: contextvars.ContextVar[object | None] = contextvars.ContextVar("codeac
 class StepLost(Exception):
     """The step ended without a result of its own (the backend knows why)."""
 
-    def __init__(self, kind: str, message: str, *, timed_out: bool = False) -> None:
+    def __init__(self, kind: Failure, message: str, *, timed_out: bool = False) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -215,7 +215,7 @@ class StepDriver:
                         expired = self._expire(step)
                         continue
                     channel.end()
-                    return self._failed(step, "Timeout", f"the step ran longer than the {request.timeout:g} s time "
+                    return self._failed(step, Failure.TIMEOUT, f"the step ran longer than the {request.timeout:g} s time "
                                         "limit and did not stop; the session was ended and its variables are lost",
                                         timed_out=True)
                 op = frame.get("op")
@@ -230,16 +230,16 @@ class StepDriver:
                     record.abandoned = True
                     future.cancel()
                 if expired is not None:
-                    result.error = bridge.failure("Timeout", expired, step.started).error
+                    result.error = bridge.failure(Failure.TIMEOUT, expired, step.started).error
                     result.submitted = None
                     result.timed_out = True
                 return result
         except StepLost as lost:
-            kept = expired is not None and lost.kind == "Timeout" and lost.message.endswith("are kept")
+            kept = expired is not None and lost.kind == Failure.TIMEOUT and lost.message.endswith("are kept")
             return self._failed(step, lost.kind, expired if kept else lost.message, timed_out=lost.timed_out)
         except (bridge.Malformed, wire.WireError) as exc:
             channel.end()
-            return self._failed(step, "SandboxProtocolError", f"the sandbox broke the wire protocol ({exc}); the "
+            return self._failed(step, Failure.PROTOCOL_ERROR, f"the sandbox broke the wire protocol ({exc}); the "
                                 "session was ended and the next step starts a new one")
         finally:
             step.pending = {}
@@ -254,7 +254,7 @@ class StepDriver:
         return base + step.paused + (0.0 if waiting else _GRACE_S)
 
     @staticmethod
-    def _failed(step: _Step, kind: str, message: str, *, timed_out: bool = False) -> ExecutionResult:
+    def _failed(step: _Step, kind: Failure, message: str, *, timed_out: bool = False) -> ExecutionResult:
         result = bridge.failure(kind, message, step.started, timed_out=timed_out)
         result.tool_calls = step.calls
         return result

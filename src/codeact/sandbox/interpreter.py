@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -10,12 +11,33 @@ from codeact.errors import CodeActError
 from codeact.tools import Tool
 
 
+class Failure(str, enum.Enum):
+    """How a step can end without its code's own result; `ExecutionError.type` holds the value.
+
+    After any of these the session may have been restarted (`Sandbox.alive` says); `ends_session`
+    marks the kinds that always take the session (and its variables) with them.
+    """
+
+    TIMEOUT = "Timeout"
+    MEMORY_LIMIT = "MemoryLimit"
+    FILE_SIZE_LIMIT = "FileSizeLimit"
+    CRASHED = "SandboxCrashed"
+    PROTOCOL_ERROR = "SandboxProtocolError"
+
+    @property
+    def ends_session(self) -> bool:
+        return self in (Failure.CRASHED, Failure.PROTOCOL_ERROR)
+
+    def __str__(self) -> str:
+        return self.value
+
+
 @dataclass
 class ExecutionError:
     """An exception raised by sandboxed code, or a limit that ended the step.
 
-    `type` is the exception class name (`"ZeroDivisionError"`) or a limit name (`"Timeout"`,
-    `"MemoryLimit"`, `"SandboxCrashed"`); `line` is the failing source line of the executed code.
+    `type` is the exception class name (`"ZeroDivisionError"`) or a `Failure` (`"Timeout"`,
+    `"MemoryLimit"`, `"SandboxCrashed"`, ...); `line` is the failing source line of the executed code.
     """
 
     type: str

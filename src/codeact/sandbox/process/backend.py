@@ -21,7 +21,7 @@ from typing import Any
 from codeact.sandbox import bridge, packages, wire
 from codeact.sandbox.base import RESTARTED, Sandbox
 from codeact.sandbox.driver import Channel, StepLost
-from codeact.sandbox.interpreter import ExecutionResult, InterpreterError, LayerStatus
+from codeact.sandbox.interpreter import ExecutionResult, Failure, InterpreterError, LayerStatus
 from codeact.sandbox.options import granted_path, python_installation
 from codeact.sandbox.process.isolation import SessionConfig
 
@@ -208,7 +208,7 @@ class _StepChannel:
 
     def lost(self, why: str) -> StepLost:
         self.sandbox.close()
-        return StepLost("SandboxCrashed", f"{why}; the next step starts a new session and earlier variables are lost")
+        return StepLost(Failure.CRASHED, f"{why}; the next step starts a new session and earlier variables are lost")
 
     def close(self) -> None:
         self.ours.close()
@@ -404,24 +404,24 @@ class ProcessInterpreter(Sandbox):
         kept = ("variables from before this step are kept" if report.get("state") == "kept"
                 else "the session was reset and earlier variables are lost")
         if kind == "timeout":
-            raise StepLost("Timeout", f"the step ran longer than the {limit:g} s time limit and was "
+            raise StepLost(Failure.TIMEOUT, f"the step ran longer than the {limit:g} s time limit and was "
                                  f"stopped; {kept}", timed_out=True)
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
             if sig == signal.SIGKILL and self._oom_kills() > oom_before:
                 mb = self.config.memory_limit >> 20
-                raise StepLost("MemoryLimit", f"the step used more than the {mb} MB memory limit and was "
+                raise StepLost(Failure.MEMORY_LIMIT, f"the step used more than the {mb} MB memory limit and was "
                                      f"killed; {kept}")
             if sig == signal.SIGXCPU:
-                raise StepLost("Timeout", f"the step used more than its CPU time limit ({limit:g} s) and "
+                raise StepLost(Failure.TIMEOUT, f"the step used more than its CPU time limit ({limit:g} s) and "
                                      f"was stopped; {kept}", timed_out=True)
             if sig == signal.SIGXFSZ:
-                raise StepLost("FileSizeLimit", f"the step wrote a file larger than the "
+                raise StepLost(Failure.FILE_SIZE_LIMIT, f"the step wrote a file larger than the "
                                      f"{self.config.max_file_size >> 20} MB limit; {kept}")
-            raise StepLost("SandboxCrashed", f"the interpreter was killed by {name}; {kept}")
+            raise StepLost(Failure.CRASHED, f"the interpreter was killed by {name}; {kept}")
         code = os.waitstatus_to_exitcode(status) if status else 0
-        raise StepLost("SandboxCrashed", f"the code ended the interpreter (exit status {code}); {kept}")
+        raise StepLost(Failure.CRASHED, f"the code ended the interpreter (exit status {code}); {kept}")
 
     def _oom_kills(self) -> int:
         if not self._cgroup:

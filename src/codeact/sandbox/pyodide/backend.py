@@ -29,7 +29,7 @@ from typing import IO, Any
 from codeact.sandbox import packages, wire
 from codeact.sandbox.base import RESTARTED, Sandbox
 from codeact.sandbox.driver import StepLost, StepRequest
-from codeact.sandbox.interpreter import InterpreterError, LayerStatus
+from codeact.sandbox.interpreter import Failure, InterpreterError, LayerStatus
 from codeact.sandbox.options import granted_path
 from codeact.sandbox.pyodide import installation
 
@@ -278,14 +278,14 @@ class PyodideInterpreter(Sandbox):
     def end(self) -> None:
         self._kill()
 
-    def _lost(self, why: str) -> tuple[str, str]:
+    def _lost(self, why: str) -> tuple[Failure, str]:
         detail = self._stderr_text()
         memory = "out of memory" in detail.lower() or "heap limit" in detail.lower()
         self._kill()
         if memory:
-            return "MemoryLimit", (f"the sandbox ran out of its {self.options.memory_limit >> 20} MB memory limit and was "
+            return Failure.MEMORY_LIMIT, (f"the sandbox ran out of its {self.options.memory_limit >> 20} MB memory limit and was "
                                    "killed; the next step starts a new session and earlier variables are lost")
-        return "SandboxCrashed", f"{why}; the next step starts a new session and earlier variables are lost"
+        return Failure.CRASHED, f"{why}; the next step starts a new session and earlier variables are lost"
 
     # --- frames ---------------------------------------------------------------------------------------------
     def _send(self, message: dict[str, Any]) -> None:
