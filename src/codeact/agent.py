@@ -33,6 +33,7 @@ from codeact.errors import CodeActError, ConfigurationError
 from codeact.lm.base import LM, Completion, Message, Usage
 from codeact.prompt import (
     NO_CODE_OBSERVATION,
+    REPLY_GRAMMAR,
     STOP_SEQUENCES,
     Demo,
     InputsInPrompt,
@@ -652,6 +653,8 @@ class _Run:
         options: dict[str, Any] = {"stop": list(STOP_SEQUENCES)}
         if self.module.max_reply_tokens is not None:
             options["max_tokens"] = self.module.max_reply_tokens
+        if getattr(self.lm, "constrains_grammar", False):  # a small local model: hold it to the format
+            options["grammar"] = REPLY_GRAMMAR
         if self.module.temperature is not None:
             options["temperature"] = self.module.temperature
         if self.module.on_event is not None and self.step is not None:

@@ -47,6 +47,15 @@ submit(total)
 ```"""
 
 
+# The reply format as a GBNF grammar, for models whose server can hold decoding to one (llama.cpp):
+# a line of reasoning, then one short python block (at most four lines) whose last line calls submit(...).
+REPLY_GRAMMAR = r"""
+root   ::= prose "```python\n" (line (line (line (line)?)?)?)? submit "```"
+prose  ::= [^`\n]+ "\n"
+line   ::= [^`\n]+ "\n"
+submit ::= "submit(" [^`\n]* ")\n"
+"""
+
 _ASYNC_NOTE = (
     "Every function above can also be awaited, and top-level `await` works: "
     "`results = await asyncio.gather(*[f(x) for x in items])` runs the calls at the same time. "

@@ -165,6 +165,7 @@ class Backend(LM):
         max_tokens: int | None,
         temperature: float | None,
         json_schema: dict[str, Any] | None = None,
+        grammar: str | None = None,
     ) -> Request:
         if isinstance(stop, str):
             stop = [stop]
@@ -183,6 +184,8 @@ class Backend(LM):
         }
         if json_schema is not None and self.constrains_json:
             request["json_schema"] = json_schema
+        if grammar is not None and self.constrains_grammar:
+            request["grammar"] = grammar
         return request
 
     def _cached(self, request: Request, on_token: TokenCallback | None) -> Completion | None:
@@ -220,8 +223,9 @@ class Backend(LM):
         temperature: float | None = None,
         on_token: TokenCallback | None = None,
         json_schema: dict[str, Any] | None = None,
+        grammar: str | None = None,
     ) -> Completion:
-        request = self._request(messages, stop, max_tokens, temperature, json_schema)
+        request = self._request(messages, stop, max_tokens, temperature, json_schema, grammar)
         hit = self._cached(request, on_token)
         if hit is not None:
             return hit
@@ -246,8 +250,9 @@ class Backend(LM):
         temperature: float | None = None,
         on_token: TokenCallback | None = None,
         json_schema: dict[str, Any] | None = None,
+        grammar: str | None = None,
     ) -> Completion:
-        request = self._request(messages, stop, max_tokens, temperature, json_schema)
+        request = self._request(messages, stop, max_tokens, temperature, json_schema, grammar)
         hit = self._cached(request, on_token)
         if hit is not None:
             return hit

@@ -68,6 +68,8 @@ class LM:
     model: str = ""
     #: whether `complete(..., json_schema=...)` constrains the reply to JSON of that schema
     constrains_json: bool = False
+    #: whether `complete(..., grammar=GBNF)` holds the reply to that grammar
+    constrains_grammar: bool = False
 
     @property
     def knows_cost(self) -> bool:

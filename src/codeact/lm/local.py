@@ -111,6 +111,7 @@ class LocalLM(Backend):
     """
 
     constrains_json = True
+    constrains_grammar = True
 
     def __init__(
         self,
@@ -182,6 +183,8 @@ class LocalLM(Backend):
             args["seed"] = self.seed
         if request.get("json_schema") is not None:  # llama.cpp turns the schema into a grammar
             args["response_format"] = {"type": "json_object", "schema": request["json_schema"]}
+        if request.get("grammar"):
+            args["grammar"] = llama_cpp.LlamaGrammar.from_string(request["grammar"], verbose=False)
         pieces: list[str] = []
         finish_reason: str | None = None
         started = time.monotonic()
