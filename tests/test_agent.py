@@ -650,3 +650,19 @@ def test_a_tool_that_returns_an_enum_member() -> None:
 
     lm = codeact.ScriptedLM([py("submit(level().value)")])
     assert codeact.CodeAct("q -> a", tools=[level], lm=lm)(q="?").a == "low"
+
+
+def test_the_prompt_describes_the_record_types_tools_take() -> None:
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Point:
+        x: float
+        y: float
+
+    def distance(p: Point) -> float:
+        """Distance from the origin."""
+        return (p.x**2 + p.y**2) ** 0.5
+
+    act = codeact.CodeAct("q -> a: float", tools=[distance], lm=codeact.ScriptedLM([]))
+    assert "@dataclass\nclass Point:\n    x: float\n    y: float" in act.prompt.system

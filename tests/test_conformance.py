@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import decimal
 import functools
 import os
 import threading
+import typing
 from typing import Any
 
 import pytest
@@ -362,3 +364,37 @@ def test_tools_and_submit_cannot_be_redefined_by_the_code(make_sandbox):
     assert "provides add, submit" in r.stderr
     sb.execute("add = None")
     assert sb.execute("add(2, 2)").value == "4"
+
+
+# --- record types in tool signatures ------------------------------------------------------------------
+@dataclasses.dataclass
+class Point:
+    """A point on the map."""
+
+    x: float
+    y: float
+
+
+class Pair(typing.NamedTuple):
+    a: int
+    b: int
+
+
+def distance(p: Point, q: Point | None = None) -> float:
+    """Distance from the origin, or between two points."""
+    q = q or Point(0, 0)
+    return ((p.x - q.x) ** 2 + (p.y - q.y) ** 2) ** 0.5
+
+
+def swap(pair: Pair) -> Pair:
+    """Swap a pair."""
+    return Pair(pair.b, pair.a)
+
+
+def test_record_types_a_tool_takes_exist_in_the_sandbox(make_sandbox):
+    sb = make_sandbox(tools=[distance, swap])
+    r = sb.execute("print(distance(Point(3, 4)), distance(Point(1, 1), q=Point(1, 2)), swap(Pair(1, 2)).a)\n"
+                   "Point.__doc__")
+    assert r.error is None, r.error
+    assert r.stdout == "5.0 1.0 2\n"
+    assert r.value == repr("A point on the map.")

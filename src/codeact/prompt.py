@@ -19,7 +19,7 @@ from typing import Any, Literal
 from codeact.lm.base import Message
 from codeact.sandbox.options import SandboxOptions
 from codeact.signature import Signature
-from codeact.tools import Tool
+from codeact.tools import Tool, record_source, record_types
 from codeact.trajectory import Step, jsonable
 
 # Stop before the model writes an observation of its own.
@@ -313,7 +313,10 @@ class Prompt:
 
     def _system(self) -> str:
         sections = [_RULES]
-        stubs = [t.stub() for t in self.tools]
+        annotations = [a for t in self.tools for a in [*t.annotations.values(), t.return_annotation]]
+        # the record types the tools take are defined in the sandbox too (see bridge.definitions)
+        stubs = ["@dataclass\n" + record_source(cls).split("\n", 2)[2] for cls in record_types(annotations)]
+        stubs += [t.stub() for t in self.tools]
         stubs.append(self.signature.submit_stub())
         sections.append("Functions you can call:\n```python\n" + "\n\n".join(stubs) + "\n```")
         if any(t.is_async for t in self.tools):

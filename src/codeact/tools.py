@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import inspect
 import keyword
@@ -102,6 +103,52 @@ def type_text(annotation: Any) -> str:
     if not args:
         return name
     return f"{name}[{', '.join('...' if a is Ellipsis else type_text(a) for a in args)}]"
+
+
+def record_types(annotations: Any) -> list[type]:
+    """The dataclasses, pydantic models and named tuples that `annotations` use, nested ones first."""
+    found: list[type] = []
+
+    def visit(annotation: Any) -> None:
+        for arg in typing.get_args(annotation):
+            visit(arg)
+        if isinstance(annotation, type) and _is_record(annotation) and annotation not in found:
+            for field_type in _record_fields(annotation).values():
+                visit(field_type)
+            found.append(annotation)
+
+    for annotation in annotations:
+        visit(annotation)
+    return found
+
+
+def _is_record(cls: type) -> bool:
+    return dataclasses.is_dataclass(cls) or hasattr(cls, "model_fields") or (
+        issubclass(cls, tuple) and hasattr(cls, "_fields"))
+
+
+def _record_fields(cls: type) -> dict[str, Any]:
+    if dataclasses.is_dataclass(cls):
+        with contextlib.suppress(Exception):
+            return typing.get_type_hints(cls)
+        return {f.name: f.type for f in dataclasses.fields(cls)}
+    if hasattr(cls, "model_fields"):
+        return {name: info.annotation for name, info in cls.model_fields.items()}
+    return dict(getattr(cls, "__annotations__", {}) or dict.fromkeys(cls._fields, Any))  # type: ignore[attr-defined]
+
+
+def record_source(cls: type) -> str:
+    """A dataclass of the same name and fields, as Python source: what the sandbox gets for a record
+    type of the host (values built from it reach the host's tools as the real type)."""
+    lines = ["import dataclasses as __dataclasses", "@__dataclasses.dataclass", f"class {cls.__name__}:"]
+    doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "")  # its own, not a base class's
+    if doc and not doc.startswith(f"{cls.__name__}("):  # not the generated dataclass/namedtuple doc
+        lines.append(f"    {doc.splitlines()[0]!r}")
+    fields = _record_fields(cls)
+    lines.extend(f"    {name}: {type_text(annotation) or 'object'}" for name, annotation in fields.items())
+    if not fields:
+        lines.append("    pass")
+    return "\n".join(lines)
 
 
 def _literal_repr(value: Any) -> str | None:

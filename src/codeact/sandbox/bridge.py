@@ -11,7 +11,7 @@ from typing import Any
 
 from codeact.sandbox import wire
 from codeact.sandbox.interpreter import ExecutionError, ExecutionResult, Failure, ToolCall
-from codeact.tools import Tool
+from codeact.tools import Tool, record_source, record_types
 
 
 class Malformed(Exception):
@@ -48,8 +48,11 @@ def call_body(tool: Tool) -> str:
 
 
 def definitions(tools: dict[str, Tool]) -> list[dict[str, str]]:
-    """The tool stubs a session defines, as sent with a step."""
-    return [{"name": t.name, "source": t.stub(call_body(t))} for t in tools.values()]
+    """What a session defines, as sent with a step: stand-ins for the record types the tools take
+    (dataclasses, models, named tuples), then the tool stubs."""
+    types = record_types(a for t in tools.values() for a in [*t.annotations.values(), t.return_annotation])
+    classes = [{"name": cls.__name__, "source": record_source(cls)} for cls in types if cls.__name__ not in tools]
+    return classes + [{"name": t.name, "source": t.stub(call_body(t))} for t in tools.values()]
 
 
 def parse_result(message: dict[str, Any], started: float, calls: list[ToolCall], output_limit: int,

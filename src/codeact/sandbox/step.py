@@ -323,7 +323,11 @@ def define(namespace: dict[str, Any], provided: dict[str, Any], tools: list[dict
         try:  # real annotations where they are builtin types, strings where they name host types
             exec(compile(spec["source"], filename, "exec", dont_inherit=True), scope)
         except Exception:
-            exec(compile(spec["source"], filename, "exec", flags=_ANNOTATIONS, dont_inherit=True), scope)
+            try:
+                exec(compile(spec["source"], filename, "exec", flags=_ANNOTATIONS, dont_inherit=True), scope)
+            except Exception as exc:  # a definition that does not compile here is left out, not fatal
+                sys.stderr.write(f"note: {spec['name']} could not be defined in the sandbox: {exc}\n")
+                continue
         namespace[spec["name"]] = provided[spec["name"]] = scope[spec["name"]]
     params = submit or ["answer"]
     source = (f"def submit({', '.join(params)}):\n"
