@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -652,17 +653,17 @@ def test_a_tool_that_returns_an_enum_member() -> None:
     assert codeact.CodeAct("q -> a", tools=[level], lm=lm)(q="?").a == "low"
 
 
+@dataclasses.dataclass
+class Point:
+    x: float
+    y: float
+
+
+def distance(p: Point) -> float:
+    """Distance from the origin."""
+    return (p.x**2 + p.y**2) ** 0.5
+
+
 def test_the_prompt_describes_the_record_types_tools_take() -> None:
-    import dataclasses
-
-    @dataclasses.dataclass
-    class Point:
-        x: float
-        y: float
-
-    def distance(p: Point) -> float:
-        """Distance from the origin."""
-        return (p.x**2 + p.y**2) ** 0.5
-
     act = codeact.CodeAct("q -> a: float", tools=[distance], lm=codeact.ScriptedLM([]))
     assert "@dataclass\nclass Point:\n    x: float\n    y: float" in act.prompt.system
