@@ -1,7 +1,7 @@
-"""The host's side of a session, shared by every backend: tool stubs, checked results, granted paths.
+"""What the step driver sends and checks: tool stubs and record types to define, checked results.
 
 Everything here treats what the sandbox sends as untrusted: a message that breaks the protocol
-raises `Malformed`, text is cut to its limit and made printable, and tools run only by name.
+raises `Malformed`, and text is cut to its limit and made printable.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Running one step of code inside a sandbox: the part every backend shares.
 
-Pure standard library and no imports from codeact, because it runs inside the sandbox: in the native
-backend's worker process, and loaded as a module into Pyodide. It defines the tools and `submit` in
-the session namespace, runs code with the value of its last expression, keeps tools and `submit`
-from being replaced, captures output within a limit and describes errors.
+Pure standard library and, of codeact, only the wire codec, because it runs inside the sandbox: in
+the native backend's worker process, and loaded as a module into Pyodide. It defines the tools and
+`submit` in the session namespace, calls the host for tools (`ToolClient`, awaitable from async
+code), runs code (top-level `await` included) with the value of its last expression, keeps tools and
+`submit` from being replaced, captures output within a limit and describes errors.
 """
 
 from __future__ import annotations
