@@ -323,9 +323,11 @@ def test_multiprocessing_says_processes_are_limited_or_works():
 def test_every_session_process_killed_between_steps_is_a_crash_not_an_exception():
     with ProcessInterpreter() as sb:
         sb.execute("x = 1")
-        for pid in sb.processes():
+        keeper = _pid_of(sb._pidfds[0])
+        for fd in sb._pidfds:  # the keeper (and with it the whole pid namespace) and the session's root
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        assert _gone(keeper)
         r = sb.execute("x")
         assert r.error is not None and r.error.type == "SandboxCrashed"
         assert sb.execute("2 + 2").value == "4"
