@@ -19,7 +19,7 @@ from codeact.sandbox.driver import (
     check_not_reentrant,
 )
 from codeact.sandbox.interpreter import ExecutionResult, Failure, InterpreterError, LayerStatus
-from codeact.sandbox.options import SandboxOptions
+from codeact.sandbox.options import SandboxOptions, positive
 from codeact.tools import Tool, as_tool
 
 log = logging.getLogger("codeact.sandbox")
@@ -186,7 +186,7 @@ class Sandbox:
         check_not_reentrant(self)
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, got {type(code).__name__}")
-        limit = self.timeout if timeout is None else SandboxOptions.of(timeout=timeout).timeout
+        limit = self.timeout if timeout is None else positive(timeout, "timeout")
         with self._lock:
             channel, notice = self._begin_step()
             request = StepRequest(

@@ -68,7 +68,8 @@ def granted_path(path: str | os.PathLike[str], kind: str) -> str:
     return absolute
 
 
-def _positive(value: Any, name: str, kind: type = float) -> Any:
+def positive(value: Any, name: str, kind: type = float) -> Any:
+    """`value` as a positive `kind`; a TypeError or ValueError naming `name` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
         raise TypeError(f"{name} must be a positive {'integer' if kind is int else 'number'}, got {value!r}")
     if value <= 0:
@@ -128,7 +129,7 @@ class SandboxOptions:
             raise ValueError("network by domain (network=[...]) is not supported yet; use network=True or False")
         if not isinstance(self.network, bool):
             raise TypeError(f"network must be True or False, got {self.network!r}")
-        set_(self, "timeout", _positive(self.timeout, "timeout"))
+        set_(self, "timeout", positive(self.timeout, "timeout"))
         memory = parse_size(self.memory_limit, "memory_limit")
         if 0 < memory < _MIN_MEMORY:
             raise ValueError(f"memory_limit={self.memory_limit!r} is {memory} bytes, too little for Python; "
@@ -142,7 +143,7 @@ class SandboxOptions:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         for name in ("max_output", "max_value_chars", "max_processes"):
-            set_(self, name, _positive(getattr(self, name), name, int))
+            set_(self, name, positive(getattr(self, name), name, int))
         for name in ("max_file_size", "tmp_size"):
             value = parse_size(getattr(self, name), name)
             if value <= 0:

@@ -252,8 +252,6 @@ class ProcessInterpreter(Sandbox):
             cwd=os.getcwd(),
         )
         self.config.python_paths = import_paths()
-        self.preload = options.preload
-        self.strict = options.strict
         self._control: socket.socket | None = None
         self._pidfds: list[int] = []
         self._cgroup: list[str] = []
@@ -275,7 +273,7 @@ class ProcessInterpreter(Sandbox):
             if self.options.packages:
                 paths = (str(packages.install(self.options.packages)),)
                 self.config.python_paths = sorted({*self.config.python_paths, *paths})
-            zygote = zygote_for(self.preload, paths)
+            zygote = zygote_for(self.options.preload, paths)
             requested = time.monotonic()
             control, pid, cgroup = zygote.spawn(self.config)
             self._cgroup = cgroup
@@ -298,7 +296,7 @@ class ProcessInterpreter(Sandbox):
                 if layer.name not in _warned:  # once per process, not per session
                     _warned.add(layer.name)
                     log.warning("sandbox layer %s is not active: %s", layer.name, layer.detail)
-            if self.strict and missing:
+            if self.options.strict and missing:
                 self.close()
                 raise InterpreterError(
                     "strict sandbox refused to start; missing layers: "

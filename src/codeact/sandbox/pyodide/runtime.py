@@ -28,7 +28,6 @@ class Session:
         self.output_limit = output_limit
         self.memory_limit = memory_limit
         self.steps = 0
-        self.in_step = False
         self.baseline_modules = set(sys.modules)
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
         self.provided: dict[str, Any] = {}
