@@ -162,6 +162,30 @@ def test_network_is_off_unless_asked_for(tmp_path: Path, flag: tuple[str, ...], 
     assert proc.stdout.strip() == answer
 
 
+def test_network_host_lets_the_code_reach_that_host_only(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        model = replies(tmp_path, code(
+            "import urllib.request\n"
+            f"status = urllib.request.urlopen('http://127.0.0.1:{port}/').status\n"
+            "try:\n"
+            f"    urllib.request.urlopen('http://127.0.0.2:{port}/')\n"
+            "except Exception as exc:\n"
+            "    refused = str(exc)\n"
+            "submit(f'{status} {refused}')"))
+        proc = codeact("run", "x", "--network", f"127.0.0.1:{port}", "-q", "--model", model)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("200 HTTP Error 403") and f"127.0.0.2:{port}" in proc.stdout
+
+
 def test_unavailable_backend_is_a_usage_error(tmp_path: Path) -> None:
     from codeact.sandbox import available_backends
 

@@ -241,6 +241,15 @@ def test_the_sandbox_limits_apply():
         assert interp.execute("kept") == 1
 
 
+def test_dspys_enable_network_access_allows_only_those_hosts():
+    with Interpreter(enable_network_access=["api.example.com"]) as interp:
+        assert interp.options.network == ("api.example.com",)
+        refused = interp.execute(
+            "import urllib.request\ntry:\n    urllib.request.urlopen('http://other.example.com/')\n"
+            "except Exception as exc:\n    print(exc)")
+        assert "other.example.com:80 is not in the sandbox's network allow-list" in refused
+
+
 # --- DSPy modules on codeact -------------------------------------------------------------------------
 def test_dspy_rlm_runs_on_codeact():
     lm = DummyLM([

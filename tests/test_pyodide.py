@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from codeact.sandbox.interpreter import InterpreterError
 from codeact.sandbox.pyodide import installation, status
 
 pytestmark = pytest.mark.skipif(
@@ -98,6 +99,21 @@ def test_deno_runs_with_no_permission_beyond_the_grants(sandbox, tmp_path):
     readable = next(arg for arg in command if arg.startswith("--allow-read=")).split("=", 1)[1].split(",")
     assert set(readable) == {str(installation.find_pyodide()), str(tmp_path / "in"), str(tmp_path / "out")}
     assert "--allow-net" in sandbox(network=True).command(installation.find_pyodide(), None, "deno")
+
+
+def test_fork_is_refused_with_what_to_use_instead(sandbox):
+    with pytest.raises(InterpreterError, match="native backend"):
+        sandbox().fork()
+
+
+def test_a_network_list_maps_to_denos_allow_net(sandbox):
+    pyodide = installation.find_pyodide()
+    command = sandbox(network=["api.example.com", "10.0.0.5:8080"]).command(pyodide, None, "deno")
+    assert "--allow-net=api.example.com:80,api.example.com:443,10.0.0.5:8080" in command
+    with pytest.raises(InterpreterError, match="exact hosts"):
+        sandbox(network=["*.github.com"]).command(pyodide, None, "deno")
+    with pytest.raises(InterpreterError, match="native backend"):
+        sandbox(network=["api.example.com"], hosts={"api.example.com": "10.0.0.5"}).command(pyodide, None, "deno")
 
 
 # --- attacks through the Deno API ---------------------------------------------------------------------

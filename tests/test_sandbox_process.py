@@ -255,9 +255,9 @@ async def test_cancelling_an_async_execute_ends_the_step_and_a_waiting_tool():
 
 
 def test_strict_allows_the_network_it_was_asked_for():
-    with ProcessInterpreter(strict=True, network=True) as sb:
-        assert not next(layer for layer in sb.layers if layer.name == "net namespace").active
-        assert sb.execute("1 + 1").value == "2"
+    with ProcessInterpreter(strict=True, network=True) as sb:  # the proxy is the way out: every layer stays
+        assert next(layer for layer in sb.layers if layer.name == "net namespace").active
+        assert sb.execute("import os\nos.environ['HTTPS_PROXY']").value == "'http://127.0.0.1:3128'"
 
 
 # --- the seam: fork, mounts, what the zygote carries ----------------------------------------------------

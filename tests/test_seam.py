@@ -207,7 +207,7 @@ def test_a_str_is_one_path_and_relative_paths_resolve(tmp_path, monkeypatch):
 def test_wrong_types_name_the_option():
     with pytest.raises(TypeError, match="timeout must be a positive number"):
         SandboxOptions(timeout="30")
-    with pytest.raises(TypeError, match="network must be True or False"):
+    with pytest.raises(TypeError, match="network must be True, False or a list of hosts"):
         SandboxOptions(network="yes")
 
 

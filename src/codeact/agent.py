@@ -53,7 +53,15 @@ from codeact.signature import OutputValidationError, Signature, ensure_signature
 from codeact.subcalls import SubCalls
 from codeact.telemetry import RunTelemetry
 from codeact.tools import Tool, as_tool
-from codeact.trajectory import EndReason, Fallback, RunRecord, Step, StepError, jsonable
+from codeact.trajectory import (
+    EndReason,
+    Fallback,
+    RejectedSample,
+    RunRecord,
+    Step,
+    StepError,
+    jsonable,
+)
 
 
 # --- events -------------------------------------------------------------------------------------
@@ -220,6 +228,9 @@ class CodeAct:
       `inputs_in_prompt="preview"` keeps large inputs out of the prompt (`preview_chars` each).
     - `validators`: functions of the submitted outputs (a dict); one that raises or returns a
       message rejects the submit, and the message goes back to the model.
+    - `step_samples`: when a step's code fails, sample up to N-1 more replies for the same step and
+      run each in a fork of the session as it was before the step (`Sandbox.fork()`, native
+      backend); the first that does not fail is kept, the others are in `Step.rejected_samples`.
     """
 
     def __init__(
@@ -249,6 +260,7 @@ class CodeAct:
         validators: Sequence[Callable[[dict[str, Any]], str | None]] = (),
         depth: int = 1,
         demos: Sequence[Demo] = (),
+        step_samples: int = 1,
     ) -> None:
         self.signature = ensure_signature(signature)
         if callable(tools) or isinstance(tools, (Tool, str)):
@@ -298,6 +310,12 @@ class CodeAct:
             raise TypeError("validators must be a list of functions of the outputs dict, e.g. validators=[check]")
         self.validators = list(validators)
         self.interpreter = interpreter
+        if isinstance(step_samples, bool) or not isinstance(step_samples, int) or step_samples < 1:
+            raise ConfigurationError(f"step_samples must be a positive integer, got {step_samples!r}")
+        if step_samples > 1 and (interpreter is not None or self.sandbox_options.backend == "pyodide"):
+            raise ConfigurationError("step_samples needs codeact's native sandbox (Sandbox.fork()); drop "
+                                     "interpreter= or backend='pyodide'")
+        self.step_samples = step_samples
         self.step_timeout = step_timeout
         if max_tokens is not None:
             if max_run_tokens is not None:
@@ -422,7 +440,7 @@ class CodeAct:
                     break
                 code = run.take_reply(completion)
                 if code is not None:
-                    run.take_result(session.execute(code))
+                    run.take_result(self._execute_step(run, session, messages, code))
             if run.wants_extraction() and not run.take_variables(session.execute(run.variables_code())):
                 try:
                     extraction = run.lm.complete(run.extraction_messages(), **run.extract_options())
@@ -462,7 +480,7 @@ class CodeAct:
                     break
                 code = run.take_reply(completion)
                 if code is not None:
-                    run.take_result(await session.aexecute(code))
+                    run.take_result(await self._aexecute_step(run, session, messages, code))
                 await run.flush_async_events()
             if run.wants_extraction() and not run.take_variables(
                 await session.aexecute(run.variables_code())
@@ -494,6 +512,41 @@ class CodeAct:
         prediction = run.result()
         await run.flush_async_events()
         return prediction
+
+    def _execute_step(self, run: _Run, session: _Session, messages: list[Message], code: str) -> ExecutionResult:
+        """Run a step's code; with `step_samples`, failed code is retried from the state before it."""
+        saved = session.checkpoint()
+        try:
+            result = session.execute(code)
+            while saved is not None and run.wants_sample(result):
+                try:
+                    completion = run.lm.complete(messages, **run.sample_options())
+                except Exception:
+                    break
+                sampled = run.take_sample(completion, result)
+                if sampled is not None:
+                    result = session.execute_from(saved, sampled)
+            return result
+        finally:
+            session.discard(saved)
+
+    async def _aexecute_step(self, run: _Run, session: _Session, messages: list[Message], code: str) -> ExecutionResult:
+        saved = await asyncio.to_thread(session.checkpoint)
+        try:
+            result = await session.aexecute(code)
+            while saved is not None and run.wants_sample(result):
+                try:
+                    completion = await run.lm.acomplete(messages, **run.sample_options())
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    break
+                sampled = run.take_sample(completion, result)
+                if sampled is not None:
+                    result = await asyncio.to_thread(session.execute_from, saved, sampled)
+            return result
+        finally:
+            await asyncio.to_thread(session.discard, saved)
 
     def batch(self, inputs: Sequence[dict[str, Any]], *, num_threads: int = 4) -> list[Prediction]:
         """Run several tasks in parallel, each in its own session; results in input order.
@@ -688,6 +741,36 @@ class _Run:
         self.emit(CodeParsed(self.record.run_id, step.index, parsed.code, parsed.reasoning))
         return parsed.code
 
+    def wants_sample(self, result: ExecutionResult) -> bool:
+        """Whether to sample another reply for the step whose code gave `result`."""
+        step = self.step
+        assert step is not None
+        return (result.error is not None and result.submitted is None and not self.over_budget()
+                and len(step.rejected_samples) + 1 < self.module.step_samples)
+
+    def sample_options(self) -> dict[str, Any]:
+        options = self.lm_options()
+        options.pop("on_token", None)
+        options.setdefault("temperature", 1.0)  # a further sample should be able to differ
+        return options
+
+    def take_sample(self, completion: Completion, failed: ExecutionResult) -> str | None:
+        """Set the failed reply aside and take a further sample's; returns its code (None: no code)."""
+        step = self.step
+        assert step is not None
+        step.rejected_samples.append(RejectedSample(step.reply, step.code, str(failed.error)))
+        step.reply = _strip_stop(completion.text)
+        step.prompt_tokens += completion.usage.prompt_tokens
+        step.completion_tokens += completion.usage.completion_tokens
+        if completion.usage.cost is not None:
+            step.cost = (step.cost or 0.0) + completion.usage.cost
+        self.record.add_usage(_as_call(completion.usage))
+        parsed = parse_reply(step.reply)
+        step.reasoning, step.code = parsed.reasoning, parsed.code
+        if parsed.code is not None:
+            self.emit(CodeParsed(self.record.run_id, step.index, parsed.code, parsed.reasoning))
+        return parsed.code
+
     def take_result(self, result: ExecutionResult) -> None:
         step = self.step
         assert step is not None
@@ -699,6 +782,7 @@ class _Run:
         step.exec_s = result.duration_s
         step.tool_s = result.tool_time_s
         step.tool_calls = result.tool_calls
+        step.connections = result.connections
         if self.subcalls is not None:
             step.llm_calls = self.subcalls.take()
         if result.error is not None:
@@ -885,6 +969,7 @@ class _Session:
         self.module = module
         self.run = run
         self.interpreter: Interpreter | None = None
+        self.root: Interpreter | None = None  # the session first made; forks of it end with it
         self.owned = not _is_interpreter_object(module.interpreter)
         self.lost = False
 
@@ -938,7 +1023,7 @@ class _Session:
             self.module._shared_lock.acquire()
         started = time.perf_counter()
         interpreter = self._make()
-        self.interpreter = interpreter
+        self.interpreter = self.root = interpreter
         self._start(interpreter)
         code = self._setup(interpreter)
         if code:
@@ -950,7 +1035,7 @@ class _Session:
             await asyncio.to_thread(self.module._shared_lock.acquire)
         started = time.perf_counter()
         interpreter = self._make()
-        self.interpreter = interpreter
+        self.interpreter = self.root = interpreter
         await asyncio.to_thread(self._start, interpreter)
         code = self._setup(interpreter)
         if code:
@@ -980,6 +1065,39 @@ class _Session:
         except Exception as exc:
             result = self._crashed(exc)
         return self._after(result, started)
+
+    def checkpoint(self) -> Interpreter | None:
+        """A fork of the session as it is before a step, when `step_samples` asks for one."""
+        fork = getattr(self.interpreter, "fork", None)
+        if self.module.step_samples < 2 or self.lost or not self.owned or fork is None:
+            return None
+        try:
+            return fork()
+        except InterpreterError as exc:
+            warnings.warn(f"step_samples: the session could not be forked ({exc}); not sampling", stacklevel=2)
+            return None
+
+    def execute_from(self, saved: Interpreter, code: str) -> ExecutionResult:
+        """Run `code` in a new fork of `saved`; when it does not fail, that fork becomes the session."""
+        try:
+            candidate = saved.fork()  # type: ignore[attr-defined]
+        except InterpreterError as exc:
+            return _crash_result(exc)
+        started = time.perf_counter()
+        result = candidate.execute(code, timeout=self.module.step_timeout)
+        if result.error is None or result.submitted is not None:
+            self.interpreter, retired = candidate, self.interpreter
+            self.lost = False
+            if retired is not self.root:  # the first session holds the family's namespaces: kept to the end
+                self.discard(retired)
+        else:
+            candidate.close()
+        return self._after(result, started)
+
+    def discard(self, interpreter: Interpreter | None) -> None:
+        if interpreter is not None:
+            with contextlib.suppress(Exception):
+                interpreter.close()
 
     def _crashed(self, exc: Exception) -> ExecutionResult:
         self.lost = True
@@ -1013,6 +1131,9 @@ class _Session:
 
     def _close_interpreter(self) -> None:
         interpreter, self.interpreter = self.interpreter, None
+        root, self.root = self.root, None
+        if root is not None and root is not interpreter and self.owned:
+            self.discard(root)
         if interpreter is not None and self.owned:
             try:
                 interpreter.close()

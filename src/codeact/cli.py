@@ -612,7 +612,9 @@ def _add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
                          help="a file or folder the code may read; repeatable")
     sandbox.add_argument("--write", action="append", default=[], metavar="PATH",
                          help="a file or folder the code may write; repeatable")
-    sandbox.add_argument("--network", action="store_true", help="allow network access (default: off)")
+    sandbox.add_argument("--network", action="append", nargs="?", const=True, default=[], metavar="HOST",
+                         help="let the code reach HOST (like api.example.com, *.github.com:443 or 10.0.0.5:8080) "
+                         "through codeact's proxy; repeatable; without HOST any public host (default: no network)")
     sandbox.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
                          help="time limit for each code execution (default: 30)")
     sandbox.add_argument("--memory", type=_memory, default="1GB", metavar="SIZE",
@@ -632,11 +634,19 @@ def _sandbox_options(args: argparse.Namespace) -> SandboxOptions:
     _check_backend(args.backend)
     try:
         return SandboxOptions(
-            backend=args.backend, read_paths=read_paths, write_paths=write_paths, network=args.network,
+            backend=args.backend, read_paths=read_paths, write_paths=write_paths, network=_network(args.network),
             timeout=args.timeout, memory_limit=args.memory, packages=args.package, preload=args.preload,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
+
+
+def _network(values: list[str | bool]) -> bool | list[str]:
+    """`--network` alone opens the public network; `--network HOST` (repeated) allows those hosts."""
+    hosts = [v for v in values if isinstance(v, str)]
+    if hosts and True in values:
+        raise UsageError("--network without a host opens every public host; give hosts or none, not both")
+    return hosts or bool(values)
 
 
 def _mcp_tools(commands: Sequence[str], stack: contextlib.ExitStack) -> list[Any]:

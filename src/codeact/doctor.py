@@ -215,7 +215,9 @@ def _reach() -> list[Check]:
     root = cache_root()
     sets = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
     return [
-        Check("Reach", "network", True, "off by default; network=True shares the host's network (by domain: not yet)"),
+        Check("Reach", "network", True, "off by default; network=[hosts] reaches only those hosts and network=True "
+              "any public host, both through codeact's proxy (never the host's loopback, private or link-local "
+              "ranges unless listed)"),
         Check("Reach", "package cache", True, f"{root} ({len(sets)} installed set{'s' * (len(sets) != 1)}; "
               "Sandbox(packages=[...]) or --package installs there with pip)"),
     ]

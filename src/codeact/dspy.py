@@ -43,12 +43,16 @@ class Interpreter:
     `tools` maps names to host callables (DSPy calls them with keyword arguments; positional ones
     work too); a tool's exception reaches the code as a RuntimeError naming its type, as in DSPy's
     own interpreter. `output_fields` (DSPy's `[{"name": ..., "type": ...}]`) shape `SUBMIT(...)`;
-    without them `SUBMIT(output)`. `sandbox` or keyword options are `codeact.SandboxOptions`.
+    without them `SUBMIT(output)`. `sandbox` or keyword options are `codeact.SandboxOptions`;
+    DSPy's `enable_network_access=["api.example.com"]` is taken as `network=[...]`.
     """
 
     def __init__(self, tools: dict[str, Callable[..., Any]] | None = None,
                  output_fields: list[dict[str, Any]] | None = None, *,
-                 sandbox: SandboxOptions | dict[str, Any] | None = None, **options: Any) -> None:
+                 sandbox: SandboxOptions | dict[str, Any] | None = None,
+                 enable_network_access: list[str] | None = None, **options: Any) -> None:
+        if enable_network_access:
+            options["network"] = list(enable_network_access)
         self.tools: dict[str, Callable[..., Any]] = dict(tools or {})
         self.output_fields = output_fields
         self._tools_registered = False

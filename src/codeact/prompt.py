@@ -484,7 +484,13 @@ def environment(options: SandboxOptions) -> str:
         lines.append("Readable paths: " + ", ".join(_shown_path(p) for p in options.read_paths))
     if options.write_paths:
         lines.append("Writable paths: " + ", ".join(_shown_path(p) for p in options.write_paths))
-    lines.append("The network is " + ("open." if options.network else "not reachable."))
+    if options.network is True:
+        lines.append("The network reaches public hosts through a proxy (urllib, requests and httpx use it).")
+    elif options.network:
+        lines.append("The network reaches only " + ", ".join(options.network) + " (through a proxy that urllib, "
+                     "requests and httpx use).")
+    else:
+        lines.append("The network is not reachable.")
     return "\n".join(lines)
 
 

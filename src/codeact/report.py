@@ -229,6 +229,23 @@ def _llm_calls_html(step: Step) -> str:
     )
 
 
+def _connections_html(step: Step) -> str:
+    """The connections the step's code opened through the network proxy, allowed or refused."""
+    rows = "".join(
+        f'<tr class="{"ok" if c.allowed else "denied"}"><td>{escape(c.method)} {escape(c.host)}:{c.port}</td>'
+        f"<td>{'allowed' if c.allowed else 'refused'}{' to ' + escape(c.address) if c.address else ''}</td>"
+        f"<td>{c.bytes_sent:,} out, {c.bytes_received:,} in</td><td>{escape(_clip(c.refusal, 200))}</td></tr>"
+        for c in step.connections[:_MAX_CALL_ROWS]
+    )
+    more = len(step.connections) - _MAX_CALL_ROWS
+    note = f'<div class="muted">… and {more} more connections (in the trace)</div>' if more > 0 else ""
+    return (
+        f'<div class="block"><div class="label">Network connections ({len(step.connections)})</div>'
+        '<table class="calls"><tr><th>request</th><th>outcome</th><th>bytes</th><th>why</th></tr>'
+        f"{rows}</table>{note}</div>"
+    )
+
+
 def _compact(value: Any) -> str:
     return repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=repr)
 
@@ -259,6 +276,9 @@ def _step_html(step: Step) -> str:
             '<div class="block"><div class="label">Reasoning</div>'
             f'<div class="reasoning">{escape(step.reasoning.strip())}</div></div>'
         )
+    for number, sample in enumerate(step.rejected_samples, 1):
+        parts.append(_foldable(f"Sample {number}, set aside: {_clip(sample.error, 120)}",
+                               sample.code if sample.code is not None else sample.reply))
     if step.code is not None:
         parts.append(_code(step.code))
     elif step.reply:
@@ -267,6 +287,8 @@ def _step_html(step: Step) -> str:
         parts.append(_tool_calls_html(step))
     if step.llm_calls:
         parts.append(_llm_calls_html(step))
+    if step.connections:
+        parts.append(_connections_html(step))
     if step.stdout:
         parts.append(_foldable("Output", step.stdout))
     if step.stderr:

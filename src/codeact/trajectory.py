@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic_core import to_jsonable_python
 
 from codeact.lm.base import Usage
-from codeact.sandbox.interpreter import ToolCall
+from codeact.sandbox.interpreter import Connection, ToolCall
 
 SCHEMA_VERSION = 1
 
@@ -80,6 +80,15 @@ class LLMCall:
 
 
 @dataclass
+class RejectedSample:
+    """A reply whose code failed and was set aside for another sample (`CodeAct(step_samples=N)`)."""
+
+    reply: str
+    code: str | None
+    error: str
+
+
+@dataclass
 class Step:
     """One think-code-observe turn. `stdout`/`stderr` are as the sandbox captured them (it drops
     `stdout_truncated` characters past its output limit); `observation` is what the model saw."""
@@ -102,6 +111,8 @@ class Step:
     tool_s: float = 0.0
     tool_calls: list[ToolCall] = field(default_factory=list)
     llm_calls: list[LLMCall] = field(default_factory=list)
+    connections: list[Connection] = field(default_factory=list)
+    rejected_samples: list[RejectedSample] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float | None = None
@@ -126,6 +137,8 @@ class Step:
         error = data.pop("error", None)
         calls = data.pop("tool_calls", None)
         llm_calls = data.pop("llm_calls", None)
+        connections = data.pop("connections", None)
+        rejected = data.pop("rejected_samples", None)
         step = cls(**{k: v for k, v in data.items() if k in _STEP_FIELDS})
         if isinstance(llm_calls, list):
             step.llm_calls = [_llm_call(c) for c in llm_calls if isinstance(c, dict) and isinstance(c.get("prompt"), str)]
@@ -133,6 +146,12 @@ class Step:
         if isinstance(calls, list):
             step.tool_calls = [ToolCall(**{k: v for k, v in c.items() if k in _CALL_FIELDS}) for c in calls
                                if isinstance(c, dict)]
+        if isinstance(connections, list):
+            step.connections = [Connection(**{k: v for k, v in c.items() if k in _CONNECTION_FIELDS})
+                                for c in connections if isinstance(c, dict)]
+        if isinstance(rejected, list):
+            step.rejected_samples = [RejectedSample(**{k: r.get(k) for k in ("reply", "code", "error")})
+                                     for r in rejected if isinstance(r, dict)]
         return step
 
 
@@ -146,6 +165,7 @@ def _llm_call(data: dict[str, Any]) -> LLMCall:
 _STEP_FIELDS = frozenset(Step.__dataclass_fields__)
 _CALL_FIELDS = frozenset(ToolCall.__dataclass_fields__)
 _LLM_FIELDS = frozenset(LLMCall.__dataclass_fields__)
+_CONNECTION_FIELDS = frozenset(Connection.__dataclass_fields__)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from codeact.sandbox.base import BACKENDS, Sandbox, available_backends
 from codeact.sandbox.interpreter import (
+    Connection,
     ExecutionError,
     ExecutionResult,
     Failure,
@@ -26,6 +27,7 @@ def detect_layers() -> list[LayerStatus]:
 
 __all__ = [
     "BACKENDS",
+    "Connection",
     "ExecutionError",
     "ExecutionResult",
     "Failure",

@@ -127,6 +127,21 @@ class Sandbox:
         """End a running step from another thread (its caller was cancelled)."""
         raise NotImplementedError
 
+    def fork(self) -> Sandbox:
+        """A new, independent session holding a copy of this one's variables and imports; this one
+        is unchanged. The caller owns the fork and closes it (it also ends with this session)."""
+        raise InterpreterError(f"the {self.backend} backend cannot fork a session; use the native backend "
+                               "(backend='process') for Sandbox.fork()")
+
+    def _copy_settings_to(self, other: Sandbox) -> None:
+        """Give a fork this session's tools, submit parameters, tool policy and pending inputs."""
+        other.tools = dict(self.tools)
+        other.submit_params = list(self.submit_params)
+        other.policy = ToolPolicy(approve=self.policy.approve, max_tool_calls=self.policy.max_tool_calls)
+        other.timeout = self.timeout
+        other._inputs = dict(self._inputs)
+        other._definitions_sent = self._definitions_sent
+
     # --- the contract ---------------------------------------------------------------------------------
     def set_tools(self, tools: Sequence[Any]) -> None:
         if callable(tools) or isinstance(tools, (Tool, str)):

@@ -73,6 +73,24 @@ class ToolCall:
 
 
 @dataclass
+class Connection:
+    """One connection the code opened through the sandbox's network proxy.
+
+    `allowed` is None while the proxy decides; `refusal` says why a refused or failed one did not
+    go through; `address` is the address connected to; bytes count what passed each way.
+    """
+
+    host: str
+    port: int
+    method: str = "CONNECT"
+    allowed: bool | None = None
+    refusal: str = ""
+    address: str = ""
+    bytes_sent: int = 0
+    bytes_received: int = 0
+
+
+@dataclass
 class ExecutionResult:
     """What one `execute` call produced. `value` is the repr of the last expression, if any."""
 
@@ -85,6 +103,7 @@ class ExecutionResult:
     submitted: dict[str, Any] | None = None
     tool_calls: list[ToolCall] = field(default_factory=list)
     stdout_truncated: int = 0
+    connections: list[Connection] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

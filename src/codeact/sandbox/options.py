@@ -8,12 +8,15 @@ expected is one path; relative paths are resolved against the working directory 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import site
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from codeact.sandbox.network import Rule
 
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _MIN_MEMORY = 16 << 20
@@ -84,7 +87,10 @@ class SandboxOptions:
     backend: "auto" (native on Linux, else Pyodide), "process" or "pyodide".
     read_paths, write_paths: granted paths (a str is one path; relative ones resolve against the
         host's working directory, which the sandbox's working directory mirrors).
-    env: environment variables inside. network: False or True (domains are not supported yet).
+    env: environment variables inside. network: False (nothing), True (any public host) or a list
+        of hosts like ["api.example.com", "*.github.com:443", "10.0.0.5:8080"], reached through an
+        HTTP proxy on the host (see `codeact.sandbox.network`). hosts: names the proxy resolves to
+        the given addresses instead of asking DNS (like curl's --resolve).
     timeout: seconds per step, host tool time included. memory_limit, max_file_size, tmp_size:
         sizes like "512MB" or ints of bytes. preload: modules imported once in the zygote.
     strict: refuse to start when an isolation layer is missing. max_output: characters of
@@ -98,7 +104,8 @@ class SandboxOptions:
     read_paths: tuple[str, ...] = ()
     write_paths: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
-    network: bool = False
+    network: bool | tuple[str, ...] = False
+    hosts: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 30.0
     memory_limit: int = 1 << 30
     preload: tuple[str, ...] = ()
@@ -125,10 +132,19 @@ class SandboxOptions:
                 raise ValueError(f"env: {key!r} is not a valid environment variable name")
             env[key] = str(value)
         set_(self, "env", env)
-        if isinstance(self.network, (list, tuple)):
-            raise ValueError("network by domain (network=[...]) is not supported yet; use network=True or False")
+        if isinstance(self.network, str) or not isinstance(self.network, (bool, list, tuple, set, frozenset)):
+            raise TypeError(f"network must be True, False or a list of hosts like ['api.example.com'], "
+                            f"got {self.network!r}")
         if not isinstance(self.network, bool):
-            raise TypeError(f"network must be True or False, got {self.network!r}")
+            set_(self, "network", tuple(Rule.parse(entry).entry for entry in self.network))
+        if not isinstance(self.hosts, Mapping):
+            raise TypeError(f"hosts must be a dict of host names to addresses, got {type(self.hosts).__name__}")
+        for name, address in self.hosts.items():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"hosts: {name!r} must map to an IP address, got {address!r}") from None
+        set_(self, "hosts", {str(k).lower(): str(v) for k, v in self.hosts.items()})
         set_(self, "timeout", positive(self.timeout, "timeout"))
         memory = parse_size(self.memory_limit, "memory_limit")
         if 0 < memory < _MIN_MEMORY:

@@ -20,10 +20,11 @@ from typing import Any
 
 from codeact.sandbox import bridge, packages, wire
 from codeact.sandbox.base import RESTARTED, Sandbox
-from codeact.sandbox.driver import Channel, StepLost
+from codeact.sandbox.driver import Channel, StepLost, check_not_reentrant
 from codeact.sandbox.interpreter import ExecutionResult, Failure, InterpreterError, LayerStatus
+from codeact.sandbox.network import NetworkPolicy, Proxy
 from codeact.sandbox.options import granted_path, python_installation
-from codeact.sandbox.process.isolation import SessionConfig
+from codeact.sandbox.process.isolation import PROXY_PORT, SessionConfig
 
 log = logging.getLogger("codeact.sandbox")
 
@@ -238,11 +239,15 @@ class ProcessInterpreter(Sandbox):
     def __init__(self, tools: Sequence[Any] = (), **settings: Any) -> None:
         super().__init__(tools, **settings)
         options = self.options
+        self.network = NetworkPolicy.of(options.network, options.hosts)
+        proxy = f"http://127.0.0.1:{PROXY_PORT}"
+        proxy_env = {name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy",
+                                               "https_proxy", "all_proxy")} if self.network else {}
         self.config = SessionConfig(
             read_paths=list(options.read_paths),
             write_paths=list(options.write_paths),
-            env=dict(options.env),
-            network=options.network,
+            env={**options.env, **proxy_env},
+            network=self.network is not None,
             memory_limit=options.memory_limit,
             tmp_size=options.tmp_size,
             max_file_size=options.max_file_size,
@@ -253,6 +258,8 @@ class ProcessInterpreter(Sandbox):
         )
         self.config.python_paths = import_paths()
         self._control: socket.socket | None = None
+        self._family: ProcessInterpreter | None = None  # a fork: the session whose namespaces it shares
+        self._proxy: Proxy | None = None
         self._pidfds: list[int] = []
         self._cgroup: list[str] = []
         self._root_pid = 0
@@ -280,7 +287,13 @@ class ProcessInterpreter(Sandbox):
             self._root_pid = pid
             self._pidfds = [_pidfd(pid)]
             try:
-                hello = self._await_hello(control)
+                hello, fds = self._await_hello(control)
+                if self.network is not None:
+                    if len(fds) != 1:
+                        raise InterpreterError("the sandbox session did not open its proxy port")
+                    self._proxy = Proxy(socket.socket(fileno=fds.pop()), self.network)
+                for fd in fds:
+                    os.close(fd)
             except BaseException:
                 control.close()
                 self._kill(self._pidfds)
@@ -290,8 +303,7 @@ class ProcessInterpreter(Sandbox):
             self.layers = [LayerStatus(**layer) for layer in hello["layers"]]
             self.start_marks = [("requested", requested)] + [
                 (str(stage), float(t)) for stage, t in hello.get("marks", [])] + [("hello received", time.monotonic())]
-            waived = {"net namespace"} if self.config.network else set()
-            missing = [layer for layer in self.layers if not layer.active and layer.name not in waived]
+            missing = [layer for layer in self.layers if not layer.active]
             for layer in missing:
                 if layer.name not in _warned:  # once per process, not per session
                     _warned.add(layer.name)
@@ -305,16 +317,18 @@ class ProcessInterpreter(Sandbox):
             self._definitions_sent = False
             self._aborted = False
 
-    def _await_hello(self, control: socket.socket) -> dict[str, Any]:
+    def _await_hello(self, control: socket.socket) -> tuple[dict[str, Any], list[int]]:
         deadline = time.monotonic() + 30
         hello: dict[str, Any] | None = None
+        fds: list[int] = []
         keeper = None
         while hello is None or keeper is None:
             ready, _, _ = select.select([control], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 raise InterpreterError("the sandbox session did not start within 30 s")
             try:
-                message = wire.recv(control, 1 << 20)
+                message, received = wire.recv_with_fds(control, 1 << 20)
+                fds += received
             except (EOFError, OSError, wire.WireError) as exc:
                 raise InterpreterError(f"the sandbox session failed to start: {exc}") from None
             if message["op"] == "keeper":
@@ -324,7 +338,7 @@ class ProcessInterpreter(Sandbox):
                 hello = message
             elif message["op"] == "error":
                 raise InterpreterError(f"the sandbox session failed to start: {message.get('message')}")
-        return hello
+        return hello, fds
 
     def close(self) -> None:
         """Kill the session and everything in it; leaves no process behind."""
@@ -332,6 +346,10 @@ class ProcessInterpreter(Sandbox):
             if self._control is not None:
                 self._control.close()
                 self._control = None
+            if self._proxy is not None and self._family is None:
+                self._proxy.close()
+            self._proxy = None
+            self._family = None  # restarted, a fork is a session of its own
             self._kill(self._pidfds)
             self._pidfds = []
 
@@ -371,16 +389,56 @@ class ProcessInterpreter(Sandbox):
 
     # --- steps ----------------------------------------------------------------------------------
     def _kill_step(self) -> None:
-        """End a running step from another thread: kill the session."""
+        """End a running step from another thread: kill the session (a fork's, its whole family)."""
         self._aborted = True  # whatever the session wrote last is not to be read: start afresh
-        for fd in list(self._pidfds):
+        for fd in list((self._family or self)._pidfds):
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
 
+    def fork(self) -> ProcessInterpreter:
+        """A copy of this session made by forking its state inside the sandbox: variables, imports and
+        the interpreter's state, in about a millisecond. The fork shares this session's namespaces,
+        files (its /tmp and working directory are the same, not copies), memory and process limits;
+        a timeout or crash in one rolls back only that one, while a step killed from the host
+        (cancelled) ends the whole family. Closing this session ends its forks."""
+        check_not_reentrant(self)
+        if not self.options.rollback:
+            raise InterpreterError("Sandbox.fork() needs rollback=True: without it the code's process may not fork")
+        with self._lock:
+            if self._aborted:
+                self.close()
+            if self._control is None:
+                self.start()
+            assert self._control is not None
+            branch_control, theirs = socket.socketpair()
+            reply, reply_theirs = socket.socketpair()
+            try:
+                wire.send_with_fds(self._control, {"op": "fork"}, [reply_theirs.fileno(), theirs.fileno()])
+                reply_theirs.close()
+                theirs.close()
+                ready, _, _ = select.select([reply], [], [], 30)
+                answer = wire.recv(reply, 1 << 10) if ready else {}
+            except (EOFError, OSError, wire.WireError) as exc:
+                branch_control.close()
+                raise InterpreterError(f"the sandbox session could not be forked: {exc}") from None
+            finally:
+                for sock in (reply, reply_theirs, theirs):
+                    sock.close()
+            if answer.get("op") != "forked":
+                branch_control.close()
+                raise InterpreterError("the sandbox session did not answer the fork request")
+            branch = ProcessInterpreter(options=self.options)
+            self._copy_settings_to(branch)
+            branch._control, branch._family, branch._proxy = branch_control, self._family or self, self._proxy
+            branch._cgroup, branch._restarted, branch._root_pid = self._cgroup, True, self._root_pid
+            branch.layers, branch.start_marks = list(self.layers), []
+            return branch
+
     def _begin_step(self) -> tuple[_StepChannel, str]:
         notice = ""
-        if self._aborted:
-            self.close()
+        family = self._family
+        if self._aborted or (family is not None and (not family.alive or family._root_pid != self._root_pid)):
+            self.close()  # a fork whose family ended (or restarted) ended with it
         if self._control is None:
             if self._restarted or self._pidfds:
                 notice = RESTARTED
@@ -393,6 +451,8 @@ class ProcessInterpreter(Sandbox):
     def _end_step(self, channel: Channel, result: ExecutionResult) -> None:
         assert isinstance(channel, _StepChannel)
         channel.close()
+        if self._proxy is not None:
+            result.connections = self._proxy.drain()
 
     def _step_failed(self, report: dict[str, Any], limit: float, oom_before: int) -> None:
         """Raise StepLost for the holder's report of a step that did not complete."""

@@ -18,6 +18,7 @@ from typing import Any
 from codeact.sandbox.process import landlock, linux, seccomp
 
 SANDBOX_UID = 1000
+PROXY_PORT = 3128  # on the session's own loopback: its one way out when it has network
 DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
 SYSTEM_PATHS = ["/usr/lib", "/usr/lib64", "/lib", "/lib64", "/lib32", "/usr/share/zoneinfo"]
 LAYER_NAMES = [
@@ -41,7 +42,7 @@ class SessionConfig:
     read_paths: list[str] = field(default_factory=list)
     write_paths: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
-    network: bool = False
+    network: bool = False  # a proxy port on the session's loopback, served by the host
     memory_limit: int = 1 << 30
     tmp_size: int = 256 << 20
     max_file_size: int = 256 << 20
@@ -62,6 +63,7 @@ class Layers:
 
     status: dict[str, tuple[bool, str]] = field(default_factory=dict)
     marks: list[tuple[str, float]] = field(default_factory=list)
+    proxy_listener: int = -1  # the listening socket the host serves as the session's proxy
 
     def mark(self, stage: str) -> None:
         """Record when a start-up stage ended (monotonic clock, shared with the host)."""
@@ -86,9 +88,8 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
     layers.set("cgroup", bool(cgroup_joined), cgroup_joined or "no writable cgroup tree")
     layers.set("wall-clock kill", True, "the session's supervisor and the host kill overdue steps")
     outer_uid, outer_gid = os.geteuid(), os.getegid()
-    flags = linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC | linux.CLONE_NEWUTS
-    if not config.network:
-        flags |= linux.CLONE_NEWNET
+    flags = (linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC
+             | linux.CLONE_NEWUTS | linux.CLONE_NEWNET)
     in_namespaces = True
     try:
         linux.unshare(flags)
@@ -103,8 +104,8 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
     if in_namespaces:
         for name in ("user", "mount", "pid", "ipc", "uts"):
             layers.set(f"{name} namespace", True)
-        layers.set("net namespace", not config.network,
-                   "network granted (network=True)" if config.network else "only an unconfigured loopback")
+        layers.set("net namespace", True, f"only a loopback whose port {PROXY_PORT} leads to codeact's proxy"
+                   if config.network else "only an unconfigured loopback")
 
     scratch = scratch_dir(root_dir, os.getpid())
     keeper = os.fork()
@@ -143,6 +144,11 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
     else:
         layers.set("minimal root", False, "needs a mount namespace")
     layers.mark("root built")
+    if config.network:
+        try:
+            layers.proxy_listener = _proxy_listener()
+        except OSError as exc:
+            layers.set("net namespace", False, f"the proxy port could not be opened: {exc}")
     os.environ.clear()
     os.environ.update(config.env)
     if root_built:
@@ -162,9 +168,10 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
     try:
         abi = landlock.restrict(
             read=readable, write=writable, devices=[d for d in DEVICES if os.path.exists(d)],
-            deny_tcp=not config.network, exact=frozenset([*config.read_paths, *config.write_paths]),
+            deny_tcp=True, connect_ports=[PROXY_PORT] if config.network else [], exact=frozenset([*config.read_paths, *config.write_paths]),
         )
-        layers.set("landlock", True, f"ABI {abi}: files{', TCP' if abi >= 4 else ''}"
+        layers.set("landlock", True, f"ABI {abi}: files"
+                   f"{(', TCP only to the proxy' if config.network else ', TCP') if abi >= 4 else ''}"
                    f"{', signals and abstract sockets' if abi >= 6 else ''}")
     except OSError as exc:
         layers.set("landlock", False, str(exc))
@@ -189,6 +196,23 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
     layers.set("unprivileged uid", uid != 0 and in_namespaces,
                f"uid {uid} in the user namespace (host uid {outer_uid})")
     return layers
+
+
+def _proxy_listener() -> int:
+    """Bring the namespace's loopback up and listen on the proxy port; returns the socket's fd."""
+    import fcntl
+    import socket
+    import struct
+
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        request = struct.pack("16sH22s", b"lo", 0, b"")
+        flags = struct.unpack("16sH22s", fcntl.ioctl(probe, siocgifflags, request))[1]
+        fcntl.ioctl(probe, siocsifflags, struct.pack("16sH22s", b"lo", flags | iff_up, b""))
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", PROXY_PORT))
+    listener.listen(64)
+    return listener.detach()
 
 
 def scratch_dir(root_dir: str, session_pid: int) -> str:

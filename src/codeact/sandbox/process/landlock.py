@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Sequence
 
 from codeact.sandbox.process import linux
 
@@ -57,9 +58,16 @@ def abi_version() -> int:
         return 0
 
 
+class _NetPort(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
+
+
 def restrict(*, read: list[str], write: list[str], devices: list[str], deny_tcp: bool,
-             exact: frozenset[str] = frozenset()) -> int:
+             connect_ports: Sequence[int] = (), exact: frozenset[str] = frozenset()) -> int:
     """Allow only reading `read`, writing `write` and using `devices`; returns the ABI used.
+
+    With `deny_tcp` (ABI 4+) no TCP port may be bound, and only `connect_ports` connected to.
 
     Paths in `exact` are opened without following symbolic links (a link there is refused).
     """
@@ -101,6 +109,11 @@ def restrict(*, read: list[str], write: list[str], devices: list[str], deny_tcp:
                 )
             finally:
                 os.close(fd)
+        if attr.handled_access_net:
+            for port in connect_ports:
+                net_rule = _NetPort(_NET_CONNECT_TCP, port)
+                linux.syscall("landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(2), ctypes.byref(net_rule),
+                              ctypes.c_uint32(0))
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
         linux.syscall("landlock_restrict_self", ctypes.c_int(ruleset), ctypes.c_uint32(0))
     finally:

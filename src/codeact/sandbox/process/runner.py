@@ -36,6 +36,7 @@ _ABANDON = b"a"
 _PAUSE = b"p"  # the host waits for an approval: the step's clock stops
 _RESUME = b"r"
 _QUIT = b"q"
+_FORKED = b"f"  # the session was forked: another branch shares the pid namespace from now on
 _TIMEOUT_FMT = struct.Struct("dq")  # the step's time limit and its number, from the host
 
 
@@ -66,10 +67,7 @@ class Session:
         # Default dispositions make pid 1 immune to signals sent from inside its namespace; Python's
         # own SIGINT handler would instead raise KeyboardInterrupt here and end the session.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
-        for fd in (1, 2):  # what C code and os.write send to stdout/stderr, collected after each step
-            memfd = os.memfd_create(f"fd{fd}", 0)
-            os.dup2(memfd, fd)
-            os.close(memfd)
+        _capture_stdio()
         self.hold(keeper=True)
         self.control.close()
         while True:
@@ -115,6 +113,9 @@ class Session:
 
     def _supervise(self, worker: int, pipe: int) -> str:
         first = _read_pipe(pipe, None)
+        if first == _FORKED:  # kill only the step's own process group from now on, never the other branch
+            self.own_pid_namespace = False
+            return "done"
         if first == _QUIT or not first:
             _reap(worker)
             return "quit"
@@ -176,6 +177,9 @@ class Session:
             with contextlib.suppress(OSError):
                 os.write(pipe, _QUIT)
             return "quit"
+        if message.get("op") == "fork" and len(fds) == 2:
+            self._fork(pipe, socket.socket(fileno=fds[0]), fds[1])
+            return "done"
         if message.get("op") != "exec" or len(fds) != 1:
             for fd in fds:
                 os.close(fd)
@@ -217,6 +221,29 @@ class Session:
         os.write(pipe, _COMMIT)
         os.close(pipe)
         return "commit"
+
+    def _fork(self, pipe: int, reply: socket.socket, control_fd: int) -> None:
+        """Start a branch: a copy of this state with its own control socket, serving its own steps."""
+        os.write(pipe, _FORKED)
+        self.own_pid_namespace = False
+        child = os.fork()
+        if child == 0:
+            try:
+                if os.fork():  # the branch is orphaned to pid 1, which reaps it: no zombie here
+                    os._exit(0)
+                os.close(pipe)
+                reply.close()
+                self.control.close()
+                self.control = socket.socket(fileno=control_fd)
+                _capture_stdio()
+                self.hold()
+            finally:
+                os._exit(0)
+        os.close(control_fd)
+        with contextlib.suppress(OSError):
+            wire.send(reply, {"op": "forked"})
+        reply.close()
+        _reap(child)
 
     def _warm(self) -> None:
         """Touch what a step touches while idle, so the copy-on-write faults after fork are paid
@@ -294,6 +321,14 @@ class Session:
             "submitted": submitted, "duration": time.perf_counter() - started,
             "stdout_truncated": stdout.dropped,
         }
+
+
+def _capture_stdio() -> None:
+    """Point fds 1 and 2 at fresh memfds: what C code and os.write send there, read after each step."""
+    for fd in (1, 2):
+        memfd = os.memfd_create(f"fd{fd}", 0)
+        os.dup2(memfd, fd)
+        os.close(memfd)
 
 
 def _flush_c_stdio() -> None:

@@ -157,7 +157,12 @@ def _session(group: Any, group_error: str, root_dir: str) -> None:
               f"{config.pids_max} processes") if group is not None else ""
     layers = isolation.enter(config, root_dir, SESSION_FD, joined, marks)
     sock = socket.socket(fileno=SESSION_FD)
-    wire.send(sock, {"op": "hello", "layers": layers.to_list(), "cgroup_error": group_error, "marks": layers.marks})
+    hello = {"op": "hello", "layers": layers.to_list(), "cgroup_error": group_error, "marks": layers.marks}
+    if layers.proxy_listener >= 0:  # the host serves it; the session keeps no copy its code could use
+        wire.send_with_fds(sock, hello, [layers.proxy_listener])
+        os.close(layers.proxy_listener)
+    else:
+        wire.send(sock, hello)
     runner.Session(sock, output_limit=config.output_limit, memory_limit=config.memory_limit,
                    rollback=config.rollback, network=config.network).keep()
 

@@ -30,6 +30,7 @@ from codeact.sandbox import packages, wire
 from codeact.sandbox.base import RESTARTED, Sandbox
 from codeact.sandbox.driver import StepLost, StepRequest
 from codeact.sandbox.interpreter import Failure, InterpreterError, LayerStatus
+from codeact.sandbox.network import Rule
 from codeact.sandbox.options import granted_path
 from codeact.sandbox.pyodide import installation
 
@@ -81,7 +82,9 @@ class PyodideInterpreter(Sandbox):
             nested = [p for p in self.options.read_paths if p not in self.options.write_paths and _inside_any(p, self.options.write_paths)]
             if nested:  # a read path inside a write path stays read-only
                 command.append("--deny-write=" + ",".join(nested))
-        command.append("--allow-net" if self.options.network else "--deny-net")
+        if self.options.hosts:
+            raise InterpreterError("hosts= needs the native backend: Deno resolves names itself")
+        command.append(_deno_net(self.options.network))
         if self.options.memory_limit:
             heap_mb = max(64, self.options.memory_limit >> 20)
             command.append(f"--v8-flags=--max-old-space-size={heap_mb}")
@@ -173,7 +176,9 @@ class PyodideInterpreter(Sandbox):
         refused = ready.get("refused") or []
         return [
             LayerStatus("deno permissions", True, "reads only Pyodide and granted paths; no run, ffi, env or sys"),
-            LayerStatus("network", not self.options.network, "denied" if not self.options.network else "allowed (network=True)"),
+            LayerStatus("network", self.options.network is not True, "denied" if not self.options.network else
+                        "allowed (network=True)" if self.options.network is True else
+                        "only " + ", ".join(self.options.network) + " (Deno --allow-net)"),
             LayerStatus("files", not refused, "granted paths mounted" if not refused else "; ".join(refused)),
             LayerStatus("memory limit", bool(self.options.memory_limit),
                         f"WebAssembly memory capped at {self.options.memory_limit >> 20} MB" if self.options.memory_limit else "none"),
@@ -350,3 +355,20 @@ def _inside_any(path: str, parents: Sequence[str]) -> bool:
     return any(path == p or path.startswith(p.rstrip(os.sep) + os.sep) for p in parents)
 
 
+def _deno_net(network: bool | tuple[str, ...]) -> str:
+    """Deno's permission for `network`: hosts and ports map to --allow-net; Deno has no wildcards,
+    no address ranges and no proxy, so those entries are refused here rather than widened."""
+    if network is True:
+        return "--allow-net"
+    if not network:
+        return "--deny-net"
+    allowed = []
+    for entry in network:
+        rule = Rule.parse(entry)
+        if rule.name.startswith("*.") or (rule.network is not None and rule.network.num_addresses > 1):
+            raise InterpreterError(f"network entry {entry!r}: the Pyodide backend (Deno --allow-net) takes exact "
+                                   "hosts and addresses only; use the native backend for wildcards and ranges")
+        host = rule.name or str(rule.network.network_address if rule.network else "")
+        host = f"[{host}]" if ":" in host else host
+        allowed += [f"{host}:{port}" for port in rule.ports] if rule.ports else [host]
+    return "--allow-net=" + ",".join(allowed)
