@@ -1,11 +1,17 @@
 """Native sandbox figures: start-up, round trips, tool calls, compute speed, memory, concurrency.
 
-Run: .venv/bin/python bench/sandbox.py [--quick]. Prints medians of repeated runs.
+Run: .venv/bin/python bench/sandbox.py [--quick]. Prints medians of repeated runs, each beside a
+baseline measured in the same run of what this machine can do without codeact (a plain fork of a
+process with the same libraries, a plain pipe round trip between two processes, plain `exec` in a
+fresh namespace), the ratio, and the target; then the start-up stages of one session, and
+pydantic-monty beside codeact when it is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -164,28 +170,140 @@ def pool_tasks_per_s(tasks: int, workers: int) -> float:
         return tasks / (time.perf_counter() - start)
 
 
+# --- baselines: what the machine does without codeact ----------------------------------------------
+def plain_fork_ms(repeat: int) -> float:
+    """fork + exit + wait of this process, which has imported the preloaded libraries like the zygote."""
+    for module in PRELOAD:
+        __import__(module)
+
+    def once() -> None:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    once()
+    return median_ms(timed(once, repeat))
+
+
+def plain_pipe_round_trip_ms(repeat: int, idle_s: float = 0.0) -> float:
+    """One byte there and back between this process and a forked child over a socketpair."""
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        while data := theirs.recv(1):
+            theirs.sendall(data)
+        os._exit(0)
+    theirs.close()
+    samples = []
+    for _ in range(repeat):
+        if idle_s:
+            time.sleep(idle_s)
+        t = time.perf_counter()
+        ours.sendall(b"x")
+        ours.recv(1)
+        samples.append(time.perf_counter() - t)
+    ours.close()
+    os.waitpid(pid, 0)
+    return median_ms(samples)
+
+
+def plain_exec_ms(repeat: int) -> float:
+    """`x = 1` then `x` compiled and run in a fresh namespace, in this process."""
+    def once() -> None:
+        namespace: dict[str, object] = {}
+        exec(compile("x = 1", "<step>", "exec"), namespace)
+        eval(compile("x", "<step>", "eval"), namespace)
+
+    return median_ms(timed(once, repeat))
+
+
+def plain_fork_uss_mb() -> float:
+    """Unique memory of an idle fork of this process (with the preloaded libraries)."""
+    for module in PRELOAD:
+        __import__(module)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write)
+        os.read(read, 1)
+        os._exit(0)
+    os.close(read)
+    time.sleep(0.3)
+    uss = _uss_kb(pid) / 1024
+    os.close(write)
+    os.waitpid(pid, 0)
+    return uss
+
+
+def start_stages() -> list[tuple[str, float]]:
+    """The start-up stages of one session (ms each), from `Sandbox.start_marks`."""
+    zygote_for(PRELOAD)
+    with ProcessInterpreter(preload=PRELOAD) as sb:
+        sb.execute("1")
+        marks = sb.start_marks
+    return [(stage, (t - marks[i][1]) * 1000) for i, (stage, t) in enumerate(marks[1:])]
+
+
+def monty_figures(repeat: int) -> list[tuple[str, float]]:
+    """pydantic-monty's start and warm round trip, when it is installed (None otherwise)."""
+    try:
+        import pydantic_monty  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    start = median_ms(timed(lambda: pydantic_monty.Monty("x = 1\nx").run(), repeat))
+    program = pydantic_monty.Monty("x = 1\nx")
+    warm = median_ms(timed(program.run, repeat * 10))
+    return [("pydantic-monty: parse and run `x = 1; x`", start), ("pydantic-monty: run it again", warm)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     args = parser.parse_args()
     r = 5 if args.quick else 20
     print(f"codeact native sandbox, preloaded: {', '.join(PRELOAD)} (medians; {r} repetitions)")
-    rows = []
-    rows.append(("session start to first result", f"{start_to_first_result(r):.2f} ms", "< 15 ms"))
-    rows.append(("execute round trip, idle between steps", f"{round_trip(r * 10, idle_s=0.01):.3f} ms", "< 0.3 ms"))
-    rows.append(("execute round trip, back to back", f"{round_trip(r * 10, idle_s=0):.3f} ms", ""))
-    rows.append(("execute round trip, rollback=False", f"{round_trip(r * 10, idle_s=0, rollback=False):.3f} ms", ""))
-    rows.append(("host tool call round trip", f"{tool_call_us(2000 if not args.quick else 500):.1f} us", "< 100 us"))
+    fork_ms = plain_fork_ms(r)
+    pipe_ms = plain_pipe_round_trip_ms(r * 10)
+    pipe_idle_ms = plain_pipe_round_trip_ms(r * 10, idle_s=0.01)
+    exec_ms = plain_exec_ms(r * 10)
+    rows: list[tuple[str, float, str, float, str, str]] = []  # name, value, unit, baseline, baseline name, target
+
+    def row(name: str, value: float, unit: str, baseline: float, baseline_name: str, target: str) -> None:
+        rows.append((name, value, unit, baseline, baseline_name, target))
+
+    row("session start to first result", start_to_first_result(r), "ms", fork_ms, "plain fork of the zygote", "< 5 ms")
+    row("execute round trip after 10 ms idle", round_trip(r * 10, idle_s=0.01), "ms", pipe_idle_ms,
+        "pipe round trip after 10 ms idle", "< 0.2 ms")
+    row("execute round trip, back to back", round_trip(r * 10, idle_s=0), "ms", pipe_ms + exec_ms,
+        "pipe round trip + plain exec", "< 1.5 ms")
+    row("execute round trip, rollback=False", round_trip(r * 10, idle_s=0, rollback=False), "ms", pipe_ms + exec_ms,
+        "pipe round trip + plain exec", "< 0.1 ms")
+    row("host tool call round trip", tool_call_us(2000 if not args.quick else 500) / 1000, "ms", pipe_ms,
+        "pipe round trip", "< 0.06 ms")
     native, boxed = compute_ratio(3 if args.quick else 5, 2_000_000)
-    rows.append(("pure-Python compute, sandboxed / CPython", f"{boxed / native:.3f}x ({boxed:.3f} s / {native:.3f} s)", "< 1.05x"))
-    rows.append(("unique memory per idle session", f"{idle_session_mb(8):.2f} MB", "< 10 MB"))
+    row("pure-Python compute", boxed, "s", native, "CPython in a fresh process", "<= 1.02x")
+    row("unique memory per idle session", idle_session_mb(8), "MB", plain_fork_uss_mb(), "an idle plain fork",
+        "< 6 MB")
     started, rate = concurrent_throughput(32, 20 if args.quick else 50)
-    rows.append(("32 concurrent sessions: start all", f"{started * 1000:.0f} ms", ""))
-    rows.append(("32 concurrent sessions: throughput", f"{rate:.0f} executions/s", ""))
-    rows.append(("short tasks through SandboxPool(size=8)", f"{pool_tasks_per_s(40 if args.quick else 200, 8):.0f} tasks/s", ""))
-    width = max(len(name) for name, _, _ in rows)
-    for name, value, target in rows:
-        print(f"{name:<{width}}  {value:<34} {target}")
+    row("32 concurrent sessions: start all", started * 1000, "ms", fork_ms * 32, "32 plain forks, one by one", "")
+    row("32 concurrent sessions: executions/s", 1 / rate, "s each", pipe_ms / 1000 + exec_ms / 1000,
+        "pipe round trip + plain exec", "")
+    tasks = pool_tasks_per_s(40 if args.quick else 200, 8)
+    row("short two-step tasks, SandboxPool(8)", 1 / tasks, "s each", 2 * (pipe_ms + exec_ms) / 1000 + fork_ms / 1000,
+        "a plain fork + two pipe round trips", "> 150 tasks/s")
+    width = max(len(name) for name, *_ in rows)
+    print(f"{'figure':<{width}}  {'codeact':>12}  {'baseline':>12}  {'ratio':>7}  target  (baseline)")
+    for name, value, unit, baseline, baseline_name, target in rows:
+        print(f"{name:<{width}}  {value:>9.3f} {unit:<3}  {baseline:>9.3f} {unit:<3}  {value / baseline:>6.2f}x  "
+              f"{target:<13} ({baseline_name})")
+    print(f"\nshort tasks through SandboxPool(8): {tasks:.0f} tasks/s")
+    print("\nstart-up stages of one session (ms):")
+    for stage, ms in start_stages():
+        print(f"  {stage:<28} {ms:7.2f}")
+    for name, ms in monty_figures(r):
+        print(f"{name:<{width}}  {ms:>9.3f} ms")
 
 
 if __name__ == "__main__":

@@ -98,7 +98,7 @@ async def test_cancelling_acall_records_an_interrupted_run() -> None:
     await asyncio.sleep(0.4)
     task.cancel()
     started = time.perf_counter()
-    with pytest.raises(asyncio.CancelledError):
+    with pytest.raises(asyncio.CancelledError) as info:
         await task
     assert time.perf_counter() - started < 3
     ended = [e for e in records if isinstance(e, RunEnded)]
@@ -106,6 +106,18 @@ async def test_cancelling_acall_records_an_interrupted_run() -> None:
     record = ended[0].record
     assert record.end_reason == "interrupted"
     assert [s.code for s in record.steps] == ["x = 1", "while True:\n    pass"]
+    assert isinstance(info.value, codeact.RunCancelled) and info.value.prediction.record is record
+
+
+async def test_ctrl_c_in_an_async_run_raises_run_interrupted_like_a_sync_one() -> None:
+    def interrupt(messages: list[Any]) -> str:
+        raise KeyboardInterrupt
+
+    lm = codeact.ScriptedLM([py("print('working')"), interrupt])
+    with pytest.raises(codeact.RunInterrupted) as info:
+        await codeact.CodeAct("q -> a", lm=lm).acall(q="?")
+    record = info.value.prediction.record
+    assert record.end_reason == "interrupted" and record.steps[0].stdout == "working\n"
 
 
 def test_batch_runs_each_input_in_its_own_session_in_order() -> None:

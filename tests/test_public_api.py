@@ -17,7 +17,7 @@ DOCUMENTED = {
     "Event", "RunStarted", "StepStarted", "TokenReceived", "CodeParsed", "Observed", "StepEnded", "RunEnded",
     # errors
     "CodeActError", "ConfigurationError", "SignatureError", "OutputValidationError", "ToolArgumentError",
-    "InterpreterError", "LMError", "MaxItersError", "RunInterrupted",
+    "InterpreterError", "LMError", "MaxItersError", "RunInterrupted", "RunCancelled",
 }
 
 
@@ -42,6 +42,7 @@ def test_configuration_errors_are_value_errors_and_ctrl_c_is_not_swallowed():
     assert issubclass(codeact.ConfigurationError, ValueError)
     assert issubclass(codeact.SignatureError, codeact.ConfigurationError)
     assert not issubclass(codeact.RunInterrupted, Exception)
+    assert not issubclass(codeact.RunCancelled, Exception)
     with pytest.raises(codeact.CodeActError):
         codeact.Signature("this is not -> a: valid[[type")
 

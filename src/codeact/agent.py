@@ -204,6 +204,15 @@ class RunInterrupted(KeyboardInterrupt):
         super().__init__("run interrupted")
 
 
+class RunCancelled(asyncio.CancelledError):
+    """An async run was cancelled (`task.cancel()`, a timeout, Ctrl-C under `asyncio.run`); it is a
+    CancelledError, so asyncio's cancellation works as ever, and `.prediction` holds the run so far."""
+
+    def __init__(self, prediction: Prediction) -> None:
+        self.prediction = prediction
+        super().__init__("run cancelled")
+
+
 # --- the module ---------------------------------------------------------------------------------
 InterpreterSpec = Interpreter | Callable[[], Interpreter]
 
@@ -495,13 +504,14 @@ class CodeAct:
                     run.extraction_failed(exc)
                 else:
                     run.take_extraction(extraction)
-        except (asyncio.CancelledError, KeyboardInterrupt):
+        except (asyncio.CancelledError, KeyboardInterrupt) as exc:
             cancelled = True
-            run.end("interrupted", "cancelled")
+            by_user = isinstance(exc, KeyboardInterrupt)
+            run.end("interrupted", "interrupted by the user" if by_user else "cancelled")
             await session.aclose_soon()
-            run.finish()
+            interrupted = run.finish()
             await run.flush_async_events()
-            raise
+            raise (RunInterrupted if by_user else RunCancelled)(interrupted) from None
         except InterpreterError as exc:
             run.end("error", f"the sandbox could not be used: {exc}")
         except Exception as exc:
@@ -548,13 +558,17 @@ class CodeAct:
         finally:
             await asyncio.to_thread(session.discard, saved)
 
-    def batch(self, inputs: Sequence[dict[str, Any]], *, num_threads: int = 4) -> list[Prediction]:
+    def batch(self, inputs: Sequence[dict[str, Any]], *, num_threads: int = 4,
+              executor: BatchExecutor | None = None) -> list[Prediction]:
         """Run several tasks in parallel, each in its own session; results in input order.
 
         An input that fails (bad inputs, `fallback="raise"`) gives a Prediction with
-        `end_reason="error"` (or the raised run) instead of sinking the batch.
+        `end_reason="error"` (or the raised run) instead of sinking the batch. `executor` runs
+        the batch elsewhere, e.g. `codeact.ray.RayExecutor()` on a Ray cluster.
         """
         items = list(inputs)
+        if executor is not None:
+            return executor.map(self, items)
         if num_threads < 1:
             raise ValueError(f"num_threads must be at least 1, got {num_threads}")
         with ThreadPoolExecutor(max_workers=min(num_threads, max(len(items), 1))) as pool:
@@ -570,17 +584,38 @@ class CodeAct:
         except MaxItersError as exc:
             return exc.prediction
         except Exception as exc:
-            record = RunRecord(
-                signature=self.signature.text(),
-                run_id=uuid.uuid4().hex[:12],
-                instructions=self.signature.instructions,
-                inputs=dict(inputs) if isinstance(inputs, dict) else {},
-                end_reason="error",
-                error=_describe_exception(exc),
-                max_iters=self.max_iters,
-                started_at=time.time(),
-            )
-            return Prediction(dict.fromkeys(self.signature.outputs), record)
+            return self._failed_prediction(inputs, _describe_exception(exc))
+
+    def _failed_prediction(self, inputs: Any, error: str) -> Prediction:
+        """The prediction of a batch item that could not run: `end_reason="error"`, outputs None."""
+        record = RunRecord(
+            signature=self.signature.text(),
+            run_id=uuid.uuid4().hex[:12],
+            instructions=self.signature.instructions,
+            inputs=dict(inputs) if isinstance(inputs, dict) else {},
+            end_reason="error",
+            error=error,
+            max_iters=self.max_iters,
+            started_at=time.time(),
+        )
+        return Prediction(dict.fromkeys(self.signature.outputs), record)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """For sending to other processes (Ray workers): the lock of a shared interpreter stays here."""
+        state = dict(self.__dict__)
+        state.pop("_shared_lock", None)
+        state["_shared_started"] = False
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._shared_lock = threading.Lock()
+
+
+class BatchExecutor(typing.Protocol):
+    """Runs a batch of a `CodeAct` somewhere; `map` returns the predictions in input order."""
+
+    def map(self, act: CodeAct, inputs: Sequence[dict[str, Any]]) -> list[Prediction]: ...
 
 
 # --- one run ------------------------------------------------------------------------------------

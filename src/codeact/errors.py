@@ -3,8 +3,9 @@
 `ConfigurationError` (also a ValueError) means what the caller passed is wrong: fix the call. The
 others are failures of a run's parts: the language model (`LMError` and its subclasses in
 `codeact.lm.errors`), the sandbox (`InterpreterError`), the answer (`OutputValidationError`,
-`MaxItersError`). `RunInterrupted` is a KeyboardInterrupt, deliberately outside the tree, so that
-`except Exception` never swallows Ctrl-C.
+`MaxItersError`). `RunInterrupted` (Ctrl-C in a run) is a KeyboardInterrupt and `RunCancelled` (an
+async run cancelled) a CancelledError, deliberately outside the tree, so that `except Exception`
+never swallows them; both carry `.prediction`.
 """
 
 from __future__ import annotations

@@ -44,6 +44,15 @@ class ScriptedLM(LM):
         self.history: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def complete(
         self,
         messages: Sequence[Message],

@@ -71,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="write every episode (messages, turns, grading) to this JSON file",
     )
     parser.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
+    parser.add_argument(
+        "--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+        help="run the episodes on a Ray cluster: ADDRESS (e.g. auto, ray://host:10001), or a local one "
+        "when none is given (needs pip install 'codeact[ray]')",
+    )
 
 
 def _modes(mode: str) -> tuple[str, ...]:
@@ -141,19 +146,32 @@ def main(args: argparse.Namespace) -> int:
         return 2
     print(
         f"M3ToolEval: {len(tasks)} tasks x {len(modes)} mode(s) with {args.model}, "
-        f"{args.workers} workers",
+        f"{args.workers} workers" if args.ray is None else f"on Ray ({args.ray})",
         file=sys.stderr,
     )
+    executor = None
+    if args.ray is not None:
+        try:
+            from codeact.ray import RayExecutor
+        except ImportError as exc:
+            print(f"error: --ray: {exc}", file=sys.stderr)
+            return 2
+        executor = RayExecutor(None if args.ray == "local" else args.ray)
     started = time.perf_counter()
-    episodes = run_benchmark(
-        tasks,
-        modes,
-        lm_for,
-        workers=args.workers,
-        max_turns=args.max_turns,
-        max_tokens=args.max_tokens,
-        on_episode=None if args.quiet else _progress,
-    )
+    try:
+        episodes = run_benchmark(
+            tasks,
+            modes,
+            lm_for,
+            workers=args.workers,
+            max_turns=args.max_turns,
+            max_tokens=args.max_tokens,
+            on_episode=None if args.quiet else _progress,
+            executor=executor,
+        )
+    except TypeError as exc:  # the model or tools cannot travel to the Ray workers
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     wall = time.perf_counter() - started
     fatal = next((e for e in episodes if is_fatal(e)), None)
     if fatal is not None:
