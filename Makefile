@@ -15,7 +15,9 @@ demo: $(SETUP_STAMP)
 
 test: $(SETUP_STAMP)
 	.venv/bin/ruff check src tests bench examples
+	.venv/bin/ruff format --check src tests bench examples
 	.venv/bin/python -m pytest -q
 
 lint: $(SETUP_STAMP)
 	.venv/bin/ruff check src tests bench examples
+	.venv/bin/ruff format --check src tests bench examples

@@ -87,15 +87,9 @@ def main() -> None:
     act = codeact.CodeAct("question: str -> answer: int", tools=[get_weather, convert_currency])
     messages = act.prompt.messages({"question": "How warm is it in Oslo?"}, [])
     print("prompt for a two-tool task (first request)")
-    print(
-        f"  system message: {len(messages[0]['content']):5d} chars, {count_tokens(messages[0]['content']):4d} tokens"
-    )
-    print(
-        f"  task message:   {len(messages[1]['content']):5d} chars, {count_tokens(messages[1]['content']):4d} tokens"
-    )
-    print(
-        f"  whole request:  {count_message_tokens(messages):4d} tokens (estimate, incl. chat framing)"
-    )
+    print(f"  system message: {len(messages[0]['content']):5d} chars, {count_tokens(messages[0]['content']):4d} tokens")
+    print(f"  task message:   {len(messages[1]['content']):5d} chars, {count_tokens(messages[1]['content']):4d} tokens")
+    print(f"  whole request:  {count_message_tokens(messages):4d} tokens (estimate, incl. chat framing)")
 
     print("\nframework overhead per step (instant LM, instant interpreter)")
     for steps in (2, 10, 30):
@@ -106,9 +100,7 @@ def main() -> None:
             total = time.perf_counter() - started
             assert prediction.end_reason == "submitted", prediction.record.error
             samples.append(1000 * total / steps)
-        print(
-            f"  {steps:3d}-step runs: {statistics.median(samples):.3f} ms per step (median of {repeats})"
-        )
+        print(f"  {steps:3d}-step runs: {statistics.median(samples):.3f} ms per step (median of {repeats})")
 
     print("\nthrough the native sandbox (instant LM)")
     run_once(2)  # warm the zygote

@@ -34,9 +34,7 @@ PROMPTS: list[list[Message]] = [
 ]
 
 
-def timed_calls(
-    lm: LM, calls: int, max_tokens: int, stream: bool
-) -> list[tuple[Completion, float]]:
+def timed_calls(lm: LM, calls: int, max_tokens: int, stream: bool) -> list[tuple[Completion, float]]:
     """(completion, seconds to first token) per call; first token time is 0 when not streaming."""
     results = []
     for index in range(calls):
@@ -67,8 +65,7 @@ def report(name: str, results: list[tuple[Completion, float]], stream: bool) -> 
         print(
             f"  call {index + 1:2d}: {completion.latency_s * 1000:8.1f} ms  "
             f"{completion.usage.prompt_tokens:4d} prompt + {completion.usage.completion_tokens:4d} "
-            f"completion tokens  {completion.usage.completion_tokens / completion.latency_s:6.1f} tok/s"
-            + extra
+            f"completion tokens  {completion.usage.completion_tokens / completion.latency_s:6.1f} tok/s" + extra
         )
     print(
         f"  latency per call: median {statistics.median(latencies) * 1000:.1f} ms, "
@@ -139,9 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=8)
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument(
-        "--threads", type=int, default=2, help="llama.cpp threads (server and local)"
-    )
+    parser.add_argument("--threads", type=int, default=2, help="llama.cpp threads (server and local)")
     parser.add_argument("--tasks", action="store_true", help="measure success on easy tasks")
     parser.add_argument("--model", default="local", help="model for --tasks (default: local)")
     parser.add_argument("--max-iters", type=int, default=3, help="steps per task for --tasks")
@@ -150,10 +145,7 @@ def main() -> None:
         run_tasks(args.model, args.max_iters)
         return
     model = bundled_model_path()
-    print(
-        f"model: {model.name}; {args.calls} calls of up to {args.max_tokens} tokens; "
-        f"{args.threads} threads"
-    )
+    print(f"model: {model.name}; {args.calls} calls of up to {args.max_tokens} tokens; {args.threads} threads")
 
     with LlamaServer(model, api_key="bench", n_threads=args.threads) as server:
         lm = LM(f"openai/{MODEL_ALIAS}", api_base=server.base_url, api_key="bench")

@@ -43,8 +43,7 @@ def make_task(family: str, size: int, seed: int) -> Task:
         while sum(len(x) + 1 for x in lines) < size:
             lines.append(f"note {rng.randrange(10**6)}: nothing of interest here")
         lines.insert(rng.randrange(len(lines)), f"the secret code is {code}")
-        return Task(family, "Find the secret code hidden in the document and answer with it.", "\n".join(lines),
-                    code)
+        return Task(family, "Find the secret code hidden in the document and answer with it.", "\n".join(lines), code)
     if family == "count":
         errors = 0
         while sum(len(x) + 1 for x in lines) < size:
@@ -52,8 +51,7 @@ def make_task(family: str, size: int, seed: int) -> Task:
             service = rng.choice(["billing", "search", "auth"])
             errors += level == "ERROR" and service == "billing"
             lines.append(f"{level} {service}: request {rng.randrange(10**6)} done")
-        return Task(family, "How many log lines are at level ERROR for the billing service?", "\n".join(lines),
-                    errors)
+        return Task(family, "How many log lines are at level ERROR for the billing service?", "\n".join(lines), errors)
     positives = 0
     while sum(len(x) + 1 for x in lines) < size:
         good = rng.random() < 0.4
@@ -72,9 +70,11 @@ def reference_reply(messages: list[dict[str, Any]]) -> str:
     elif "ERROR" in task:
         code = "submit(answer=sum(1 for l in document.splitlines() if l.startswith('ERROR billing:')))"
     elif rlm:
-        code = ("lines = document.splitlines()\nchunks = ['\\n'.join(lines[i:i + 50]) for i in range(0, len(lines), 50)]\n"
-                "counts = llm_query_batched(['Count the positive reviews:\\n' + c for c in chunks], schema='int')\n"
-                "submit(answer=sum(counts))")
+        code = (
+            "lines = document.splitlines()\nchunks = ['\\n'.join(lines[i:i + 50]) for i in range(0, len(lines), 50)]\n"
+            "counts = llm_query_batched(['Count the positive reviews:\\n' + c for c in chunks], schema='int')\n"
+            "submit(answer=sum(counts))"
+        )
     else:
         words = ", ".join(repr(w) for w in POSITIVE)
         code = f"submit(answer=sum(any(w in l for w in ({words},)) for l in document.splitlines()))"
@@ -95,8 +95,12 @@ def run(model: str, mode: str, task: Task, max_iters: int) -> dict[str, Any]:
     options: dict[str, Any] = {"sandbox": {"timeout": 120}, "max_iters": max_iters}
     if mode == "rlm":
         options.update(inputs_in_prompt="preview", sub_lm=sub, max_llm_calls=500)
-    act = codeact.CodeAct(codeact.Signature("document: str -> answer: int", instructions=task.instructions),
-                          lm=lm, fallback="partial", **options)
+    act = codeact.CodeAct(
+        codeact.Signature("document: str -> answer: int", instructions=task.instructions),
+        lm=lm,
+        fallback="partial",
+        **options,
+    )
     started = time.perf_counter()
     prediction = act(document=task.document)
     record = prediction.record
@@ -129,14 +133,18 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     for mode in modes:
         for family in families:
-            rows = [run(args.model, mode, make_task(family, args.size, seed), args.max_iters)
-                    for seed in range(args.tasks)]
+            rows = [
+                run(args.model, mode, make_task(family, args.size, seed), args.max_iters) for seed in range(args.tasks)
+            ]
             right = sum(r["right"] for r in rows)
             failures += len(rows) - right
-            print(f"{mode:<6} {family:<10} {right:>3}/{len(rows):<3} {statistics.mean(r['steps'] for r in rows):>6.1f} "
-                  f"{statistics.mean(r['tokens'] for r in rows):>10,.0f} "
-                  f"{statistics.mean(r['sub_calls'] for r in rows):>9.1f} "
-                  f"{statistics.mean(r['seconds'] for r in rows):>7.2f}", flush=True)
+            print(
+                f"{mode:<6} {family:<10} {right:>3}/{len(rows):<3} {statistics.mean(r['steps'] for r in rows):>6.1f} "
+                f"{statistics.mean(r['tokens'] for r in rows):>10,.0f} "
+                f"{statistics.mean(r['sub_calls'] for r in rows):>9.1f} "
+                f"{statistics.mean(r['seconds'] for r in rows):>7.2f}",
+                flush=True,
+            )
     if args.model == "reference" and failures:
         print(f"the reference solutions failed {failures} tasks", file=sys.stderr)
         return 1

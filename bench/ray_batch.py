@@ -61,8 +61,10 @@ def main() -> None:
     print(f"{'threads in this process (baseline)':<44} {threads_s:7.2f} s  {args.tasks / threads_s:7.1f} tasks/s")
     print(f"{'ray.init of a local one-node cluster':<44} {init_s:7.2f} s")
     for label, seconds in figures:
-        print(f"{'Ray: ' + label:<44} {seconds:7.2f} s  {args.tasks / seconds:7.1f} tasks/s  "
-              f"({threads_s / seconds:.2f}x the baseline's rate)")
+        print(
+            f"{'Ray: ' + label:<44} {seconds:7.2f} s  {args.tasks / seconds:7.1f} tasks/s  "
+            f"({threads_s / seconds:.2f}x the baseline's rate)"
+        )
 
 
 if __name__ == "__main__":

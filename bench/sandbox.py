@@ -89,8 +89,12 @@ def compute_ratio(repeat: int, n: int) -> tuple[float, float]:
     code = COMPUTE + f"import time\nt = time.perf_counter()\nwork({n})\ntime.perf_counter() - t"
     native = []
     for _ in range(repeat):
-        out = subprocess.run([sys.executable, "-c", code.replace("time.perf_counter() - t", "print(time.perf_counter() - t)")],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code.replace("time.perf_counter() - t", "print(time.perf_counter() - t)")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         native.append(float(out.stdout))
     sandboxed = []
     with ProcessInterpreter(preload=PRELOAD, timeout=120) as sb:
@@ -211,6 +215,7 @@ def plain_pipe_round_trip_ms(repeat: int, idle_s: float = 0.0) -> float:
 
 def plain_exec_ms(repeat: int) -> float:
     """`x = 1` then `x` compiled and run in a fresh namespace, in this process."""
+
     def once() -> None:
         namespace: dict[str, object] = {}
         exec(compile("x = 1", "<step>", "exec"), namespace)
@@ -274,30 +279,67 @@ def main() -> None:
         rows.append((name, value, unit, baseline, baseline_name, target))
 
     row("session start to first result", start_to_first_result(r), "ms", fork_ms, "plain fork of the zygote", "< 5 ms")
-    row("execute round trip after 10 ms idle", round_trip(r * 10, idle_s=0.01), "ms", pipe_idle_ms,
-        "pipe round trip after 10 ms idle", "< 0.2 ms")
-    row("execute round trip, back to back", round_trip(r * 10, idle_s=0), "ms", pipe_ms + exec_ms,
-        "pipe round trip + plain exec", "< 1.5 ms")
-    row("execute round trip, rollback=False", round_trip(r * 10, idle_s=0, rollback=False), "ms", pipe_ms + exec_ms,
-        "pipe round trip + plain exec", "< 0.1 ms")
-    row("host tool call round trip", tool_call_us(2000 if not args.quick else 500) / 1000, "ms", pipe_ms,
-        "pipe round trip", "< 0.06 ms")
+    row(
+        "execute round trip after 10 ms idle",
+        round_trip(r * 10, idle_s=0.01),
+        "ms",
+        pipe_idle_ms,
+        "pipe round trip after 10 ms idle",
+        "< 0.2 ms",
+    )
+    row(
+        "execute round trip, back to back",
+        round_trip(r * 10, idle_s=0),
+        "ms",
+        pipe_ms + exec_ms,
+        "pipe round trip + plain exec",
+        "< 1.5 ms",
+    )
+    row(
+        "execute round trip, rollback=False",
+        round_trip(r * 10, idle_s=0, rollback=False),
+        "ms",
+        pipe_ms + exec_ms,
+        "pipe round trip + plain exec",
+        "< 0.1 ms",
+    )
+    row(
+        "host tool call round trip",
+        tool_call_us(2000 if not args.quick else 500) / 1000,
+        "ms",
+        pipe_ms,
+        "pipe round trip",
+        "< 0.06 ms",
+    )
     native, boxed = compute_ratio(3 if args.quick else 5, 2_000_000)
     row("pure-Python compute", boxed, "s", native, "CPython in a fresh process", "<= 1.02x")
-    row("unique memory per idle session", idle_session_mb(8), "MB", plain_fork_uss_mb(), "an idle plain fork",
-        "< 6 MB")
+    row("unique memory per idle session", idle_session_mb(8), "MB", plain_fork_uss_mb(), "an idle plain fork", "< 6 MB")
     started, rate = concurrent_throughput(32, 20 if args.quick else 50)
     row("32 concurrent sessions: start all", started * 1000, "ms", fork_ms * 32, "32 plain forks, one by one", "")
-    row("32 concurrent sessions: executions/s", 1 / rate, "s each", pipe_ms / 1000 + exec_ms / 1000,
-        "pipe round trip + plain exec", "")
+    row(
+        "32 concurrent sessions: executions/s",
+        1 / rate,
+        "s each",
+        pipe_ms / 1000 + exec_ms / 1000,
+        "pipe round trip + plain exec",
+        "",
+    )
     tasks = pool_tasks_per_s(40 if args.quick else 200, 8)
-    row("short two-step tasks, SandboxPool(8)", 1 / tasks, "s each", 2 * (pipe_ms + exec_ms) / 1000 + fork_ms / 1000,
-        "a plain fork + two pipe round trips", "> 150 tasks/s")
+    row(
+        "short two-step tasks, SandboxPool(8)",
+        1 / tasks,
+        "s each",
+        2 * (pipe_ms + exec_ms) / 1000 + fork_ms / 1000,
+        "a plain fork + two pipe round trips",
+        "> 150 tasks/s",
+    )
     width = max(len(name) for name, *_ in rows)
     print(f"{'figure':<{width}}  {'codeact':>12}  {'baseline':>12}  {'ratio':>7}  target  (baseline)")
     for name, value, unit, baseline, baseline_name, target in rows:
-        print(f"{name:<{width}}  {value:>9.3f} {unit:<3}  {baseline:>9.3f} {unit:<3}  {value / baseline:>6.2f}x  "
-              f"{target:<13} ({baseline_name})")
+        print(
+            f"{name:<{width}}  {value:>9.3f} {unit:<3}  {baseline:>9.3f} {unit:<3}  {value / baseline:>6.2f}x  "
+            f"{target:<13} ({baseline_name})"
+        )
     print(f"\nshort tasks through SandboxPool(8): {tasks:.0f} tasks/s")
     print("\nstart-up stages of one session (ms):")
     for stage, ms in start_stages():

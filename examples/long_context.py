@@ -45,8 +45,10 @@ def main() -> None:
     )
     prediction = act(document=make_document())
     verdict = "right" if prediction.answer == CODE else "wrong"
-    print(f"answer: {prediction.answer} ({verdict}); end reason {prediction.end_reason}; "
-          f"{prediction.usage.total_tokens:,} tokens, {prediction.record.sub_usage.calls} sub-calls")
+    print(
+        f"answer: {prediction.answer} ({verdict}); end reason {prediction.end_reason}; "
+        f"{prediction.usage.total_tokens:,} tokens, {prediction.record.sub_usage.calls} sub-calls"
+    )
 
 
 if __name__ == "__main__":

@@ -28,9 +28,12 @@ def main() -> None:
     args = parser.parse_args()
     lm = codeact.ScriptedLM(REFERENCE) if args.model == "reference" else codeact.LM(args.model)
     act = codeact.CodeAct(
-        codeact.Signature("question -> answer: int",
-                          instructions="Load the price table in one step, then answer from it."),
-        lm=lm, step_samples=3, sandbox={"backend": "process"},
+        codeact.Signature(
+            "question -> answer: int", instructions="Load the price table in one step, then answer from it."
+        ),
+        lm=lm,
+        step_samples=3,
+        sandbox={"backend": "process"},
     )
     prediction = act(question="What do an apple and a fig cost together?")
     for step in prediction.trajectory:

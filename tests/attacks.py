@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-_WRAPPER = '''
+_WRAPPER = """
 def __codeact_probe():
     try:
         __value = __attack()
@@ -28,7 +28,7 @@ def __codeact_probe():
         return ("blocked", type(__exc).__name__ + ": " + str(__exc)[:400])
     return ("ok", repr(__value)[:4000])
 __codeact_probe()
-'''
+"""
 
 
 # Errors of the step itself (outside the wrapped attack) that mean the test's program is wrong.
@@ -49,13 +49,21 @@ class Probe:
 
     def __str__(self) -> str:
         error = self.result.error
-        return (f"{self.status}: {self.detail}" + (f" [step error {error.type}: {error.message}]" if error else "")
-                + (f" [stdout {self.result.stdout[:300]!r}]" if self.result.stdout else ""))
+        return (
+            f"{self.status}: {self.detail}"
+            + (f" [step error {error.type}: {error.message}]" if error else "")
+            + (f" [stdout {self.result.stdout[:300]!r}]" if self.result.stdout else "")
+        )
 
 
 def attack_code(body: str, prelude: str = "") -> str:
     """The sandbox program for the attack `body` (the body of a function, may `return` a value)."""
-    return textwrap.dedent(prelude) + "\ndef __attack():\n" + textwrap.indent(textwrap.dedent(body).strip("\n") + "\n", "    ") + _WRAPPER
+    return (
+        textwrap.dedent(prelude)
+        + "\ndef __attack():\n"
+        + textwrap.indent(textwrap.dedent(body).strip("\n") + "\n", "    ")
+        + _WRAPPER
+    )
 
 
 def probe(sandbox: Any, body: str, *, prelude: str = "", timeout: float | None = None) -> Probe:

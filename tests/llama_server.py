@@ -26,9 +26,7 @@ def free_port() -> int:
 class LlamaServer:
     """`with LlamaServer(api_key="k") as server: server.base_url` -> "http://127.0.0.1:PORT/v1"."""
 
-    def __init__(
-        self, model_path: Path, *, api_key: str, n_ctx: int = 2048, n_threads: int = 2
-    ) -> None:
+    def __init__(self, model_path: Path, *, api_key: str, n_ctx: int = 2048, n_threads: int = 2) -> None:
         self.model_path = model_path
         self.api_key = api_key
         self.n_ctx = n_ctx
@@ -66,9 +64,7 @@ class LlamaServer:
         raise RuntimeError(f"llama_cpp.server not ready within {ready_within}s:\n{self.log_text()}")
 
     def _ready(self) -> bool:
-        request = urllib.request.Request(
-            f"{self.base_url}/models", headers={"Authorization": f"Bearer {self.api_key}"}
-        )
+        request = urllib.request.Request(f"{self.base_url}/models", headers={"Authorization": f"Bearer {self.api_key}"})
         try:
             with urllib.request.urlopen(request, timeout=2) as response:
                 return bool(response.status == 200)

@@ -127,9 +127,7 @@ class FaultProxy:
                 self._handle(self.rfile.read(length))
 
             def _handle(self, body: bytes) -> None:
-                seen = SeenRequest(
-                    time.monotonic(), self.command, self.path, dict(self.headers.items()), body
-                )
+                seen = SeenRequest(time.monotonic(), self.command, self.path, dict(self.headers.items()), body)
                 fault = proxy._next(seen)
                 try:
                     if fault is None:

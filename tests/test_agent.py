@@ -199,9 +199,7 @@ def test_tool_argument_validation_names_the_argument() -> None:
 
 
 def test_wrong_typed_submit_then_a_correct_one() -> None:
-    lm = codeact.ScriptedLM(
-        [py("submit(answer='forty-two', tags='x')"), py("submit(answer=42, tags=['x'])")]
-    )
+    lm = codeact.ScriptedLM([py("submit(answer='forty-two', tags='x')"), py("submit(answer=42, tags=['x'])")])
     act = codeact.CodeAct("question -> answer: int, tags: list[str]", lm=lm)
     prediction = act(question="?")
     assert (prediction.answer, prediction.tags) == (42, ["x"])
@@ -334,9 +332,7 @@ def test_step_timeout_is_an_observation_and_variables_survive() -> None:
 
 
 def test_sandbox_dying_is_an_observation_and_the_run_goes_on() -> None:
-    lm = codeact.ScriptedLM(
-        [py("import os\nos.kill(os.getpid(), 9)"), py("print(q)\nsubmit(len(q))")]
-    )
+    lm = codeact.ScriptedLM([py("import os\nos.kill(os.getpid(), 9)"), py("print(q)\nsubmit(len(q))")])
     prediction = codeact.CodeAct("q -> a: int", lm=lm)(q="hello")
     assert prediction.trajectory[0].error is not None
     assert prediction.trajectory[0].error.type == "SandboxCrashed"
@@ -346,9 +342,7 @@ def test_sandbox_dying_is_an_observation_and_the_run_goes_on() -> None:
 
 def test_inputs_are_variables_in_the_session() -> None:
     lm = codeact.ScriptedLM([py("submit(total=sum(numbers) * k, first=names[0])")])
-    act = codeact.CodeAct(
-        "numbers: list[int], k: int, names: list[str] -> total: int, first", lm=lm
-    )
+    act = codeact.CodeAct("numbers: list[int], k: int, names: list[str] -> total: int, first", lm=lm)
     prediction = act(numbers=list(range(1000)), k=2, names=["ann", "bob"])
     assert (prediction.total, prediction.first) == (999_000, "ann")
     task = lm.history[0]["messages"][1]["content"]
@@ -494,9 +488,7 @@ def test_scripted_lm_running_out_ends_the_run_clearly() -> None:
     lm = codeact.ScriptedLM([py("x = 1")])
     prediction = codeact.CodeAct("q -> a", lm=lm)(q="?")
     assert prediction.end_reason == "lm_error"
-    assert "ScriptedLM ran out of replies: call 2 but only 1 replies were given" in (
-        prediction.error or ""
-    )
+    assert "ScriptedLM ran out of replies: call 2 but only 1 replies were given" in (prediction.error or "")
 
 
 def test_ctrl_c_ends_the_run_with_its_record() -> None:
@@ -578,12 +570,15 @@ def test_the_prompt_says_where_granted_files_are(tmp_path: Path, monkeypatch: py
     assert "may run for 9 s, tool calls included" in act.prompt.system
 
 
-@pytest.mark.parametrize(("signature", "fragment"), [
-    ("q -> error", "output 'error' would be hidden by Prediction.error"),
-    ("q -> save", "output 'save' would be hidden"),
-    ("submit -> a", "input 'submit' would hide the sandbox's own submit()"),
-    ("print -> a", "input 'print'"),
-])
+@pytest.mark.parametrize(
+    ("signature", "fragment"),
+    [
+        ("q -> error", "output 'error' would be hidden by Prediction.error"),
+        ("q -> save", "output 'save' would be hidden"),
+        ("submit -> a", "input 'submit' would hide the sandbox's own submit()"),
+        ("print -> a", "input 'print'"),
+    ],
+)
 def test_names_that_would_break_the_run_are_refused(signature: str, fragment: str) -> None:
     with pytest.raises(codeact.ConfigurationError, match=fragment):
         codeact.CodeAct(signature, lm=codeact.ScriptedLM([]))

@@ -122,10 +122,7 @@ async def test_ctrl_c_in_an_async_run_raises_run_interrupted_like_a_sync_one() -
 
 def test_batch_runs_each_input_in_its_own_session_in_order() -> None:
     # If sessions were shared, `marker` from one run would leak into the next.
-    code = (
-        "try:\n    marker\nexcept NameError:\n    marker = word\n"
-        "submit(length=len(marker), seen=marker)"
-    )
+    code = "try:\n    marker\nexcept NameError:\n    marker = word\nsubmit(length=len(marker), seen=marker)"
     lm = codeact.ScriptedLM([py(code)] * 6)
     threads: set[int] = set()
 

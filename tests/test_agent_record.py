@@ -60,16 +60,12 @@ def test_round_trip_through_a_file(tmp_path: Path) -> None:
     assert data["steps"][1]["submitted"] == {"a": [1, 2]}
     loaded = RunRecord.load(path)
     assert loaded.to_dict() == data
-    assert loaded.steps[0].error == StepError(
-        "ZeroDivisionError", "division by zero", "tb", 1, "1/0"
-    )
+    assert loaded.steps[0].error == StepError("ZeroDivisionError", "division by zero", "tb", 1, "1/0")
     assert loaded.usage == Usage(200, 10, 2, 0.002)
 
 
 def test_records_from_older_writers_load_with_defaults() -> None:
-    loaded = RunRecord.from_dict(
-        {"signature": "q -> a", "steps": [{"index": 0, "code": "x", "unknown_field": 1}]}
-    )
+    loaded = RunRecord.from_dict({"signature": "q -> a", "steps": [{"index": 0, "code": "x", "unknown_field": 1}]})
     assert loaded.end_reason == "submitted"
     assert loaded.steps[0].code == "x" and loaded.steps[0].stdout == ""
 

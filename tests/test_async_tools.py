@@ -85,8 +85,9 @@ def test_plain_calls_work_as_before_in_plain_code_and_helpers(make_sandbox):
     sb = make_sandbox(tools=[add, aprice])
     r = sb.execute("x = add(1, 2)\ny = aprice(3)\nx + y")
     assert r.error is None and r.value == "303"
-    r = sb.execute("def helper():\n    return add(2, 2)\nasync def main():\n    return helper() + await add(1, 1)\n"
-                   "await main()")
+    r = sb.execute(
+        "def helper():\n    return add(2, 2)\nasync def main():\n    return helper() + await add(1, 1)\nawait main()"
+    )
     assert r.error is None and r.value == "6"
 
 
@@ -108,7 +109,11 @@ def test_the_call_past_the_budget_raises_in_the_code(make_sandbox):
     assert r.value == "[0, 1, 2]"
     assert "budget of 3 tool calls" in r.stdout
     assert [c.error is not None and c.error.startswith("ToolBudgetExceeded") for c in r.tool_calls] == [
-        False, False, False, True]
+        False,
+        False,
+        False,
+        True,
+    ]
     sb.set_policy(max_tool_calls=1)  # a fresh budget
     assert sb.execute("add(1, 1)").value == "2"
 
@@ -146,11 +151,16 @@ def test_approvals_allow_deny_with_a_reason_and_edit(make_sandbox):
     )
     assert r.error is None, r.error
     assert r.stdout.splitlines() == [
-        "deleted /tmp/a", "deleted /tmp/draft",
+        "deleted /tmp/a",
+        "deleted /tmp/draft",
         "refused: the call of tool 'delete' was denied: system paths are off limits",
     ]
     assert [(c.name, c.approval) for c in r.tool_calls] == [
-        ("delete", "approved"), ("delete", "edited"), ("delete", "denied"), ("add", None)]
+        ("delete", "approved"),
+        ("delete", "edited"),
+        ("delete", "denied"),
+        ("add", None),
+    ]
     assert [s.tool for s in seen] == ["delete"] * 3  # unmarked tools run freely
     assert seen[1].arguments == {"path": "draft"}
 
@@ -195,14 +205,19 @@ def test_codeact_records_every_call_with_its_approval_and_budget() -> None:
         decisions.append(request.tool)
         return request.arguments["path"] != "/"
 
-    lm = codeact.ScriptedLM([
-        py("import asyncio\nparts = await asyncio.gather(add(1, 2), add(3, 4))\n"
-           "try:\n    delete('/')\nexcept PermissionError as exc:\n    print(exc)\n"
-           "try:\n    add(0, 0)\nexcept RuntimeError as exc:\n    print(exc)"),
-        py("submit(sum(parts))"),
-    ])
-    act = codeact.CodeAct("q -> answer: int", tools=[add, tool(delete, requires_approval=True)], lm=lm,
-                          approve=approve, max_tool_calls=3)
+    lm = codeact.ScriptedLM(
+        [
+            py(
+                "import asyncio\nparts = await asyncio.gather(add(1, 2), add(3, 4))\n"
+                "try:\n    delete('/')\nexcept PermissionError as exc:\n    print(exc)\n"
+                "try:\n    add(0, 0)\nexcept RuntimeError as exc:\n    print(exc)"
+            ),
+            py("submit(sum(parts))"),
+        ]
+    )
+    act = codeact.CodeAct(
+        "q -> answer: int", tools=[add, tool(delete, requires_approval=True)], lm=lm, approve=approve, max_tool_calls=3
+    )
     prediction = act(q="go")
     assert prediction.answer == 10 and prediction.end_reason == "submitted"
     calls = prediction.trajectory[0].tool_calls

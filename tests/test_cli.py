@@ -30,7 +30,11 @@ def _env() -> dict[str, str]:
 def codeact(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "codeact", *args],
-        capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT, env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or ROOT,
+        env=_env(),
     )
 
 
@@ -66,9 +70,16 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *fragments: st
 def test_run_shows_steps_answer_and_writes_trace_and_report(tmp_path: Path) -> None:
     trace, report = tmp_path / "run.json", tmp_path / "out" / "run.html"
     proc = codeact(
-        "run", "What is 17 plus 25? Use the add tool.",
-        "--model", replies(tmp_path, *ADD_AND_SUBMIT), "--tools", str(MATH_TOOLS),
-        "--trace", str(trace), "--report", str(report),
+        "run",
+        "What is 17 plus 25? Use the add tool.",
+        "--model",
+        replies(tmp_path, *ADD_AND_SUBMIT),
+        "--tools",
+        str(MATH_TOOLS),
+        "--trace",
+        str(trace),
+        "--report",
+        str(report),
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -82,16 +93,19 @@ def test_run_shows_steps_answer_and_writes_trace_and_report(tmp_path: Path) -> N
     assert "2 steps in" in out and "in 2 LM calls" in out
     assert record.end_reason == "submitted"
     assert record.outputs == {"answer": "42"}  # the default output type is str
-    assert [s.code for s in record.steps] == ["result = add(17, 25)\nprint('sum is', result)",
-                                             "submit(answer=int(result))"]
+    assert [s.code for s in record.steps] == [
+        "result = add(17, 25)\nprint('sum is', result)",
+        "submit(answer=int(result))",
+    ]
     assert len(record.steps[0].tool_calls) == 1
     html = report.read_text()
     assert "What is 17 plus 25?" in html and "sum is 42.0" in html
 
 
 def test_run_json_prints_one_object(tmp_path: Path) -> None:
-    proc = codeact("run", "17 + 25?", "--json", "--model", replies(tmp_path, *ADD_AND_SUBMIT),
-                   "--tools", str(MATH_TOOLS))
+    proc = codeact(
+        "run", "17 + 25?", "--json", "--model", replies(tmp_path, *ADD_AND_SUBMIT), "--tools", str(MATH_TOOLS)
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["outputs"] == {"answer": "42"}
@@ -102,8 +116,7 @@ def test_run_json_prints_one_object(tmp_path: Path) -> None:
 
 
 def test_run_quiet_prints_only_the_answer(tmp_path: Path) -> None:
-    proc = codeact("run", "17 + 25?", "-q", "--model", replies(tmp_path, *ADD_AND_SUBMIT),
-                   "--tools", str(MATH_TOOLS))
+    proc = codeact("run", "17 + 25?", "-q", "--model", replies(tmp_path, *ADD_AND_SUBMIT), "--tools", str(MATH_TOOLS))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "42\n"
 
@@ -111,8 +124,16 @@ def test_run_quiet_prints_only_the_answer(tmp_path: Path) -> None:
 def test_typed_signature_with_named_inputs(tmp_path: Path) -> None:
     model = replies(tmp_path, code("submit(top=sorted(numbers)[-k:], note='ok')"))
     proc = codeact(
-        "run", "--signature", "numbers: list[int], k: int -> top: list[int], note: str",
-        "--input", "numbers=[5, 1, 9, 3]", "--input", "k=2", "--json", "--model", model,
+        "run",
+        "--signature",
+        "numbers: list[int], k: int -> top: list[int], note: str",
+        "--input",
+        "numbers=[5, 1, 9, 3]",
+        "--input",
+        "k=2",
+        "--json",
+        "--model",
+        model,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["outputs"] == {"top": [5, 9], "note": "ok"}
@@ -124,11 +145,19 @@ def test_input_from_file_and_read_path(tmp_path: Path) -> None:
     (data / "numbers.txt").write_text("3\n4\n5\n")
     question = tmp_path / "question.txt"
     question.write_text("Sum the numbers in the file.")
-    model = replies(tmp_path, code(
-        f"total = sum(int(x) for x in open({str(data / 'numbers.txt')!r}))\nsubmit(total)"
-    ))
-    proc = codeact("run", "-s", "question -> total: int", "-i", f"question=@{question}",
-                   "--read", str(data), "--json", "--model", model)
+    model = replies(tmp_path, code(f"total = sum(int(x) for x in open({str(data / 'numbers.txt')!r}))\nsubmit(total)"))
+    proc = codeact(
+        "run",
+        "-s",
+        "question -> total: int",
+        "-i",
+        f"question=@{question}",
+        "--read",
+        str(data),
+        "--json",
+        "--model",
+        model,
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["outputs"] == {"total": 12}
 
@@ -153,8 +182,7 @@ def test_files_outside_read_paths_are_not_readable(tmp_path: Path) -> None:
 def test_network_is_off_unless_asked_for(tmp_path: Path, flag: tuple[str, ...], answer: str) -> None:
     model = replies(
         tmp_path,
-        code("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\ns.close()\n"
-             "submit('socket ok')"),
+        code("import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_STREAM)\ns.close()\nsubmit('socket ok')"),
         code("submit('no socket')"),
     )
     proc = codeact("run", "x", *flag, "-q", "--model", model)
@@ -170,14 +198,18 @@ def test_network_host_lets_the_code_reach_that_host_only(tmp_path: Path) -> None
     threading.Thread(target=server.serve_forever, daemon=True).start()
     port = server.server_address[1]
     try:
-        model = replies(tmp_path, code(
-            "import urllib.request\n"
-            f"status = urllib.request.urlopen('http://127.0.0.1:{port}/').status\n"
-            "try:\n"
-            f"    urllib.request.urlopen('http://127.0.0.2:{port}/')\n"
-            "except Exception as exc:\n"
-            "    refused = str(exc)\n"
-            "submit(f'{status} {refused}')"))
+        model = replies(
+            tmp_path,
+            code(
+                "import urllib.request\n"
+                f"status = urllib.request.urlopen('http://127.0.0.1:{port}/').status\n"
+                "try:\n"
+                f"    urllib.request.urlopen('http://127.0.0.2:{port}/')\n"
+                "except Exception as exc:\n"
+                "    refused = str(exc)\n"
+                "submit(f'{status} {refused}')"
+            ),
+        )
         proc = codeact("run", "x", "--network", f"127.0.0.1:{port}", "-q", "--model", model)
     finally:
         server.shutdown()
@@ -226,8 +258,7 @@ def test_model_failure_exits_3(tmp_path: Path) -> None:
 def test_tool_failure_reaches_the_model(tmp_path: Path) -> None:
     model = replies(tmp_path, code("divide(1, 0)"), code("submit('recovered')"))
     trace = tmp_path / "t.json"
-    proc = codeact("run", "x", "--tools", f"{MATH_TOOLS}:divide", "--model", model,
-                   "--trace", str(trace))
+    proc = codeact("run", "x", "--tools", f"{MATH_TOOLS}:divide", "--model", model, "--trace", str(trace))
     assert proc.returncode == 0, proc.stderr
     assert "ZeroDivisionError" in proc.stdout
     assert RunRecord.load(trace).steps[0].error.type == "ZeroDivisionError"
@@ -249,7 +280,11 @@ def test_ctrl_c_stops_the_run_kills_the_sandbox_and_writes_the_trace(tmp_path: P
     trace = tmp_path / "t.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "codeact", "run", "wait", "--model", model, "--trace", str(trace)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
     )
     assert proc.stdout is not None
     seen = ""
@@ -397,14 +432,35 @@ def test_relative_read_paths_resolve_in_the_sandbox(tmp_path: Path) -> None:
 def test_approve_asks_in_the_terminal_and_a_refusal_reaches_the_code_and_the_trace(tmp_path: Path) -> None:
     script = replies(
         tmp_path,
-        code("try:\n    add(1, 2)\nexcept PermissionError as exc:\n    print('refused:', exc)\n"
-             "x = add(2, 2)\ny = add(3, 3)\nsubmit(x + y)"),
+        code(
+            "try:\n    add(1, 2)\nexcept PermissionError as exc:\n    print('refused:', exc)\n"
+            "x = add(2, 2)\ny = add(3, 3)\nsubmit(x + y)"
+        ),
     )
     trace = tmp_path / "run.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "codeact", "run", "x", "--model", script, "--tools", str(MATH_TOOLS),
-         "-s", "task -> answer: int", "--approve", "--trace", str(trace)],
-        input="n\nz\na\n", capture_output=True, text=True, timeout=60, cwd=ROOT, env=_env(),
+        [
+            sys.executable,
+            "-m",
+            "codeact",
+            "run",
+            "x",
+            "--model",
+            script,
+            "--tools",
+            str(MATH_TOOLS),
+            "-s",
+            "task -> answer: int",
+            "--approve",
+            "--trace",
+            str(trace),
+        ],
+        input="n\nz\na\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        env=_env(),
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("allow? y = yes, n = no, a = always") == 2  # the third call was always-approved
@@ -415,10 +471,12 @@ def test_approve_asks_in_the_terminal_and_a_refusal_reaches_the_code_and_the_tra
 
 
 def test_max_tool_calls_on_the_command_line(tmp_path: Path) -> None:
-    script = replies(tmp_path, code("try:\n    add(1, 1)\n    add(1, 1)\nexcept RuntimeError as exc:\n"
-                                    "    print(exc)\nsubmit(1)"))
-    proc = codeact("run", "x", "--model", script, "--tools", str(MATH_TOOLS), "-s", "task -> answer: int",
-                   "--max-tool-calls", "1")
+    script = replies(
+        tmp_path, code("try:\n    add(1, 1)\n    add(1, 1)\nexcept RuntimeError as exc:\n    print(exc)\nsubmit(1)")
+    )
+    proc = codeact(
+        "run", "x", "--model", script, "--tools", str(MATH_TOOLS), "-s", "task -> answer: int", "--max-tool-calls", "1"
+    )
     assert proc.returncode == 0, proc.stderr
     assert "the budget of 1 tool calls for this run is used up" in proc.stdout
 
@@ -435,15 +493,28 @@ def test_run_help_documents_exit_codes() -> None:
 
 def test_report_command_renders_a_saved_trace(tmp_path: Path) -> None:
     trace = tmp_path / "run.json"
-    assert codeact("run", "17 + 25?", "-q", "--model", replies(tmp_path, *ADD_AND_SUBMIT),
-                   "--tools", str(MATH_TOOLS), "--trace", str(trace)).returncode == 0
+    assert (
+        codeact(
+            "run",
+            "17 + 25?",
+            "-q",
+            "--model",
+            replies(tmp_path, *ADD_AND_SUBMIT),
+            "--tools",
+            str(MATH_TOOLS),
+            "--trace",
+            str(trace),
+        ).returncode
+        == 0
+    )
     out = tmp_path / "page.html"
     proc = codeact("report", str(trace), "-o", str(out))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(out)
     html = out.read_text()
-    assert "<svg" in html and "result = add" in html.replace("</span>", "").replace(
-        '<span class="n">', "").replace('<span class="o">', "").replace('<span class="p">', "")
+    assert "<svg" in html and "result = add" in html.replace("</span>", "").replace('<span class="n">', "").replace(
+        '<span class="o">', ""
+    ).replace('<span class="p">', "")
 
 
 def test_report_of_a_file_that_is_not_a_trace(tmp_path: Path) -> None:
@@ -489,8 +560,9 @@ def test_doctor_says_when_the_model_does_not_answer(tmp_path: Path) -> None:
     assert "answers" in proc.stdout and "ScriptedLMExhausted" in proc.stdout
 
 
-@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["doctor", "--help"],
-                                  ["bench", "--help"], ["report", "--help"]])
+@pytest.mark.parametrize(
+    "args", [["--help"], ["run", "--help"], ["doctor", "--help"], ["bench", "--help"], ["report", "--help"]]
+)
 def test_help(args: list[str]) -> None:
     proc = codeact(*args)
     assert proc.returncode == 0 and "usage: codeact" in proc.stdout
@@ -508,13 +580,18 @@ def test_bench_m3tooleval_dispatches_to_the_benchmark() -> None:
 def test_terminal_shows_a_spinner_with_phase_and_a_running_clock(tmp_path: Path) -> None:
     import pty
 
-    model = replies(tmp_path, code("import time\ntime.sleep(1.2)\nprint('slept')"),
-                    code("submit('ok')"))
+    model = replies(tmp_path, code("import time\ntime.sleep(1.2)\nprint('slept')"), code("submit('ok')"))
     leader, follower = pty.openpty()
     env = _env()
     env.pop("COLUMNS")
-    proc = subprocess.Popen([sys.executable, "-m", "codeact", "run", "x", "--model", model],
-                            stdin=follower, stdout=follower, stderr=follower, cwd=ROOT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "codeact", "run", "x", "--model", model],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        cwd=ROOT,
+        env=env,
+    )
     os.close(follower)
     chunks = []
     while True:
@@ -547,15 +624,19 @@ def _module(tmp_path: Path, name: str, source: str) -> Path:
 def test_tools_file_offers_its_public_functions_only(tmp_path: Path) -> None:
     from codeact.cli import load_tools
 
-    path = _module(tmp_path, "mixed", (
-        "from os.path import join\n"
-        "import codeact\n\n"
-        "def area(w: float, h: float) -> float:\n    'Area of a rectangle.'\n    return w * h\n\n"
-        "async def fetch(url: str) -> str:\n    'Fetch a page.'\n    return url\n\n"
-        "@codeact.tool(name='shout')\ndef loud(text: str) -> str:\n    return text.upper()\n\n"
-        "def _helper() -> None:\n    pass\n\n"
-        "class Thing:\n    pass\n\nLIMIT = 3\n"
-    ))
+    path = _module(
+        tmp_path,
+        "mixed",
+        (
+            "from os.path import join\n"
+            "import codeact\n\n"
+            "def area(w: float, h: float) -> float:\n    'Area of a rectangle.'\n    return w * h\n\n"
+            "async def fetch(url: str) -> str:\n    'Fetch a page.'\n    return url\n\n"
+            "@codeact.tool(name='shout')\ndef loud(text: str) -> str:\n    return text.upper()\n\n"
+            "def _helper() -> None:\n    pass\n\n"
+            "class Thing:\n    pass\n\nLIMIT = 3\n"
+        ),
+    )
     names = [t.name for t in load_tools([str(path)])]
     assert sorted(names) == ["area", "fetch", "shout"]
 
@@ -563,13 +644,17 @@ def test_tools_file_offers_its_public_functions_only(tmp_path: Path) -> None:
 def test_tools_file_with_a_tools_list_offers_exactly_that(tmp_path: Path) -> None:
     from codeact.cli import load_tools
 
-    path = _module(tmp_path, "listed", (
-        "class Counter:\n    def __init__(self):\n        self.n = 0\n"
-        "    def bump(self) -> int:\n        'Count one more.'\n        self.n += 1\n        return self.n\n\n"
-        "counter = Counter()\n\n"
-        "def other() -> None:\n    pass\n\n"
-        "TOOLS = [counter.bump]\n"
-    ))
+    path = _module(
+        tmp_path,
+        "listed",
+        (
+            "class Counter:\n    def __init__(self):\n        self.n = 0\n"
+            "    def bump(self) -> int:\n        'Count one more.'\n        self.n += 1\n        return self.n\n\n"
+            "counter = Counter()\n\n"
+            "def other() -> None:\n    pass\n\n"
+            "TOOLS = [counter.bump]\n"
+        ),
+    )
     tools = load_tools([str(path)])
     assert [t.name for t in tools] == ["bump"]
     assert tools[0]() == 1 and tools[0]() == 2  # the bound method keeps its object's state
@@ -602,9 +687,23 @@ def test_tools_from_a_module_in_the_working_directory_through_the_script(tmp_pat
     (tmp_path / "shop_tools.py").write_text("def price(item: str) -> int:\n    '''A price.'''\n    return 7\n")
     script = Path(sys.executable).parent / "codeact"
     proc = subprocess.run(
-        [str(script), "run", "x", "--model", replies(tmp_path, code("submit(price('a'))")), "--tools", "shop_tools",
-         "-s", "task -> answer: int", "--json"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=_env(),
+        [
+            str(script),
+            "run",
+            "x",
+            "--model",
+            replies(tmp_path, code("submit(price('a'))")),
+            "--tools",
+            "shop_tools",
+            "-s",
+            "task -> answer: int",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=_env(),
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["outputs"] == {"answer": 7}
@@ -618,8 +717,17 @@ def test_a_task_that_starts_with_at_is_text(tmp_path: Path) -> None:
 
 def test_json_output_and_traces_hold_no_bare_nan(tmp_path: Path) -> None:
     trace = tmp_path / "run.json"
-    proc = codeact("run", "x", "--model", replies(tmp_path, code("submit(float('nan'))")), "-s", "task -> answer: float",
-                   "--json", "--trace", str(trace))
+    proc = codeact(
+        "run",
+        "x",
+        "--model",
+        replies(tmp_path, code("submit(float('nan'))")),
+        "-s",
+        "task -> answer: float",
+        "--json",
+        "--trace",
+        str(trace),
+    )
     assert proc.returncode == 0, proc.stderr
 
     def refuse(constant: str) -> None:
@@ -636,16 +744,30 @@ def test_a_trace_that_cannot_be_written_fails_the_command(tmp_path: Path) -> Non
 
 def test_report_of_a_trace_with_wrong_field_types_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"signature": "q -> a", "steps": [{"index": "zero", "exec_s": "slow"}],
-                               "lm_s": "x"}))
+    bad.write_text(json.dumps({"signature": "q -> a", "steps": [{"index": "zero", "exec_s": "slow"}], "lm_s": "x"}))
     proc = codeact("report", str(bad), "-o", str(tmp_path / "bad.html"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
 def test_budget_and_model_flags(tmp_path: Path) -> None:
-    proc = codeact("run", "x", "--model", replies(tmp_path, *[code("x = 1")] * 5), "--max-run-tokens", "20", "--max-reply-tokens", "50",
-                   "--fallback", "partial", "--temperature", "0.2", "--preload", "json", "--json")
+    proc = codeact(
+        "run",
+        "x",
+        "--model",
+        replies(tmp_path, *[code("x = 1")] * 5),
+        "--max-run-tokens",
+        "20",
+        "--max-reply-tokens",
+        "50",
+        "--fallback",
+        "partial",
+        "--temperature",
+        "0.2",
+        "--preload",
+        "json",
+        "--json",
+    )
     assert json.loads(proc.stdout)["end_reason"] == "budget", proc.stderr
 
 
@@ -676,9 +798,27 @@ def test_m3tooleval_stops_at_a_model_that_refuses_the_key(tmp_path: Path) -> Non
     try:
         env = {**_env(), "OPENAI_BASE_URL": proxy.base_url, "OPENAI_API_KEY": "sk-wrong"}
         proc = subprocess.run(
-            [sys.executable, "-m", "codeact", "bench", "m3tooleval", "--model", "openai/some-model",
-             "--mode", "code", "--limit", "6", "--workers", "1", "--quiet"],
-            capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+            [
+                sys.executable,
+                "-m",
+                "codeact",
+                "bench",
+                "m3tooleval",
+                "--model",
+                "openai/some-model",
+                "--mode",
+                "code",
+                "--limit",
+                "6",
+                "--workers",
+                "1",
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env=env,
         )
     finally:
         proxy.close()

@@ -181,9 +181,21 @@ def test_unknown_tool_name_is_refused(make_sandbox):
 @pytest.mark.parametrize(
     "value",
     [
-        "text", 7, 2.5, True, None, [1, [2, 3]], (1, "a"), {"k": [1]}, {1: "int key", (2, 3): "tuple key"},
-        {1, 2, 3}, b"\x00\xffbytes", dt.datetime(2024, 5, 1, 12, 30), dt.date(2024, 5, 1),
-        decimal.Decimal("1.10"), frozenset({"a"}),
+        "text",
+        7,
+        2.5,
+        True,
+        None,
+        [1, [2, 3]],
+        (1, "a"),
+        {"k": [1]},
+        {1: "int key", (2, 3): "tuple key"},
+        {1, 2, 3},
+        b"\x00\xffbytes",
+        dt.datetime(2024, 5, 1, 12, 30),
+        dt.date(2024, 5, 1),
+        decimal.Decimal("1.10"),
+        frozenset({"a"}),
     ],
     ids=lambda v: type(v).__name__,
 )
@@ -218,8 +230,10 @@ def test_numpy_and_pandas_round_trip(make_sandbox, backend):
         return m * 2
 
     sb = make_sandbox(tools=[table, matrix])
-    r = sb.execute("import numpy as np\nt = table()\nm = matrix(np.arange(6).reshape(2, 3))\n"
-                   "(int(t['a'].sum()), list(t['b']), m.tolist())")
+    r = sb.execute(
+        "import numpy as np\nt = table()\nm = matrix(np.arange(6).reshape(2, 3))\n"
+        "(int(t['a'].sum()), list(t['b']), m.tolist())"
+    )
     assert r.error is None, r.error
     assert r.value == "(6, ['x', 'y', 'z'], [[0, 2, 4], [6, 8, 10]])"
     assert isinstance(got[0], np.ndarray) and got[0].shape == (2, 3)
@@ -393,8 +407,9 @@ def swap(pair: Pair) -> Pair:
 
 def test_record_types_a_tool_takes_exist_in_the_sandbox(make_sandbox):
     sb = make_sandbox(tools=[distance, swap])
-    r = sb.execute("print(distance(Point(3, 4)), distance(Point(1, 1), q=Point(1, 2)), swap(Pair(1, 2)).a)\n"
-                   "Point.__doc__")
+    r = sb.execute(
+        "print(distance(Point(3, 4)), distance(Point(1, 1), q=Point(1, 2)), swap(Pair(1, 2)).a)\nPoint.__doc__"
+    )
     assert r.error is None, r.error
     assert r.stdout == "5.0 1.0 2\n"
     assert r.value == repr("A point on the map.")

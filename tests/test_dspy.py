@@ -137,8 +137,10 @@ def test_a_failing_tool_is_a_runtime_error_in_the_code():
         raise ValueError(f"boom:{x}")
 
     with Interpreter(tools={"failing": failing, "failing_async": failing_async}) as interp:
-        out = interp.execute("try:\n    failing(42)\nexcept RuntimeError as e:\n    print(e)\n"
-                             "try:\n    failing_async(7)\nexcept RuntimeError as e:\n    print(e)")
+        out = interp.execute(
+            "try:\n    failing(42)\nexcept RuntimeError as e:\n    print(e)\n"
+            "try:\n    failing_async(7)\nexcept RuntimeError as e:\n    print(e)"
+        )
     assert out == "ValueError: bad value: 42\nValueError: boom:7\n"
 
 
@@ -150,9 +152,16 @@ def test_tool_results_keep_their_types():
         document_id: int
         title: str
 
-    tools = {"count": lambda: 4, "score": lambda: 0.95, "flag": lambda: True, "nothing": lambda: None,
-             "items": lambda: [1, "a"], "mapping": lambda: {"k": [1]}, "hit": lambda: Hit(3, "doc"),
-             "pair": lambda: Pair(1, 2)}
+    tools = {
+        "count": lambda: 4,
+        "score": lambda: 0.95,
+        "flag": lambda: True,
+        "nothing": lambda: None,
+        "items": lambda: [1, "a"],
+        "mapping": lambda: {"k": [1]},
+        "hit": lambda: Hit(3, "doc"),
+        "pair": lambda: Pair(1, 2),
+    }
     with Interpreter(tools=tools) as interp:
         out = interp.execute(
             "print(type(count()).__name__, count() + 1, score() * 2, flag(), nothing(), items(), mapping()['k'])\n"
@@ -179,7 +188,9 @@ def test_large_variables_arrive_whole(interp):
     data = "ABCDEFGHIJ" * 2_000_000  # 20 MB, over one frame
     assert interp.execute("len(data), data[:3], data[-3:]", variables={"data": data}) == (len(data), "ABC", "HIJ")
     assert interp.execute("len(items), type(items).__name__", variables={"items": ["x"] * 1_000_000}) == (
-        1_000_000, "list")
+        1_000_000,
+        "list",
+    )
 
 
 def test_nested_sets_and_tuples_cross_as_themselves(interp):
@@ -246,16 +257,19 @@ def test_dspys_enable_network_access_allows_only_those_hosts():
         assert interp.options.network == ("api.example.com",)
         refused = interp.execute(
             "import urllib.request\ntry:\n    urllib.request.urlopen('http://other.example.com/')\n"
-            "except Exception as exc:\n    print(exc)")
+            "except Exception as exc:\n    print(exc)"
+        )
         assert "other.example.com:80 is not in the sandbox's network allow-list" in refused
 
 
 # --- DSPy modules on codeact -------------------------------------------------------------------------
 def test_dspy_rlm_runs_on_codeact():
-    lm = DummyLM([
-        {"reasoning": "Look at the context first.", "code": "print(len(context))"},
-        {"reasoning": "Now submit.", "code": "SUBMIT(answer=str(len(context.split())))"},
-    ])
+    lm = DummyLM(
+        [
+            {"reasoning": "Look at the context first.", "code": "print(len(context))"},
+            {"reasoning": "Now submit.", "code": "SUBMIT(answer=str(len(context.split())))"},
+        ]
+    )
     with dspy.context(lm=lm):
         rlm = dspy.RLM("context -> answer", max_iters=4, interpreter_factory=Interpreter)
         prediction = rlm(context="the quick brown fox")
@@ -264,10 +278,12 @@ def test_dspy_rlm_runs_on_codeact():
 
 def test_dspy_rlm_llm_query_reaches_the_sub_lm():
     sub = DummyLM([{"answer": "sunny"}])
-    lm = DummyLM([
-        {"reasoning": "Ask.", "code": "reply = llm_query('What is the weather?')\nprint(reply)"},
-        {"reasoning": "Done.", "code": "SUBMIT(answer='sunny' if 'sunny' in reply else 'unknown')"},
-    ])
+    lm = DummyLM(
+        [
+            {"reasoning": "Ask.", "code": "reply = llm_query('What is the weather?')\nprint(reply)"},
+            {"reasoning": "Done.", "code": "SUBMIT(answer='sunny' if 'sunny' in reply else 'unknown')"},
+        ]
+    )
     with dspy.context(lm=lm):
         rlm = dspy.RLM("question -> answer", max_iters=4, sub_lm=sub, interpreter_factory=Interpreter)
         prediction = rlm(question="weather?")
@@ -280,10 +296,12 @@ def factorial(n: int) -> int:
 
 
 def test_dspy_codeact_runs_on_codeact():
-    lm = DummyLM([
-        {"generated_code": "```python\nprint(factorial(5))\n```", "finished": True},
-        {"reasoning": "The output was 120.", "factorial": "120"},
-    ])
+    lm = DummyLM(
+        [
+            {"generated_code": "```python\nprint(factorial(5))\n```", "finished": True},
+            {"reasoning": "The output was 120.", "factorial": "120"},
+        ]
+    )
     with warnings.catch_warnings(), dspy.context(lm=lm):
         warnings.simplefilter("ignore", DeprecationWarning)
         act = dspy.CodeAct("n -> factorial", tools=[factorial], interpreter_factory=Interpreter)
@@ -306,8 +324,11 @@ def test_bootstrap_few_shot_keeps_successful_runs_as_demonstrations(tmp_path):
     program = Module(act)
     trainset = [dspy.Example(n=i, answer=2 * i).with_inputs("n") for i in (1, 2, 3)]
     with dspy.context(lm=DummyLM([{"answer": "0", "code": ""}] * 10)):
-        optimizer = dspy.BootstrapFewShot(metric=lambda example, pred, trace=None: pred.answer == example.answer,
-                                          max_bootstrapped_demos=2, max_labeled_demos=0)
+        optimizer = dspy.BootstrapFewShot(
+            metric=lambda example, pred, trace=None: pred.answer == example.answer,
+            max_bootstrapped_demos=2,
+            max_labeled_demos=0,
+        )
         compiled = optimizer.compile(program, trainset=trainset)
     learned = compiled.predict.demos
     assert len(learned) == 2 and all("submit(answer=" in demo["code"] for demo in learned)

@@ -22,8 +22,10 @@ def double(x: int) -> int:
 @pytest.fixture
 def parent() -> Iterator[Sandbox]:
     with Sandbox(tools=[double], backend="process", timeout=5) as sb:
-        result = sb.execute("import json\nrows = [1, 2]\ndef total():\n    return sum(rows)\n"
-                            "open('/tmp/notes.txt', 'w').write('from before the fork')")
+        result = sb.execute(
+            "import json\nrows = [1, 2]\ndef total():\n    return sum(rows)\n"
+            "open('/tmp/notes.txt', 'w').write('from before the fork')"
+        )
         assert result.error is None, result.error
         yield sb
 
@@ -99,7 +101,9 @@ def test_a_crash_in_a_fork_leaves_the_original_running(parent: Sandbox) -> None:
 def test_closing_a_fork_leaves_no_process_behind(parent: Sandbox) -> None:
     before = _settled(parent)
     branch = parent.fork()
-    branch.execute("import os\nchild = os.fork()\nif child == 0:\n    import time\n    time.sleep(0.1)\n    os._exit(0)")
+    branch.execute(
+        "import os\nchild = os.fork()\nif child == 0:\n    import time\n    time.sleep(0.1)\n    os._exit(0)"
+    )
     assert len(parent.processes()) > len(before)
     branch.close()
     assert len(_settled(parent, len(before))) == len(before)

@@ -63,9 +63,7 @@ def test_a_damaged_entry_is_a_miss_and_is_overwritten(tmp_path: Path) -> None:
     assert len(cache) == 0
 
 
-def test_default_directory_follows_the_environment(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_default_directory_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CODEACT_CACHE_DIR", str(tmp_path / "mine"))
     assert default_cache_dir() == tmp_path / "mine"
     monkeypatch.delenv("CODEACT_CACHE_DIR")

@@ -45,9 +45,7 @@ def test_stop_and_streaming(local: LocalLM) -> None:
     words = full.split()
     assert len(words) >= 4, full
     pieces: list[str] = []
-    stopped = local.complete(
-        COUNT, max_tokens=30, temperature=0, stop=[words[3]], on_token=pieces.append
-    )
+    stopped = local.complete(COUNT, max_tokens=30, temperature=0, stop=[words[3]], on_token=pieces.append)
     assert words[3] not in stopped.text and full.startswith(stopped.text)
     assert stopped.finish_reason == "stop"
     assert "".join(pieces) == stopped.text

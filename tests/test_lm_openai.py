@@ -84,9 +84,7 @@ def test_stop_sequence_ends_the_reply_before_it(llama_server: LlamaServer) -> No
 
 def test_streaming_passes_every_piece_to_on_token(llama_server: LlamaServer) -> None:
     pieces: list[str] = []
-    reply = make_lm(llama_server.base_url).complete(
-        COUNT, max_tokens=30, temperature=0, on_token=pieces.append
-    )
+    reply = make_lm(llama_server.base_url).complete(COUNT, max_tokens=30, temperature=0, on_token=pieces.append)
     assert len(pieces) > 3
     assert "".join(pieces) == reply.text
     # llama.cpp's server sends no usage when streaming: the backend counts tokens itself.
@@ -135,9 +133,7 @@ def test_api_key_stays_out_of_repr(llama_server: LlamaServer) -> None:
     assert SERVER_KEY not in str(vars(lm))
 
 
-def test_cache_answers_a_repeated_request_without_sending_it(
-    fault_proxy: FaultProxy, tmp_path: Path
-) -> None:
+def test_cache_answers_a_repeated_request_without_sending_it(fault_proxy: FaultProxy, tmp_path: Path) -> None:
     lm = make_lm(fault_proxy.base_url, cache=tmp_path)
     first = lm.complete(HELLO, max_tokens=20, temperature=0.9)
     assert len(fault_proxy.chat_requests) == 1
@@ -147,11 +143,7 @@ def test_cache_answers_a_repeated_request_without_sending_it(
     assert again.cached and again.text == first.text and "".join(pieces) == first.text
     assert again.usage.prompt_tokens == first.usage.prompt_tokens
     # A fresh LM on the same directory (a rerun) also hits; a different setting misses.
-    assert (
-        make_lm(fault_proxy.base_url, cache=tmp_path)
-        .complete(HELLO, max_tokens=20, temperature=0.9)
-        .cached
-    )
+    assert make_lm(fault_proxy.base_url, cache=tmp_path).complete(HELLO, max_tokens=20, temperature=0.9).cached
     lm.complete(HELLO, max_tokens=21, temperature=0.9)
     assert len(fault_proxy.chat_requests) == 2
     files = sorted(tmp_path.glob("*/*.json"))
@@ -166,9 +158,7 @@ def test_cache_answers_a_repeated_request_without_sending_it(
 
 
 def test_429_waits_for_retry_after_then_succeeds(fault_proxy: FaultProxy) -> None:
-    fault_proxy.inject(
-        Fault("status", 429, {"error": {"message": "slow down"}}, {"retry-after": "1"})
-    )
+    fault_proxy.inject(Fault("status", 429, {"error": {"message": "slow down"}}, {"retry-after": "1"}))
     reply = make_lm(fault_proxy.base_url).complete(HELLO, max_tokens=10)
     assert reply.text
     first, second = fault_proxy.chat_requests
@@ -216,9 +206,7 @@ def test_persistent_5xx_gives_up_after_the_retry_budget(fault_proxy: FaultProxy)
 
 
 def test_retry_after_longer_than_allowed_fails_at_once(fault_proxy: FaultProxy) -> None:
-    fault_proxy.inject(
-        Fault("status", 429, {"error": {"message": "busy"}}, {"retry-after": "3600"})
-    )
+    fault_proxy.inject(Fault("status", 429, {"error": {"message": "busy"}}, {"retry-after": "3600"}))
     with pytest.raises(LMRateLimitError, match="asked to wait 3600s"):
         make_lm(fault_proxy.base_url).complete(HELLO, max_tokens=5)
     assert len(fault_proxy.chat_requests) == 1

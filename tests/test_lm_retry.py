@@ -48,18 +48,14 @@ def test_retry_after_overrides_the_backoff() -> None:
 
 
 def test_transient_errors_are_retried_until_success() -> None:
-    calls, send = failing(
-        LMServerError("500"), LMConnectionError("reset"), LMRateLimitError("429", retry_after=0.05)
-    )
+    calls, send = failing(LMServerError("500"), LMConnectionError("reset"), LMRateLimitError("429", retry_after=0.05))
     policy = RetryPolicy(max_retries=3, initial_delay=0.001)
     assert call_with_retry(send, policy) == "ok"  # type: ignore[arg-type]
     assert len(calls) == 4
     assert calls[3] - calls[2] >= 0.05
 
 
-@pytest.mark.parametrize(
-    "error", [LMAuthError("401", status=401), LMContextLengthError("too long", status=400)]
-)
+@pytest.mark.parametrize("error", [LMAuthError("401", status=401), LMContextLengthError("too long", status=400)])
 def test_errors_waiting_cannot_fix_are_raised_at_once(error: Exception) -> None:
     calls, send = failing(error)
     with pytest.raises(type(error)):

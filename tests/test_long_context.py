@@ -19,7 +19,8 @@ def test_reference_solutions_solve_every_family_in_both_modes(capsys: pytest.Cap
     assert long_context.main(["--size", "30000", "--tasks", "1"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
     assert [(r[0], r[1], r[2]) for r in rows] == [
-        (mode, family, "1/1") for mode in ("plain", "rlm") for family in long_context.FAMILIES]
+        (mode, family, "1/1") for mode in ("plain", "rlm") for family in long_context.FAMILIES
+    ]
     sentiment_rlm = next(r for r in rows if r[:2] == ["rlm", "sentiment"])
     assert float(sentiment_rlm[5]) > 0  # RLM mode read the reviews with sub-calls
 
@@ -32,8 +33,13 @@ def test_grading_is_exact() -> None:
 
 
 def test_the_example_runs_with_a_scripted_model() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "long_context.py"), "--model", "reference"],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "long_context.py"), "--model", "reference"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "answer: 482913 (right)" in proc.stdout
 

@@ -124,11 +124,7 @@ def test_a_failing_model_ends_the_episode_without_raising() -> None:
 def test_all_82_reference_solutions_solve_their_tasks_in_the_sandbox() -> None:
     started = time.perf_counter()
     with ThreadPoolExecutor(8) as pool:
-        episodes = list(
-            pool.map(
-                lambda t: run_episode(t, ScriptedLM(reference_replies(t)), "code"), TASKS.values()
-            )
-        )
+        episodes = list(pool.map(lambda t: run_episode(t, ScriptedLM(reference_replies(t)), "code"), TASKS.values()))
     elapsed = time.perf_counter() - started
     print(f"82 reference episodes in {elapsed:.2f} s")
     unsolved = {e.task: e.messages[-1]["content"][-300:] for e in episodes if not e.correct}
@@ -142,9 +138,7 @@ def test_all_82_reference_solutions_solve_their_tasks_in_the_sandbox() -> None:
 def test_syntax_error_then_fix_counts_both_turns() -> None:
     lm = ScriptedLM(
         [
-            action_reply(
-                "print(caesar_decode(reverse_string(convert_hex_to_ascii('7a686b7a686d666d686b'), 5)"
-            ),
+            action_reply("print(caesar_decode(reverse_string(convert_hex_to_ascii('7a686b7a686d666d686b'), 5)"),
             action_reply(SOLUTIONS[DECODE.name][0]),
             answer_from_last_observation,
         ]
@@ -250,9 +244,7 @@ def test_benchmark_runs_modes_in_parallel_and_keeps_task_order() -> None:
         max_turns=2,
         on_episode=lambda episode, done, total: seen.append(done),
     )
-    assert [(e.task, e.mode) for e in episodes] == [
-        (t.name, m) for t in tasks for m in ("code", "json")
-    ]
+    assert [(e.task, e.mode) for e in episodes] == [(t.name, m) for t in tasks for m in ("code", "json")]
     assert sorted(seen) == list(range(1, 17))
     assert all(e.correct for e in episodes if e.mode == "code")
     assert not any(e.correct for e in episodes if e.mode == "json")
@@ -263,22 +255,15 @@ def test_cli_runs_reference_solutions_prints_table_and_writes_episodes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "episodes.json"
-    code = cli_run(
-        ["--model", "reference", "--tasks", "dna|trade", "--workers", "2", "-o", str(out)]
-    )
+    code = cli_run(["--model", "reference", "--tasks", "dna|trade", "--workers", "2", "-o", str(out)])
     printed = capsys.readouterr()
     assert code == 0
-    assert (
-        "code     ALL TASKS                                 25     25     100.0       2.0"
-        in printed.out
-    )
+    assert "code     ALL TASKS                                 25     25     100.0       2.0" in printed.out
     assert "gpt-4-1106-preview           code          74.4       5.5" in printed.out
     assert "[ 25/25]" in printed.err
     saved = json.loads(out.read_text())
     assert len(saved["episodes"]) == 25 and all(e["correct"] for e in saved["episodes"])
-    assert saved["episodes"][0]["messages"][0]["content"].startswith(
-        "You have access to the following tools"
-    )
+    assert saved["episodes"][0]["messages"][0]["content"].startswith("You have access to the following tools")
 
 
 def test_cli_rejects_bad_options_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
@@ -294,9 +279,7 @@ def test_cli_rejects_bad_options_with_a_message(capsys: pytest.CaptureFixture[st
 def test_codeact_mode_grades_the_typed_submission() -> None:
     from codeact.m3tooleval import run_codeact_episode
 
-    task = TASKS[
-        "cryptobotanists_plant_dna_sequencer/find_most_common_nucleotide_combined_sequence"
-    ]
+    task = TASKS["cryptobotanists_plant_dna_sequencer/find_most_common_nucleotide_combined_sequence"]
     lm = ScriptedLM(
         [
             "Count first.\n```python\ncounts = count_nucleotides(''.join(['AGCT', 'CCGA', 'TTAG']))\nprint(counts)\n```",
@@ -352,10 +335,7 @@ def test_benchmark_runs_from_the_command_line(command: list[str]) -> None:
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert (
-        "code     message_decoder                            8      8     100.0       2.0"
-        in done.stdout
-    )
+    assert "code     message_decoder                            8      8     100.0       2.0" in done.stdout
 
 
 @needs_sandbox

@@ -61,9 +61,22 @@ def test_codeact_run_takes_mcp_servers(tmp_path):
     script = tmp_path / "replies.json"
     script.write_text(json.dumps(["```python\nsubmit(answer=shout('mcp'))\n```"]))
     proc = subprocess.run(
-        [sys.executable, "-m", "codeact", "run", "go", "--model", f"scripted:{script}", "--json",
-         "--mcp", " ".join(SERVER)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "codeact",
+            "run",
+            "go",
+            "--model",
+            f"scripted:{script}",
+            "--json",
+            "--mcp",
+            " ".join(SERVER),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["outputs"] == {"answer": "MCP"}
@@ -90,13 +103,18 @@ def _text(result) -> str:
 
 
 def test_serve_runs_code_with_tools_keeps_state_and_reports_errors():
-    listing, functions, first, second, error, slow = asyncio.run(_session([], [
-        ("list_functions", {}),
-        ("run_python", {"code": "x = add(17, 25)\nprint('sum', x)"}),
-        ("run_python", {"code": "x * 2"}),
-        ("run_python", {"code": "1 / 0"}),
-        ("run_python", {"code": "while True:\n    pass"}),
-    ]))
+    listing, functions, first, second, error, slow = asyncio.run(
+        _session(
+            [],
+            [
+                ("list_functions", {}),
+                ("run_python", {"code": "x = add(17, 25)\nprint('sum', x)"}),
+                ("run_python", {"code": "x * 2"}),
+                ("run_python", {"code": "1 / 0"}),
+                ("run_python", {"code": "while True:\n    pass"}),
+            ],
+        )
+    )
     assert listing == ["list_functions", "run_python"]
     assert "def add(a: float, b: float) -> float" in _text(functions)
     assert not first.is_error and "sum 42" in _text(first)
@@ -107,8 +125,13 @@ def test_serve_runs_code_with_tools_keeps_state_and_reports_errors():
 
 def test_serve_offers_other_mcp_servers_tools():
     only_shout = [*SERVER, "--only", "shout,forecast"]
-    _, result = asyncio.run(_session(["--mcp", " ".join(only_shout)], [
-        ("run_python", {"code": "print(shout('through'), forecast('Oslo')['city'], add(1, 2))"}),
-    ]))
+    _, result = asyncio.run(
+        _session(
+            ["--mcp", " ".join(only_shout)],
+            [
+                ("run_python", {"code": "print(shout('through'), forecast('Oslo')['city'], add(1, 2))"}),
+            ],
+        )
+    )
     assert not result.is_error, _text(result)
     assert "THROUGH Oslo 3" in _text(result)

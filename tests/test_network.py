@@ -74,8 +74,9 @@ def sandbox(servers: tuple[_Server, _Server]) -> Iterator[Sandbox]:
     """api.test is allowed (on the allowed server's port; its address is listed); evil.test is not."""
     allowed = servers[0]
     hosts = {"api.test": "127.0.0.1", "evil.test": "127.0.0.2", "sneaky.test": "127.0.0.2"}
-    with Sandbox(backend="process", network=[f"api.test:{_port(allowed)}", "sneaky.test:*", "127.0.0.1/32"],
-                 hosts=hosts) as sb:
+    with Sandbox(
+        backend="process", network=[f"api.test:{_port(allowed)}", "sneaky.test:*", "127.0.0.1/32"], hosts=hosts
+    ) as sb:
         yield sb
 
 
@@ -125,10 +126,15 @@ def test_a_run_records_connections_and_the_report_shows_them(servers: tuple[_Ser
     from codeact.report import render_html
 
     port = _port(servers[0])
-    lm = ScriptedLM([f"```python\nimport urllib.request\nbody = urllib.request.urlopen('http://api.test:{port}/r')"
-                     ".read().decode()\nsubmit(body)\n```"])
-    act = CodeAct("question -> answer", lm=lm, sandbox={"network": [f"api.test:{port}"],
-                                                        "hosts": {"api.test": "127.0.0.1"}})
+    lm = ScriptedLM(
+        [
+            f"```python\nimport urllib.request\nbody = urllib.request.urlopen('http://api.test:{port}/r')"
+            ".read().decode()\nsubmit(body)\n```"
+        ]
+    )
+    act = CodeAct(
+        "question -> answer", lm=lm, sandbox={"network": [f"api.test:{port}"], "hosts": {"api.test": "127.0.0.1"}}
+    )
     # api.test resolves to loopback, which this run does not list: the proxy refuses it.
     prediction = act(question="fetch")
     step = prediction.trajectory[0]
@@ -140,22 +146,28 @@ def test_a_run_records_connections_and_the_report_shows_them(servers: tuple[_Ser
 # --- attacks that try to get around the proxy ------------------------------------------------------------
 def test_attack_direct_ip_connection(sandbox: Sandbox, servers: tuple[_Server, _Server]) -> None:
     port = _port(servers[1])
-    outcome = probe(sandbox, f"""
+    outcome = probe(
+        sandbox,
+        f"""
         import socket
         s = socket.create_connection(("127.0.0.2", {port}), timeout=2)
         s.sendall(b"GET /direct HTTP/1.0\\r\\n\\r\\n")
         return s.recv(100)
-    """)
+    """,
+    )
     assert_blocked(outcome, "a direct TCP connection to an IP address")
     assert servers[1].hits == []
 
 
 def test_attack_other_port_of_an_allowed_name(sandbox: Sandbox, servers: tuple[_Server, _Server]) -> None:
     other = _port(servers[1])
-    outcome = probe(sandbox, f"""
+    outcome = probe(
+        sandbox,
+        f"""
         import urllib.request
         return urllib.request.urlopen("http://api.test:{other}/other-port").read()
-    """)
+    """,
+    )
     assert_blocked(outcome, "an allowed name on a port that is not listed")
     assert "port" in outcome.detail
     assert servers[1].hits == []
@@ -166,7 +178,9 @@ def test_attack_dns_over_udp(sandbox: Sandbox) -> None:
         resolver.bind(("127.0.0.1", 0))
         resolver.settimeout(0.5)
         port = resolver.getsockname()[1]
-        outcome = probe(sandbox, f"""
+        outcome = probe(
+            sandbox,
+            f"""
             import socket
             query = b"\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x04evil\\x04test\\x00\\x00\\x01\\x00\\x01"
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -174,7 +188,8 @@ def test_attack_dns_over_udp(sandbox: Sandbox) -> None:
             for target in (("127.0.0.1", {port}), ("8.8.8.8", 53)):
                 s.sendto(query, target)
             return s.recvfrom(512)
-        """)
+        """,
+        )
         assert_blocked(outcome, "a DNS query over UDP")
         with pytest.raises(TimeoutError):
             resolver.recvfrom(512)
@@ -182,7 +197,9 @@ def test_attack_dns_over_udp(sandbox: Sandbox) -> None:
 
 def test_attack_connect_tunnel_to_a_refused_host(sandbox: Sandbox, servers: tuple[_Server, _Server]) -> None:
     port = _port(servers[1])
-    outcome = probe(sandbox, f"""
+    outcome = probe(
+        sandbox,
+        f"""
         import os, socket
         proxy = os.environ["HTTPS_PROXY"].removeprefix("http://").split(":")
         s = socket.create_connection((proxy[0], int(proxy[1])), timeout=5)
@@ -192,19 +209,24 @@ def test_attack_connect_tunnel_to_a_refused_host(sandbox: Sandbox, servers: tupl
             raise ConnectionRefusedError(answer.decode())
         s.sendall(b"GET /tunnel HTTP/1.0\\r\\n\\r\\n")
         return s.recv(4096)
-    """)
+    """,
+    )
     assert_blocked(outcome, "a CONNECT tunnel to an address not in the list")
     assert "403" in outcome.detail and "127.0.0.2" in outcome.detail
     assert servers[1].hits == []
 
 
-def test_attack_allowed_name_resolving_to_an_unlisted_private_address(sandbox: Sandbox,
-                                                                     servers: tuple[_Server, _Server]) -> None:
+def test_attack_allowed_name_resolving_to_an_unlisted_private_address(
+    sandbox: Sandbox, servers: tuple[_Server, _Server]
+) -> None:
     port = _port(servers[1])  # sneaky.test is allowed on any port, but resolves to 127.0.0.2, not listed
-    outcome = probe(sandbox, f"""
+    outcome = probe(
+        sandbox,
+        f"""
         import urllib.request
         return urllib.request.urlopen("http://sneaky.test:{port}/rebind").read()
-    """)
+    """,
+    )
     assert_blocked(outcome, "an allowed name that resolves to a loopback address not in the list")
     assert "loopback" in outcome.detail
     assert servers[1].hits == []
@@ -212,10 +234,13 @@ def test_attack_allowed_name_resolving_to_an_unlisted_private_address(sandbox: S
 
 def test_attack_redirect_to_a_refused_host(sandbox: Sandbox, servers: tuple[_Server, _Server]) -> None:
     allowed, forbidden = _port(servers[0]), _port(servers[1])
-    outcome = probe(sandbox, f"""
+    outcome = probe(
+        sandbox,
+        f"""
         import urllib.request
         return urllib.request.urlopen("http://api.test:{allowed}/redirect?to=http://evil.test:{forbidden}/x").read()
-    """)
+    """,
+    )
     assert_blocked(outcome, "a redirect from an allowed host to a refused one")
     assert servers[0].hits and servers[1].hits == []
 
@@ -224,7 +249,9 @@ def test_attack_proxy_is_not_an_open_relay_for_metadata(servers: tuple[_Server, 
     """network=True reaches public hosts only: not the metadata address, the host's loopback or private ranges."""
     port = _port(servers[0])
     with Sandbox(backend="process", network=True, hosts={"internal.test": "10.0.0.7"}) as sb:
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             import urllib.request
             errors = []
             for url in ("http://169.254.169.254/latest/meta-data/", "http://127.0.0.1:{port}/loop",
@@ -235,28 +262,35 @@ def test_attack_proxy_is_not_an_open_relay_for_metadata(servers: tuple[_Server, 
                 except urllib.error.HTTPError as exc:
                     errors.append(exc.code)
             raise PermissionError(errors)
-        """)
+        """,
+        )
         assert_blocked(outcome, "network=True reaching non-public addresses")
         assert "[403, 403, 403, 403, 403]" in outcome.detail
     assert servers[0].hits == []
 
 
 def test_attack_raw_socket(sandbox: Sandbox) -> None:
-    outcome = probe(sandbox, """
+    outcome = probe(
+        sandbox,
+        """
         import socket
         return socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    """)
+    """,
+    )
     assert_blocked(outcome, "a raw socket")
 
 
 def test_attack_listening_inside_the_sandbox(sandbox: Sandbox) -> None:
-    outcome = probe(sandbox, """
+    outcome = probe(
+        sandbox,
+        """
         import socket
         s = socket.socket()
         s.bind(("127.0.0.1", 8080))
         s.listen()
         return s.getsockname()
-    """)
+    """,
+    )
     assert_blocked(outcome, "binding a TCP port")
 
 
@@ -273,9 +307,10 @@ def test_a_string_is_not_taken_for_a_list() -> None:
 
 
 def test_wildcards_ports_and_ranges() -> None:
-    policy = NetworkPolicy.of(["*.github.com:443", "10.0.0.0/8", "example.org"],
-                              hosts={"api.github.com": "140.82.112.5", "github.com": "140.82.112.4",
-                                     "example.org": "93.184.215.14"})
+    policy = NetworkPolicy.of(
+        ["*.github.com:443", "10.0.0.0/8", "example.org"],
+        hosts={"api.github.com": "140.82.112.5", "github.com": "140.82.112.4", "example.org": "93.184.215.14"},
+    )
     assert policy is not None
     assert [str(a) for a in policy.resolve("api.github.com", 443)] == ["140.82.112.5"]
     for host, port in [("github.com", 443), ("api.github.com", 80), ("example.org", 8080), ("10.1.2.3", 22)]:

@@ -42,12 +42,18 @@ class ScriptedServer:
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length") or 0))
                 text = server.replies.pop(0) if server.replies else "no more replies"
-                body = json.dumps({
-                    "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "scripted-http",
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                 "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
-                }).encode()
+                body = json.dumps(
+                    {
+                        "id": "chatcmpl-1",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": "scripted-http",
+                        "choices": [
+                            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                        ],
+                        "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110},
+                    }
+                ).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
@@ -83,8 +89,12 @@ def test_span_tree_of_a_run_with_a_tool_call_and_a_retry(exporter: InMemorySpanE
     proxy = FaultProxy(upstream.base_url.removesuffix("/v1"))
     proxy.inject(Fault("status", 500, {"error": {"message": "try again"}}))
     try:
-        lm = codeact.LM("openai/scripted-http", api_base=proxy.base_url, api_key="sk-test",
-                        retry=RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.02))
+        lm = codeact.LM(
+            "openai/scripted-http",
+            api_base=proxy.base_url,
+            api_key="sk-test",
+            retry=RetryPolicy(max_retries=2, initial_delay=0.01, max_delay=0.02),
+        )
         prediction = codeact.CodeAct("item -> answer: float", tools=[lookup], lm=lm)(item="apple")
     finally:
         proxy.close()

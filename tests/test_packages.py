@@ -18,8 +18,23 @@ PACKAGE = "tabulate==0.9.*"
 
 
 def _index_reachable(dest: str) -> bool:
-    probe = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--dest", dest, "--quiet",
-                            "--no-input", "tabulate==0.9.0"], capture_output=True, text=True, timeout=120)
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--dest",
+            dest,
+            "--quiet",
+            "--no-input",
+            "tabulate==0.9.0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return probe.returncode == 0
 
 
@@ -50,8 +65,10 @@ def test_a_package_is_installed_for_the_sandbox_and_not_for_the_host(make_sandbo
 
 def test_the_code_cannot_change_an_installed_package(make_sandbox, cache):
     sb = make_sandbox(packages=[PACKAGE])
-    r = sb.execute("import tabulate\ntry:\n    open(tabulate.__file__, 'a').write('# planted')\n"
-                   "    print('ATTACK SUCCEEDED')\nexcept OSError as exc:\n    print('refused')")
+    r = sb.execute(
+        "import tabulate\ntry:\n    open(tabulate.__file__, 'a').write('# planted')\n"
+        "    print('ATTACK SUCCEEDED')\nexcept OSError as exc:\n    print('refused')"
+    )
     assert r.error is None and r.stdout == "refused\n"
 
 

@@ -9,15 +9,47 @@ from codeact.lm.errors import LMAuthError, LMConfigError
 
 DOCUMENTED = {
     # the core
-    "CodeAct", "Signature", "InputField", "OutputField", "Tool", "tool", "LM", "ScriptedLM", "configure",
-    "Prediction", "RunRecord", "Step", "StepError", "ToolCall", "LLMCall", "Usage",
+    "CodeAct",
+    "Signature",
+    "InputField",
+    "OutputField",
+    "Tool",
+    "tool",
+    "LM",
+    "ScriptedLM",
+    "configure",
+    "Prediction",
+    "RunRecord",
+    "Step",
+    "StepError",
+    "ToolCall",
+    "LLMCall",
+    "Usage",
     # the sandbox
-    "Sandbox", "SandboxPool", "SandboxOptions", "ApprovalRequest",
+    "Sandbox",
+    "SandboxPool",
+    "SandboxOptions",
+    "ApprovalRequest",
     # events a run emits to on_event
-    "Event", "RunStarted", "StepStarted", "TokenReceived", "CodeParsed", "Observed", "StepEnded", "RunEnded",
+    "Event",
+    "RunStarted",
+    "StepStarted",
+    "TokenReceived",
+    "CodeParsed",
+    "Observed",
+    "StepEnded",
+    "RunEnded",
     # errors
-    "CodeActError", "ConfigurationError", "SignatureError", "OutputValidationError", "ToolArgumentError",
-    "InterpreterError", "LMError", "MaxItersError", "RunInterrupted", "RunCancelled",
+    "CodeActError",
+    "ConfigurationError",
+    "SignatureError",
+    "OutputValidationError",
+    "ToolArgumentError",
+    "InterpreterError",
+    "LMError",
+    "MaxItersError",
+    "RunInterrupted",
+    "RunCancelled",
 }
 
 
@@ -31,9 +63,20 @@ def test_the_readme_import_works():
     from codeact import Sandbox, SandboxPool  # noqa: F401
 
 
-@pytest.mark.parametrize("error", [codeact.ConfigurationError, codeact.SignatureError, codeact.InterpreterError,
-                                   codeact.LMError, LMAuthError, LMConfigError, codeact.MaxItersError,
-                                   codeact.OutputValidationError, codeact.ToolArgumentError])
+@pytest.mark.parametrize(
+    "error",
+    [
+        codeact.ConfigurationError,
+        codeact.SignatureError,
+        codeact.InterpreterError,
+        codeact.LMError,
+        LMAuthError,
+        LMConfigError,
+        codeact.MaxItersError,
+        codeact.OutputValidationError,
+        codeact.ToolArgumentError,
+    ],
+)
 def test_every_codeact_error_has_one_root(error):
     assert issubclass(error, codeact.CodeActError)
 

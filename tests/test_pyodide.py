@@ -22,9 +22,7 @@ import pytest
 from codeact.sandbox.interpreter import InterpreterError
 from codeact.sandbox.pyodide import installation, status
 
-pytestmark = pytest.mark.skipif(
-    not status().active, reason=f"pyodide backend not installed: {status().remedy}"
-)
+pytestmark = pytest.mark.skipif(not status().active, reason=f"pyodide backend not installed: {status().remedy}")
 
 
 @pytest.fixture
@@ -126,7 +124,7 @@ def test_a_network_list_maps_to_denos_allow_net(sandbox):
         ("list the host root", "list(js.Deno.readDirSync('/'))"),
         ("read a host variable", "js.Deno.env.get('PATH')"),
         ("dump the host environment", "js.Deno.env.toObject()"),
-        ("run a program", "js.Deno.Command.new('/bin/sh', js.JSON.parse('{\"args\": [\"-c\", \"id\"]}')).outputSync()"),
+        ("run a program", 'js.Deno.Command.new(\'/bin/sh\', js.JSON.parse(\'{"args": ["-c", "id"]}\')).outputSync()'),
         ("open a socket", "js.Deno.listen(js.JSON.parse('{\"port\": 0}'))"),
         ("load a native library", "js.Deno.dlopen('/lib/x86_64-linux-gnu/libc.so.6', js.Object.new())"),
         ("read host system facts", "js.Deno.osRelease()"),
@@ -197,8 +195,9 @@ def test_forged_frames_on_stdout_end_only_that_session(sandbox):
     sb = sandbox()
     other = sandbox()
     other.execute("mine = 1")
-    r = sb.execute("import js\njs.Deno.stdout.writeSync(js.Uint8Array.new([255, 255, 255, 255, 1, 2]))\n"
-                   "import time\ntime.sleep(5)")
+    r = sb.execute(
+        "import js\njs.Deno.stdout.writeSync(js.Uint8Array.new([255, 255, 255, 255, 1, 2]))\nimport time\ntime.sleep(5)"
+    )
     assert r.error is not None and r.error.type == "SandboxProtocolError"
     assert sb.execute("1 + 1").value == "2"
     assert other.execute("mine").value == "1"
@@ -236,7 +235,10 @@ def test_reset_forgets_variables_but_keeps_the_process(sandbox, tmp_path):
     assert sb.pid == pid
     r = sb.execute("secret")
     assert r.error is not None and r.error.type == "NameError"
-    assert sb.execute("import os, sys\n(os.path.exists('/tmp/left'), 'fractions' in sys.modules)").value == "(False, False)"
+    assert (
+        sb.execute("import os, sys\n(os.path.exists('/tmp/left'), 'fractions' in sys.modules)").value
+        == "(False, False)"
+    )
     assert kept.read_text() == "k", "reset removed a file of a granted write path"
     assert sb.execute("ping()").value == "'pong'"
 

@@ -24,8 +24,13 @@ CALL_TOOL = "```python\nsubmit(answer=bump(x))\n```"
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster() -> Iterator[None]:
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=100 << 20,
-             runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=100 << 20,
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}},
+    )
     yield
     ray.shutdown()
 
@@ -154,9 +159,25 @@ def test_bench_m3tooleval_runs_on_the_cluster_at_an_address(tmp_path: Path) -> N
     address = ray.get_runtime_context().gcs_address
     out = tmp_path / "episodes.json"
     proc = subprocess.run(
-        [sys.executable, "-m", "codeact", "bench", "m3tooleval", "--model", "reference", "--limit", "4",
-         "--ray", address, "--quiet", "--output", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "codeact",
+            "bench",
+            "m3tooleval",
+            "--model",
+            "reference",
+            "--limit",
+            "4",
+            "--ray",
+            address,
+            "--quiet",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"on Ray ({address})" in proc.stderr

@@ -46,7 +46,6 @@ def test_the_readme_example_runs_as_written(index: int, tmp_path: Path) -> None:
     model = f"scripted:{script}"
     prelude = f"import codeact\ncodeact.configure(lm=codeact.LM({model!r}))\n"
     program = prelude + block.replace('"openai/gpt-4o-mini"', repr(model))
-    proc = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"README example {index + 1} failed:\n{block}\n{proc.stderr[-3000:]}"
     assert expected in proc.stdout

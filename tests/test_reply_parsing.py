@@ -156,9 +156,7 @@ def test_parser_never_raises(text: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(
-        st.sampled_from(
-            ["```", "```python", "~~~", "<code>", "</code>", "x = 1", "text", "", " ```py"]
-        ),
+        st.sampled_from(["```", "```python", "~~~", "<code>", "</code>", "x = 1", "text", "", " ```py"]),
         max_size=12,
     ).map("\n".join)
 )
@@ -166,9 +164,7 @@ def test_parser_never_raises_on_fence_soup(text: str) -> None:
     parse_reply(text)
 
 
-_word = st.sampled_from(
-    ["the", "answer", "seems", "to", "be", "42", "I", "will", "check", "sum", "list"]
-)
+_word = st.sampled_from(["the", "answer", "seems", "to", "be", "42", "I", "will", "check", "sum", "list"])
 _sentence = st.lists(_word, min_size=2, max_size=8).map(lambda ws: " ".join(ws) + ".")
 
 

@@ -29,11 +29,22 @@ def make_record() -> RunRecord:
             code="rows = load()\nfor r in rows:\n    print(r)\ntotal = add(17, 25)\ntotal",
             stdout=long_output,
             value="42",
-            lm_s=1.4, exec_s=0.35, tool_s=0.2,
-            tool_calls=[ToolCall("load"), ToolCall("add", kwargs={"a": 17, "b": 25}, result=42, duration_s=0.01),
-                        ToolCall("delete", args=["/etc"], approval="denied",
-                                 error="PermissionError: the call of tool 'delete' was denied: no")],
-            prompt_tokens=812, completion_tokens=64, cost=0.0012,
+            lm_s=1.4,
+            exec_s=0.35,
+            tool_s=0.2,
+            tool_calls=[
+                ToolCall("load"),
+                ToolCall("add", kwargs={"a": 17, "b": 25}, result=42, duration_s=0.01),
+                ToolCall(
+                    "delete",
+                    args=["/etc"],
+                    approval="denied",
+                    error="PermissionError: the call of tool 'delete' was denied: no",
+                ),
+            ],
+            prompt_tokens=812,
+            completion_tokens=64,
+            cost=0.0012,
             observation="stdout:\nrow 0 ...",
         ),
         Step(
@@ -41,13 +52,30 @@ def make_record() -> RunRecord:
             reasoning="Divide next.",
             code="x = 1 / 0",
             stdout="<script>alert('pwned')</script>",
-            error=StepError("ZeroDivisionError", "division by zero",
-                            'Traceback (most recent call last):\n  File "<step>", line 1\n'
-                            "ZeroDivisionError: division by zero", 1, "x = 1 / 0"),
-            lm_s=0.9, exec_s=0.01, prompt_tokens=950, completion_tokens=20, cost=0.0009,
+            error=StepError(
+                "ZeroDivisionError",
+                "division by zero",
+                'Traceback (most recent call last):\n  File "<step>", line 1\nZeroDivisionError: division by zero',
+                1,
+                "x = 1 / 0",
+            ),
+            lm_s=0.9,
+            exec_s=0.01,
+            prompt_tokens=950,
+            completion_tokens=20,
+            cost=0.0009,
         ),
-        Step(index=2, reasoning="Submit.", code="submit(answer=total)", submitted={"answer": 42},
-             lm_s=0.7, exec_s=0.005, prompt_tokens=1000, completion_tokens=10, cost=0.001),
+        Step(
+            index=2,
+            reasoning="Submit.",
+            code="submit(answer=total)",
+            submitted={"answer": 42},
+            lm_s=0.7,
+            exec_s=0.005,
+            prompt_tokens=1000,
+            completion_tokens=10,
+            cost=0.001,
+        ),
     ]
     record = RunRecord(
         signature="task -> answer: int",
@@ -126,15 +154,24 @@ def test_short_output_does_not_fold() -> None:
 
 def test_timeline_has_a_bar_per_step_and_kind() -> None:
     html = render_html(make_record())
-    svg = html[html.index("<svg"): html.index("</svg>")]
-    for text in ("Step 1: model 1.40 s", "Step 1: execution 350 ms", "Step 1: tools 200 ms in 3 call(s)",
-                 "Step 3: model 700 ms"):
+    svg = html[html.index("<svg") : html.index("</svg>")]
+    for text in (
+        "Step 1: model 1.40 s",
+        "Step 1: execution 350 ms",
+        "Step 1: tools 200 ms in 3 call(s)",
+        "Step 3: model 700 ms",
+    ):
         assert f"<title>{text}</title>" in svg
 
 
 def test_run_without_timings_or_answer() -> None:
-    record = RunRecord(signature="q -> a", inputs={"q": "hi"}, end_reason="max_iters",
-                       error="no valid submit", steps=[Step(index=0, reply="no code here")])
+    record = RunRecord(
+        signature="q -> a",
+        inputs={"q": "hi"},
+        end_reason="max_iters",
+        error="no valid submit",
+        steps=[Step(index=0, reply="no code here")],
+    )
     html = render_html(record)
     assert "No model, execution or tool time was recorded" in html
     assert "No answer." in html and "no code here" in html
@@ -159,14 +196,24 @@ def test_write_report_round_trips_a_saved_record(tmp_path: Path) -> None:
 def browser(tmp_path: Path):  # type: ignore[no-untyped-def]
     missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).exists()]
     if missing:
-        pytest.skip(f"{' and '.join(missing)} not installed (scripts/setup.d/40-browser.sh installs "
-                    "Debian's chromium and chromium-driver as root)")
+        pytest.skip(
+            f"{' and '.join(missing)} not installed (scripts/setup.d/40-browser.sh installs "
+            "Debian's chromium and chromium-driver as root)"
+        )
     webdriver = pytest.importorskip("selenium.webdriver")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1100,1600"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1100,1600",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=webdriver.ChromeService(CHROMEDRIVER), options=options)
     yield driver
@@ -200,8 +247,7 @@ def test_report_reads_well_in_chromium(browser, tmp_path: Path) -> None:  # type
     assert not full.is_displayed()
     browser.find_element(By.XPATH, "//button[text()='Expand all']").click()
     tracebacks = [d for d in browser.find_elements(By.TAG_NAME, "summary") if d.text == "Traceback"]
-    assert tracebacks and tracebacks[0].find_element(By.XPATH, "..").find_element(
-        By.TAG_NAME, "pre").is_displayed()
+    assert tracebacks and tracebacks[0].find_element(By.XPATH, "..").find_element(By.TAG_NAME, "pre").is_displayed()
     browser.find_element(By.XPATH, "//button[text()='Collapse all']").click()
 
     shot = tmp_path / "report.png"
@@ -224,8 +270,16 @@ def test_report_shows_language_model_calls_from_code() -> None:
     from codeact.trajectory import LLMCall
 
     record = make_record()
-    record.steps[0].llm_calls = [LLMCall("Summarise part 1", reply="It is about <cats>", prompt_tokens=30,
-                                         completion_tokens=5, cost=0.0001, duration_s=0.4)]
+    record.steps[0].llm_calls = [
+        LLMCall(
+            "Summarise part 1",
+            reply="It is about <cats>",
+            prompt_tokens=30,
+            completion_tokens=5,
+            cost=0.0001,
+            duration_s=0.4,
+        )
+    ]
     html = render_html(record)
     assert "Language-model calls from code (1)" in html
     assert "It is about &lt;cats&gt;" in html and "<td>35</td>" in html

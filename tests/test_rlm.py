@@ -36,13 +36,21 @@ def test_big_inputs_stay_in_the_sandbox_and_the_prompt_stays_small() -> None:
     document = "filler line\n" * 4_000_000 + "the code is 7341\n" + "filler line\n" * 400_000  # 53 MB
     records = [{"id": i, "city": "Paris" if i % 7 == 0 else "Oslo"} for i in range(100_000)]
     sales = pd.DataFrame({"units": np.arange(1_000_000) % 10, "price": np.full(1_000_000, 2.5)})
-    lm = codeact.ScriptedLM([py(
-        "import re\ncode = re.search(r'the code is (\\d+)', document).group(1)\n"
-        "paris = sum(r['city'] == 'Paris' for r in records)\n"
-        "submit(answer=f\"{code}-{paris}-{int(sales['units'].sum())}\")"
-    )])
-    act = codeact.CodeAct("document: str, records: list, sales: Any -> answer: str", lm=lm,
-                          inputs_in_prompt="preview", sandbox={"timeout": 120})
+    lm = codeact.ScriptedLM(
+        [
+            py(
+                "import re\ncode = re.search(r'the code is (\\d+)', document).group(1)\n"
+                "paris = sum(r['city'] == 'Paris' for r in records)\n"
+                "submit(answer=f\"{code}-{paris}-{int(sales['units'].sum())}\")"
+            )
+        ]
+    )
+    act = codeact.CodeAct(
+        "document: str, records: list, sales: Any -> answer: str",
+        lm=lm,
+        inputs_in_prompt="preview",
+        sandbox={"timeout": 120},
+    )
     first_prompt = act.prompt.messages({"document": document, "records": records, "sales": sales}, [])
     assert count_message_tokens(first_prompt) < 3000
     assert "str of 52,800,017 characters" in first_prompt[1]["content"]
@@ -54,11 +62,15 @@ def test_big_inputs_stay_in_the_sandbox_and_the_prompt_stays_small() -> None:
 
 def test_llm_query_runs_on_the_sub_lm_and_counts_apart() -> None:
     sub = Echo(lambda prompt: "positive" if "love" in prompt else "negative")
-    lm = codeact.ScriptedLM([
-        py("first = llm_query('Sentiment of: I love it')\n"
-           "rest = llm_query_batched([f'Sentiment of: {r}' for r in reviews[1:]])\nprint(first, rest)"),
-        py("submit(answer=[first, *rest].count('positive'))"),
-    ])
+    lm = codeact.ScriptedLM(
+        [
+            py(
+                "first = llm_query('Sentiment of: I love it')\n"
+                "rest = llm_query_batched([f'Sentiment of: {r}' for r in reviews[1:]])\nprint(first, rest)"
+            ),
+            py("submit(answer=[first, *rest].count('positive'))"),
+        ]
+    )
     act = codeact.CodeAct("reviews: list[str] -> answer: int", lm=lm, sub_lm=sub, max_llm_calls=10)
     prediction = act(reviews=["I love it", "I hate it", "love love", "meh"])
     assert prediction.end_reason == "submitted", prediction.error
@@ -76,10 +88,14 @@ def test_llm_query_runs_on_the_sub_lm_and_counts_apart() -> None:
 
 def test_calls_past_max_llm_calls_raise_in_the_code() -> None:
     sub = Echo(lambda prompt: "ok")
-    lm = codeact.ScriptedLM([py(
-        "answers = []\ntry:\n    for i in range(5):\n        answers.append(llm_query(f'q{i}'))\n"
-        "except RuntimeError as exc:\n    print(exc)\nsubmit(answer=len(answers))"
-    )])
+    lm = codeact.ScriptedLM(
+        [
+            py(
+                "answers = []\ntry:\n    for i in range(5):\n        answers.append(llm_query(f'q{i}'))\n"
+                "except RuntimeError as exc:\n    print(exc)\nsubmit(answer=len(answers))"
+            )
+        ]
+    )
     act = codeact.CodeAct("q -> answer: int", lm=lm, sub_lm=sub, max_llm_calls=3)
     prediction = act(q="go")
     assert prediction.answer == 3
@@ -89,11 +105,15 @@ def test_calls_past_max_llm_calls_raise_in_the_code() -> None:
 
 def test_a_typed_llm_query_returns_a_checked_value() -> None:
     sub = Echo(lambda prompt: "```json\n[3, 4]\n```" if "numbers" in prompt else "not json")
-    lm = codeact.ScriptedLM([py(
-        "pair = llm_query('Give two numbers', schema='list[int]')\n"
-        "try:\n    llm_query('words', schema='list[int]')\nexcept ValueError as exc:\n    print('bad:', exc)\n"
-        "submit(answer=sum(pair))"
-    )])
+    lm = codeact.ScriptedLM(
+        [
+            py(
+                "pair = llm_query('Give two numbers', schema='list[int]')\n"
+                "try:\n    llm_query('words', schema='list[int]')\nexcept ValueError as exc:\n    print('bad:', exc)\n"
+                "submit(answer=sum(pair))"
+            )
+        ]
+    )
     act = codeact.CodeAct("q -> answer: int", lm=lm, sub_lm=sub)
     prediction = act(q="go")
     assert prediction.answer == 7, prediction.error
@@ -110,9 +130,13 @@ def test_sub_calls_can_be_awaited_and_gathered() -> None:
         return prompt.upper()
 
     sub = Echo(answer)
-    lm = codeact.ScriptedLM([py(
-        "import asyncio\nparts = await asyncio.gather(*[llm_query(w) for w in words])\nsubmit(answer=' '.join(parts))"
-    )])
+    lm = codeact.ScriptedLM(
+        [
+            py(
+                "import asyncio\nparts = await asyncio.gather(*[llm_query(w) for w in words])\nsubmit(answer=' '.join(parts))"
+            )
+        ]
+    )
     act = codeact.CodeAct("words: list[str] -> answer: str", lm=lm, sub_lm=sub)
     prediction = act(words=["a", "b", "c"])
     assert prediction.answer == "A B C", prediction.error
@@ -121,10 +145,14 @@ def test_sub_calls_can_be_awaited_and_gathered() -> None:
 
 def test_sub_calls_count_toward_the_run_budget() -> None:
     sub = Echo(lambda prompt: "x" * 10)
-    lm = codeact.ScriptedLM([py(
-        "n = 0\ntry:\n    while True:\n        llm_query('again')\n        n += 1\n"
-        "except RuntimeError as exc:\n    print(exc)\nsubmit(answer=n)"
-    )])
+    lm = codeact.ScriptedLM(
+        [
+            py(
+                "n = 0\ntry:\n    while True:\n        llm_query('again')\n        n += 1\n"
+                "except RuntimeError as exc:\n    print(exc)\nsubmit(answer=n)"
+            )
+        ]
+    )
     act = codeact.CodeAct("q -> answer: int", lm=lm, sub_lm=sub, max_llm_calls=1000, max_run_tokens=60)
     prediction = act(q="go")
     assert "the run's budget is spent" in prediction.trajectory[0].stdout
@@ -140,10 +168,12 @@ def test_llm_query_is_off_unless_asked_for() -> None:
 
 def test_rlm_query_hands_a_sub_task_to_a_nested_codeact_run() -> None:
     child = codeact.ScriptedLM([py("import re\nsubmit(answer=re.search(r'code (\\d+)', context).group(1))")])
-    lm = codeact.ScriptedLM([py("found = rlm_query('Find the code in the context.', context=document[1000:])\n"
-                                "submit(answer=int(found))")])
-    act = codeact.CodeAct("document: str -> answer: int", lm=lm, sub_lm=child, depth=2, max_llm_calls=5,
-                          inputs_in_prompt="preview")
+    lm = codeact.ScriptedLM(
+        [py("found = rlm_query('Find the code in the context.', context=document[1000:])\nsubmit(answer=int(found))")]
+    )
+    act = codeact.CodeAct(
+        "document: str -> answer: int", lm=lm, sub_lm=child, depth=2, max_llm_calls=5, inputs_in_prompt="preview"
+    )
     assert "def rlm_query(task: str, context: Any = None) -> str" in act.prompt.system
     prediction = act(document="x" * 5000 + " code 314 " + "y" * 5000)
     assert prediction.answer == 314, prediction.error

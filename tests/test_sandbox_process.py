@@ -79,7 +79,9 @@ def test_without_user_namespaces_strict_refuses_and_the_rest_still_holds(tmp_pat
     secret.write_text("top secret")
     proc = subprocess.run(
         ["unshare", "-U", sys.executable, "-c", _DEGRADED, str(secret)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     import json
@@ -110,8 +112,11 @@ def test_close_leaves_no_process_or_cgroup_behind():
 
 def test_sessions_die_when_the_host_is_killed():
     host = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(
-            """
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(
+                """
             import time
             from codeact.sandbox.process.backend import ProcessInterpreter, zygote_for
             sb = ProcessInterpreter()
@@ -122,8 +127,10 @@ def test_sessions_die_when_the_host_is_killed():
             print(zygote_for(()).process.pid, keeper, flush=True)
             time.sleep(60)
             """
-        )],
-        stdout=subprocess.PIPE, text=True,
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert host.stdout is not None
     zygote, keeper = (int(p) for p in host.stdout.readline().split())
@@ -225,8 +232,10 @@ def submit_twice(x: int) -> int:
 
 def test_output_written_below_python_is_captured():
     with ProcessInterpreter() as sb:
-        r = sb.execute('import os, ctypes\nprint("py")\nos.write(1, b"raw\\n")\nos.write(2, b"err\\n")\n'
-                       'ctypes.CDLL(None).printf(b"from C\\n")')
+        r = sb.execute(
+            'import os, ctypes\nprint("py")\nos.write(1, b"raw\\n")\nos.write(2, b"err\\n")\n'
+            'ctypes.CDLL(None).printf(b"from C\\n")'
+        )
         assert r.stdout == "py\nraw\nfrom C\n"
         assert r.stderr == "err\n"
         assert sb.execute("print('next')").stdout == "next\n"  # drained between steps
@@ -281,8 +290,10 @@ def test_import_directories_of_the_host_are_not_visible_unless_granted(tmp_path,
     marker.close()
     try:
         with ProcessInterpreter() as sb:
-            r = sb.execute(f"import os\nprint(os.path.exists({str(secret_dir)!r}), os.path.exists({marker.name!r}),"
-                           f" {os.path.basename(marker.name)!r} in os.listdir('/tmp'))")
+            r = sb.execute(
+                f"import os\nprint(os.path.exists({str(secret_dir)!r}), os.path.exists({marker.name!r}),"
+                f" {os.path.basename(marker.name)!r} in os.listdir('/tmp'))"
+            )
     finally:
         os.unlink(marker.name)
     assert r.error is None, r.error
@@ -306,14 +317,18 @@ def test_the_zygote_carries_only_the_standard_library_and_codeacts_guest_modules
     assert foreign == [], f"third-party modules in the zygote: {foreign}"
     ours = {m for m in modules if m.startswith("codeact")}
     guest = {"codeact", "codeact.sandbox", "codeact.sandbox.wire", "codeact.sandbox.step", "codeact.sandbox.process"}
-    guest |= {f"codeact.sandbox.process.{m}" for m in ("zygote", "isolation", "linux", "landlock", "seccomp",
-                                                        "cgroup", "runner")}
+    guest |= {
+        f"codeact.sandbox.process.{m}"
+        for m in ("zygote", "isolation", "linux", "landlock", "seccomp", "cgroup", "runner")
+    }
     assert ours <= guest, f"codeact host modules in the zygote: {sorted(ours - guest)}"
 
 
 def test_multiprocessing_says_processes_are_limited_or_works():
     with ProcessInterpreter(timeout=60) as sb:
-        r = sb.execute("import multiprocessing\nwith multiprocessing.Pool(2) as pool:\n    out = pool.map(abs, [-1, -2])\nout")
+        r = sb.execute(
+            "import multiprocessing\nwith multiprocessing.Pool(2) as pool:\n    out = pool.map(abs, [-1, -2])\nout"
+        )
     if r.error is None:
         assert r.value == "[1, 2]"
     else:

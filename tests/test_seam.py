@@ -38,11 +38,20 @@ def echo(value: object) -> object:
 # --- inputs cross the wire --------------------------------------------------------------------------
 def test_inputs_arrive_as_their_own_types(make_sandbox):
     sb = make_sandbox()
-    sb.set_variables({
-        "when": dt.datetime(2024, 5, 17, 9, 30), "day": dt.date(2024, 1, 2), "price": decimal.Decimal("1.10"),
-        "raw": b"\x00\xff", "tags": {"a", "b"}, "pair": (1, "x"), "point": Point(3, 4),
-        "box": Box(2, "crate"), "order": Order(sku="A-1", units=7), "keys": {"k": 1}.keys(),
-    })
+    sb.set_variables(
+        {
+            "when": dt.datetime(2024, 5, 17, 9, 30),
+            "day": dt.date(2024, 1, 2),
+            "price": decimal.Decimal("1.10"),
+            "raw": b"\x00\xff",
+            "tags": {"a", "b"},
+            "pair": (1, "x"),
+            "point": Point(3, 4),
+            "box": Box(2, "crate"),
+            "order": Order(sku="A-1", units=7),
+            "keys": {"k": 1}.keys(),
+        }
+    )
     r = sb.execute(
         "print(type(when).__name__, type(day).__name__, price + 1, raw[1], sorted(tags), pair[1])\n"
         "print(point.x + point.y, type(point).__name__, box.width, box.label, order.units, order.sku, keys)"
@@ -96,9 +105,7 @@ def test_an_input_that_cannot_cross_is_refused_naming_it(make_sandbox):
 
 def test_host_decodes_classes_the_sandbox_names_as_plain_data(make_sandbox):
     sb = make_sandbox(tools=[echo])
-    r = sb.execute(
-        "import collections\nP = collections.namedtuple('P', 'a b')\nsubmit(answer=P(1, 2))"
-    )
+    r = sb.execute("import collections\nP = collections.namedtuple('P', 'a b')\nsubmit(answer=P(1, 2))")
     assert r.error is None, r.error
     assert r.submitted == {"answer": (1, 2)} and type(r.submitted["answer"]) is tuple
 
@@ -179,7 +186,9 @@ def test_code_compiles_as_plain_python_without_inherited_future_flags(make_sandb
 
 def test_top_level_await_runs_and_keeps_variables(make_sandbox):
     sb = make_sandbox(tools=[echo])
-    r = sb.execute("import asyncio\nbefore = 1\nawait asyncio.sleep(0)\nafter = before + 1\nawait asyncio.sleep(0, 'v')")
+    r = sb.execute(
+        "import asyncio\nbefore = 1\nawait asyncio.sleep(0)\nafter = before + 1\nawait asyncio.sleep(0, 'v')"
+    )
     assert r.error is None, r.error
     assert r.value == "'v'"
     assert sb.execute("before + after").value == "3"

@@ -49,13 +49,16 @@ def test_host_home_directory_is_unreadable(make_sandbox):
     sb = make_sandbox()
     outcome = probe(sb, f"return open({str(target)!r}).read()")
     assert_blocked(outcome, f"read {target}")
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import os
         names = os.listdir({str(home)!r})
         if {target.name!r} not in names:
             raise FileNotFoundError(names)
         return names
-    """)
+    """,
+    )
     assert_blocked(outcome, f"list the host home {home}")
     assert_alive(sb)
 
@@ -88,19 +91,25 @@ def test_host_symlink_inside_a_read_path_does_not_lead_out(make_sandbox, tree):
 
 def test_symlink_made_inside_a_write_path_does_not_lead_out(make_sandbox, tree):
     sb = make_sandbox(write_paths=[tree["out"]])
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import os
-        link = {str(tree['out'] / 'made-link')!r}
-        os.symlink({str(tree['secret'])!r}, link)
+        link = {str(tree["out"] / "made-link")!r}
+        os.symlink({str(tree["secret"])!r}, link)
         return open(link).read()
-    """)
+    """,
+    )
     assert_blocked(outcome, "read the secret through a symlink made in a write path")
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import os
-        link = {str(tree['out'] / 'root-link')!r}
-        os.symlink("/proc/1/root/{str(tree['secret']).lstrip('/')}", link)
+        link = {str(tree["out"] / "root-link")!r}
+        os.symlink("/proc/1/root/{str(tree["secret"]).lstrip("/")}", link)
         return open(link).read()
-    """)
+    """,
+    )
     assert_blocked(outcome, "read the secret through a symlink to /proc/1/root")
     assert_alive(sb)
 
@@ -109,20 +118,26 @@ def test_hardlink_cannot_bring_outside_or_read_only_files_into_a_write_path(make
     readonly = tree["granted"] / "in.txt"
     before = readonly.read_text()
     sb = make_sandbox(read_paths=[tree["granted"]], write_paths=[tree["out"]])
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import os
-        os.link({str(tree['secret'])!r}, {str(tree['out'] / 'secret-link')!r})
-        return open({str(tree['out'] / 'secret-link')!r}).read()
-    """)
+        os.link({str(tree["secret"])!r}, {str(tree["out"] / "secret-link")!r})
+        return open({str(tree["out"] / "secret-link")!r}).read()
+    """,
+    )
     assert_blocked(outcome, "hardlink the host secret into the write path")
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import os
-        link = {str(tree['out'] / 'ro-link')!r}
+        link = {str(tree["out"] / "ro-link")!r}
         os.link({str(readonly)!r}, link)
         with open(link, "w") as f:
             f.write("OVERWRITTEN")
         return "linked and wrote"
-    """)
+    """,
+    )
     assert_blocked(outcome, "hardlink a read-only file into the write path and write through it")
     assert readonly.read_text() == before, "the read-only host file was changed"
     assert not (tree["out"] / "secret-link").exists()
@@ -131,14 +146,16 @@ def test_hardlink_cannot_bring_outside_or_read_only_files_into_a_write_path(make
 
 def test_proc_root_and_cwd_links_do_not_lead_to_the_host(make_sandbox, tree):
     sb = make_sandbox()
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import os
         hits = []
         pids = [p for p in os.listdir("/proc") if p.isdigit()] + ["self", "thread-self"]
         for pid in pids:
             for link in ("root", "cwd"):
                 base = f"/proc/{{pid}}/{{link}}"
-                for rel in ({str(tree['secret']).lstrip('/')!r}, "etc/shadow", "etc/passwd"):
+                for rel in ({str(tree["secret"]).lstrip("/")!r}, "etc/shadow", "etc/passwd"):
                     try:
                         with open(os.path.join(base, rel)) as f:
                             hits.append((base, rel, f.read(40)))
@@ -154,7 +171,8 @@ def test_proc_root_and_cwd_links_do_not_lead_to_the_host(make_sandbox, tree):
         if not hits:
             raise PermissionError("nothing of the host reachable through /proc/*/root or cwd")
         return hits
-    """)
+    """,
+    )
     assert_blocked(outcome, "reach host files through /proc/<pid>/root or /proc/<pid>/cwd")
     assert_alive(sb)
 
@@ -163,7 +181,9 @@ def test_chdir_dotdot_cannot_climb_out_of_the_root(make_sandbox):
     host_top = set(os.listdir("/"))
     assert {"etc", "proc"} <= host_top, "control: the host root has /etc"
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import os
         os.chdir("/tmp")
         for _ in range(40):
@@ -172,29 +192,42 @@ def test_chdir_dotdot_cannot_climb_out_of_the_root(make_sandbox):
         if "etc" not in names and "home" not in names and "boot" not in names:
             raise PermissionError(f"still inside the sandbox root: {sorted(names)}")
         return sorted(names)
-    """)
+    """,
+    )
     assert_blocked(outcome, "climb above the sandbox root with chdir('..')")
     assert_alive(sb)
 
 
 def test_cannot_write_outside_the_write_paths(make_sandbox, tree):
     name = f"pwned-{uuid.uuid4().hex}.txt"
-    targets = [tree["other"] / name, tree["granted"] / name, Path("/etc") / name,
-               Path("/usr/lib") / name, Path(sys.prefix) / name, Path("/") / name]
+    targets = [
+        tree["other"] / name,
+        tree["granted"] / name,
+        Path("/etc") / name,
+        Path("/usr/lib") / name,
+        Path(sys.prefix) / name,
+        Path("/") / name,
+    ]
     sb = make_sandbox(read_paths=[tree["granted"]], write_paths=[tree["out"]])
-    control = probe(sb, f"""
-        with open({str(tree['out'] / 'ok.txt')!r}, "w") as f:
+    control = probe(
+        sb,
+        f"""
+        with open({str(tree["out"] / "ok.txt")!r}, "w") as f:
             f.write("written")
         return "ok"
-    """)
+    """,
+    )
     assert control.status == "ok", f"control: the write path is writable: {control}"
     assert (tree["out"] / "ok.txt").read_text() == "written", "control: the write reached the host"
     for target in targets:
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             with open({str(target)!r}, "w") as f:
                 f.write("PWNED")
             return "wrote"
-        """)
+        """,
+        )
         assert_blocked(outcome, f"write {target}")
         assert not target.exists(), f"the sandbox created {target} on the host"
     assert_alive(sb)
@@ -252,11 +285,14 @@ def test_cannot_plant_code_in_the_hosts_python(make_sandbox):
         (site_packages / f"{name}.py", "print('pwned')"),
         (package_init, "raise SystemExit('pwned')"),
     ):
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             with open({str(target)!r}, "a") as f:
                 f.write({text!r})
             return "planted"
-        """)
+        """,
+        )
         assert_blocked(outcome, f"write {target}")
     assert package_init.read_bytes() == before, "the sandbox modified codeact/__init__.py on the host"
     assert not (site_packages / f"{name}.pth").exists()
@@ -283,7 +319,9 @@ def test_tmp_is_private_to_each_session(make_sandbox):
 
 def test_no_inherited_descriptor_opens_a_host_directory(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import os, stat
         hits = []
         for fd in range(0, 1024):
@@ -303,7 +341,8 @@ def test_no_inherited_descriptor_opens_a_host_directory(make_sandbox):
         if not hits:
             raise LookupError("no directory or file descriptor leaked into the sandbox")
         return hits
-    """)
+    """,
+    )
     assert_blocked(outcome, "use a directory or file descriptor leaked from the host or zygote")
     assert_alive(sb)
 
@@ -313,21 +352,28 @@ def test_setuid_programs_cannot_be_planted_in_a_write_path(make_sandbox, tree):
     # write path would let anyone on the host who reaches that directory run code as that user.
     sb = make_sandbox(write_paths=[tree["out"]])
     out = str(tree["out"])
-    probe(sb, f"""
+    probe(
+        sb,
+        f"""
         import os, shutil, sys
         shutil.copyfile(sys.executable, {out!r} + "/suid-python")
         os.chmod({out!r} + "/suid-python", 0o4755)
         return "chmod done"
-    """)
-    probe(sb, f"""
+    """,
+    )
+    probe(
+        sb,
+        f"""
         import os
         os.close(os.open({out!r} + "/created-setuid", os.O_CREAT | os.O_WRONLY, 0o6755))
         os.mkdir({out!r} + "/setgid-dir", 0o2777)
         os.chmod({out!r} + "/setgid-dir", 0o2777)
         return "created"
-    """)
-    flagged = {p.name: oct(p.stat().st_mode) for p in tree["out"].iterdir()
-               if p.stat().st_mode & (stat.S_ISUID | stat.S_ISGID)}
+    """,
+    )
+    flagged = {
+        p.name: oct(p.stat().st_mode) for p in tree["out"].iterdir() if p.stat().st_mode & (stat.S_ISUID | stat.S_ISGID)
+    }
     assert not flagged, f"ATTACK SUCCEEDED: the sandbox left setuid/setgid files on the host: {flagged}"
     assert_alive(sb)
 
@@ -337,12 +383,15 @@ def test_file_capabilities_cannot_be_set_in_a_write_path(make_sandbox, tree):
     target = str(tree["out"] / "capable")
     # VFS_CAP_REVISION_2 with every permitted and effective bit set
     blob = (0x02000001).to_bytes(4, "little") + (0xFFFFFFFF).to_bytes(4, "little") * 4
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import os
         open({target!r}, "w").close()
         os.setxattr({target!r}, "security.capability", {blob!r})
         return os.getxattr({target!r}, "security.capability")
-    """)
+    """,
+    )
     assert_blocked(outcome, "set file capabilities on a file in the write path")
     try:
         value = os.getxattr(target, "security.capability")
@@ -359,11 +408,14 @@ def test_symlink_planted_by_one_session_does_not_redirect_a_later_grant(make_san
     private.mkdir()
     (private / "key.txt").write_text("HOST-PRIVATE-KEY")
     first = make_sandbox(write_paths=[tree["out"]])
-    planted = probe(first, f"""
+    planted = probe(
+        first,
+        f"""
         import os
-        os.symlink({str(private)!r}, {str(tree['out'] / 'results')!r})
+        os.symlink({str(private)!r}, {str(tree["out"] / "results")!r})
         return "planted"
-    """)
+    """,
+    )
     if backend == "pyodide" and planted.status != "ok":
         # pyodide: Deno refuses symlinks without full read and write permission; plant it from the host
         os.symlink(private, tree["out"] / "results")
@@ -377,10 +429,13 @@ def test_symlink_planted_by_one_session_does_not_redirect_a_later_grant(make_san
             continue
         outcome = probe(second, f"return open({str(tree['out'] / 'results' / 'key.txt')!r}).read()")
         assert_blocked(outcome, f"read a host file through a symlink planted earlier and a later {grant} grant")
-        outcome = probe(second, f"""
-            open({str(tree['out'] / 'results' / 'planted.txt')!r}, "w").write("x")
+        outcome = probe(
+            second,
+            f"""
+            open({str(tree["out"] / "results" / "planted.txt")!r}, "w").write("x")
             return "written"
-        """)
+        """,
+        )
         assert_blocked(outcome, f"write a host directory through a planted symlink and a later {grant} grant")
         assert not (private / "planted.txt").exists(), "a later session wrote into the linked host directory"
 
@@ -407,12 +462,15 @@ def _swap_setup(make_sandbox, tree):
     swapper = make_sandbox(write_paths=[tree["out"]])
 
     def swap() -> None:
-        outcome = probe(swapper, f"""
+        outcome = probe(
+            swapper,
+            f"""
             import os, shutil
             shutil.rmtree({str(data)!r})
             os.symlink({str(private)!r}, {str(data)!r})
             return "swapped"
-        """)
+        """,
+        )
         if outcome.status != "ok" and swapper.backend == "pyodide":
             # pyodide: Deno refuses symlinks to a session; the swap is made from the host instead
             if data.is_dir() and not data.is_symlink():
@@ -463,16 +521,19 @@ def test_grant_swapped_for_a_symlink_before_a_restart_is_not_followed(make_sandb
     assert_blocked(outcome, "read a host directory through a grant swapped for a link before a restart")
 
 
-@pytest.mark.parametrize("call", [
-    "libc.syscall(90, path, 0o4755)",  # chmod
-    "libc.syscall(268, -100, path, 0o4755, 0)",  # fchmodat
-    "libc.syscall(452, -100, path, 0o4755, 0)",  # fchmodat2 (Linux 6.6+)
-    "libc.syscall(91, os.open(path, os.O_RDONLY), 0o2755)",  # fchmod, setgid
-    "libc.syscall(85, path + b'-new', 0o4755)",  # creat
-    "libc.syscall(257, -100, path + b'-new', 0o101, 0o4755)",  # openat(O_CREAT | O_WRONLY)
-    "libc.syscall(259, -100, path + b'-new', 0o100000 | 0o4755, 0)",  # mknodat a regular file
-    "libc.syscall(258, -100, path + b'-dir', 0o2777)",  # mkdirat, setgid
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        "libc.syscall(90, path, 0o4755)",  # chmod
+        "libc.syscall(268, -100, path, 0o4755, 0)",  # fchmodat
+        "libc.syscall(452, -100, path, 0o4755, 0)",  # fchmodat2 (Linux 6.6+)
+        "libc.syscall(91, os.open(path, os.O_RDONLY), 0o2755)",  # fchmod, setgid
+        "libc.syscall(85, path + b'-new', 0o4755)",  # creat
+        "libc.syscall(257, -100, path + b'-new', 0o101, 0o4755)",  # openat(O_CREAT | O_WRONLY)
+        "libc.syscall(259, -100, path + b'-new', 0o100000 | 0o4755, 0)",  # mknodat a regular file
+        "libc.syscall(258, -100, path + b'-dir', 0o2777)",  # mkdirat, setgid
+    ],
+)
 def test_setuid_bits_cannot_be_set_by_any_system_call(make_sandbox, tree, call, backend):
     if platform.machine() != "x86_64":
         pytest.skip("raw x86_64 system call numbers")
@@ -493,7 +554,8 @@ def test_setuid_bits_cannot_be_set_by_any_system_call(make_sandbox, tree, call, 
     control = probe(sb, program.format(path=str(tree["out"] / "plain"), call=plain))
     assert control.status == "ok", f"control: the same call without setuid bits works: {control}"
     probe(sb, program.format(path=str(tree["out"] / "target"), call=call))
-    flagged = {p.name: oct(p.stat().st_mode) for p in tree["out"].iterdir()
-               if p.stat().st_mode & (stat.S_ISUID | stat.S_ISGID)}
+    flagged = {
+        p.name: oct(p.stat().st_mode) for p in tree["out"].iterdir() if p.stat().st_mode & (stat.S_ISUID | stat.S_ISGID)
+    }
     assert not flagged, f"ATTACK SUCCEEDED: {call} left setuid/setgid files on the host: {flagged}"
     assert_alive(sb)

@@ -32,8 +32,11 @@ SYSCALLS = {
     "delete_module": (176, 106, "b'codeact_no_such_module', 0x800"),
     "kexec_load": (246, 104, "0, 0, None, 0"),
     "open_by_handle_at": (304, 265, "-100, ctypes.byref(ctypes.create_string_buffer(136)), 0"),
-    "name_to_handle_at": (303, 264, "-100, b'/tmp', ctypes.byref(ctypes.create_string_buffer(136)), "
-                                    "ctypes.byref(ctypes.c_int()), 0"),
+    "name_to_handle_at": (
+        303,
+        264,
+        "-100, b'/tmp', ctypes.byref(ctypes.create_string_buffer(136)), ctypes.byref(ctypes.c_int()), 0",
+    ),
     "syslog": (103, 116, "10, None, 0"),  # SYSLOG_ACTION_SIZE_BUFFER
     "reboot": (169, 142, "0xfee1dead, 672274793, 0"),  # LINUX_REBOOT_CMD_CAD_OFF
     "swapoff": (168, 225, "b'/tmp/no-such-swap'"),
@@ -48,7 +51,9 @@ def test_dangerous_system_call_is_denied(make_sandbox, name):
     x86, arm, args = SYSCALLS[name]
     number = x86 if _X86_64 else arm
     sb = make_sandbox()
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import ctypes, errno, os
         libc = ctypes.CDLL(None, use_errno=True)
         libc.syscall.restype = ctypes.c_long
@@ -57,7 +62,8 @@ def test_dangerous_system_call_is_denied(make_sandbox, name):
         if rc == -1 and err in (errno.EPERM, errno.ENOSYS, errno.EACCES):
             raise PermissionError(err, os.strerror(err))
         return (rc, errno.errorcode.get(err, err) if rc == -1 else None)
-    """)
+    """,
+    )
     assert_blocked(outcome, f"call {name}() (answered with an error the kernel chose, not a refusal)")
     assert_alive(sb)
 
@@ -66,7 +72,9 @@ def test_x32_syscall_numbers_do_not_bypass_the_filter(make_sandbox):
     if not _X86_64:
         pytest.skip("the x32 ABI exists on x86_64 only")
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import ctypes, os
         libc = ctypes.CDLL(None, use_errno=True)
         libc.syscall.restype = ctypes.c_long
@@ -80,14 +88,17 @@ def test_x32_syscall_numbers_do_not_bypass_the_filter(make_sandbox):
         if not results:
             raise PermissionError("every x32 call was refused")
         return results
-    """)
+    """,
+    )
     assert_blocked(outcome, "use x32 system call numbers")
     assert_alive(sb)
 
 
 def test_clone3_cannot_create_namespaces(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import ctypes, os, struct
         libc = ctypes.CDLL(None, use_errno=True)
         libc.syscall.restype = ctypes.c_long
@@ -99,22 +110,40 @@ def test_clone3_cannot_create_namespaces(make_sandbox):
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         os.waitpid(pid, 0)
         return f"clone3 made {pid} in new namespaces"
-    """)
+    """,
+    )
     assert_blocked(outcome, "clone3 with CLONE_NEWUSER | CLONE_NEWPID")
     assert_alive(sb)
 
 
-@pytest.mark.parametrize("device", ["/dev/mem", "/dev/kmem", "/dev/port", "/dev/kmsg", "/dev/sda",
-                                    "/dev/vda", "/dev/nvme0n1", "/dev/tty", "/dev/console", "/dev/kvm",
-                                    "/dev/fuse", "/dev/net/tun"])
+@pytest.mark.parametrize(
+    "device",
+    [
+        "/dev/mem",
+        "/dev/kmem",
+        "/dev/port",
+        "/dev/kmsg",
+        "/dev/sda",
+        "/dev/vda",
+        "/dev/nvme0n1",
+        "/dev/tty",
+        "/dev/console",
+        "/dev/kvm",
+        "/dev/fuse",
+        "/dev/net/tun",
+    ],
+)
 def test_host_devices_cannot_be_opened(make_sandbox, device):
     sb = make_sandbox()
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import os
         fd = os.open({device!r}, os.O_RDONLY | os.O_NONBLOCK)
         os.close(fd)
         return "opened"
-    """)
+    """,
+    )
     assert_blocked(outcome, f"open {device}")
     assert_alive(sb)
 
@@ -129,7 +158,9 @@ def test_the_hosts_shared_memory_is_out_of_reach(make_sandbox):
         f.write("host secret")
     try:
         sb = make_sandbox()
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             import os
             if os.path.exists({marker!r}):
                 return "host file visible: " + open({marker!r}).read()
@@ -139,7 +170,8 @@ def test_the_hosts_shared_memory_is_out_of_reach(make_sandbox):
             except OSError as exc:
                 raise PermissionError(str(exc))
             return "wrote /dev/shm/planted-by-sandbox"
-        """)
+        """,
+        )
         assert not os.path.exists("/dev/shm/planted-by-sandbox"), "ATTACK SUCCEEDED: the sandbox wrote to host /dev/shm"
         assert "host file visible" not in outcome.detail, f"ATTACK SUCCEEDED: {outcome}"
         assert_alive(sb)
@@ -149,7 +181,9 @@ def test_the_hosts_shared_memory_is_out_of_reach(make_sandbox):
 
 def test_device_nodes_cannot_be_created(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import os, stat
         made = []
         for path, kind, dev in (("/tmp/mem", stat.S_IFCHR, os.makedev(1, 1)),
@@ -165,48 +199,59 @@ def test_device_nodes_cannot_be_created(make_sandbox):
         if not made:
             raise PermissionError("no device node could be made")
         return made
-    """)
+    """,
+    )
     assert_blocked(outcome, "create device nodes")
     assert_alive(sb)
 
 
-@pytest.mark.parametrize("path", [
-    "/proc/sysrq-trigger",
-    "/proc/sys/kernel/core_pattern",
-    "/proc/sys/kernel/modprobe",
-    "/proc/sys/vm/drop_caches",
-    "/proc/sys/kernel/hostname",
-    "/proc/sys/net/ipv4/ip_forward",
-    "/proc/self/oom_score_adj",
-    "/proc/1/attr/current",
-    "/proc/kmsg",
-    "/proc/kcore",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/proc/sysrq-trigger",
+        "/proc/sys/kernel/core_pattern",
+        "/proc/sys/kernel/modprobe",
+        "/proc/sys/vm/drop_caches",
+        "/proc/sys/kernel/hostname",
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/self/oom_score_adj",
+        "/proc/1/attr/current",
+        "/proc/kmsg",
+        "/proc/kcore",
+    ],
+)
 def test_kernel_knobs_in_proc_cannot_be_opened_for_writing(make_sandbox, path):
     # Opening for writing is the attack; nothing is ever written.
     sb = make_sandbox()
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import os
         fd = os.open({path!r}, os.O_WRONLY)
         os.close(fd)
         return "opened for writing"
-    """)
+    """,
+    )
     if path == "/proc/self/oom_score_adj" and outcome.status == "ok":
         # raising one's own OOM score is allowed everywhere; lowering it is the attack
-        outcome = probe(sb, """
+        outcome = probe(
+            sb,
+            """
             with open("/proc/self/oom_score_adj", "w") as f:
                 f.write("-1000")
             return open("/proc/self/oom_score_adj").read()
-        """)
+        """,
+        )
     assert_blocked(outcome, f"open {path} for writing")
     assert_alive(sb)
 
 
-@pytest.mark.parametrize("path", ["/proc/kcore", "/proc/kmsg", "/proc/1/mem", "/proc/self/pagemap",
-                                  "/proc/kallsyms"])
+@pytest.mark.parametrize("path", ["/proc/kcore", "/proc/kmsg", "/proc/1/mem", "/proc/self/pagemap", "/proc/kallsyms"])
 def test_kernel_memory_and_addresses_are_unreadable(make_sandbox, path):
     sb = make_sandbox()
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         with open({path!r}, "rb") as f:
             data = f.read(4096)
         if {path!r} == "/proc/kallsyms" and all(line.startswith(b"0000000000000000") for line in data.splitlines()):
@@ -217,14 +262,17 @@ def test_kernel_memory_and_addresses_are_unreadable(make_sandbox, path):
         if not data:
             raise PermissionError("nothing to read")
         return data[:64]
-    """)
+    """,
+    )
     assert_blocked(outcome, f"read {path}")
     assert_alive(sb)
 
 
 def test_cgroup_and_sysfs_controls_are_out_of_reach(make_sandbox, backend):
     sb = make_sandbox(memory_limit="256MB")
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import os
         reached = []
         for path in ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/pids/pids.max",
@@ -246,7 +294,8 @@ def test_cgroup_and_sysfs_controls_are_out_of_reach(make_sandbox, backend):
         if not reached:
             raise PermissionError("no cgroup or sysfs control is reachable")
         return reached
-    """)
+    """,
+    )
     assert_blocked(outcome, "reach cgroup or sysfs controls")
     if backend == "process" and getattr(sb, "_cgroup", None):
         limit_file = sb._cgroup[0] + "/memory.limit_in_bytes"
@@ -261,7 +310,9 @@ def test_cgroup_and_sysfs_controls_are_out_of_reach(make_sandbox, backend):
 
 def test_terminal_injection_is_denied(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import ctypes, fcntl, os, termios
         done = []
         for fd in (0, 1, 2):
@@ -274,14 +325,17 @@ def test_terminal_injection_is_denied(make_sandbox):
         if not done:
             raise PermissionError("no terminal ioctl worked")
         return done
-    """)
+    """,
+    )
     assert_blocked(outcome, "inject keystrokes into a terminal")
     assert_alive(sb)
 
 
 def test_personality_cannot_weaken_memory_protections(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import ctypes, os
         libc = ctypes.CDLL(None, use_errno=True)
         ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC = 0x0040000, 0x0400000
@@ -290,7 +344,8 @@ def test_personality_cannot_weaken_memory_protections(make_sandbox):
         if rc == -1 or not now & READ_IMPLIES_EXEC:
             raise PermissionError(ctypes.get_errno(), "personality refused")
         return hex(now)
-    """)
+    """,
+    )
     assert_blocked(outcome, "set personality(READ_IMPLIES_EXEC | ADDR_NO_RANDOMIZE)")
     assert_alive(sb)
 
@@ -350,7 +405,9 @@ def test_i386_system_calls_do_not_bypass_the_filter(make_sandbox, backend):
         pytest.skip("pyodide: WebAssembly cannot run machine code; a call to a bad function pointer ends the runtime")
     sb = make_sandbox()
     assert sb.execute("kept = 'k'").error is None
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import ctypes, mmap
         code = bytes([0xB8, 20, 0, 0, 0,  # mov eax, 20 (getpid in the i386 table)
                       0xCD, 0x80,          # int 0x80
@@ -363,7 +420,8 @@ def test_i386_system_calls_do_not_bypass_the_filter(make_sandbox, backend):
         if result < 0:
             raise PermissionError(-result, "the i386 call was refused")
         return f"i386 getpid answered {result}"
-    """)
+    """,
+    )
     assert_blocked(outcome, "make an i386 system call with int 0x80")
     assert sb.execute("kept").value == "'k'", "the session lost its variables"
 
@@ -382,7 +440,9 @@ def test_sysv_shared_memory_of_the_host_is_invisible(make_sandbox):
         ctypes.memmove(address, b"HOST-SHM-SECRET", 15)
         libc.shmdt(ctypes.c_void_p(address))
         sb = make_sandbox()
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             import ctypes, os
             libc = ctypes.CDLL(None, use_errno=True)
             libc.shmat.restype = ctypes.c_void_p
@@ -393,7 +453,8 @@ def test_sysv_shared_memory_of_the_host_is_invisible(make_sandbox):
             if address in (None, ctypes.c_void_p(-1).value):
                 raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
             return ctypes.string_at(address, 15)
-        """)
+        """,
+        )
         assert_blocked(outcome, "attach the host's SysV shared memory")
         assert_alive(sb)
     finally:

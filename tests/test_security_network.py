@@ -70,13 +70,16 @@ def test_udp_to_a_host_loopback_socket_is_refused(make_sandbox):
         server.bind(("127.0.0.1", 0))
         port = server.getsockname()[1]
         sb = make_sandbox()
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             import socket
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             for _ in range(5):
                 s.sendto(b"datagram from the sandbox", ("127.0.0.1", {port}))
             return "sent"
-        """)
+        """,
+        )
         assert_blocked(outcome, f"send UDP to the host's 127.0.0.1:{port}")
         ready, _, _ = select.select([server], [], [], 0.3)
         assert not ready, f"the host's UDP socket received {server.recv(100)!r} from the sandbox"
@@ -94,13 +97,16 @@ def test_ipv6_loopback_server_is_refused(make_sandbox):
     try:
         port = server.getsockname()[1]
         sb = make_sandbox()
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             import socket
             s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
             s.settimeout(2)
             s.connect(("::1", {port}))
             return "connected"
-        """)
+        """,
+        )
         assert_blocked(outcome, f"TCP connect to the host's [::1]:{port}")
         assert _nothing_arrived(server)
     finally:
@@ -110,35 +116,46 @@ def test_ipv6_loopback_server_is_refused(make_sandbox):
 
 def test_dns_lookup_fails(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import socket
         return socket.getaddrinfo("pypi.org", 443)
-    """)
+    """,
+    )
     assert_blocked(outcome, "resolve pypi.org")
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import socket
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         s.settimeout(1)
         s.sendto(b"\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\x04pypi\\x03org\\x00\\x00\\x01\\x00\\x01",
                  ("127.0.0.53", 53))
         return s.recv(512)
-    """)
+    """,
+    )
     assert_blocked(outcome, "send a raw DNS query to the local resolver")
     assert_alive(sb)
 
 
-@pytest.mark.parametrize("family, kind, proto", [
-    ("AF_INET", "SOCK_RAW", 1),  # ICMP
-    ("AF_INET", "SOCK_RAW", 255),
-    ("AF_PACKET", "SOCK_RAW", 0x0300),
-    ("AF_NETLINK", "SOCK_RAW", 0),  # NETLINK_ROUTE: the host's interfaces and routes
-    ("AF_NETLINK", "SOCK_DGRAM", 9),  # NETLINK_AUDIT
-    ("AF_INET6", "SOCK_DGRAM", 0),
-    ("AF_VSOCK", "SOCK_STREAM", 0),  # the hypervisor's socket family
-])
+@pytest.mark.parametrize(
+    "family, kind, proto",
+    [
+        ("AF_INET", "SOCK_RAW", 1),  # ICMP
+        ("AF_INET", "SOCK_RAW", 255),
+        ("AF_PACKET", "SOCK_RAW", 0x0300),
+        ("AF_NETLINK", "SOCK_RAW", 0),  # NETLINK_ROUTE: the host's interfaces and routes
+        ("AF_NETLINK", "SOCK_DGRAM", 9),  # NETLINK_AUDIT
+        ("AF_INET6", "SOCK_DGRAM", 0),
+        ("AF_VSOCK", "SOCK_STREAM", 0),  # the hypervisor's socket family
+    ],
+)
 def test_non_unix_sockets_cannot_be_created(make_sandbox, family, kind, proto):
     sb = make_sandbox()
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import socket
         s = socket.socket(getattr(socket, {family!r}, 40), getattr(socket, {kind!r}), {proto})
         if {family!r} == "AF_NETLINK":
@@ -146,7 +163,8 @@ def test_non_unix_sockets_cannot_be_created(make_sandbox, family, kind, proto):
             s.send(bytes.fromhex("1400000012000103000000000000000000000000"))  # RTM_GETLINK dump
             return s.recv(65536)[:64]
         return repr(s)
-    """)
+    """,
+    )
     assert_blocked(outcome, f"create a {family}/{kind} socket")
     assert_alive(sb)
 
@@ -160,14 +178,17 @@ def test_abstract_unix_socket_of_the_host_is_unreachable(make_sandbox):
         _host_can_connect(socket.AF_UNIX, name)
         assert not _nothing_arrived(server), "control: the host can reach its own abstract socket"
         sb = make_sandbox()
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             import socket
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(2)
             s.connect({name!r})
             s.sendall(b"hello")
             return "connected"
-        """)
+        """,
+        )
         assert_blocked(outcome, "connect to an abstract unix socket of the host")
         assert _nothing_arrived(server), "the host's abstract socket received a connection from the sandbox"
     assert_alive(sb)
@@ -188,14 +209,17 @@ def test_host_service_socket_inside_a_read_path_cannot_be_connected(make_sandbox
         assert not _nothing_arrived(server), "control: the host can reach the service socket"
         sb = make_sandbox(read_paths=[shared])
         assert probe(sb, f"return open({str(shared / 'data.txt')!r}).read()").status == "ok", "control: readable"
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             import socket
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(2)
             s.connect({path!r})
             s.sendall(b"DROP TABLE users;")
             return "connected to the host service"
-        """)
+        """,
+        )
         assert_blocked(outcome, f"connect to the host service socket {path} in a read path")
         assert _nothing_arrived(server), "the host service received a connection from the sandbox"
     assert_alive(sb)
@@ -203,13 +227,16 @@ def test_host_service_socket_inside_a_read_path_cannot_be_connected(make_sandbox
 
 def test_sandbox_cannot_open_a_tcp_server(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import socket
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.bind(("127.0.0.1", 0))
         s.listen(1)
         return s.getsockname()[1]
-    """)
+    """,
+    )
     assert_blocked(outcome, "listen on a TCP port")
     assert_alive(sb)
 
@@ -224,16 +251,21 @@ def test_datagrams_to_a_host_socket_inside_a_read_path_are_refused(make_sandbox,
             client.sendto(b"control", path)
         assert server.recv(100) == b"control", "control: the host socket receives datagrams"
         sb = make_sandbox(read_paths=[shared])
-        for how in ("s.sendto(b'forged log line', path)",
-                    "s.connect(path); s.send(b'forged log line')",
-                    "s.sendmsg([b'forged log line'], [], 0, path)"):
-            outcome = probe(sb, f"""
+        for how in (
+            "s.sendto(b'forged log line', path)",
+            "s.connect(path); s.send(b'forged log line')",
+            "s.sendmsg([b'forged log line'], [], 0, path)",
+        ):
+            outcome = probe(
+                sb,
+                f"""
                 import socket
                 path = {path!r}
                 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 {how}
                 return "sent"
-            """)
+            """,
+            )
             assert_blocked(outcome, f"send a datagram to the host socket {path} with {how.split('(')[0]}")
         ready, _, _ = select.select([server], [], [], 0.3)
         assert not ready, f"the host socket received {server.recv(100)!r} from the sandbox"
@@ -256,13 +288,16 @@ except OSError as exc:
 listening
 """)
     other = make_sandbox()
-    outcome = probe(other, f"""
+    outcome = probe(
+        other,
+        f"""
         import socket
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         s.settimeout(2)
         s.connect({name!r})
         return "connected to another session"
-    """)
+    """,
+    )
     assert_blocked(outcome, "connect to another session's abstract socket")
     if served.value == "True":
         check = listener.execute("try:\n    server.accept()\n    got = True\nexcept OSError:\n    got = False\ngot")

@@ -17,12 +17,14 @@ _OUTPUT_BOUND = 2 * (1 << 20) + 10_000  # the default limit (1 MiB) with room fo
 
 def test_printing_gigabytes_keeps_the_host_bounded(make_sandbox):
     sb = make_sandbox(timeout=60)
-    result, grown_mb = run_measuring_host_memory(lambda: sb.execute("""
+    result, grown_mb = run_measuring_host_memory(
+        lambda: sb.execute("""
 line = "x" * (1 << 20)
 for i in range(2048):  # 2 GiB
     print(line)
 print("THE END")
-"""))
+""")
+    )
     assert result.error is None, result.error
     assert len(result.stdout) <= _OUTPUT_BOUND, f"{len(result.stdout)} characters of stdout reached the host"
     assert "cut" in result.stdout, "the cut output carries no marker"
@@ -127,7 +129,8 @@ def test_flood_from_background_threads_is_bounded(make_sandbox, backend):
     if backend == "pyodide":
         pytest.skip("pyodide: WebAssembly Python cannot start threads")
     sb = make_sandbox(timeout=60)
-    result, grown_mb = run_measuring_host_memory(lambda: sb.execute("""
+    result, grown_mb = run_measuring_host_memory(
+        lambda: sb.execute("""
 import threading
 def flood():
     chunk = "t" * 65536
@@ -138,7 +141,8 @@ for t in threads:
     t.start()
 for t in threads:
     t.join()
-"""))
+""")
+    )
     assert result.error is None, result.error
     assert len(result.stdout) <= _OUTPUT_BOUND
     assert grown_mb < 200, f"the host grew {grown_mb:.0f} MB"
@@ -159,7 +163,9 @@ def test_terminal_escapes_from_the_sandbox_do_not_reach_the_users_terminal(tmp_p
     script.write_text(json.dumps(replies))
     proc = subprocess.run(
         [sys.executable, "-m", "codeact", "run", "say hi", "--model", f"scripted:{script}"],
-        capture_output=True, timeout=180, cwd=tmp_path,
+        capture_output=True,
+        timeout=180,
+        cwd=tmp_path,
     )
     shown = proc.stdout + proc.stderr
     assert b"INJECTED" in shown and b"done" in shown, f"control: the run showed the output: {shown[-2000:]!r}"
@@ -180,7 +186,9 @@ def test_sandbox_output_cannot_inject_html_into_the_report(tmp_path):
     report = tmp_path / "report.html"
     proc = subprocess.run(
         [sys.executable, "-m", "codeact", "run", "say hi", "--model", f"scripted:{script}", "--report", str(report)],
-        capture_output=True, timeout=180, cwd=tmp_path,
+        capture_output=True,
+        timeout=180,
+        cwd=tmp_path,
     )
     assert report.exists(), f"control: the run wrote a report: {proc.stderr[-2000:]!r}"
     html = report.read_text()

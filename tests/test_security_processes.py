@@ -50,26 +50,32 @@ def _marker_attack(make_sandbox, tmp_path, launch: str) -> None:
     out.mkdir()
     marker = out / "marker"
     sb = make_sandbox(write_paths=[out], timeout=10)
-    control = probe(sb, f"""
+    control = probe(
+        sb,
+        f"""
         import os, sys
         if not os.path.exists(sys.executable) and sys.platform != "emscripten":  # pyodide has no binary
             raise FileNotFoundError(sys.executable)
-        open({str(out / 'direct')!r}, "w").write("ok")
+        open({str(out / "direct")!r}, "w").write("ok")
         return sys.executable
-    """)
+    """,
+    )
     assert control.status == "ok", f"control: the interpreter binary exists and the write path works: {control}"
     program = f"open({str(marker)!r}, 'w').write('exec worked')"
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import os, sys, subprocess
         program = {program!r}
-        {textwrap.indent(textwrap.dedent(launch).strip(), '        ').strip()}
+        {textwrap.indent(textwrap.dedent(launch).strip(), "        ").strip()}
         import time
         for _ in range(20):
             if os.path.exists({str(marker)!r}):
                 return "the program ran"
             time.sleep(0.05)
         raise PermissionError("the program did not run")
-    """)
+    """,
+    )
     assert_blocked(outcome, f"start a program with: {launch.strip()}")
     assert not marker.exists(), f"a program started from the sandbox wrote {marker}"
     assert_alive(sb)
@@ -88,20 +94,30 @@ def test_os_system_is_denied(make_sandbox, tmp_path):
 
 
 def test_posix_spawn_is_denied(make_sandbox, tmp_path):
-    _marker_attack(make_sandbox, tmp_path,
-                   "pid = os.posix_spawn(sys.executable, [sys.executable, '-c', program], {})\nos.waitpid(pid, 0)")
+    _marker_attack(
+        make_sandbox,
+        tmp_path,
+        "pid = os.posix_spawn(sys.executable, [sys.executable, '-c', program], {})\nos.waitpid(pid, 0)",
+    )
 
 
 def test_exec_from_a_memfd_is_denied(make_sandbox, tmp_path):
-    _marker_attack(make_sandbox, tmp_path, """
+    _marker_attack(
+        make_sandbox,
+        tmp_path,
+        """
         fd = os.memfd_create("payload", 0)
         os.write(fd, open(sys.executable, "rb").read())
         os.execve(fd, [sys.executable, "-c", program], {})
-    """)
+    """,
+    )
 
 
 def test_fork_then_exec_in_the_child_is_denied(make_sandbox, tmp_path):
-    _marker_attack(make_sandbox, tmp_path, """
+    _marker_attack(
+        make_sandbox,
+        tmp_path,
+        """
         pid = os.fork()
         if pid == 0:
             try:
@@ -109,7 +125,8 @@ def test_fork_then_exec_in_the_child_is_denied(make_sandbox, tmp_path):
             finally:
                 os._exit(3)
         os.waitpid(pid, 0)
-    """)
+    """,
+    )
 
 
 # --- tracing and reading other processes ------------------------------------------------------
@@ -118,7 +135,9 @@ def test_fork_then_exec_in_the_child_is_denied(make_sandbox, tmp_path):
 def test_ptrace_is_denied(make_sandbox):
     sb = make_sandbox()
     for request, target in (("16", "os.getppid()"), ("0x4206", "os.getppid()"), ("16", "1"), ("0", "0")):
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             import ctypes, os
             libc = ctypes.CDLL(None, use_errno=True)
             libc.ptrace.restype = ctypes.c_long
@@ -126,7 +145,8 @@ def test_ptrace_is_denied(make_sandbox):
             if rc == -1:
                 raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
             return rc
-        """)
+        """,
+        )
         assert_blocked(outcome, f"ptrace request {request} on {target}")
     assert_alive(sb)
 
@@ -136,7 +156,9 @@ def test_process_vm_readv_on_the_host_is_denied(make_sandbox):
     secret = ctypes.create_string_buffer(b"host-memory-secret-" + os.urandom(8).hex().encode())
     address = ctypes.addressof(secret)
     sb = make_sandbox()
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import ctypes, os
         libc = ctypes.CDLL(None, use_errno=True)
         class IOVec(ctypes.Structure):
@@ -152,7 +174,8 @@ def test_process_vm_readv_on_the_host_is_denied(make_sandbox):
         if not got:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         return got
-    """)
+    """,
+    )
     assert_blocked(outcome, "read another process's memory with process_vm_readv")
     assert_alive(sb)
 
@@ -169,7 +192,9 @@ def test_signals_cannot_reach_the_host_process(make_sandbox):
         received.clear()
         host_pid, host_pgid = os.getpid(), os.getpgid(0)
         sb = make_sandbox()
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             import os, signal
             sent = []
             for target in ({host_pid}, -{host_pgid}):
@@ -187,7 +212,8 @@ def test_signals_cannot_reach_the_host_process(make_sandbox):
             if not sent:
                 raise ProcessLookupError("the host process is out of reach")
             return sent
-        """)
+        """,
+        )
         time.sleep(0.3)
         assert not received, f"the host process received a signal from the sandbox: {received}"
         assert_blocked(outcome, "signal the host process")
@@ -203,7 +229,9 @@ def test_the_zygote_cannot_be_killed_from_a_session(make_sandbox, backend):
     zygotes = _zygotes()
     assert zygotes, "control: the test sees the zygote process"
     before = {pid: descendants(os.getpid())[pid] for pid in zygotes}
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import os, signal
         killed = []
         for pid in {zygotes!r}:
@@ -215,7 +243,8 @@ def test_the_zygote_cannot_be_killed_from_a_session(make_sandbox, backend):
         if not killed:
             raise ProcessLookupError("the zygote is out of reach")
         return killed
-    """)
+    """,
+    )
     assert_blocked(outcome, f"kill the zygote {zygotes}")
     assert sorted(still_running(before)) == sorted(zygotes), "a zygote died"
     assert_alive(sb)
@@ -226,11 +255,14 @@ def test_kill_everything_reaches_only_the_own_session(make_sandbox):
     victim = make_sandbox()
     assert victim.execute("x = 41").error is None
     attacker = make_sandbox()
-    outcome = probe(attacker, """
+    outcome = probe(
+        attacker,
+        """
         import os, signal
         os.kill(-1, signal.SIGKILL)
         return "survived kill(-1)"
-    """)
+    """,
+    )
     # The attacker's own step may die; what matters is that nobody else did.
     assert outcome.status in ("ended", "ok", "blocked")
     result = victim.execute("x + 1")
@@ -309,7 +341,9 @@ while True:
 
 def test_thread_bomb_is_bounded(make_sandbox):
     sb = make_sandbox(timeout=20)
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import threading
         release = threading.Event()
         started = 0
@@ -320,7 +354,8 @@ def test_thread_bomb_is_bounded(make_sandbox):
         finally:
             release.set()
         return started
-    """)
+    """,
+    )
     assert_blocked(outcome, "start 20000 threads")
     assert_alive(sb)
 
@@ -356,16 +391,19 @@ time.sleep(0.2)
 
 def test_killing_the_host_kills_every_sandbox_process(tmp_path):
     script = tmp_path / "host.py"
-    daemons = "\n".join([
-        "import os, time",
-        "for _ in range(3):",
-        "    if os.fork() == 0:",
-        "        os.setsid()",
-        "        while True:",
-        "            time.sleep(1)",
-        "time.sleep(0.2)",
-    ])
-    script.write_text(textwrap.dedent(f"""
+    daemons = "\n".join(
+        [
+            "import os, time",
+            "for _ in range(3):",
+            "    if os.fork() == 0:",
+            "        os.setsid()",
+            "        while True:",
+            "            time.sleep(1)",
+            "time.sleep(0.2)",
+        ]
+    )
+    script.write_text(
+        textwrap.dedent(f"""
         import time
         from codeact import Sandbox
         sb = Sandbox(timeout=10)
@@ -374,9 +412,14 @@ def test_killing_the_host_kills_every_sandbox_process(tmp_path):
         assert r.error is None, r
         print("READY", flush=True)
         time.sleep(60)
-    """))
-    host = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
-                            env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    """)
+    )
+    host = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
     try:
         line = host.stdout.readline() if host.stdout else ""
         assert line.strip() == "READY", f"control: the host script started a sandbox (got {line!r})"
@@ -395,8 +438,7 @@ def test_killing_the_host_kills_every_sandbox_process(tmp_path):
 
 def test_cannot_become_root(make_sandbox):
     sb = make_sandbox()
-    for call in ("os.setuid(0)", "os.setgid(0)", "os.setresuid(0, 0, 0)", "os.setgroups([0])",
-                 "os.seteuid(0)"):
+    for call in ("os.setuid(0)", "os.setgid(0)", "os.setresuid(0, 0, 0)", "os.setgroups([0])", "os.seteuid(0)"):
         outcome = probe(sb, f"import os\n{call}\nreturn (os.getuid(), os.geteuid(), os.getgid())")
         assert_blocked(outcome, call)
     assert_alive(sb)
@@ -404,7 +446,9 @@ def test_cannot_become_root(make_sandbox):
 
 def test_capabilities_cannot_be_regained(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
         class Header(ctypes.Structure):
@@ -420,35 +464,44 @@ def test_capabilities_cannot_be_regained(make_sandbox):
         if not any(caps.values()) and status["NoNewPrivs"].strip() == "1":
             raise PermissionError(f"no capabilities: {caps}")
         return caps, status["NoNewPrivs"]
-    """)
+    """,
+    )
     assert_blocked(outcome, "regain capabilities")
     assert_alive(sb)
 
 
-@pytest.mark.parametrize("call", [
-    "libc.unshare(0x10000000)",  # CLONE_NEWUSER: a fresh user namespace would grant all capabilities
-    "libc.unshare(0x00020000)",  # CLONE_NEWNS
-    "libc.unshare(0x40000000)",  # CLONE_NEWNET
-    "libc.syscall(272, 0x02000000)",  # unshare(CLONE_NEWCGROUP) by number
-    "libc.setns(os.open('/proc/1/ns/user', os.O_RDONLY), 0)",
-    "libc.setns(os.open('/proc/self/ns/mnt', os.O_RDONLY), 0)",
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        "libc.unshare(0x10000000)",  # CLONE_NEWUSER: a fresh user namespace would grant all capabilities
+        "libc.unshare(0x00020000)",  # CLONE_NEWNS
+        "libc.unshare(0x40000000)",  # CLONE_NEWNET
+        "libc.syscall(272, 0x02000000)",  # unshare(CLONE_NEWCGROUP) by number
+        "libc.setns(os.open('/proc/1/ns/user', os.O_RDONLY), 0)",
+        "libc.setns(os.open('/proc/self/ns/mnt', os.O_RDONLY), 0)",
+    ],
+)
 def test_new_namespaces_cannot_be_entered(make_sandbox, call):
     sb = make_sandbox()
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import ctypes, os
         libc = ctypes.CDLL(None, use_errno=True)
         if {call} != 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         return "entered"
-    """)
+    """,
+    )
     assert_blocked(outcome, call)
     assert_alive(sb)
 
 
 def test_clone_with_a_new_user_namespace_is_denied(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import ctypes, os
         libc = ctypes.CDLL(None, use_errno=True)
         libc.syscall.restype = ctypes.c_long
@@ -459,14 +512,17 @@ def test_clone_with_a_new_user_namespace_is_denied(make_sandbox):
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         os.waitpid(pid, 0)
         return f"child {pid} ran in a new user namespace"
-    """)
+    """,
+    )
     assert_blocked(outcome, "clone(CLONE_NEWUSER)")
     assert_alive(sb)
 
 
 def test_mount_chroot_and_pivot_root_are_denied(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import ctypes, os
         libc = ctypes.CDLL(None, use_errno=True)
         os.makedirs("/tmp/m", exist_ok=True)
@@ -488,7 +544,8 @@ def test_mount_chroot_and_pivot_root_are_denied(make_sandbox):
         if not done:
             raise PermissionError("every mount, chroot and pivot_root was refused")
         return done
-    """)
+    """,
+    )
     assert_blocked(outcome, "mount, unmount, chroot or pivot_root")
     assert_alive(sb)
 
@@ -496,17 +553,23 @@ def test_mount_chroot_and_pivot_root_are_denied(make_sandbox):
 def test_hostname_change_does_not_reach_the_host(make_sandbox):
     before = socket.gethostname()
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import socket
         socket.sethostname("pwned-host")
         return socket.gethostname()
-    """)
+    """,
+    )
     assert_blocked(outcome, "set the hostname")
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         with open("/proc/sys/kernel/hostname", "w") as f:
             f.write("pwned-host")
         return "written"
-    """)
+    """,
+    )
     assert_blocked(outcome, "write /proc/sys/kernel/hostname")
     assert socket.gethostname() == before, "the host's hostname changed"
     assert_alive(sb)
@@ -514,13 +577,18 @@ def test_hostname_change_does_not_reach_the_host(make_sandbox):
 
 def test_system_clock_cannot_be_set(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import time
         time.clock_settime(time.CLOCK_REALTIME, time.time())  # same time: harmless if it were allowed
         return "clock set"
-    """)
+    """,
+    )
     assert_blocked(outcome, "clock_settime")
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import ctypes, os, time
         libc = ctypes.CDLL(None, use_errno=True)
         class TimeVal(ctypes.Structure):
@@ -529,7 +597,8 @@ def test_system_clock_cannot_be_set(make_sandbox):
         if libc.settimeofday(ctypes.byref(TimeVal(int(now), 0)), None) != 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         return "time set"
-    """)
+    """,
+    )
     assert_blocked(outcome, "settimeofday")
     assert_alive(sb)
 
@@ -538,14 +607,17 @@ def test_no_rollback_mode_refuses_fork_and_still_enforces_the_time_limit(make_sa
     if backend != "process":
         pytest.skip("rollback=False is an option of the native backend")
     sb = make_sandbox(rollback=False, timeout=2)
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import os
         pid = os.fork()
         if pid == 0:
             os._exit(0)
         os.waitpid(pid, 0)
         return "forked"
-    """)
+    """,
+    )
     assert_blocked(outcome, "fork in a session without rollback")
     started = time.monotonic()
     result = sb.execute("""

@@ -52,7 +52,9 @@ def test_memory_spread_over_many_processes_is_bounded(make_sandbox, backend):
     if backend == "process" and not (cgroup and cgroup.active):
         pytest.skip("no writable cgroup here: per-process limits only")
     # Each child stays under the per-process limit; together they would hold 1.2 GB.
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import os, time
         holding = []
         reader, writer = os.pipe()
@@ -85,7 +87,8 @@ def test_memory_spread_over_many_processes_is_bounded(make_sandbox, backend):
         if got * 200 <= 256 + 64:
             raise MemoryError(f"only {got} children could hold 200 MB at once")
         return f"{got} children held {got * 200} MB together"
-    """)
+    """,
+    )
     assert_blocked(outcome, "hold more than the memory limit spread over child processes")
     assert_alive(sb)
 
@@ -131,7 +134,9 @@ while True:
     pass
 """)
     assert result.timed_out, result
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import os
         others = [p for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid(), os.getppid())]
         alive = []
@@ -145,14 +150,17 @@ while True:
         if not alive:
             raise ProcessLookupError("the step's children are gone")
         return alive
-    """)
+    """,
+    )
     assert_blocked(outcome, "keep a child of a timed-out step running")
 
 
 def test_huge_file_in_tmp_is_stopped(make_sandbox, backend):
     sb = make_sandbox(timeout=30, **_limits(backend, max_file_size="32MB", tmp_size="64MB"))
     assert sb.execute("kept = 'x'").error is None
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         chunk = b"\\0" * (4 * 1024 * 1024)
         written = 0
         with open("/tmp/huge", "wb") as f:
@@ -161,7 +169,8 @@ def test_huge_file_in_tmp_is_stopped(make_sandbox, backend):
                 f.flush()
                 written += len(chunk)
         return written
-    """)
+    """,
+    )
     assert_blocked(outcome, "write a 2 GB file to /tmp")
     if outcome.status == "ended":
         assert outcome.result.error.type in ("FileSizeLimit", "SandboxCrashed"), outcome.result.error
@@ -174,12 +183,14 @@ def test_huge_file_in_a_write_path_stops_at_the_file_size_limit(make_sandbox, ba
     out.mkdir()
     limit = 32 << 20 if backend == "process" else 256 << 20
     sb = make_sandbox(write_paths=[out], timeout=30, **_limits(backend, max_file_size="32MB"))
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import signal
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # turn the kill into an error the attack could skip
         chunk = b"\\0" * (4 * 1024 * 1024)
         written = 0
-        with open({str(out / 'huge.bin')!r}, "wb") as f:
+        with open({str(out / "huge.bin")!r}, "wb") as f:
             while written < 2 * 1024 ** 3:
                 try:
                     f.write(chunk)
@@ -189,7 +200,8 @@ def test_huge_file_in_a_write_path_stops_at_the_file_size_limit(make_sandbox, ba
                     f.write(chunk)
                 written += len(chunk)
         return written
-    """)
+    """,
+    )
     assert_blocked(outcome, "write a 2 GB file into a write path")
     size = (out / "huge.bin").stat().st_size if (out / "huge.bin").exists() else 0
     assert size <= limit, f"the sandbox wrote {size} bytes to the host disk past the {limit} byte limit"
@@ -198,7 +210,9 @@ def test_huge_file_in_a_write_path_stops_at_the_file_size_limit(make_sandbox, ba
 
 def test_many_small_files_cannot_fill_the_host(make_sandbox, backend):
     sb = make_sandbox(timeout=30, **_limits(backend, tmp_size="16MB"))
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import os
         os.makedirs("/tmp/many", exist_ok=True)
         block = b"x" * 65536
@@ -206,14 +220,17 @@ def test_many_small_files_cannot_fill_the_host(make_sandbox, backend):
             with open(f"/tmp/many/{i}", "wb") as f:
                 f.write(block)
         return "wrote 256 MB of small files"
-    """)
+    """,
+    )
     assert_blocked(outcome, "fill the scratch space with small files")
     assert_alive(sb)
 
 
 def test_descriptor_exhaustion_is_bounded(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import os, socket
         held = []
         try:
@@ -227,7 +244,8 @@ def test_descriptor_exhaustion_is_bounded(make_sandbox):
             for h in held:
                 h.close() if hasattr(h, "close") else os.close(h)
         return count
-    """)
+    """,
+    )
     assert_blocked(outcome, "open 100000 descriptors")
     assert "Too many open files" in outcome.detail or outcome.status == "ended", outcome
     assert_alive(sb)
@@ -253,8 +271,12 @@ repr(nested)  # recursion in C: overflows the stack
 def test_segfault_and_abort_keep_the_session(make_sandbox, backend):
     sb = make_sandbox()
     assert sb.execute("kept = 3.5").error is None
-    for crash in ("import ctypes\nctypes.string_at(0)", "import os\nos.abort()", "import os\nos._exit(9)",
-                  "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)"):
+    for crash in (
+        "import ctypes\nctypes.string_at(0)",
+        "import os\nos.abort()",
+        "import os\nos._exit(9)",
+        "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)",
+    ):
         if backend == "pyodide" and "ctypes" in crash:
             continue  # pyodide: WebAssembly memory has no unmapped page; address 0 reads as zeros
         result = sb.execute(crash)
@@ -276,7 +298,9 @@ def test_host_survives_a_burst_of_resource_bombs(make_sandbox):
 
 def test_limits_cannot_be_raised_from_inside(make_sandbox):
     sb = make_sandbox()
-    outcome = probe(sb, """
+    outcome = probe(
+        sb,
+        """
         import resource
         raised = []
         for name in ("RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_NPROC"):
@@ -293,6 +317,7 @@ def test_limits_cannot_be_raised_from_inside(make_sandbox):
         if not raised:
             raise PermissionError("no limit could be raised")
         return raised
-    """)
+    """,
+    )
     assert_blocked(outcome, "raise the address space, file size, open files or process limits")
     assert_alive(sb)

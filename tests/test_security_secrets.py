@@ -82,12 +82,17 @@ def test_host_environment_variables_are_invisible(make_sandbox, backend):
     options = {"preload": ["colorsys"]} if backend == "process" else {}
     with host_secret_env("CODEACT_TEST_API_KEY", secret):
         sb = make_sandbox(**options)
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             hits = __search({_parts(secret)!r})
             if not hits:
                 raise LookupError("secret not found")
             return hits
-        """, prelude=SEARCH_EVERYWHERE, timeout=60)
+        """,
+            prelude=SEARCH_EVERYWHERE,
+            timeout=60,
+        )
     assert_blocked(outcome, "find a host environment variable in the sandbox")
     assert_alive(sb)
 
@@ -98,13 +103,16 @@ def test_only_the_given_environment_is_visible(make_sandbox):
         sb = make_sandbox(env={"GIVEN": "yes"})
         control = probe(sb, "import os\nreturn os.environ.get('GIVEN')")
         assert control.status == "ok" and control.detail == "'yes'", f"control: env is passed in: {control}"
-        outcome = probe(sb, """
+        outcome = probe(
+            sb,
+            """
             import os
             extra = {k: v for k, v in os.environ.items() if k != "GIVEN"}
             if not extra:
                 raise LookupError("only GIVEN is set")
             return extra
-        """)
+        """,
+        )
     assert_blocked(outcome, "see host environment variables besides the given ones")
     assert_alive(sb)
 
@@ -121,7 +129,9 @@ def test_secrets_in_tool_closures_stay_on_the_host(make_sandbox):
     sb = make_sandbox(tools=[lookup])
     control = sb.execute("lookup('abc')")
     assert control.value == str(3 + len(api_key)) and calls == ["abc"], f"control: the tool works: {control}"
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         import gc, inspect
         hits = []
         parts = {_parts(api_key)!r}
@@ -147,7 +157,10 @@ def test_secrets_in_tool_closures_stay_on_the_host(make_sandbox):
         if not hits:
             raise LookupError("the key is not in the sandbox")
         return hits
-    """, prelude=SEARCH_EVERYWHERE, timeout=60)
+    """,
+        prelude=SEARCH_EVERYWHERE,
+        timeout=60,
+    )
     assert_blocked(outcome, "read the API key captured by a host tool's closure")
     assert_alive(sb)
 
@@ -160,20 +173,30 @@ def test_memory_scan_finds_nothing_of_the_host(make_sandbox, backend):
     options = {"preload": ["fractions"]} if backend == "process" else {}
     with host_secret_env("CODEACT_TEST_DB_PASSWORD", secret):
         sb = make_sandbox(**options)
-        control = probe(sb, """
+        control = probe(
+            sb,
+            """
             marker = "".join(["sandbox-", "made-", "marker-", "xyz"])
             hits = __search(("sandbox-made-", "marker-xyz"))
             if not any("/mem" in h for h in hits):
                 raise LookupError(f"the memory scan does not work: {hits}")
             return len(hits)
-        """, prelude=SEARCH_EVERYWHERE, timeout=60)
+        """,
+            prelude=SEARCH_EVERYWHERE,
+            timeout=60,
+        )
         assert control.status == "ok", f"control: the memory scan finds a string made in the sandbox: {control}"
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             hits = __search({_parts(secret)!r})
             if not hits:
                 raise LookupError("not found")
             return hits
-        """, prelude=SEARCH_EVERYWHERE, timeout=60)
+        """,
+            prelude=SEARCH_EVERYWHERE,
+            timeout=60,
+        )
     assert_blocked(outcome, "find a host secret anywhere in the sandbox's readable memory")
     assert_alive(sb)
 
@@ -208,14 +231,19 @@ def test_other_sessions_variables_are_unreachable_while_both_run(make_sandbox):
     thread = threading.Thread(target=hold)
     thread.start()
     started.wait()
-    outcome = probe(attacker, f"""
+    outcome = probe(
+        attacker,
+        f"""
         import time
         time.sleep(0.2)
         hits = __search({_parts(secret)!r})
         if not hits:
             raise LookupError("the other session is out of reach")
         return hits
-    """, prelude=SEARCH_EVERYWHERE, timeout=60)
+    """,
+        prelude=SEARCH_EVERYWHERE,
+        timeout=60,
+    )
     thread.join(30)
     assert_blocked(outcome, "read a concurrent session's variables")
     victim_result = results["victim"]
@@ -228,13 +256,16 @@ def test_files_in_the_hosts_tmp_are_invisible(make_sandbox):
     secret_file.write_text("HOST-TMP-SECRET")
     try:
         sb = make_sandbox()
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             import os
             names = os.listdir("/tmp")
             if {secret_file.name!r} in names:
                 return open({str(secret_file)!r}).read()
             raise FileNotFoundError(names)
-        """)
+        """,
+        )
         assert_blocked(outcome, "read a file in the host's /tmp")
         assert_alive(sb)
     finally:
@@ -247,12 +278,16 @@ def test_proc_environ_of_sandbox_processes_holds_no_host_secret(make_sandbox, ba
     options = {"preload": ["statistics"]} if backend == "process" else {}
     with host_secret_env("CODEACT_TEST_PROC_SECRET", secret):
         sb = make_sandbox(**options)
-        outcome = probe(sb, f"""
+        outcome = probe(
+            sb,
+            f"""
             data = open({path!r}, "rb").read()
             if not __has(data, {_parts(secret)!r}):
                 raise LookupError(f"no secret in {path}")
             return data
-        """, prelude=SEARCH_EVERYWHERE)
+        """,
+            prelude=SEARCH_EVERYWHERE,
+        )
     assert_blocked(outcome, f"read the host secret from {path}")
     assert_alive(sb)
 
@@ -285,7 +320,9 @@ token == {secret!r}
             assert setup.value == "True", f"control: the first task holds the secret: {setup}"
         used.clear()
         with pool.session() as second:
-            outcome = probe(second, f"""
+            outcome = probe(
+                second,
+                f"""
                 found = []
                 if "token" in globals():
                     found.append("variable")
@@ -308,7 +345,10 @@ token == {secret!r}
                 if not found:
                     raise LookupError("nothing of the first task is left")
                 return found
-            """, prelude=SEARCH_EVERYWHERE, timeout=60)
+            """,
+                prelude=SEARCH_EVERYWHERE,
+                timeout=60,
+            )
             assert_blocked(outcome, "read what an earlier task of the pool left behind")
             assert not used, "the second task called the first task's tool"
             assert_alive(second)

@@ -123,8 +123,14 @@ def test_pickle_payload_is_never_unpickled(make_sandbox, tmp_path):
         assert not marker.exists(), f"the host unpickled a {tag!r} value from the sandbox"
         assert_alive(sb)
     # numpy object arrays are pickles in disguise
-    body = json.dumps({"op": "call", "tool": "echo", "kwargs": {},
-                       "args": [{"$t": "ndarray", "dtype": "|O", "shape": [1], "v": payload}]}).encode()
+    body = json.dumps(
+        {
+            "op": "call",
+            "tool": "echo",
+            "kwargs": {},
+            "args": [{"$t": "ndarray", "dtype": "|O", "shape": [1], "v": payload}],
+        }
+    ).encode()
     _run_forgery(sb, _frame(body))
     assert not marker.exists(), "the host decoded an object-dtype array from the sandbox"
     assert not calls or all(not isinstance(c[0], Trap) for c in calls)
@@ -140,15 +146,18 @@ def test_unknown_value_tag_in_tool_arguments_is_rejected(make_sandbox):
     _assert_session_ended_cleanly(sb, make_sandbox, outcome)
 
 
-@pytest.mark.parametrize("body", [
-    b'{"op": "call", "tool": "echo", "args": {"not": "a list"}, "kwargs": {}}',
-    b'{"op": "call", "tool": "echo", "args": [], "kwargs": [1, 2]}',
-    b'{"op": "call", "tool": "echo", "args": [], "kwargs": {"$t": "dict", "v": [[1, 2]]}}',
-    b'{"op": "call", "tool": ["echo"], "args": [], "kwargs": {}}',
-    b'{"op": "call", "tool": "echo", "args": [{"$t": "set", "v": [[1]]}], "kwargs": {}}',
-    b'{"op": "call", "tool": "echo", "args": [{"$t": "timedelta", "v": [1e999, 0, 0]}], "kwargs": {}}',
-    b'{"op": "call", "tool": "echo", "args": [{"$t": "ndarray", "dtype": "<f8", "shape": [1000000000], "v": ""}]}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"op": "call", "tool": "echo", "args": {"not": "a list"}, "kwargs": {}}',
+        b'{"op": "call", "tool": "echo", "args": [], "kwargs": [1, 2]}',
+        b'{"op": "call", "tool": "echo", "args": [], "kwargs": {"$t": "dict", "v": [[1, 2]]}}',
+        b'{"op": "call", "tool": ["echo"], "args": [], "kwargs": {}}',
+        b'{"op": "call", "tool": "echo", "args": [{"$t": "set", "v": [[1]]}], "kwargs": {}}',
+        b'{"op": "call", "tool": "echo", "args": [{"$t": "timedelta", "v": [1e999, 0, 0]}], "kwargs": {}}',
+        b'{"op": "call", "tool": "echo", "args": [{"$t": "ndarray", "dtype": "<f8", "shape": [1000000000], "v": ""}]}',
+    ],
+)
 def test_malformed_tool_calls_are_rejected(make_sandbox, body):
     sb = make_sandbox(tools=[echo])
     calls.clear()
@@ -226,7 +235,9 @@ def test_forged_supervisor_report_does_not_raise_on_the_host(make_sandbox):
 def test_half_sent_frame_cannot_hang_the_host(make_sandbox):
     sb = make_sandbox(tools=[echo], timeout=2)
     assert sb.execute("warm = 1").error is None  # from now on the step's parent is a holder, not pid 1
-    code = FIND_CHANNEL + """
+    code = (
+        FIND_CHANNEL
+        + """
 import os, signal, time
 ch = __channel()
 for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
@@ -236,6 +247,7 @@ ch.sendall(b"\\x00\\x00\\x10\\x00" + b"{")  # promise 4096 bytes, send one
 while True:
     time.sleep(1)
 """
+    )
     _assert_returns_in_time(sb, code, 20)
     assert_alive(sb)
 
@@ -267,7 +279,9 @@ def _assert_returns_in_time(sb, code: str, limit_s: float) -> None:
 def test_unread_tool_reply_cannot_hang_the_host(make_sandbox):
     sb = make_sandbox(tools=[echo], timeout=2)
     assert sb.execute("warm = 1").error is None  # from now on the step's parent is a holder, not pid 1
-    code = FIND_CHANNEL + """
+    code = (
+        FIND_CHANNEL
+        + """
 import json, os, signal, struct, time
 ch = __channel()
 for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
@@ -278,6 +292,7 @@ ch.sendall(struct.pack(">I", len(body)) + body)  # the host answers with 12 MB t
 while True:
     time.sleep(1)
 """
+    )
     _assert_returns_in_time(sb, code, 20)
     assert_alive(sb)
 
@@ -303,16 +318,32 @@ def test_oversized_frame_forged_past_the_stub_is_rejected(make_sandbox):
     _assert_session_ended_cleanly(sb, make_sandbox, outcome)
 
 
-@pytest.mark.parametrize("name", [
-    "does_not_exist", "__init__", "_serve_call", "__import__", "eval", "exec", "os.system",
-    "__class__", "__builtins__", "", "echo.__globals__",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "does_not_exist",
+        "__init__",
+        "_serve_call",
+        "__import__",
+        "eval",
+        "exec",
+        "os.system",
+        "__class__",
+        "__builtins__",
+        "",
+        "echo.__globals__",
+    ],
+)
 def test_calling_a_tool_that_was_not_given_is_refused(make_sandbox, name):
     sb = make_sandbox(tools=[echo])
     calls.clear()
-    outcome = probe(sb, f"""
+    outcome = probe(
+        sb,
+        f"""
         return __codeact_call__({name!r}, ["id"], {{}})
-    """, prelude="__codeact_call__ = echo.__globals__['__codeact_call__']")
+    """,
+        prelude="__codeact_call__ = echo.__globals__['__codeact_call__']",
+    )
     assert_blocked(outcome, f"call the host function {name!r} through the tool bridge")
     assert "NameError" in outcome.detail or "no tool" in outcome.detail or outcome.status == "ended", outcome
     assert not calls, "a tool ran for a name that was not given"
@@ -352,8 +383,9 @@ def test_forged_result_cannot_bypass_the_output_limits(make_sandbox):
     # (and from there into the model's context) than an honest one could.
     sb = make_sandbox(tools=[echo], timeout=30)
     big = "A" * (5 * 1024 * 1024)
-    body = json.dumps({"op": "result", "stdout": big, "stderr": big, "value": big,
-                       "error": None, "stdout_truncated": 0}).encode()
+    body = json.dumps(
+        {"op": "result", "stdout": big, "stderr": big, "value": big, "error": None, "stdout_truncated": 0}
+    ).encode()
     outcome = _run_forgery(sb, _frame(body), wait=2)
     result = outcome.result
     sizes = {"stdout": len(result.stdout), "stderr": len(result.stderr), "value": len(result.value or "")}
@@ -369,7 +401,9 @@ def test_small_frame_of_many_tiny_values_cannot_balloon_host_memory(make_sandbox
     # into gigabytes on the host (many sessions can do this at once).
     sb = make_sandbox(tools=[echo], timeout=60)
     calls.clear()
-    code = FIND_CHANNEL + """
+    code = (
+        FIND_CHANNEL
+        + """
 import struct
 body = b'{"op": "call", "tool": "echo", "args": [[' + b",".join([b"{}"] * 5_000_000) + b']], "kwargs": {}}'
 ch = __channel()
@@ -378,6 +412,7 @@ ch.settimeout(30)
 ch.recv(100)
 'sent'
 """
+    )
     result, grown_mb = run_measuring_host_memory(lambda: sb.execute(code))
     assert grown_mb < 300, (
         f"ATTACK SUCCEEDED: one 15 MB tool-call frame made the host allocate {grown_mb:.0f} MB ({result.error})"
@@ -387,7 +422,9 @@ ch.recv(100)
 
 def test_submitted_values_cannot_balloon_host_memory(make_sandbox):
     sb = make_sandbox(tools=[echo], timeout=60)
-    code = FIND_CHANNEL + """
+    code = (
+        FIND_CHANNEL
+        + """
 import struct
 items = b",".join([b"[]"] * 5_000_000)
 body = b'{"op": "result", "stdout": "", "stderr": "", "value": null, "error": null, "submitted": {"answer": [' + items + b']}}'
@@ -396,6 +433,7 @@ ch.sendall(struct.pack(">I", len(body)) + body)
 import time
 time.sleep(5)
 """
+    )
     result, grown_mb = run_measuring_host_memory(lambda: sb.execute(code))
     assert grown_mb < 300, (
         f"ATTACK SUCCEEDED: one 15 MB result frame made the host allocate {grown_mb:.0f} MB ({result.error})"

@@ -61,9 +61,7 @@ def test_string_form_types_validate(type_src: str, good: object, bad: object) ->
 
 
 def test_custom_types_in_string_form_come_from_types_argument() -> None:
-    sig = Signature(
-        "text -> priority: Priority, ticket: Ticket", types={"Priority": Priority, "Ticket": Ticket}
-    )
+    sig = Signature("text -> priority: Priority, ticket: Ticket", types={"Priority": Priority, "Ticket": Ticket})
     out = sig.validate_outputs({"priority": "high", "ticket": {"title": "t", "tags": ["a"]}})
     assert out["priority"] is Priority.HIGH
     assert out["ticket"] == Ticket(title="t", tags=["a"])

@@ -71,18 +71,25 @@ def test_the_async_run_samples_too() -> None:
     assert prediction.answer == 6 and len(prediction.trajectory[1].rejected_samples) == 1
 
 
-@pytest.mark.parametrize(("options", "match"), [
-    ({"step_samples": 0}, "positive integer"),
-    ({"step_samples": 2, "sandbox": {"backend": "pyodide"}}, "native sandbox"),
-])
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"step_samples": 0}, "positive integer"),
+        ({"step_samples": 2, "sandbox": {"backend": "pyodide"}}, "native sandbox"),
+    ],
+)
 def test_bad_step_samples_settings_are_refused(options: dict, match: str) -> None:
     with pytest.raises(ConfigurationError, match=match):
         CodeAct("question -> answer", lm=ScriptedLM([]), **options)
 
 
 def test_the_example_runs_offline() -> None:
-    proc = subprocess.run([sys.executable, str(ROOT / "examples" / "step_samples.py"), "--model", "reference"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "step_samples.py"), "--model", "reference"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "set aside a sample that failed with KeyError" in proc.stdout
     assert proc.stdout.strip().endswith("answer: 14")

@@ -136,9 +136,7 @@ class Prediction:
         outputs = self.__dict__.get("_outputs", {})
         if name in outputs:
             return outputs[name]
-        raise AttributeError(
-            f"prediction has no field {name!r}; its outputs are {', '.join(outputs) or 'none'}"
-        )
+        raise AttributeError(f"prediction has no field {name!r}; its outputs are {', '.join(outputs) or 'none'}")
 
     def __getitem__(self, name: str) -> Any:
         return self._outputs[name]
@@ -173,16 +171,12 @@ class Prediction:
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self._outputs.items())
-        return (
-            f"Prediction({fields}, end_reason={self.end_reason!r}, steps={len(self.record.steps)})"
-        )
+        return f"Prediction({fields}, end_reason={self.end_reason!r}, steps={len(self.record.steps)})"
 
 
 # Names a signature may not use: the sandbox's own functions, and Prediction's attributes
 _RESERVED_INPUTS = frozenset({"submit", "print", "SUBMIT"})
-_PREDICTION_ATTRIBUTES = frozenset(
-    name for name in vars(Prediction) if not name.startswith("_")
-) | {"record"}
+_PREDICTION_ATTRIBUTES = frozenset(name for name in vars(Prediction) if not name.startswith("_")) | {"record"}
 
 
 class MaxItersError(CodeActError, RuntimeError):
@@ -286,9 +280,7 @@ class CodeAct:
             raise ConfigurationError(f"depth must be a positive integer, got {depth!r}")
         self.depth = depth
         self.max_llm_calls = (
-            max_llm_calls
-            if max_llm_calls is not None
-            else (50 if sub_lm is not None or depth > 1 else 0)
+            max_llm_calls if max_llm_calls is not None else (50 if sub_lm is not None or depth > 1 else 0)
         )
         self._check_tools()
         if not isinstance(max_iters, int) or max_iters < 1:
@@ -297,9 +289,7 @@ class CodeAct:
             raise ValueError(f"fallback must be 'extract', 'raise' or 'partial', got {fallback!r}")
         if sandbox is not None and interpreter is not None:
             raise ValueError("pass sandbox options or an interpreter, not both")
-        if interpreter is not None and not (
-            isinstance(interpreter, Interpreter) or callable(interpreter)
-        ):
+        if interpreter is not None and not (isinstance(interpreter, Interpreter) or callable(interpreter)):
             raise TypeError(
                 "interpreter must implement codeact's Interpreter protocol (start, set_tools, "
                 "set_submit, execute, aexecute, close) or be a function returning one"
@@ -322,8 +312,9 @@ class CodeAct:
         if isinstance(step_samples, bool) or not isinstance(step_samples, int) or step_samples < 1:
             raise ConfigurationError(f"step_samples must be a positive integer, got {step_samples!r}")
         if step_samples > 1 and (interpreter is not None or self.sandbox_options.backend == "pyodide"):
-            raise ConfigurationError("step_samples needs codeact's native sandbox (Sandbox.fork()); drop "
-                                     "interpreter= or backend='pyodide'")
+            raise ConfigurationError(
+                "step_samples needs codeact's native sandbox (Sandbox.fork()); drop interpreter= or backend='pyodide'"
+            )
         self.step_samples = step_samples
         self.step_timeout = step_timeout
         if max_tokens is not None:
@@ -389,8 +380,9 @@ class CodeAct:
         return target
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], tools: Sequence[Callable[..., Any] | Tool] = (),
-             **options: Any) -> CodeAct:
+    def load(
+        cls, path: str | os.PathLike[str], tools: Sequence[Callable[..., Any] | Tool] = (), **options: Any
+    ) -> CodeAct:
         """A CodeAct from `save(path)`'s file; tools, the LM and other options are passed again."""
         state = json.loads(Path(path).read_text(encoding="utf-8"))
         if not isinstance(state, dict) or "signature" not in state:
@@ -412,15 +404,11 @@ class CodeAct:
                     "(sub_lm= or max_llm_calls=)"
                 )
             if t.name in self.signature.inputs:
-                raise ValueError(
-                    f"tool {t.name!r} has the name of an input variable; rename one of them"
-                )
+                raise ValueError(f"tool {t.name!r} has the name of an input variable; rename one of them")
             seen.add(t.name)
         for name in self.signature.inputs:
             if name in _RESERVED_INPUTS or (self.max_llm_calls and name.startswith("llm_query")):
-                raise ConfigurationError(
-                    f"input {name!r} would hide the sandbox's own {name}(); rename the input"
-                )
+                raise ConfigurationError(f"input {name!r} would hide the sandbox's own {name}(); rename the input")
         for name in self.signature.outputs:
             if name in _PREDICTION_ATTRIBUTES:
                 raise ConfigurationError(
@@ -491,13 +479,9 @@ class CodeAct:
                 if code is not None:
                     run.take_result(await self._aexecute_step(run, session, messages, code))
                 await run.flush_async_events()
-            if run.wants_extraction() and not run.take_variables(
-                await session.aexecute(run.variables_code())
-            ):
+            if run.wants_extraction() and not run.take_variables(await session.aexecute(run.variables_code())):
                 try:
-                    extraction = await run.lm.acomplete(
-                        run.extraction_messages(), **run.extract_options()
-                    )
+                    extraction = await run.lm.acomplete(run.extraction_messages(), **run.extract_options())
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -558,8 +542,9 @@ class CodeAct:
         finally:
             await asyncio.to_thread(session.discard, saved)
 
-    def batch(self, inputs: Sequence[dict[str, Any]], *, num_threads: int = 4,
-              executor: BatchExecutor | None = None) -> list[Prediction]:
+    def batch(
+        self, inputs: Sequence[dict[str, Any]], *, num_threads: int = 4, executor: BatchExecutor | None = None
+    ) -> list[Prediction]:
         """Run several tasks in parallel, each in its own session; results in input order.
 
         An input that fails (bad inputs, `fallback="raise"`) gives a Prediction with
@@ -577,9 +562,7 @@ class CodeAct:
     def _run_safely(self, inputs: dict[str, Any]) -> Prediction:
         try:
             if not isinstance(inputs, dict):
-                raise TypeError(
-                    f"each batch item must be a dict of inputs, got {type(inputs).__name__}"
-                )
+                raise TypeError(f"each batch item must be a dict of inputs, got {type(inputs).__name__}")
             return self(**inputs)
         except MaxItersError as exc:
             return exc.prediction
@@ -780,8 +763,12 @@ class _Run:
         """Whether to sample another reply for the step whose code gave `result`."""
         step = self.step
         assert step is not None
-        return (result.error is not None and result.submitted is None and not self.over_budget()
-                and len(step.rejected_samples) + 1 < self.module.step_samples)
+        return (
+            result.error is not None
+            and result.submitted is None
+            and not self.over_budget()
+            and len(step.rejected_samples) + 1 < self.module.step_samples
+        )
 
     def sample_options(self) -> dict[str, Any]:
         options = self.lm_options()
@@ -882,11 +869,7 @@ class _Run:
         usage = self.record.usage
         if self.module.max_run_tokens is not None and usage.total_tokens >= self.module.max_run_tokens:
             return True
-        return (
-            self.module.max_cost is not None
-            and usage.cost is not None
-            and usage.cost >= self.module.max_cost
-        )
+        return self.module.max_cost is not None and usage.cost is not None and usage.cost >= self.module.max_cost
 
     def budget_text(self) -> str:
         usage = self.record.usage
@@ -916,8 +899,7 @@ class _Run:
         except OutputValidationError:
             return False
         self.record.fallback_reply = (
-            "(no model call: the outputs were read from the session's variables "
-            f"{', '.join(self.signature.outputs)})"
+            f"(no model call: the outputs were read from the session's variables {', '.join(self.signature.outputs)})"
         )
         return True
 
@@ -978,9 +960,7 @@ class _Run:
         if not self.finished:
             self.finished = True
             if self.outputs is None and self.record.fallback == "partial" and self.last_submitted:
-                partial = self.signature.validate_partial(
-                    {k: _plain(v) for k, v in self.last_submitted.items()}
-                )
+                partial = self.signature.validate_partial({k: _plain(v) for k, v in self.last_submitted.items()})
                 self.outputs = {name: partial.get(name) for name in self.signature.outputs}
             self.record.outputs = self.outputs
             self.record.finish_timings(time.time())
@@ -1015,9 +995,7 @@ class _Session:
         if spec is not None:
             made = spec()
             if not isinstance(made, Interpreter):
-                raise InterpreterError(
-                    f"the interpreter factory returned {type(made).__name__}, not an Interpreter"
-                )
+                raise InterpreterError(f"the interpreter factory returned {type(made).__name__}, not an Interpreter")
             return made
         from codeact.sandbox import Sandbox
 
@@ -1211,8 +1189,9 @@ def _positive(name: str, value: Any, kind: type) -> Any:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not isinstance(value, int)):
-        raise ConfigurationError(f"{name} must be a positive {'integer' if kind is int else 'number'} or None, "
-                                 f"got {value!r}")
+        raise ConfigurationError(
+            f"{name} must be a positive {'integer' if kind is int else 'number'} or None, got {value!r}"
+        )
     if value <= 0:
         raise ConfigurationError(f"{name} must be positive, got {value!r} (leave it None for no limit)")
     return value

@@ -160,19 +160,14 @@ def load_tools(specs: Sequence[str]) -> list[Any]:
         else:
             items = _public_functions(module)
             if not items:
-                raise UsageError(
-                    f"{target} defines no public functions and no TOOLS list; nothing to use as tools"
-                )
+                raise UsageError(f"{target} defines no public functions and no TOOLS list; nothing to use as tools")
         for item in items:
             try:
                 made = as_tool(item)
             except Exception as exc:
                 raise UsageError(f"cannot use {item!r} from {spec} as a tool: {exc}") from None
             if made.name in seen:
-                raise UsageError(
-                    f"two tools are named {made.name!r} (from {seen[made.name]} and {spec}); "
-                    "rename one"
-                )
+                raise UsageError(f"two tools are named {made.name!r} (from {seen[made.name]} and {spec}); rename one")
             seen[made.name] = spec
             tools.append(made)
     return tools
@@ -304,8 +299,11 @@ class _TerminalApprover:
         if request.tool in self.always:
             return True
         arguments = ", ".join(f"{k}={v!r}" for k, v in request.arguments.items())
-        question = Text.assemble(("the code calls ", "bold yellow"), (safe(f"{request.tool}({arguments})"), "cyan"),
-                                 ("  allow? y = yes, n = no, a = always for this tool", "yellow"))
+        question = Text.assemble(
+            ("the code calls ", "bold yellow"),
+            (safe(f"{request.tool}({arguments})"), "cyan"),
+            ("  allow? y = yes, n = no, a = always for this tool", "yellow"),
+        )
         answer = self.view.ask(question, "yna")
         if answer == "a":
             self.always.add(request.tool)
@@ -385,22 +383,24 @@ def _summary_json(record: RunRecord, args: argparse.Namespace) -> str:
     from codeact.trajectory import jsonable
 
     return json.dumps(
-        jsonable({
-            "outputs": record.outputs,
-            "end_reason": record.end_reason,
-            "error": record.error,
-            "fallback": record.fallback,
-            "steps": len(record.steps),
-            "max_iters": record.max_iters,
-            "model": record.model,
-            "usage": asdict(record.usage),
-            "duration_s": round(record.duration_s, 4),
-            "lm_s": round(record.lm_s, 4),
-            "exec_s": round(record.exec_s, 4),
-            "tool_s": round(record.tool_s, 4),
-            "trace": args.trace,
-            "report": args.report,
-        }),
+        jsonable(
+            {
+                "outputs": record.outputs,
+                "end_reason": record.end_reason,
+                "error": record.error,
+                "fallback": record.fallback,
+                "steps": len(record.steps),
+                "max_iters": record.max_iters,
+                "model": record.model,
+                "usage": asdict(record.usage),
+                "duration_s": round(record.duration_s, 4),
+                "lm_s": round(record.lm_s, 4),
+                "exec_s": round(record.exec_s, 4),
+                "tool_s": round(record.tool_s, 4),
+                "trace": args.trace,
+                "report": args.report,
+            }
+        ),
         ensure_ascii=False,
         allow_nan=False,
     )
@@ -438,7 +438,6 @@ def _partial_record(view: LiveView, args: argparse.Namespace, signature: Signatu
 
 def cmd_run(args: argparse.Namespace) -> int:
 
-
     signature = _parse_signature(args.signature, args.instructions)
     inputs = _inputs(signature, args.task, args.input)
     tools = load_tools(args.tools)
@@ -449,8 +448,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run(args, signature, inputs, tools, sandbox_options, lm)
 
 
-def _run(args: argparse.Namespace, signature: Signature, inputs: dict[str, Any], tools: list[Any],
-         sandbox_options: SandboxOptions, lm: Any) -> int:
+def _run(
+    args: argparse.Namespace,
+    signature: Signature,
+    inputs: dict[str, Any],
+    tools: list[Any],
+    sandbox_options: SandboxOptions,
+    lm: Any,
+) -> int:
     from rich.console import Console
     from rich.markup import escape
 
@@ -462,11 +467,19 @@ def _run(args: argparse.Namespace, signature: Signature, inputs: dict[str, Any],
     view = LiveView(console, show=not quiet)
     try:
         agent = CodeAct(
-            signature, tools, lm=lm, max_iters=args.max_iters, sandbox=sandbox_options,
-            on_event=view, approve=_TerminalApprover(view) if args.approve else None,
-            max_tool_calls=args.max_tool_calls, max_run_tokens=args.max_run_tokens, max_cost=args.max_cost,
+            signature,
+            tools,
+            lm=lm,
+            max_iters=args.max_iters,
+            sandbox=sandbox_options,
+            on_event=view,
+            approve=_TerminalApprover(view) if args.approve else None,
+            max_tool_calls=args.max_tool_calls,
+            max_run_tokens=args.max_run_tokens,
+            max_cost=args.max_cost,
             max_reply_tokens=args.max_reply_tokens,
-            temperature=args.temperature, fallback=args.fallback,
+            temperature=args.temperature,
+            fallback=args.fallback,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -567,9 +580,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from codeact.m3tooleval import cli as m3cli
         except ImportError as exc:
             raise UsageError(f"the M3ToolEval benchmark is not available: {exc}") from None
-        sub = argparse.ArgumentParser(
-            prog="codeact bench m3tooleval", description="Run the M3ToolEval benchmark."
-        )
+        sub = argparse.ArgumentParser(prog="codeact bench m3tooleval", description="Run the M3ToolEval benchmark.")
         m3cli.add_arguments(sub)
         return int(m3cli.main(sub.parse_args(args.rest)) or 0)
     scripts = _bench_scripts()
@@ -608,24 +619,54 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     sandbox = parser.add_argument_group("sandbox")
-    sandbox.add_argument("--read", action="append", default=[], metavar="PATH",
-                         help="a file or folder the code may read; repeatable")
-    sandbox.add_argument("--write", action="append", default=[], metavar="PATH",
-                         help="a file or folder the code may write; repeatable")
-    sandbox.add_argument("--network", action="append", nargs="?", const=True, default=[], metavar="HOST",
-                         help="let the code reach HOST (like api.example.com, *.github.com:443 or 10.0.0.5:8080) "
-                         "through codeact's proxy; repeatable; without HOST any public host (default: no network)")
-    sandbox.add_argument("--timeout", type=_positive_float, default=30.0, metavar="SECONDS",
-                         help="time limit for each code execution (default: 30)")
-    sandbox.add_argument("--memory", type=_memory, default="1GB", metavar="SIZE",
-                         help="memory limit of the sandbox, e.g. 512MB, 2GB (default: 1GB)")
-    sandbox.add_argument("--backend", choices=["auto", "process", "pyodide"], default="auto",
-                         help="sandbox backend (default: auto)")
-    sandbox.add_argument("--preload", action="append", default=[], metavar="MODULE",
-                         help="a module to import once in the zygote, so each session starts with it; repeatable")
-    sandbox.add_argument("--package", action="append", default=[], metavar="REQUIREMENT",
-                         help="a package the code may import, installed with pip into a cache of its own "
-                         "(not this environment), e.g. 'tabulate==0.9.*'; repeatable")
+    sandbox.add_argument(
+        "--read", action="append", default=[], metavar="PATH", help="a file or folder the code may read; repeatable"
+    )
+    sandbox.add_argument(
+        "--write", action="append", default=[], metavar="PATH", help="a file or folder the code may write; repeatable"
+    )
+    sandbox.add_argument(
+        "--network",
+        action="append",
+        nargs="?",
+        const=True,
+        default=[],
+        metavar="HOST",
+        help="let the code reach HOST (like api.example.com, *.github.com:443 or 10.0.0.5:8080) "
+        "through codeact's proxy; repeatable; without HOST any public host (default: no network)",
+    )
+    sandbox.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="time limit for each code execution (default: 30)",
+    )
+    sandbox.add_argument(
+        "--memory",
+        type=_memory,
+        default="1GB",
+        metavar="SIZE",
+        help="memory limit of the sandbox, e.g. 512MB, 2GB (default: 1GB)",
+    )
+    sandbox.add_argument(
+        "--backend", choices=["auto", "process", "pyodide"], default="auto", help="sandbox backend (default: auto)"
+    )
+    sandbox.add_argument(
+        "--preload",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module to import once in the zygote, so each session starts with it; repeatable",
+    )
+    sandbox.add_argument(
+        "--package",
+        action="append",
+        default=[],
+        metavar="REQUIREMENT",
+        help="a package the code may import, installed with pip into a cache of its own "
+        "(not this environment), e.g. 'tabulate==0.9.*'; repeatable",
+    )
 
 
 def _sandbox_options(args: argparse.Namespace) -> SandboxOptions:
@@ -634,8 +675,14 @@ def _sandbox_options(args: argparse.Namespace) -> SandboxOptions:
     _check_backend(args.backend)
     try:
         return SandboxOptions(
-            backend=args.backend, read_paths=read_paths, write_paths=write_paths, network=_network(args.network),
-            timeout=args.timeout, memory_limit=args.memory, packages=args.package, preload=args.preload,
+            backend=args.backend,
+            read_paths=read_paths,
+            write_paths=write_paths,
+            network=_network(args.network),
+            timeout=args.timeout,
+            memory_limit=args.memory,
+            packages=args.package,
+            preload=args.preload,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -699,57 +746,112 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("task", nargs="?", help="the task; it fills the signature's one missing input")
     run.add_argument(
-        "--model", "-m",
+        "--model",
+        "-m",
         help="model name: openai/MODEL, anthropic/MODEL, local, scripted:REPLIES.json "
         "(default: $CODEACT_MODEL, else a hosted model whose API key is set, else local)",
     )
-    run.add_argument("--tools", "-t", action="append", default=[], metavar="SPEC",
-                     help="tools to offer the model (see 'tools' below); repeatable")
-    run.add_argument("--signature", "-s", default=DEFAULT_SIGNATURE,
-                     help=f"inputs and typed outputs, e.g. 'question -> answer: int' "
-                     f"(default: '{DEFAULT_SIGNATURE}')")
+    run.add_argument(
+        "--tools",
+        "-t",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="tools to offer the model (see 'tools' below); repeatable",
+    )
+    run.add_argument(
+        "--signature",
+        "-s",
+        default=DEFAULT_SIGNATURE,
+        help=f"inputs and typed outputs, e.g. 'question -> answer: int' (default: '{DEFAULT_SIGNATURE}')",
+    )
     run.add_argument("--instructions", help="instructions for the model, beyond the signature")
-    run.add_argument("--input", "-i", action="append", default=[], metavar="NAME=VALUE",
-                     help="an input of the signature; VALUE is JSON for non-str types, "
-                     "@FILE reads it from a file; repeatable")
-    run.add_argument("--max-iters", type=_positive_int, default=10, metavar="N",
-                     help="most model-code-observation steps (default: 10)")
-    run.add_argument("--mcp", action="append", default=[], metavar="COMMAND",
-                     help="an MCP server whose tools to offer (a command that speaks MCP on stdio, or an "
-                     "http(s) URL); repeatable")
-    run.add_argument("--approve", action="store_true",
-                     help="ask in the terminal before each tool call the code makes (y = yes, n = no, "
-                     "a = always for that tool); a refused call raises PermissionError in the code")
-    run.add_argument("--max-tool-calls", type=_count, default=None, metavar="N",
-                     help="the most tool calls the code may make in the run")
-    run.add_argument("--max-run-tokens", type=_positive_int, default=None, metavar="N",
-                     help="the run's token budget, all model calls together; the run ends when it is spent")
-    run.add_argument("--max-reply-tokens", type=_positive_int, default=None, metavar="N",
-                     help="the most tokens one model reply may have")
-    run.add_argument("--max-cost", type=_positive_float, default=None, metavar="DOLLARS",
-                     help="the run's budget in dollars (for models whose price codeact knows)")
+    run.add_argument(
+        "--input",
+        "-i",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an input of the signature; VALUE is JSON for non-str types, @FILE reads it from a file; repeatable",
+    )
+    run.add_argument(
+        "--max-iters",
+        type=_positive_int,
+        default=10,
+        metavar="N",
+        help="most model-code-observation steps (default: 10)",
+    )
+    run.add_argument(
+        "--mcp",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="an MCP server whose tools to offer (a command that speaks MCP on stdio, or an http(s) URL); repeatable",
+    )
+    run.add_argument(
+        "--approve",
+        action="store_true",
+        help="ask in the terminal before each tool call the code makes (y = yes, n = no, "
+        "a = always for that tool); a refused call raises PermissionError in the code",
+    )
+    run.add_argument(
+        "--max-tool-calls",
+        type=_count,
+        default=None,
+        metavar="N",
+        help="the most tool calls the code may make in the run",
+    )
+    run.add_argument(
+        "--max-run-tokens",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="the run's token budget, all model calls together; the run ends when it is spent",
+    )
+    run.add_argument(
+        "--max-reply-tokens",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="the most tokens one model reply may have",
+    )
+    run.add_argument(
+        "--max-cost",
+        type=_positive_float,
+        default=None,
+        metavar="DOLLARS",
+        help="the run's budget in dollars (for models whose price codeact knows)",
+    )
     run.add_argument("--temperature", type=float, default=None, metavar="T", help="the model's sampling temperature")
-    run.add_argument("--fallback", choices=["extract", "partial", "raise"], default="extract",
-                     help="when no step submitted: extract the answer with one more model call (default), "
-                     "keep what validated (partial), or fail (raise)")
+    run.add_argument(
+        "--fallback",
+        choices=["extract", "partial", "raise"],
+        default="extract",
+        help="when no step submitted: extract the answer with one more model call (default), "
+        "keep what validated (partial), or fail (raise)",
+    )
     _add_sandbox_arguments(run)
     output = run.add_argument_group("output")
-    output.add_argument("--json", action="store_true",
-                        help="print one JSON object with the outputs, end reason and usage")
+    output.add_argument(
+        "--json", action="store_true", help="print one JSON object with the outputs, end reason and usage"
+    )
     output.add_argument("--quiet", "-q", action="store_true", help="print only the answer")
     output.add_argument("--report", metavar="FILE.html", help="write an HTML report of the run")
     output.add_argument("--trace", metavar="FILE.json", help="write the run record as JSON")
     run.set_defaults(handler=cmd_run)
 
-    report = subs.add_parser("report", help="turn a trace (from --trace) into an HTML page",
-                             description="Write a self-contained HTML report of a run trace.")
+    report = subs.add_parser(
+        "report",
+        help="turn a trace (from --trace) into an HTML page",
+        description="Write a self-contained HTML report of a run trace.",
+    )
     report.add_argument("trace", metavar="TRACE.json")
-    report.add_argument("-o", "--output", metavar="FILE.html",
-                        help="where to write the page (default: TRACE.html)")
+    report.add_argument("-o", "--output", metavar="FILE.html", help="where to write the page (default: TRACE.html)")
     report.set_defaults(handler=cmd_report)
 
     doctor = subs.add_parser(
-        "doctor", help="check the sandbox, backends, model and extras on this machine",
+        "doctor",
+        help="check the sandbox, backends, model and extras on this machine",
         description="Check what codeact can use on this machine and say what to do about what is "
         "missing. Exit status 0 when a sandbox backend and the model work, 1 otherwise.",
     )
@@ -758,25 +860,40 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="print the checks as JSON")
     doctor.set_defaults(handler=cmd_doctor)
 
-    mcp = subs.add_parser("mcp", help="codeact and MCP: serve a code-mode MCP server",
-                          description="Model Context Protocol commands.")
+    mcp = subs.add_parser(
+        "mcp", help="codeact and MCP: serve a code-mode MCP server", description="Model Context Protocol commands."
+    )
     mcp_subs = mcp.add_subparsers(dest="mcp_command", metavar="COMMAND")
     mcp_subs.required = True
     serve = mcp_subs.add_parser(
-        "serve", help="serve run_python(code) over stdio, with your tools callable from the code",
+        "serve",
+        help="serve run_python(code) over stdio, with your tools callable from the code",
         description="Serve one MCP tool, run_python(code), that runs code in a persistent codeact sandbox "
         "where the given tools (and other MCP servers' tools) are callable; list_functions() shows them.",
-        epilog=TOOLS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=TOOLS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--tools", "-t", action="append", default=[], metavar="SPEC",
-                       help="tools callable from the code (see 'tools' below); repeatable")
-    serve.add_argument("--mcp", action="append", default=[], metavar="COMMAND",
-                       help="an MCP server whose tools are callable from the code; repeatable")
+    serve.add_argument(
+        "--tools",
+        "-t",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="tools callable from the code (see 'tools' below); repeatable",
+    )
+    serve.add_argument(
+        "--mcp",
+        action="append",
+        default=[],
+        metavar="COMMAND",
+        help="an MCP server whose tools are callable from the code; repeatable",
+    )
     _add_sandbox_arguments(serve)
     serve.set_defaults(handler=cmd_mcp_serve)
 
     bench = subs.add_parser(
-        "bench", help="run the benchmarks and print their tables",
+        "bench",
+        help="run the benchmarks and print their tables",
         description="Run the project's benchmark scripts (bench/*.py), or one by name; "
         "'codeact bench m3tooleval --help' shows the M3ToolEval options.",
     )
@@ -803,4 +920,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return EXIT_FAILED
-

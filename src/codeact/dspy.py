@@ -47,10 +47,15 @@ class Interpreter:
     DSPy's `enable_network_access=["api.example.com"]` is taken as `network=[...]`.
     """
 
-    def __init__(self, tools: dict[str, Callable[..., Any]] | None = None,
-                 output_fields: list[dict[str, Any]] | None = None, *,
-                 sandbox: SandboxOptions | dict[str, Any] | None = None,
-                 enable_network_access: list[str] | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        tools: dict[str, Callable[..., Any]] | None = None,
+        output_fields: list[dict[str, Any]] | None = None,
+        *,
+        sandbox: SandboxOptions | dict[str, Any] | None = None,
+        enable_network_access: list[str] | None = None,
+        **options: Any,
+    ) -> None:
         if enable_network_access:
             options["network"] = list(enable_network_access)
         self.tools: dict[str, Callable[..., Any]] = dict(tools or {})
@@ -147,6 +152,7 @@ class Interpreter:
 def _as_runtime_error(fn: Callable[..., Any]) -> Callable[..., Any]:
     """`fn`, its failures raised as RuntimeError("Type: message") as DSPy's interpreter does."""
     if inspect.iscoroutinefunction(fn):
+
         @functools.wraps(fn)
         async def acall(*args: Any, **kwargs: Any) -> Any:
             try:
@@ -197,8 +203,13 @@ class Module(dspy.Module):
         for demo in self.predict.demos:
             data = dict(demo.items()) if hasattr(demo, "items") else dict(demo)
             if all(n in data for n in names_in + names_out):
-                demos.append(Demo(inputs={n: data[n] for n in names_in}, outputs={n: data[n] for n in names_out},
-                                  code=str(data.get("code") or "")))
+                demos.append(
+                    Demo(
+                        inputs={n: data[n] for n in names_in},
+                        outputs={n: data[n] for n in names_out},
+                        code=str(data.get("code") or ""),
+                    )
+                )
         return demos
 
     def to_codeact(self) -> CodeAct:

@@ -35,8 +35,12 @@ from codeact.trajectory import RunRecord, Step
 
 OUTPUT_LINES = 30
 
-END_STYLES = {"submitted": "bold green", "max_iters": "bold yellow", "budget": "bold yellow",
-              "interrupted": "bold yellow"}
+END_STYLES = {
+    "submitted": "bold green",
+    "max_iters": "bold yellow",
+    "budget": "bold yellow",
+    "interrupted": "bold yellow",
+}
 
 
 def format_cost(cost: float | None) -> str:
@@ -150,8 +154,14 @@ class LiveView:
         self.console.rule(Text(title, style="bold"), align="left")
         if event.reasoning.strip():
             self._print(Text(_clip(event.reasoning.strip(), 12), style="italic dim"))
-        code = Syntax(safe(event.code.rstrip()), "python", theme="ansi_dark", line_numbers=False,
-                      word_wrap=True, background_color="default")
+        code = Syntax(
+            safe(event.code.rstrip()),
+            "python",
+            theme="ansi_dark",
+            line_numbers=False,
+            word_wrap=True,
+            background_color="default",
+        )
         self._print(Panel(code, title="code", title_align="left", border_style="blue", expand=True))
 
     def _step_ended(self, step: Step) -> None:
@@ -178,8 +188,15 @@ class LiveView:
             parts.append(Text(f"submit({shown})", style="bold green"))
         if parts:
             failed = step.error is not None
-            self._print(Panel(Group(*parts), title="observation", title_align="left",
-                              border_style="red" if failed else "green", expand=True))
+            self._print(
+                Panel(
+                    Group(*parts),
+                    title="observation",
+                    title_align="left",
+                    border_style="red" if failed else "green",
+                    expand=True,
+                )
+            )
         elif step.code is not None and step.exec_s > 0:
             self._print(Text("(no output)", style="dim"))
         elif step.code is not None:
@@ -189,13 +206,22 @@ class LiveView:
         if step.llm_calls:
             tokens = sum(c.prompt_tokens + c.completion_tokens for c in step.llm_calls)
             failed = sum(c.error is not None for c in step.llm_calls)
-            self._print(Text(f"  language-model calls from code: {len(step.llm_calls)} ({tokens:,} tokens"
-                             + (f", {failed} failed" if failed else "") + ")", style="dim"))
+            self._print(
+                Text(
+                    f"  language-model calls from code: {len(step.llm_calls)} ({tokens:,} tokens"
+                    + (f", {failed} failed" if failed else "")
+                    + ")",
+                    style="dim",
+                )
+            )
         self._print(
             Text(
                 f"model {step.lm_s:.2f}s · code {step.exec_s:.3f}s"
-                + (f" · tools {step.tool_s:.3f}s ({step.tool_call_count} call{'s' * (step.tool_call_count != 1)})"
-                   if step.tool_calls else "")
+                + (
+                    f" · tools {step.tool_s:.3f}s ({step.tool_call_count} call{'s' * (step.tool_call_count != 1)})"
+                    if step.tool_calls
+                    else ""
+                )
                 + f" · {step.prompt_tokens + step.completion_tokens:,} tokens · "
                 f"total {self.tokens:,} tokens, {format_cost(self.cost)}",
                 style="dim",
@@ -206,10 +232,7 @@ class LiveView:
     def _status_text(self) -> str:
         elapsed = time.perf_counter() - self.started
         step = f"step {self.step_index + 1}" + (f"/{self.max_iters}" if self.max_iters else "")
-        return (
-            f"[bold]{step}[/] · {self.phase} · {elapsed:.1f}s · {self.tokens:,} tokens · "
-            f"{format_cost(self.cost)}"
-        )
+        return f"[bold]{step}[/] · {self.phase} · {elapsed:.1f}s · {self.tokens:,} tokens · {format_cost(self.cost)}"
 
     def _set_phase(self, phase: str) -> None:
         self.phase = phase

@@ -28,8 +28,15 @@ from mcp.server.mcpserver.exceptions import ToolError
 from codeact.sandbox import Sandbox, SandboxOptions
 from codeact.tools import Tool
 
-_JSON_TYPES: dict[str, Any] = {"string": str, "integer": int, "number": float, "boolean": bool, "array": list,
-                               "object": dict, "null": type(None)}
+_JSON_TYPES: dict[str, Any] = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+    "null": type(None),
+}
 
 
 class MCPTools(Sequence[Tool]):
@@ -146,8 +153,9 @@ def _parameters(schema: dict[str, Any]) -> tuple[list[inspect.Parameter], dict[s
         if default is None and name not in required and annotation is not Any:
             annotation = annotation | None
         annotations[name] = annotation
-        parameters.append(inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
-                                            annotation=annotation))
+        parameters.append(
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation)
+        )
     return parameters, annotations
 
 
@@ -161,9 +169,13 @@ def server(tools: Sequence[Any], *, options: SandboxOptions | None = None, name:
     """An MCP server whose `run_python(code)` runs code in one persistent sandbox with `tools`."""
     sandbox = Sandbox(tools=list(tools), options=options or SandboxOptions())
     lock = threading.Lock()
-    app = MCPServer(name, instructions=(
-        "run_python runs Python in a persistent, isolated sandbox: variables and imports stay between calls, "
-        "the functions listed by list_functions are callable (they run on the host), print what you need."))
+    app = MCPServer(
+        name,
+        instructions=(
+            "run_python runs Python in a persistent, isolated sandbox: variables and imports stay between calls, "
+            "the functions listed by list_functions are callable (they run on the host), print what you need."
+        ),
+    )
 
     @app.tool()
     def run_python(code: str) -> str:

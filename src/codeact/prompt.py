@@ -73,12 +73,8 @@ class ParsedReply:
 
 
 # --- parsing replies ----------------------------------------------------------------------------
-_CODE_LANGS = frozenset(
-    {"", "python", "py", "python3", "py3", "ipython", "python3.11", "tool_code"}
-)
-_FENCE = re.compile(
-    r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[^\s`]*)[ \t]*(?P<rest>.*)$"
-)
+_CODE_LANGS = frozenset({"", "python", "py", "python3", "py3", "ipython", "python3.11", "tool_code"})
+_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<lang>[^\s`]*)[ \t]*(?P<rest>.*)$")
 _TAG = re.compile(r"<(?P<tag>code|execute|python)>", re.IGNORECASE)
 _LANGUAGE = re.compile(r"[A-Za-z][\w.+#-]*")  # a fence's language tag (a closing fence has none)
 _LABEL = re.compile(r"[\w./\\-]+\.\w+")  # a file name after the language
@@ -208,8 +204,7 @@ def _looks_like_code(text: str) -> bool:
     except (SyntaxError, ValueError, MemoryError, RecursionError):
         return False
     return any(
-        not (isinstance(node, ast.Expr) and isinstance(node.value, (ast.Constant, ast.Name)))
-        for node in tree.body
+        not (isinstance(node, ast.Expr) and isinstance(node.value, (ast.Constant, ast.Name))) for node in tree.body
     )
 
 
@@ -255,9 +250,7 @@ def _error_text(step: Step, limit: int) -> str:
     error = step.error
     assert error is not None
     if error.type == "SubmitValidationError":
-        return (
-            f"submit() was not accepted: {error.message}\nFix those values and call submit again."
-        )
+        return f"submit() was not accepted: {error.message}\nFix those values and call submit again."
     if error.type == "SubmitRejected":
         return f"submit() was rejected by a check: {error.message}\nFix the answer and call submit again."
     where = ""
@@ -349,8 +342,9 @@ class Prompt:
                 else:
                     lines.append(f"{name} = {self.input_text(value)}{note}")
             if "preview" in self.input_modes.values():
-                lines.append("(Only previews of some inputs are shown: read them with code; the variables hold "
-                             "all of it.)")
+                lines.append(
+                    "(Only previews of some inputs are shown: read them with code; the variables hold all of it.)"
+                )
         return "\n".join(lines)
 
     def input_text(self, value: Any) -> str:
@@ -375,9 +369,7 @@ class Prompt:
         schema = json.dumps(self.signature.output_json_schema().get("properties", {}))
         history: list[str] = []
         for step in steps:
-            history.append(
-                f"--- step {step.index + 1}\n{step.reply.strip()}\nObservation:\n{step.observation}"
-            )
+            history.append(f"--- step {step.index + 1}\n{step.reply.strip()}\nObservation:\n{step.observation}")
         text = (
             f"{self.task(inputs)}\n\nAn agent worked on this task but ran out of steps. "
             f"Its steps:\n\n" + "\n\n".join(history) + "\n\n"
@@ -478,8 +470,10 @@ def worked_examples(demos: Sequence[Demo]) -> str:
 
 def environment(options: SandboxOptions) -> str:
     """What the code can reach: the working directory, granted paths and the time limit."""
-    lines = [f"Environment: the working directory is {os.getcwd()}; each code block may run for "
-             f"{options.timeout:g} s, tool calls included."]
+    lines = [
+        f"Environment: the working directory is {os.getcwd()}; each code block may run for "
+        f"{options.timeout:g} s, tool calls included."
+    ]
     if options.read_paths:
         lines.append("Readable paths: " + ", ".join(_shown_path(p) for p in options.read_paths))
     if options.write_paths:
@@ -487,8 +481,10 @@ def environment(options: SandboxOptions) -> str:
     if options.network is True:
         lines.append("The network reaches public hosts through a proxy (urllib, requests and httpx use it).")
     elif options.network:
-        lines.append("The network reaches only " + ", ".join(options.network) + " (through a proxy that urllib, "
-                     "requests and httpx use).")
+        lines.append(
+            "The network reaches only " + ", ".join(options.network) + " (through a proxy that urllib, "
+            "requests and httpx use)."
+        )
     else:
         lines.append("The network is not reachable.")
     return "\n".join(lines)

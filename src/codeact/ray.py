@@ -129,9 +129,16 @@ class RayExecutor:
     (a progress bar, for example). After a batch, `stats` holds its usage, cost and retries.
     """
 
-    def __init__(self, address: str | None = None, *, workers: int | None = None, threads: int = 2,
-                 max_retries: int = 2, on_result: Callable[[int, Any], None] | None = None,
-                 init_options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        workers: int | None = None,
+        threads: int = 2,
+        max_retries: int = 2,
+        on_result: Callable[[int, Any], None] | None = None,
+        init_options: dict[str, Any] | None = None,
+    ) -> None:
         for name, value, least in (("threads", threads, 1), ("max_retries", max_retries, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"{name} must be an integer of at least {least}, got {value!r}")
@@ -147,8 +154,13 @@ class RayExecutor:
 
     def _connect(self) -> None:
         if not ray.is_initialized():
-            ray.init(address=self.address, ignore_reinit_error=True, include_dashboard=False,
-                     log_to_driver=False, **self.init_options)
+            ray.init(
+                address=self.address,
+                ignore_reinit_error=True,
+                include_dashboard=False,
+                log_to_driver=False,
+                **self.init_options,
+            )
 
     def map(self, act: CodeAct, inputs: Sequence[dict[str, Any]]) -> list[Prediction]:
         """The predictions of `inputs`, in input order."""
@@ -163,14 +175,22 @@ class RayExecutor:
         items = list(inputs)
         options = act.sandbox_options if act.interpreter is None else None
         for index, prediction in self.as_completed_calls(
-            _shippable(act)._run_safely, items,
-            failed=lambda index, why: act._failed_prediction(items[index], why), sandbox_options=options,
+            _shippable(act)._run_safely,
+            items,
+            failed=lambda index, why: act._failed_prediction(items[index], why),
+            sandbox_options=options,
         ):
             self.stats.usage = self.stats.usage + prediction.usage
             yield index, prediction
 
-    def as_completed_calls(self, work: Callable[[Any], Any], items: Sequence[Any], *,
-                           failed: Callable[[int, str], Any], sandbox_options: Any = None) -> Iterator[tuple[int, Any]]:
+    def as_completed_calls(
+        self,
+        work: Callable[[Any], Any],
+        items: Sequence[Any],
+        *,
+        failed: Callable[[int, str], Any],
+        sandbox_options: Any = None,
+    ) -> Iterator[tuple[int, Any]]:
         """(index, work(item)) pairs as tasks finish on the workers; each index exactly once.
 
         `work` travels to each worker once; a task whose worker died is tried again on another
@@ -224,8 +244,14 @@ class RayExecutor:
                             suspects.append(index)
                             continue
                         self.stats.failed += 1
-                        result, where = failed(index, f"the task failed on {attempts[index]} Ray workers; last: "
-                                               f"{type(exc).__name__}: {_first_line(exc)}"), "driver"
+                        result, where = (
+                            failed(
+                                index,
+                                f"the task failed on {attempts[index]} Ray workers; last: "
+                                f"{type(exc).__name__}: {_first_line(exc)}",
+                            ),
+                            "driver",
+                        )
                     self.stats.workers[where] += 1
                     if self.on_result is not None:
                         self.on_result(index, result)
@@ -236,10 +262,18 @@ class RayExecutor:
             for handle in actors:
                 ray.kill(handle)
 
-
     @staticmethod
-    def _submit(actors: list[Any], actor: int, index: int, items: Sequence[Any], attempts: list[int],
-                running: dict[Any, tuple[int, int, Any, bool]], load: list[int], *, solo: bool) -> None:
+    def _submit(
+        actors: list[Any],
+        actor: int,
+        index: int,
+        items: Sequence[Any],
+        attempts: list[int],
+        running: dict[Any, tuple[int, int, Any, bool]],
+        load: list[int],
+        *,
+        solo: bool,
+    ) -> None:
         attempts[index] += 1
         running[actors[actor].run.remote(index, items[index])] = (index, actor, actors[actor], solo)
         load[actor] += 1
@@ -259,9 +293,11 @@ def _shippable(act: CodeAct) -> CodeAct:
                     f"{_first_line(tool_exc)}); build what it holds inside the function, or pass "
                     f"codeact.ray.per_worker(lambda: ...) to build it on each worker"
                 ) from None
-        raise TypeError(f"this CodeAct cannot be sent to Ray workers ({type(exc).__name__}: {_first_line(exc)}); "
-                        "an LM with an api_key= is not pickled: set the key in the workers' environment "
-                        "(Ray's runtime_env) instead") from None
+        raise TypeError(
+            f"this CodeAct cannot be sent to Ray workers ({type(exc).__name__}: {_first_line(exc)}); "
+            "an LM with an api_key= is not pickled: set the key in the workers' environment "
+            "(Ray's runtime_env) instead"
+        ) from None
     return act
 
 

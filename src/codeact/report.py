@@ -146,15 +146,13 @@ def _foldable(label: str, text: str, *, css: str = "", open_label: str | None = 
     return (
         f'<div class="block {css}">{head}'
         f'<details class="fold"><summary>{escape(summary)}</summary>{_pre(text)}</details>'
-        f'{_pre(preview + chr(10) + "…", "preview")}</div>'
+        f"{_pre(preview + chr(10) + '…', 'preview')}</div>"
     )
 
 
 def _collapsed(label: str, text: str) -> str:
     """A block that starts folded whatever its length (for detail most readers skip)."""
-    return (
-        f'<div class="block"><details><summary>{escape(label)}</summary>{_pre(text)}</details></div>'
-    )
+    return f'<div class="block"><details><summary>{escape(label)}</summary>{_pre(text)}</details></div>'
 
 
 def _code(code: str) -> str:
@@ -182,17 +180,29 @@ def _tool_calls_html(step: Step) -> str:
     for i, call in enumerate(calls):
         arguments = ", ".join([_compact(a) for a in call.args] + [f"{k}={_compact(v)}" for k, v in call.kwargs.items()])
         outcome = call.error or _compact(call.result)
-        status = ("denied" if call.approval == "denied" else "failed" if call.error else
-                  "abandoned" if call.abandoned else "ok")
+        status = (
+            "denied"
+            if call.approval == "denied"
+            else "failed"
+            if call.error
+            else "abandoned"
+            if call.abandoned
+            else "ok"
+        )
         color = {"denied": "#cf222e", "failed": "#bc4c00", "abandoned": "#8c959f"}.get(status, "var(--tool)")
         y = 3 + i * row_h
         x0 = left + (width - left - 10) * call.start_s / span
         w = max(2.0, (width - left - 10) * call.duration_s / span)
-        tip = f"{call.name}({arguments}) · {_fmt_s(call.duration_s)} · {status}" + (
-            " · concurrent" if call.concurrent else "") + (f" · {call.approval}" if call.approval else "")
-        bars.append(f'<text x="{left - 8}" y="{y + 13}" text-anchor="end">{escape(call.name)}</text>'
-                    f'<rect x="{x0:.1f}" y="{y}" width="{w:.1f}" height="{row_h - 4}" fill="{color}" rx="2">'
-                    f"<title>{escape(tip)}</title></rect>")
+        tip = (
+            f"{call.name}({arguments}) · {_fmt_s(call.duration_s)} · {status}"
+            + (" · concurrent" if call.concurrent else "")
+            + (f" · {call.approval}" if call.approval else "")
+        )
+        bars.append(
+            f'<text x="{left - 8}" y="{y + 13}" text-anchor="end">{escape(call.name)}</text>'
+            f'<rect x="{x0:.1f}" y="{y}" width="{w:.1f}" height="{row_h - 4}" fill="{color}" rx="2">'
+            f"<title>{escape(tip)}</title></rect>"
+        )
         rows.append(
             f'<tr class="{status}"><td>{escape(call.name)}({escape(_clip(arguments, 120))})</td>'
             f"<td>{escape(_clip(outcome, 160))}</td><td>{escape(call.approval or '')}</td>"
@@ -203,9 +213,11 @@ def _tool_calls_html(step: Step) -> str:
     return (
         f'<div class="block"><div class="label">Tool calls ({len(step.tool_calls)})</div>'
         f'<svg class="calls" viewBox="0 0 {width} {height}" role="img" aria-label="Tool calls of this step">'
-        + "".join(bars) + "</svg>"
+        + "".join(bars)
+        + "</svg>"
         '<table class="calls"><tr><th>call</th><th>result or error</th><th>approval</th><th>time</th></tr>'
-        + "".join(rows) + f"</table>{note}</div>"
+        + "".join(rows)
+        + f"</table>{note}</div>"
     )
 
 
@@ -214,8 +226,12 @@ def _llm_calls_html(step: Step) -> str:
     rows = "".join(
         f'<tr class="{"failed" if call.error else "ok"}"><td>{escape(_clip(call.prompt, 200))}</td>'
         f"<td>{escape(_clip(call.error or call.reply or '', 200))}"
-        + (f" <span class=\"muted\">(nested run: {len(call.run.steps)} steps, {escape(call.run.end_reason)})</span>"
-           if call.run else "") + "</td>"
+        + (
+            f' <span class="muted">(nested run: {len(call.run.steps)} steps, {escape(call.run.end_reason)})</span>'
+            if call.run
+            else ""
+        )
+        + "</td>"
         f"<td>{call.prompt_tokens + call.completion_tokens:,}</td><td>{escape(_fmt_cost(call.cost))}</td>"
         f"<td>{escape(_fmt_s(call.duration_s))}</td></tr>"
         for call in step.llm_calls[:_MAX_CALL_ROWS]
@@ -277,8 +293,12 @@ def _step_html(step: Step) -> str:
             f'<div class="reasoning">{escape(step.reasoning.strip())}</div></div>'
         )
     for number, sample in enumerate(step.rejected_samples, 1):
-        parts.append(_foldable(f"Sample {number}, set aside: {_clip(sample.error, 120)}",
-                               sample.code if sample.code is not None else sample.reply))
+        parts.append(
+            _foldable(
+                f"Sample {number}, set aside: {_clip(sample.error, 120)}",
+                sample.code if sample.code is not None else sample.reply,
+            )
+        )
     if step.code is not None:
         parts.append(_code(step.code))
     elif step.reply:
@@ -340,8 +360,7 @@ def _timeline_svg(record: RunRecord) -> str:
         return '<p class="muted">No model, execution or tool time was recorded for this run.</p>'
     width, left, right, lane_h, top = 960, 90, 20, 26, 28
     plot_w = width - left - right
-    lanes = [("model", "Model", "var(--model)"), ("exec", "Execution", "var(--exec)"),
-             ("tool", "Tools", "var(--tool)")]
+    lanes = [("model", "Model", "var(--model)"), ("exec", "Execution", "var(--exec)"), ("tool", "Tools", "var(--tool)")]
     height = top + len(lanes) * (lane_h + 8) + 30
 
     def x(sec: float) -> float:
@@ -366,15 +385,17 @@ def _timeline_svg(record: RunRecord) -> str:
     bottom = top + len(lanes) * (lane_h + 8) - 8
     for start, label in boundaries:
         bx = x(start)
-        out.append(f'<line x1="{bx:.1f}" y1="{top - 4}" x2="{bx:.1f}" y2="{bottom}" stroke="#8c959f" '
-                   'stroke-dasharray="3 3"/>')
+        out.append(
+            f'<line x1="{bx:.1f}" y1="{top - 4}" x2="{bx:.1f}" y2="{bottom}" stroke="#8c959f" stroke-dasharray="3 3"/>'
+        )
         out.append(f'<text x="{bx + 3:.1f}" y="{top - 8}">{escape(label)}</text>')
     for i in range(5):
         sec = total * i / 4
         tx = x(sec)
         anchor = "start" if i == 0 else ("end" if i == 4 else "middle")
-        out.append(f'<text x="{tx:.1f}" y="{bottom + 20}" text-anchor="{anchor}" '
-                   f'class="muted">{escape(_fmt_s(sec))}</text>')
+        out.append(
+            f'<text x="{tx:.1f}" y="{bottom + 20}" text-anchor="{anchor}" class="muted">{escape(_fmt_s(sec))}</text>'
+        )
     out.append("</svg>")
     return "".join(out)
 
@@ -386,14 +407,18 @@ def _outputs_html(record: RunRecord) -> str:
             f"{escape(END_REASON_TEXT.get(record.end_reason, record.end_reason))}</div>"
         )
     rows = "".join(
-        f'<tr><th>{escape(str(name))}</th><td>{_pre(_value_text(value))}</td></tr>'
+        f"<tr><th>{escape(str(name))}</th><td>{_pre(_value_text(value))}</td></tr>"
         for name, value in record.outputs.items()
     )
     return f'<div class="answer" id="answer"><table class="kv">{rows}</table></div>'
 
 
 def _badge(end_reason: str) -> str:
-    css = "submitted" if end_reason == "submitted" else ("warn" if end_reason in ("max_iters", "budget", "interrupted") else "fail")
+    css = (
+        "submitted"
+        if end_reason == "submitted"
+        else ("warn" if end_reason in ("max_iters", "budget", "interrupted") else "fail")
+    )
     return f'<span class="badge {css}" id="end-reason">{escape(end_reason)}</span>'
 
 
@@ -411,11 +436,7 @@ def render_html(record: RunRecord, *, title: str | None = None) -> str:
     page_title = title or f"codeact run: {task[:80]}"
     usage = record.usage
     cost = _fmt_cost(usage.cost)
-    started = (
-        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.started_at))
-        if record.started_at
-        else "unknown"
-    )
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(record.started_at)) if record.started_at else "unknown"
     stats = [
         ("End reason", _badge(record.end_reason)),
         ("Steps", f"{len(record.steps)}" + (f" of {record.max_iters}" if record.max_iters else "")),
@@ -427,15 +448,12 @@ def render_html(record: RunRecord, *, title: str | None = None) -> str:
         ("LM calls", f"{usage.calls}"),
         ("Cost", escape(cost)),
     ]
-    stat_html = "".join(
-        f'<div class="stat"><div class="k">{k}</div><div class="v">{v}</div></div>' for k, v in stats
-    )
+    stat_html = "".join(f'<div class="stat"><div class="k">{k}</div><div class="v">{v}</div></div>' for k, v in stats)
     inputs_rows = "".join(
-        f"<tr><th>{escape(str(k))}</th><td>{_foldable('', _value_text(v))}</td></tr>"
-        for k, v in record.inputs.items()
+        f"<tr><th>{escape(str(k))}</th><td>{_foldable('', _value_text(v))}</td></tr>" for k, v in record.inputs.items()
     )
     task_rows = [
-        f'<tr><th>Signature</th><td><code>{escape(record.signature)}</code></td></tr>',
+        f"<tr><th>Signature</th><td><code>{escape(record.signature)}</code></td></tr>",
         f"<tr><th>Model</th><td><code>{escape(record.model or 'unknown')}</code></td></tr>",
         f"<tr><th>Started</th><td>{escape(started)}</td></tr>",
     ]

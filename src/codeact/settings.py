@@ -27,9 +27,7 @@ def resolve_lm(lm: LM | str) -> LM:
     if not isinstance(lm, LM):
         complete = getattr(lm, "complete", None)
         if not callable(complete):
-            raise TypeError(
-                f"lm must be a codeact.LM (or a model name string), got {type(lm).__name__}"
-            )
+            raise TypeError(f"lm must be a codeact.LM (or a model name string), got {type(lm).__name__}")
     return lm
 
 

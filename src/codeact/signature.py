@@ -66,9 +66,7 @@ _SAFE_NAMES: dict[str, Any] = {
 }
 
 # Prediction attributes and sandbox names a field must not shadow.
-_RESERVED = frozenset(
-    {"trajectory", "end_reason", "usage", "record", "outputs", "fallback", "submit", "print"}
-)
+_RESERVED = frozenset({"trajectory", "end_reason", "usage", "record", "outputs", "fallback", "submit", "print"})
 
 
 @dataclass
@@ -206,10 +204,7 @@ class Signature:
         """The string form: `a: list[int], b -> c: int`."""
 
         def side(fields: dict[str, FieldSpec]) -> str:
-            return ", ".join(
-                f.name if f.annotation is str else f"{f.name}: {f.type_text}"
-                for f in fields.values()
-            )
+            return ", ".join(f.name if f.annotation is str else f"{f.name}: {f.type_text}" for f in fields.values())
 
         return f"{side(self.inputs)} -> {side(self.outputs)}"
 
@@ -248,9 +243,7 @@ class Signature:
             if unknown:
                 problems.append(f"unexpected input {', '.join(map(repr, unknown))}")
             takes = ", ".join(map(repr, self.inputs)) or "no inputs"
-            raise TypeError(
-                f"{' and '.join(problems)}; the signature {self.text()!r} takes {takes}"
-            )
+            raise TypeError(f"{' and '.join(problems)}; the signature {self.text()!r} takes {takes}")
         checked: dict[str, Any] = {}
         for name, value in values.items():
             try:
@@ -319,8 +312,7 @@ def _parse(spec: str, names: dict[str, Any]) -> tuple[dict[str, FieldSpec], dict
     arrows = spec.count("->")
     if arrows != 1:
         raise SignatureError(
-            f"{where} needs exactly one '->' between inputs and outputs "
-            f"(like 'question -> answer'), found {arrows}"
+            f"{where} needs exactly one '->' between inputs and outputs (like 'question -> answer'), found {arrows}"
         )
     left, right = spec.split("->")
     inputs = _parse_side(left, "input", names, where)
@@ -358,9 +350,7 @@ def _split_top_level(text: str, where: str) -> list[str]:
     return parts
 
 
-def _parse_side(
-    text: str, kind: Literal["input", "output"], names: dict[str, Any], where: str
-) -> dict[str, FieldSpec]:
+def _parse_side(text: str, kind: Literal["input", "output"], names: dict[str, Any], where: str) -> dict[str, FieldSpec]:
     fields: dict[str, FieldSpec] = {}
     if not text.strip():
         return fields
@@ -371,16 +361,13 @@ def _parse_side(
             raise SignatureError(f"{where}: {kind} {position} has no name (stray ',' or ':'?)")
         if not name.isidentifier() or keyword.iskeyword(name):
             raise SignatureError(
-                f"{where}: {kind} name {name!r} is not a Python identifier "
-                "(use letters, digits and '_')"
+                f"{where}: {kind} name {name!r} is not a Python identifier (use letters, digits and '_')"
             )
         if name in fields:
             raise SignatureError(f"{where}: {kind} {name!r} appears twice")
         if sep and not type_src.strip():
             raise SignatureError(f"{where}: {kind} {name!r} has ':' but no type after it")
-        annotation = (
-            _parse_type(type_src.strip(), names, f"{where}: type of {name!r}") if sep else str
-        )
+        annotation = _parse_type(type_src.strip(), names, f"{where}: type of {name!r}") if sep else str
         fields[name] = FieldSpec(name, annotation, "", kind)
     return fields
 
@@ -401,9 +388,7 @@ def _parse_type(src: str, names: dict[str, Any], where: str) -> Any:
 def _eval_type(node: ast.expr, names: dict[str, Any], where: str, src: str) -> Any:
     if isinstance(node, ast.Name):
         if node.id not in names:
-            known = ", ".join(
-                k for k in _SAFE_NAMES if k[0].islower() or k in ("Optional", "Literal")
-            )
+            known = ", ".join(k for k in _SAFE_NAMES if k[0].islower() or k in ("Optional", "Literal"))
             raise SignatureError(
                 f"{where}: unknown type {node.id!r}. Known: {known}; pass your own classes "
                 f"with Signature(..., types={{{node.id!r}: {node.id}}})"
@@ -416,9 +401,7 @@ def _eval_type(node: ast.expr, names: dict[str, Any], where: str, src: str) -> A
     if isinstance(node, ast.Constant):
         if node.value is None or node.value is Ellipsis:
             return node.value
-        raise SignatureError(
-            f"{where}: constant {node.value!r} is only allowed inside Literal[...]"
-        )
+        raise SignatureError(f"{where}: constant {node.value!r} is only allowed inside Literal[...]")
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
         left = _eval_type(node.left, names, where, src)
         right = _eval_type(node.right, names, where, src)
@@ -432,9 +415,7 @@ def _eval_type(node: ast.expr, names: dict[str, Any], where: str, src: str) -> A
                 try:
                     values.append(ast.literal_eval(elt))
                 except ValueError:
-                    raise SignatureError(
-                        f"{where}: Literal[...] takes constants, got {ast.unparse(elt)!r}"
-                    ) from None
+                    raise SignatureError(f"{where}: Literal[...] takes constants, got {ast.unparse(elt)!r}") from None
             return typing.Literal[tuple(values)]
         args = tuple(_eval_type(e, names, where, src) for e in elts)
         try:

@@ -30,9 +30,16 @@ _FENCED_JSON = re.compile(r"^```(?:json)?\s*\n(.*?)\n```\s*$", re.DOTALL)
 class SubCalls:
     """The sub-calls of one run. `over_budget` says why the run's own budget forbids another call."""
 
-    def __init__(self, lm: LM | None, max_calls: int, over_budget: Callable[[], str | None], *,
-                 on_usage: Callable[[Usage], None], concurrency: int = 8,
-                 recurse: Callable[[str, Any, int], Any] | None = None) -> None:
+    def __init__(
+        self,
+        lm: LM | None,
+        max_calls: int,
+        over_budget: Callable[[], str | None],
+        *,
+        on_usage: Callable[[Usage], None],
+        concurrency: int = 8,
+        recurse: Callable[[str, Any, int], Any] | None = None,
+    ) -> None:
         self.lm = lm
         self.recurse = recurse
         self.max_calls = max_calls
@@ -63,8 +70,13 @@ class SubCalls:
         return taken
 
     # --- the tools (their docstrings are what the model reads) --------------------------------------
-    def llm_query(self, prompt: str, schema: str | dict[str, Any] | None = None,
-                  temperature: float | None = None, max_tokens: int | None = None) -> Any:
+    def llm_query(
+        self,
+        prompt: str,
+        schema: str | dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> Any:
         """Ask a language model one question and return its answer as text.
 
         Use it to read, classify or summarise a piece of a large input: pass the piece in the prompt.
@@ -74,8 +86,13 @@ class SubCalls:
         self._reserve(1)
         return self._ask(prompt, schema, temperature, max_tokens)
 
-    def llm_query_batched(self, prompts: list[str], schema: str | dict[str, Any] | None = None,
-                          temperature: float | None = None, max_tokens: int | None = None) -> list[Any]:
+    def llm_query_batched(
+        self,
+        prompts: list[str],
+        schema: str | dict[str, Any] | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> list[Any]:
         """Ask a language model several independent questions at once; the answers, in order.
 
         Faster than a loop of llm_query; each prompt counts as one call of the run's limit.
@@ -107,7 +124,10 @@ class SubCalls:
         record.reply, record.run = answer, run
         usage = run.usage
         record.prompt_tokens, record.completion_tokens, record.cost = (
-            usage.prompt_tokens, usage.completion_tokens, usage.cost)
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cost,
+        )
         with self.lock:
             self.made += run.sub_usage.calls  # the child's own sub-calls came out of the same budget
             self.usage = self.usage + usage
@@ -141,19 +161,22 @@ class SubCalls:
                 )
             why = self.over_budget()
             if why is not None:
-                raise RuntimeError(f"the run's budget is spent ({why}); no more language-model calls: submit "
-                                   "what you have")
+                raise RuntimeError(
+                    f"the run's budget is spent ({why}); no more language-model calls: submit what you have"
+                )
             self.made += n
 
-    def _ask(self, prompt: str, schema: str | dict[str, Any] | None, temperature: float | None,
-             max_tokens: int | None) -> Any:
+    def _ask(
+        self, prompt: str, schema: str | dict[str, Any] | None, temperature: float | None, max_tokens: int | None
+    ) -> Any:
         if not isinstance(prompt, str):
             raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
         adapter, json_schema = _schema(schema)
         content = prompt
         if json_schema is not None:
-            content += ("\n\nAnswer with JSON only, matching this JSON schema:\n"
-                        + json.dumps(json_schema, separators=(",", ":")))
+            content += "\n\nAnswer with JSON only, matching this JSON schema:\n" + json.dumps(
+                json_schema, separators=(",", ":")
+            )
         assert self.lm is not None
         record = LLMCall(prompt=prompt, model=getattr(self.lm, "model", "") or type(self.lm).__name__)
         options: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
@@ -164,7 +187,10 @@ class SubCalls:
         usage = completion.usage
         record.reply = completion.text
         record.prompt_tokens, record.completion_tokens, record.cost = (
-            usage.prompt_tokens, usage.completion_tokens, usage.cost)
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cost,
+        )
         counted = Usage(usage.prompt_tokens, usage.completion_tokens, max(usage.calls, 1), usage.cost)
         with self.lock:
             self.usage = self.usage + counted
@@ -202,5 +228,6 @@ def _parse(text: str, adapter: pydantic.TypeAdapter[Any] | None) -> Any:
     try:
         return adapter.validate_python(value)
     except pydantic.ValidationError as exc:
-        raise ValueError(f"the model's answer {text[:300]!r} does not fit the schema: "
-                         f"{exc.errors()[0].get('msg', exc)}") from None
+        raise ValueError(
+            f"the model's answer {text[:300]!r} does not fit the schema: {exc.errors()[0].get('msg', exc)}"
+        ) from None

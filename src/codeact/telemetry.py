@@ -43,10 +43,17 @@ class RunTelemetry:
         if not self.enabled:
             return
         self.tracer = trace.get_tracer("codeact")
-        self.run_span = self.tracer.start_span("invoke_agent codeact", kind=trace.SpanKind.INTERNAL, attributes={
-            "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "codeact",
-            "gen_ai.request.model": model, "codeact.run_id": run_id, "codeact.signature": signature,
-        })
+        self.run_span = self.tracer.start_span(
+            "invoke_agent codeact",
+            kind=trace.SpanKind.INTERNAL,
+            attributes={
+                "gen_ai.operation.name": "invoke_agent",
+                "gen_ai.agent.name": "codeact",
+                "gen_ai.request.model": model,
+                "codeact.run_id": run_id,
+                "codeact.signature": signature,
+            },
+        )
         self.run_context = trace.set_span_in_context(self.run_span)
 
     def observe(self, event: Any) -> None:
@@ -67,27 +74,55 @@ class RunTelemetry:
         start = self._step_start.pop(step.index, time.time_ns())
         code_start = self._code_start.pop(step.index, start + int(step.lm_s * _NS))
         end = max(time.time_ns(), code_start + int(step.exec_s * _NS))
-        span = self.tracer.start_span(f"step {step.index + 1}", context=self.run_context, start_time=start,
-                                      attributes={"codeact.run_id": self.run_id, "codeact.step": step.index})
+        span = self.tracer.start_span(
+            f"step {step.index + 1}",
+            context=self.run_context,
+            start_time=start,
+            attributes={"codeact.run_id": self.run_id, "codeact.step": step.index},
+        )
         context = trace.set_span_in_context(span)
-        self._chat(context, start, start + int(step.lm_s * _NS), self.model, step.prompt_tokens,
-                   step.completion_tokens, attempts=step.lm_attempts, reply=step.reply)
+        self._chat(
+            context,
+            start,
+            start + int(step.lm_s * _NS),
+            self.model,
+            step.prompt_tokens,
+            step.completion_tokens,
+            attempts=step.lm_attempts,
+            reply=step.reply,
+        )
         if step.code is not None:
             self._execution(context, step, code_start)
         if step.error is not None:
             span.set_attribute("error.type", step.error.type)
         span.end(end_time=end)
 
-    def _chat(self, context: Any, start: int, end: int, model: str, prompt_tokens: int, completion_tokens: int, *,
-              attempts: int = 1, reply: str | None = None, error: str | None = None) -> None:
+    def _chat(
+        self,
+        context: Any,
+        start: int,
+        end: int,
+        model: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        attempts: int = 1,
+        reply: str | None = None,
+        error: str | None = None,
+    ) -> None:
         provider, _, name = model.rpartition("/")  # "openai/gpt-4o-mini": the provider, then the model
-        attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": name,
-                      "gen_ai.usage.input_tokens": prompt_tokens, "gen_ai.usage.output_tokens": completion_tokens,
-                      "codeact.lm.attempts": attempts}
+        attributes = {
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": name,
+            "gen_ai.usage.input_tokens": prompt_tokens,
+            "gen_ai.usage.output_tokens": completion_tokens,
+            "codeact.lm.attempts": attempts,
+        }
         if provider:
             attributes["gen_ai.provider.name"] = provider
-        span = self.tracer.start_span(f"chat {name}", context=context, kind=trace.SpanKind.CLIENT, start_time=start,
-                                      attributes=attributes)
+        span = self.tracer.start_span(
+            f"chat {name}", context=context, kind=trace.SpanKind.CLIENT, start_time=start, attributes=attributes
+        )
         for attempt in range(1, attempts):
             span.add_event("retry", {"codeact.lm.attempt": attempt + 1}, timestamp=start)
         if error is not None:
@@ -98,9 +133,16 @@ class RunTelemetry:
         span.end(end_time=max(start, end))
 
     def _execution(self, context: Any, step: Step, start: int) -> None:
-        span = self.tracer.start_span("execute_code", context=context, start_time=start,
-                                      attributes={"codeact.step": step.index, "codeact.timed_out": step.timed_out,
-                                                  "codeact.tool_calls": step.tool_call_count})
+        span = self.tracer.start_span(
+            "execute_code",
+            context=context,
+            start_time=start,
+            attributes={
+                "codeact.step": step.index,
+                "codeact.timed_out": step.timed_out,
+                "codeact.tool_calls": step.tool_call_count,
+            },
+        )
         if step.error is not None:
             span.set_attribute("error.type", step.error.type)
             span.set_status(trace.Status(trace.StatusCode.ERROR, step.error.type))
@@ -110,29 +152,47 @@ class RunTelemetry:
         inner = trace.set_span_in_context(span)
         for call in step.tool_calls:
             call_start = start + int(call.start_s * _NS)
-            tool = self.tracer.start_span(f"execute_tool {call.name}", context=inner, start_time=call_start,
-                                          attributes={"gen_ai.operation.name": "execute_tool",
-                                                      "gen_ai.tool.name": call.name,
-                                                      "codeact.tool.concurrent": call.concurrent,
-                                                      "codeact.tool.approval": call.approval or "",
-                                                      "codeact.tool.abandoned": call.abandoned})
+            tool = self.tracer.start_span(
+                f"execute_tool {call.name}",
+                context=inner,
+                start_time=call_start,
+                attributes={
+                    "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": call.name,
+                    "codeact.tool.concurrent": call.concurrent,
+                    "codeact.tool.approval": call.approval or "",
+                    "codeact.tool.abandoned": call.abandoned,
+                },
+            )
             if call.error is not None:
                 tool.set_attribute("error.type", call.error.split(":", 1)[0])
                 tool.set_status(trace.Status(trace.StatusCode.ERROR, call.error))
             tool.end(end_time=call_start + int(call.duration_s * _NS))
         for call in step.llm_calls:
-            self._chat(inner, start, start + int(call.duration_s * _NS), call.model, call.prompt_tokens,
-                       call.completion_tokens, reply=call.reply, error=call.error)
+            self._chat(
+                inner,
+                start,
+                start + int(call.duration_s * _NS),
+                call.model,
+                call.prompt_tokens,
+                call.completion_tokens,
+                reply=call.reply,
+                error=call.error,
+            )
         span.end(end_time=start + int(step.exec_s * _NS))
 
     def run_ended(self, record: RunRecord) -> None:
         if not self.enabled:
             return
         usage = record.usage
-        self.run_span.set_attributes({
-            "codeact.end_reason": record.end_reason, "codeact.steps": len(record.steps),
-            "gen_ai.usage.input_tokens": usage.prompt_tokens, "gen_ai.usage.output_tokens": usage.completion_tokens,
-        })
+        self.run_span.set_attributes(
+            {
+                "codeact.end_reason": record.end_reason,
+                "codeact.steps": len(record.steps),
+                "gen_ai.usage.input_tokens": usage.prompt_tokens,
+                "gen_ai.usage.output_tokens": usage.completion_tokens,
+            }
+        )
         if record.end_reason not in ("submitted", "max_iters"):
             self.run_span.set_status(trace.Status(trace.StatusCode.ERROR, record.error or record.end_reason))
         self.run_span.end()

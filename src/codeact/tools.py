@@ -93,7 +93,9 @@ def type_text(annotation: Any) -> str:
             return annotation.__name__
         return str(annotation).replace("typing.", "")
     args = typing.get_args(annotation)
-    if origin is typing.Union or (hasattr(__import__("types"), "UnionType") and origin is __import__("types").UnionType):
+    if origin is typing.Union or (
+        hasattr(__import__("types"), "UnionType") and origin is __import__("types").UnionType
+    ):
         return " | ".join(type_text(a) for a in args)
     if origin is typing.Literal:
         return f"Literal[{', '.join(repr(a) for a in args)}]"
@@ -123,8 +125,11 @@ def record_types(annotations: Any) -> list[type]:
 
 
 def _is_record(cls: type) -> bool:
-    return dataclasses.is_dataclass(cls) or hasattr(cls, "model_fields") or (
-        issubclass(cls, tuple) and hasattr(cls, "_fields"))
+    return (
+        dataclasses.is_dataclass(cls)
+        or hasattr(cls, "model_fields")
+        or (issubclass(cls, tuple) and hasattr(cls, "_fields"))
+    )
 
 
 def _record_fields(cls: type) -> dict[str, Any]:
@@ -193,9 +198,7 @@ class Tool:
         self.func = func
         self.name = name or _default_name(func)
         if not self.name.isidentifier() or keyword.iskeyword(self.name):
-            raise ValueError(
-                f"tool name {self.name!r} is not a Python identifier; pass name='...' to Tool()"
-            )
+            raise ValueError(f"tool name {self.name!r} is not a Python identifier; pass name='...' to Tool()")
         try:
             self.signature = inspect.signature(func)
         except (TypeError, ValueError) as exc:
@@ -370,12 +373,20 @@ def as_tool(obj: Callable[..., Any] | Tool) -> Tool:
 def tool(func: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(
-    *, name: str | None = None, desc: str | None = None, requires_approval: bool = False,
+    *,
+    name: str | None = None,
+    desc: str | None = None,
+    requires_approval: bool = False,
     max_calls: int | None = None,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 def tool(
-    func: Callable[..., Any] | None = None, /, *, name: str | None = None, desc: str | None = None,
-    requires_approval: bool = False, max_calls: int | None = None,
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    desc: str | None = None,
+    requires_approval: bool = False,
+    max_calls: int | None = None,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Decorator: `@tool` or `@tool(name=..., desc=..., requires_approval=True, max_calls=5)` turns a
     callable into a `Tool`."""

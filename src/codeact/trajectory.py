@@ -141,17 +141,26 @@ class Step:
         rejected = data.pop("rejected_samples", None)
         step = cls(**{k: v for k, v in data.items() if k in _STEP_FIELDS})
         if isinstance(llm_calls, list):
-            step.llm_calls = [_llm_call(c) for c in llm_calls if isinstance(c, dict) and isinstance(c.get("prompt"), str)]
+            step.llm_calls = [
+                _llm_call(c) for c in llm_calls if isinstance(c, dict) and isinstance(c.get("prompt"), str)
+            ]
         step.error = StepError(**error) if error else None
         if isinstance(calls, list):
-            step.tool_calls = [ToolCall(**{k: v for k, v in c.items() if k in _CALL_FIELDS}) for c in calls
-                               if isinstance(c, dict)]
+            step.tool_calls = [
+                ToolCall(**{k: v for k, v in c.items() if k in _CALL_FIELDS}) for c in calls if isinstance(c, dict)
+            ]
         if isinstance(connections, list):
-            step.connections = [Connection(**{k: v for k, v in c.items() if k in _CONNECTION_FIELDS})
-                                for c in connections if isinstance(c, dict)]
+            step.connections = [
+                Connection(**{k: v for k, v in c.items() if k in _CONNECTION_FIELDS})
+                for c in connections
+                if isinstance(c, dict)
+            ]
         if isinstance(rejected, list):
-            step.rejected_samples = [RejectedSample(**{k: r.get(k) for k in ("reply", "code", "error")})
-                                     for r in rejected if isinstance(r, dict)]
+            step.rejected_samples = [
+                RejectedSample(**{k: r.get(k) for k in ("reply", "code", "error")})
+                for r in rejected
+                if isinstance(r, dict)
+            ]
         return step
 
 
@@ -242,8 +251,7 @@ class RunRecord:
         version = data.get("version", SCHEMA_VERSION)
         if version > SCHEMA_VERSION:
             raise ValueError(
-                f"run record version {version} is newer than this codeact reads ({SCHEMA_VERSION}); "
-                "upgrade codeact"
+                f"run record version {version} is newer than this codeact reads ({SCHEMA_VERSION}); upgrade codeact"
             )
         if data.get("end_reason", "submitted") not in END_REASONS:
             raise ValueError(f"unknown end_reason {data.get('end_reason')!r} in run record")

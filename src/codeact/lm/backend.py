@@ -91,8 +91,7 @@ def check_messages(messages: Sequence[Message]) -> list[Message]:
     """`messages` as a list of plain dicts, or LMConfigError saying which one is malformed."""
     if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
         raise LMConfigError(
-            "messages must be a list of {'role': ..., 'content': ...} dicts, "
-            f"got {type(messages).__name__}"
+            f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {type(messages).__name__}"
         )
     if not messages:
         raise LMConfigError("messages is empty: give at least one {'role': 'user', 'content': ...}")
@@ -102,8 +101,7 @@ def check_messages(messages: Sequence[Message]) -> list[Message]:
         content = message.get("content") if isinstance(message, dict) else None
         if role not in _ROLES or not isinstance(content, str):
             raise LMConfigError(
-                f"messages[{index}] must be a dict with 'role' in {_ROLES} and a str 'content', "
-                f"got {message!r:.200}"
+                f"messages[{index}] must be a dict with 'role' in {_ROLES} and a str 'content', got {message!r:.200}"
             )
         checked.append({"role": role, "content": content})
     return checked

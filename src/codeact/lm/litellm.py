@@ -53,8 +53,10 @@ class LiteLLMLM(Backend):
         try:
             self._litellm.get_llm_provider(self.model)
         except Exception:
-            return (f"unknown provider {self.provider!r} in model {self.model!r}: write provider/model, e.g. "
-                    "anthropic/claude-haiku-4-5 or openai/gpt-4o-mini")
+            return (
+                f"unknown provider {self.provider!r} in model {self.model!r}: write provider/model, e.g. "
+                "anthropic/claude-haiku-4-5 or openai/gpt-4o-mini"
+            )
         if self._api_key is None and self.api_base is None:
             try:
                 env = self._litellm.validate_environment(model=self.model)
@@ -187,8 +189,7 @@ class LiteLLMLM(Backend):
     def _check_deadline(self, started: float) -> None:
         if time.monotonic() - started > self.timeout:
             raise LMTimeoutError(
-                f"{self.model} was still streaming after {self.timeout:g}s: raise timeout= "
-                "or ask for fewer max_tokens"
+                f"{self.model} was still streaming after {self.timeout:g}s: raise timeout= or ask for fewer max_tokens"
             )
 
     @staticmethod

@@ -76,9 +76,7 @@ def _load(path: Path, n_ctx: int, n_threads: int) -> _LoadedModel:
             except ImportError:
                 raise LMMissingExtraError(_INSTALL_LLAMA) from None
             try:
-                llama = llama_cpp.Llama(
-                    model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False
-                )
+                llama = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
             except (ValueError, RuntimeError, OSError) as error:
                 raise LMError(f"llama.cpp could not load {path}: {error}") from None
             _loaded[key] = _LoadedModel(llama)

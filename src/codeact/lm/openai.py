@@ -67,14 +67,10 @@ def _error_code(error: openai.APIStatusError) -> str:
     return ""
 
 
-def translate_error(
-    error: Exception, *, where: str, timeout: float, key_hint: str, not_found_hint: str
-) -> LMAPIError:
+def translate_error(error: Exception, *, where: str, timeout: float, key_hint: str, not_found_hint: str) -> LMAPIError:
     """An `openai` SDK exception (LiteLLM's subclass them) as an `LMAPIError` saying what to fix."""
     if isinstance(error, openai.APITimeoutError):
-        return LMTimeoutError(
-            f"{where} did not answer within {timeout:g}s: raise timeout= or ask for fewer max_tokens"
-        )
+        return LMTimeoutError(f"{where} did not answer within {timeout:g}s: raise timeout= or ask for fewer max_tokens")
     if isinstance(error, openai.APIConnectionError):
         cause = error.__cause__ or error.__context__
         detail = f": {cause}" if cause else ""
@@ -149,9 +145,7 @@ class OpenAILM(Backend):
         )
         self.model_name = model.removeprefix("openai/")
         if not self.model_name:
-            raise LMConfigError(
-                "model name missing: use 'openai/<model>', e.g. 'openai/gpt-4o-mini'"
-            )
+            raise LMConfigError("model name missing: use 'openai/<model>', e.g. 'openai/gpt-4o-mini'")
         base = api_base or os.environ.get("OPENAI_BASE_URL") or OPENAI_BASE
         self.api_base = base.rstrip("/")
         self.is_official = self.api_base == OPENAI_BASE
@@ -164,9 +158,7 @@ class OpenAILM(Backend):
                 )
             key = "no-key"
         self._api_key = Secret(key)
-        self._client = openai.OpenAI(
-            api_key=key, base_url=self.api_base, timeout=self.timeout, max_retries=0
-        )
+        self._client = openai.OpenAI(api_key=key, base_url=self.api_base, timeout=self.timeout, max_retries=0)
         accepted = inspect.signature(self._client.chat.completions.create).parameters
         unknown = sorted(set(params) - set(accepted))
         if unknown:
@@ -175,9 +167,9 @@ class OpenAILM(Backend):
                 "completions API (top_p, seed, ...), and server-specific ones as extra_body={...}"
             )
         self.params = params
-        self._async_clients: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, openai.AsyncOpenAI
-        ] = weakref.WeakKeyDictionary()
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def __repr__(self) -> str:
         base = "" if self.is_official else f", api_base={self.api_base!r}"
@@ -248,9 +240,7 @@ class OpenAILM(Backend):
             not_found_hint = f"check the model name {self.model_name!r}"
         else:
             key_hint = f"check the api_key= you pass for {self.api_base}"
-            not_found_hint = (
-                f"check the model name {self.model_name!r} and that {self.api_base} ends in /v1"
-            )
+            not_found_hint = f"check the model name {self.model_name!r} and that {self.api_base} ends in /v1"
         return translate_error(
             error,
             where=f"{self.api_base} (model {self.model_name!r})",
@@ -270,9 +260,7 @@ class OpenAILM(Backend):
         started = time.monotonic()
         try:
             if on_token is None:
-                response = self._client.chat.completions.create(
-                    **self._create_args(request, stream=False)
-                )
+                response = self._client.chat.completions.create(**self._create_args(request, stream=False))
                 return self._from_response(response)
             reply = _StreamedReply()
             stream = self._client.chat.completions.create(**self._create_args(request, stream=True))
@@ -293,9 +281,7 @@ class OpenAILM(Backend):
         client = self._async_client()
         try:
             if on_token is None:
-                response = await client.chat.completions.create(
-                    **self._create_args(request, stream=False)
-                )
+                response = await client.chat.completions.create(**self._create_args(request, stream=False))
                 return self._from_response(response)
             reply = _StreamedReply()
             stream = await client.chat.completions.create(**self._create_args(request, stream=True))
@@ -338,9 +324,7 @@ class _StreamedReply:
 
     def completion(self) -> Completion:
         if self.finish_reason is None:
-            raise LMConnectionError(
-                "the reply stream ended before the model finished (no finish_reason)"
-            )
+            raise LMConnectionError("the reply stream ended before the model finished (no finish_reason)")
         return Completion(
             text="".join(self.pieces),
             usage=self.usage,

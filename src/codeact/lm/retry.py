@@ -79,11 +79,7 @@ def parse_retry_after(headers: object) -> float | None:
 
 
 def _give_up(attempt: int, error: LMAPIError, policy: RetryPolicy) -> LMAPIError:
-    if (
-        error.retryable
-        and error.retry_after is not None
-        and error.retry_after > policy.max_retry_after
-    ):
+    if error.retryable and error.retry_after is not None and error.retry_after > policy.max_retry_after:
         error.args = (
             f"{error} (the server asked to wait {error.retry_after:.0f}s, longer than "
             f"max_retry_after={policy.max_retry_after:.0f}s; try again later)",

@@ -67,8 +67,7 @@ class ScriptedLM(LM):
             index = len(self.history)
             if index >= len(self.replies):
                 raise ScriptedLMExhausted(
-                    f"ScriptedLM ran out of replies: call {index + 1} but only "
-                    f"{len(self.replies)} replies were given"
+                    f"ScriptedLM ran out of replies: call {index + 1} but only {len(self.replies)} replies were given"
                 )
             entry: dict[str, Any] = {
                 "messages": [dict(m) for m in messages],

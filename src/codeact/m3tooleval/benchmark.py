@@ -104,5 +104,14 @@ def _run_job(job: tuple[Task, str], lm_for: LMFor, max_turns: int, max_tokens: i
 
 
 def _not_run(task: Task, mode: str, why: str, *, end_reason: str = "skipped") -> Episode:
-    return Episode(task=task.name, category=task.category, mode=mode, model="", correct=False, turns=0,
-                   end_reason=end_reason, expected=task.expected_output_repr, error=why)
+    return Episode(
+        task=task.name,
+        category=task.category,
+        mode=mode,
+        model="",
+        correct=False,
+        turns=0,
+        end_reason=end_reason,
+        expected=task.expected_output_repr,
+        error=why,
+    )

@@ -35,8 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mode",
         default="code",
         choices=[*MODES, "all", "codeact"],
-        help="action mode: the paper's code/json/text, all three, or codeact "
-        "(our own agent); default code",
+        help="action mode: the paper's code/json/text, all three, or codeact (our own agent); default code",
     )
     parser.add_argument(
         "--tasks",
@@ -44,9 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="only tasks whose name matches this regular expression",
     )
-    parser.add_argument(
-        "--limit", type=int, default=None, help="run only the first N matching tasks"
-    )
+    parser.add_argument("--limit", type=int, default=None, help="run only the first N matching tasks")
     parser.add_argument(
         "--per-category",
         type=int,
@@ -54,15 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="run only the first N matching tasks of each category (a quick, balanced subset)",
     )
-    parser.add_argument(
-        "--workers", type=int, default=4, help="episodes run in parallel (default 4)"
-    )
-    parser.add_argument(
-        "--max-turns", type=int, default=MAX_TURNS, help="turns per episode (default 10)"
-    )
-    parser.add_argument(
-        "--max-tokens", type=int, default=MAX_NEW_TOKENS, help="new tokens per reply (default 512)"
-    )
+    parser.add_argument("--workers", type=int, default=4, help="episodes run in parallel (default 4)")
+    parser.add_argument("--max-turns", type=int, default=MAX_TURNS, help="turns per episode (default 10)")
+    parser.add_argument("--max-tokens", type=int, default=MAX_NEW_TOKENS, help="new tokens per reply (default 512)")
     parser.add_argument(
         "--output",
         "-o",
@@ -72,7 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--quiet", action="store_true", help="no per-episode progress lines")
     parser.add_argument(
-        "--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
         help="run the episodes on a Ray cluster: ADDRESS (e.g. auto, ray://host:10001), or a local one "
         "when none is given (needs pip install 'codeact[ray]')",
     )
@@ -110,9 +105,7 @@ def main(args: argparse.Namespace) -> int:
     """Run the benchmark; 0 on completion, 2 on bad options."""
     modes = _modes(args.mode)
     if args.model == REFERENCE and modes != ("code",):
-        print(
-            "error: --model reference has scripted solutions for --mode code only", file=sys.stderr
-        )
+        print("error: --model reference has scripted solutions for --mode code only", file=sys.stderr)
         return 2
     if args.workers < 1 or args.max_turns < 1 or args.max_tokens < 1:
         print("error: --workers, --max-turns and --max-tokens must be positive", file=sys.stderr)
@@ -145,8 +138,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     print(
-        f"M3ToolEval: {len(tasks)} tasks x {len(modes)} mode(s) with {args.model}, "
-        f"{args.workers} workers" if args.ray is None else f"on Ray ({args.ray})",
+        f"M3ToolEval: {len(tasks)} tasks x {len(modes)} mode(s) with {args.model}, {args.workers} workers"
+        if args.ray is None
+        else f"on Ray ({args.ray})",
         file=sys.stderr,
     )
     executor = None

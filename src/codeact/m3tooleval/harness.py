@@ -151,11 +151,7 @@ def code_output(result: ExecutionResult) -> str:
         text += result.value + "\n"
     if result.error is not None:
         error = result.error
-        text += (
-            error.traceback.rstrip("\n") + "\n"
-            if error.traceback
-            else f"{error.type}: {error.message}\n"
-        )
+        text += error.traceback.rstrip("\n") + "\n" if error.traceback else f"{error.type}: {error.message}\n"
     if text == "":
         return NO_OUTPUT
     return _truncate(text)

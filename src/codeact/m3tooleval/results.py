@@ -35,9 +35,7 @@ def summarize(episodes: Sequence[Episode]) -> list[Row]:
     modes = list(dict.fromkeys(e.mode for e in episodes))
     for mode in modes:
         of_mode = [e for e in episodes if e.mode == mode]
-        groups = [("all", of_mode)] + [
-            (c, [e for e in of_mode if e.category == c]) for c in CATEGORIES
-        ]
+        groups = [("all", of_mode)] + [(c, [e for e in of_mode if e.category == c]) for c in CATEGORIES]
         for category, group in groups:
             if group:
                 rows.append(
@@ -62,11 +60,7 @@ class PublishedRow:
 
 def published_rows(models: Sequence[str] | None = None) -> list[PublishedRow]:
     """The paper's rows (per model and action mode, over all 82 tasks) from the shipped CSV."""
-    text = (
-        resources.files("codeact.m3tooleval")
-        .joinpath("data/published_m3tooleval_results.csv")
-        .read_text()
-    )
+    text = resources.files("codeact.m3tooleval").joinpath("data/published_m3tooleval_results.csv").read_text()
     mode_of = {v: k for k, v in PAPER_MODE.items()}
     rows = [
         PublishedRow(
@@ -85,14 +79,10 @@ def published_rows(models: Sequence[str] | None = None) -> list[PublishedRow]:
 HEADLINE_MODELS = ("gpt-4-1106-preview", "gpt-3.5-turbo-0613", "claude-2")
 
 
-def format_table(
-    episodes: Sequence[Episode], model: str, published: Sequence[str] = HEADLINE_MODELS
-) -> str:
+def format_table(episodes: Sequence[Episode], model: str, published: Sequence[str] = HEADLINE_MODELS) -> str:
     """A plain-text table: our rows (per mode, per category) and the published headline rows."""
     lines = [f"M3ToolEval results for {model}", ""]
-    lines.append(
-        f"{'mode':<8} {'category':<38} {'tasks':>5} {'solved':>6} {'success %':>9} {'avg turns':>9}"
-    )
+    lines.append(f"{'mode':<8} {'category':<38} {'tasks':>5} {'solved':>6} {'success %':>9} {'avg turns':>9}")
     lines.append("-" * 80)
     for row in summarize(episodes):
         label = "ALL TASKS" if row.category == "all" else row.category
@@ -105,7 +95,5 @@ def format_table(
         lines.append(f"{'model':<28} {'mode':<8} {'success %':>9} {'avg turns':>9}")
         lines.append("-" * 58)
         for prow in paper:
-            lines.append(
-                f"{prow.model:<28} {prow.mode:<8} {prow.success_pct:>9.1f} {prow.avg_turns:>9.1f}"
-            )
+            lines.append(f"{prow.model:<28} {prow.mode:<8} {prow.success_pct:>9.1f} {prow.avg_turns:>9.1f}")
     return "\n".join(lines)

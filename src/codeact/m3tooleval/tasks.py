@@ -77,9 +77,7 @@ def _all_tasks() -> tuple[Task, ...]:
                 expected_output=expected,
                 expected_output_repr=raw["expected_output_python_repr"],
                 is_single_tool_task=raw["is_single_tool_task"],
-                tools=tuple(
-                    ToolSpec(t["name"], t["description"], t["signature"]) for t in raw["tools"]
-                ),
+                tools=tuple(ToolSpec(t["name"], t["description"], t["signature"]) for t in raw["tools"]),
                 prompts=dict(raw["prompts"]),
             )
         )
@@ -94,7 +92,5 @@ def load_tasks(pattern: str | None = None) -> list[Task]:
     try:
         regex = re.compile(pattern)
     except re.error as exc:
-        raise ValueError(
-            f"--tasks pattern {pattern!r} is not a valid regular expression: {exc}"
-        ) from None
+        raise ValueError(f"--tasks pattern {pattern!r} is not a valid regular expression: {exc}") from None
     return [t for t in tasks if regex.search(t.name)]

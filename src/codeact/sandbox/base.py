@@ -76,16 +76,25 @@ class Sandbox:
     backend = ""
     layers: list[LayerStatus]
 
-    def __new__(cls, *args: Any, backend: str | None = None, options: SandboxOptions | None = None,
-                **settings: Any) -> Sandbox:
+    def __new__(
+        cls, *args: Any, backend: str | None = None, options: SandboxOptions | None = None, **settings: Any
+    ) -> Sandbox:
         if cls is Sandbox:
             chosen = backend or (options.backend if isinstance(options, SandboxOptions) else "auto")
             return super().__new__(_backend_class(chosen))
         return super().__new__(cls)
 
-    def __init__(self, tools: Sequence[Any] = (), *, backend: str | None = None,
-                 submit_params: Sequence[str] | None = None, options: SandboxOptions | None = None,
-                 approve: Approver | None = None, max_tool_calls: int | None = None, **settings: Any) -> None:
+    def __init__(
+        self,
+        tools: Sequence[Any] = (),
+        *,
+        backend: str | None = None,
+        submit_params: Sequence[str] | None = None,
+        options: SandboxOptions | None = None,
+        approve: Approver | None = None,
+        max_tool_calls: int | None = None,
+        **settings: Any,
+    ) -> None:
         self.options = SandboxOptions.of(options, **settings)
         self.policy = ToolPolicy()
         self.timeout = self.options.timeout
@@ -130,8 +139,10 @@ class Sandbox:
     def fork(self) -> Sandbox:
         """A new, independent session holding a copy of this one's variables and imports; this one
         is unchanged. The caller owns the fork and closes it (it also ends with this session)."""
-        raise InterpreterError(f"the {self.backend} backend cannot fork a session; use the native backend "
-                               "(backend='process') for Sandbox.fork()")
+        raise InterpreterError(
+            f"the {self.backend} backend cannot fork a session; use the native backend "
+            "(backend='process') for Sandbox.fork()"
+        )
 
     def _copy_settings_to(self, other: Sandbox) -> None:
         """Give a fork this session's tools, submit parameters, tool policy and pending inputs."""
@@ -180,8 +191,9 @@ class Sandbox:
             try:
                 self._inputs[name] = wire.encode(value)
             except (TypeError, ValueError) as exc:
-                raise TypeError(f"input {name!r} of type {type(value).__name__} cannot be sent into the sandbox: "
-                                f"{exc}") from None
+                raise TypeError(
+                    f"input {name!r} of type {type(value).__name__} cannot be sent into the sandbox: {exc}"
+                ) from None
 
     def execute(self, code: str, *, timeout: float | None = None) -> ExecutionResult:
         return self._execute(code, timeout, None)
@@ -205,10 +217,17 @@ class Sandbox:
         with self._lock:
             channel, notice = self._begin_step()
             request = StepRequest(
-                code=code, timeout=limit, tools=self.tools, inputs=self._inputs, loop=loop,
+                code=code,
+                timeout=limit,
+                tools=self.tools,
+                inputs=self._inputs,
+                loop=loop,
                 definitions=None if self._definitions_sent else bridge.definitions(self.tools),
-                submit=self.submit_params, output_limit=self.options.max_output,
-                value_limit=self.options.max_value_chars, policy=self.policy, number=self._steps_run,
+                submit=self.submit_params,
+                output_limit=self.options.max_output,
+                value_limit=self.options.max_value_chars,
+                policy=self.policy,
+                number=self._steps_run,
             )
             self._steps_run += 1
             finished = False

@@ -34,8 +34,13 @@ def call_body(tool: Tool) -> str:
             positional.append(param.name)  # before *args they can only be passed by position
         else:
             keywords.append(param.name)
-    elided = [p.name for p in params if p.default is not p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-              and "= ..." in tool.signature_text()]
+    elided = [
+        p.name
+        for p in params
+        if p.default is not p.empty
+        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        and "= ..." in tool.signature_text()
+    ]
     args = "[" + ", ".join(positional) + "]" + (f" + list({star})" if star else "")
     kwargs = "{" + ", ".join(f"{k!r}: {k}" for k in keywords) + "}"
     lines = [f"__args = {args}", f"__kwargs = {kwargs}"]
@@ -55,8 +60,9 @@ def definitions(tools: dict[str, Tool]) -> list[dict[str, str]]:
     return classes + [{"name": t.name, "source": t.stub(call_body(t))} for t in tools.values()]
 
 
-def parse_result(message: dict[str, Any], started: float, calls: list[ToolCall], output_limit: int,
-                 value_limit: int) -> ExecutionResult:
+def parse_result(
+    message: dict[str, Any], started: float, calls: list[ToolCall], output_limit: int, value_limit: int
+) -> ExecutionResult:
     """The sandbox's report of a completed step, checked and cut to the limits."""
     truncated = message.get("stdout_truncated") or 0
     if not isinstance(truncated, int) or isinstance(truncated, bool):
@@ -107,5 +113,8 @@ def parse_error(raw: Any) -> ExecutionError:
 
 def failure(kind: Failure, message: str, started: float, *, timed_out: bool = False) -> ExecutionResult:
     """A step that ended without a result of its own: a limit, a crash, a broken protocol."""
-    return ExecutionResult(error=ExecutionError(Failure(kind).value, message), duration_s=time.perf_counter() - started,
-                           timed_out=timed_out)
+    return ExecutionResult(
+        error=ExecutionError(Failure(kind).value, message),
+        duration_s=time.perf_counter() - started,
+        timed_out=timed_out,
+    )

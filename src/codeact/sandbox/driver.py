@@ -88,13 +88,16 @@ class ToolPolicy:
         """Refuse a policy that cannot work, naming the parameter."""
         if approve is not None and not callable(approve):
             raise TypeError(f"approve must be a function of an ApprovalRequest, got {type(approve).__name__}")
-        if max_tool_calls is not None and (isinstance(max_tool_calls, bool) or not isinstance(max_tool_calls, int)
-                                           or max_tool_calls < 0):
+        if max_tool_calls is not None and (
+            isinstance(max_tool_calls, bool) or not isinstance(max_tool_calls, int) or max_tool_calls < 0
+        ):
             raise ValueError(f"max_tool_calls must be a non-negative integer, got {max_tool_calls!r}")
         marked = [t.name for t in tools if t.requires_approval]
         if marked and approve is None:
-            raise ValueError(f"tool {marked[0]!r} requires approval; pass approve=... (a function that returns "
-                             "True, False or a reason)")
+            raise ValueError(
+                f"tool {marked[0]!r} requires approval; pass approve=... (a function that returns "
+                "True, False or a reason)"
+            )
 
     def needs_approval(self, tool: Tool, tools: dict[str, Tool]) -> bool:
         if self.approve is None:
@@ -106,11 +109,15 @@ class ToolPolicy:
         self.calls += 1
         used = self.per_tool[tool.name] = self.per_tool.get(tool.name, 0) + 1
         if self.max_tool_calls is not None and self.calls > self.max_tool_calls:
-            return (f"the budget of {self.max_tool_calls} tool calls for this run is used up; no more tools "
-                    "can be called: work with what you have and submit")
+            return (
+                f"the budget of {self.max_tool_calls} tool calls for this run is used up; no more tools "
+                "can be called: work with what you have and submit"
+            )
         if tool.max_calls is not None and used > tool.max_calls:
-            return (f"tool {tool.name!r} may be called at most {tool.max_calls} times in this run; it was "
-                    "not run: work with what you have")
+            return (
+                f"tool {tool.name!r} may be called at most {tool.max_calls} times in this run; it was "
+                "not run: work with what you have"
+            )
         return None
 
 
@@ -195,8 +202,13 @@ class StepDriver:
     def run(self, channel: Channel, request: StepRequest) -> ExecutionResult:
         step = self._step = _Step(channel, request, time.perf_counter())
         base_deadline = time.monotonic() + request.timeout
-        message: dict[str, Any] = {"op": "exec", "code": request.code, "timeout": request.timeout,
-                                   "value_limit": request.value_limit, "inputs": len(request.inputs)}
+        message: dict[str, Any] = {
+            "op": "exec",
+            "code": request.code,
+            "timeout": request.timeout,
+            "value_limit": request.value_limit,
+            "inputs": len(request.inputs),
+        }
         if request.definitions is not None:
             message["tools"] = request.definitions
             message["submit"] = request.submit
@@ -215,17 +227,22 @@ class StepDriver:
                         expired = self._expire(step)
                         continue
                     channel.end()
-                    return self._failed(step, Failure.TIMEOUT, f"the step ran longer than the {request.timeout:g} s time "
-                                        "limit and did not stop; the session was ended and its variables are lost",
-                                        timed_out=True)
+                    return self._failed(
+                        step,
+                        Failure.TIMEOUT,
+                        f"the step ran longer than the {request.timeout:g} s time "
+                        "limit and did not stop; the session was ended and its variables are lost",
+                        timed_out=True,
+                    )
                 op = frame.get("op")
                 if op == "call":
                     self._start_call(step, frame)
                     continue
                 if op != "result":
                     raise bridge.Malformed(f"unexpected message {op!r} from the sandbox")
-                result = bridge.parse_result(frame, step.started, step.calls, request.output_limit,
-                                             request.value_limit + 200)
+                result = bridge.parse_result(
+                    frame, step.started, step.calls, request.output_limit, request.value_limit + 200
+                )
                 for record, future in step.pending.values():  # started, never awaited by the code
                     record.abandoned = True
                     future.cancel()
@@ -239,8 +256,12 @@ class StepDriver:
             return self._failed(step, lost.kind, expired if kept else lost.message, timed_out=lost.timed_out)
         except (bridge.Malformed, wire.WireError) as exc:
             channel.end()
-            return self._failed(step, Failure.PROTOCOL_ERROR, f"the sandbox broke the wire protocol ({exc}); the "
-                                "session was ended and the next step starts a new one")
+            return self._failed(
+                step,
+                Failure.PROTOCOL_ERROR,
+                f"the sandbox broke the wire protocol ({exc}); the "
+                "session was ended and the next step starts a new one",
+            )
         finally:
             step.pending = {}
             self._step = None
@@ -278,8 +299,13 @@ class StepDriver:
             raise bridge.Malformed("a tool call needs a name, a list of arguments and a dict of keywords")
         if not all(isinstance(k, str) for k in kwargs) or not isinstance(call_id, int):
             raise bridge.Malformed("tool call keywords must be strings and its id an integer")
-        record = ToolCall(name=name, args=args, kwargs=kwargs, start_s=time.perf_counter() - step.started,
-                          concurrent=bool(step.pending))
+        record = ToolCall(
+            name=name,
+            args=args,
+            kwargs=kwargs,
+            start_s=time.perf_counter() - step.started,
+            concurrent=bool(step.pending),
+        )
         step.calls.append(record)
         for other, _ in step.pending.values():
             other.concurrent = True
@@ -320,8 +346,9 @@ class StepDriver:
             step.pause()
             try:
                 arguments = _bound(tool, args, kwargs)
-                decision = _resolve(approve(ApprovalRequest(tool.name, arguments, step.request.number)),
-                                    step.request.loop)
+                decision = _resolve(
+                    approve(ApprovalRequest(tool.name, arguments, step.request.number)), step.request.loop
+                )
             finally:
                 record.approval_s = time.monotonic() - asked
                 step.resume()
@@ -336,15 +363,17 @@ class StepDriver:
             elif decision in (True, None):
                 record.approval = "approved"
             else:
-                raise TypeError(f"the approver returned {decision!r}; return True, False, a reason or a dict of "
-                                "arguments")
+                raise TypeError(
+                    f"the approver returned {decision!r}; return True, False, a reason or a dict of arguments"
+                )
         token = _serving.set(self.owner)
         try:
             if tool.is_async:
                 loop = step.request.loop
                 if loop is not None and loop.is_running():
-                    return asyncio.run_coroutine_threadsafe(_serving_coroutine(self.owner, tool, args, kwargs),
-                                                            loop).result()
+                    return asyncio.run_coroutine_threadsafe(
+                        _serving_coroutine(self.owner, tool, args, kwargs), loop
+                    ).result()
             return tool(*args, **kwargs)
         finally:
             _serving.reset(token)
@@ -359,12 +388,16 @@ class StepDriver:
             record.abandoned = True
             record.error = f"Timeout: still running when the step's {timeout:g} s time limit passed"
             future.cancel()
-            step.reply(call_id, {"op": "expired", "message": f"tool {record.name!r} ran past the step's "
-                                 f"{timeout:g} s time limit"})
+            step.reply(
+                call_id,
+                {"op": "expired", "message": f"tool {record.name!r} ran past the step's {timeout:g} s time limit"},
+            )
         running = ", ".join(repr(n) for n in names)
-        return (f"the step ran longer than the {timeout:g} s time limit while tool {running} was running; the tool "
-                "was abandoned on the host (its thread may still run) and the step was stopped; variables from "
-                "before this step are kept")
+        return (
+            f"the step ran longer than the {timeout:g} s time limit while tool {running} was running; the tool "
+            "was abandoned on the host (its thread may still run) and the step was stopped; variables from "
+            "before this step are kept"
+        )
 
 
 class _Denied(Exception):
@@ -417,13 +450,19 @@ def _outcome(name: str, future: Future[Any], record: ToolCall) -> dict[str, Any]
         with contextlib.suppress(Exception):
             value.close()  # type: ignore[attr-defined]
         record.error = "TypeError: returned an awaitable"
-        return {"op": "raise", "type": "TypeError", "message": f"tool {name!r} returned an awaitable; declare it "
-                "with async def"}
+        return {
+            "op": "raise",
+            "type": "TypeError",
+            "message": f"tool {name!r} returned an awaitable; declare it with async def",
+        }
     try:
         encoded = wire.encode(value)
     except (TypeError, ValueError) as exc:
         record.error = f"TypeError: {exc}"
-        return {"op": "raise", "type": "TypeError", "message": f"tool {name!r} returned a value the sandbox "
-                f"cannot receive: {exc}"}
+        return {
+            "op": "raise",
+            "type": "TypeError",
+            "message": f"tool {name!r} returned a value the sandbox cannot receive: {exc}",
+        }
     record.result = value
     return {"op": "return", "value": encoded}

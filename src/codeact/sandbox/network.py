@@ -65,8 +65,9 @@ class Rule:
             pass
         label = host.removeprefix("*.")
         if not label or any(not part or not all(c.isalnum() or c in "-_" for c in part) for part in label.split(".")):
-            raise ValueError(f"network entry {entry!r} is not a host name, '*.domain', IP address or range "
-                             "(with an optional :port)")
+            raise ValueError(
+                f"network entry {entry!r} is not a host name, '*.domain', IP address or range (with an optional :port)"
+            )
         return cls(entry.strip(), name=host, ports=ports)
 
     def allows_port(self, port: int) -> bool:
@@ -133,8 +134,9 @@ class NetworkPolicy:
         if not self.any_host and not named:
             raise Refused(f"{host}:{port} is not in the sandbox's network allow-list; {allow_hint}")
         if named and not any(r.allows_port(port) for r in named):
-            raise Refused(f"{host}:{port}: port {port} is not allowed for {host} "
-                          f"(allowed: {_ports(named)}); {allow_hint}")
+            raise Refused(
+                f"{host}:{port}: port {port} is not allowed for {host} (allowed: {_ports(named)}); {allow_hint}"
+            )
         mapped = self.hosts.get(host)
         try:
             found = [mapped] if mapped else (lookup or _lookup)(host)
@@ -144,8 +146,10 @@ class NetworkPolicy:
         usable = [a for a in addresses if a.is_global or any(r.covers(a) for r in self.rules)]
         if not usable:
             kind = _kind(addresses[0]) if addresses else "no"
-            raise Refused(f"{host}:{port} resolves to {', '.join(map(str, addresses)) or 'nothing'}, a {kind} "
-                          f"address the sandbox may not reach; list the address in network=[...] to allow it")
+            raise Refused(
+                f"{host}:{port} resolves to {', '.join(map(str, addresses)) or 'nothing'}, a {kind} "
+                f"address the sandbox may not reach; list the address in network=[...] to allow it"
+            )
         return usable
 
 
@@ -249,7 +253,9 @@ class Proxy:
             if record is not None and record.allowed is None:
                 record.allowed, record.refusal = False, f"connection failed: {exc}"
                 with contextlib.suppress(OSError):
-                    _reply(client, 502, "Bad Gateway", f"codeact proxy could not reach {record.host}:{record.port}: {exc}")
+                    _reply(
+                        client, 502, "Bad Gateway", f"codeact proxy could not reach {record.host}:{record.port}: {exc}"
+                    )
         finally:
             for sock in (client, upstream):
                 if sock is not None:
@@ -320,8 +326,11 @@ def _refuse(client: socket.socket, why: str) -> None:
 def _reply(client: socket.socket, status: int, reason: str, body: str) -> None:
     data = body.encode()
     reason = reason.replace("\r", " ").replace("\n", " ")
-    client.sendall(f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(data)}\r\n"
-                   f"Connection: close\r\n\r\n".encode() + data)
+    client.sendall(
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {len(data)}\r\n"
+        f"Connection: close\r\n\r\n".encode()
+        + data
+    )
 
 
 def _relay(client: socket.socket, upstream: socket.socket, record: Connection) -> None:

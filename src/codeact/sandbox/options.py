@@ -34,10 +34,7 @@ def parse_size(size: int | str | None, name: str = "size") -> int:
         return size
     text = size.strip().upper().replace(" ", "").removesuffix("B").removesuffix("I")
     try:
-        if text and text[-1] in _UNITS:
-            value = int(float(text[:-1]) * _UNITS[text[-1]])
-        else:
-            value = int(text)
+        value = int(float(text[:-1]) * _UNITS[text[-1]]) if text and text[-1] in _UNITS else int(text)
     except ValueError:
         raise ValueError(f"cannot read {name}={size!r}; write it like '512MB', '2GiB' or '1.5G'") from None
     if value < 0:
@@ -66,8 +63,9 @@ def granted_path(path: str | os.PathLike[str], kind: str) -> str:
         raise ValueError(f"{kind} path {absolute} does not exist; create it first or remove it from {kind}_paths")
     real = os.path.realpath(absolute)
     if real != absolute:
-        raise ValueError(f"{kind} path {absolute} goes through a symbolic link (to {real}); grant the real path "
-                         "instead")
+        raise ValueError(
+            f"{kind} path {absolute} goes through a symbolic link (to {real}); grant the real path instead"
+        )
     return absolute
 
 
@@ -133,8 +131,9 @@ class SandboxOptions:
             env[key] = str(value)
         set_(self, "env", env)
         if isinstance(self.network, str) or not isinstance(self.network, (bool, list, tuple, set, frozenset)):
-            raise TypeError(f"network must be True, False or a list of hosts like ['api.example.com'], "
-                            f"got {self.network!r}")
+            raise TypeError(
+                f"network must be True, False or a list of hosts like ['api.example.com'], got {self.network!r}"
+            )
         if not isinstance(self.network, bool):
             set_(self, "network", tuple(Rule.parse(entry).entry for entry in self.network))
         if not isinstance(self.hosts, Mapping):
@@ -148,8 +147,10 @@ class SandboxOptions:
         set_(self, "timeout", positive(self.timeout, "timeout"))
         memory = parse_size(self.memory_limit, "memory_limit")
         if 0 < memory < _MIN_MEMORY:
-            raise ValueError(f"memory_limit={self.memory_limit!r} is {memory} bytes, too little for Python; "
-                             "write a size with its unit, like '512MB'")
+            raise ValueError(
+                f"memory_limit={self.memory_limit!r} is {memory} bytes, too little for Python; "
+                "write a size with its unit, like '512MB'"
+            )
         set_(self, "memory_limit", memory)
         preload = (self.preload,) if isinstance(self.preload, str) else tuple(self.preload)
         if not all(isinstance(m, str) and m.replace(".", "_").isidentifier() for m in preload):

@@ -38,8 +38,14 @@ def cache_root() -> Path:
 
 def directory_for(requirements: Sequence[str]) -> Path:
     """The cache directory of this requirement set (installed or not)."""
-    key = json.dumps({"requirements": sorted(requirements), "python": sys.version.split()[0],
-                      "platform": f"{sys.platform}-{platform.machine()}"}, sort_keys=True)
+    key = json.dumps(
+        {
+            "requirements": sorted(requirements),
+            "python": sys.version.split()[0],
+            "platform": f"{sys.platform}-{platform.machine()}",
+        },
+        sort_keys=True,
+    )
     return cache_root() / hashlib.sha256(key.encode()).hexdigest()[:20]
 
 
@@ -50,14 +56,33 @@ def install(requirements: Sequence[str]) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".installing-", dir=target.parent))
-    command = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
-               "--target", str(staging), "--", *requirements]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--no-input",
+        "--disable-pip-version-check",
+        "--target",
+        str(staging),
+        "--",
+        *requirements,
+    ]
     log.warning("sandbox: installing %s into %s", " ".join(requirements), target)
-    print(f"codeact: installing {' '.join(requirements)} for the sandbox (once; cached in {target})",
-          file=sys.stderr, flush=True)
+    print(
+        f"codeact: installing {' '.join(requirements)} for the sandbox (once; cached in {target})",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
-        proc = subprocess.run(command, stdin=subprocess.DEVNULL, stdout=sys.stderr, stderr=subprocess.PIPE,
-                              text=True, env={**os.environ, "PIP_NO_INPUT": "1"})
+        proc = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=sys.stderr,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PIP_NO_INPUT": "1"},
+        )
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise InterpreterError(f"could not run pip to install {list(requirements)}: {exc}") from None

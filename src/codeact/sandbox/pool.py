@@ -85,7 +85,9 @@ class SandboxPool:
             self.release(sandbox)
 
     @contextlib.asynccontextmanager
-    async def asession(self, tools: Sequence[Any] = (), submit_params: Sequence[str] | None = None) -> AsyncIterator[Any]:
+    async def asession(
+        self, tools: Sequence[Any] = (), submit_params: Sequence[str] | None = None
+    ) -> AsyncIterator[Any]:
         import asyncio
 
         sandbox = await asyncio.to_thread(self.acquire, tools, submit_params)

@@ -70,8 +70,13 @@ class ToolClient:
     here, before anything is sent.
     """
 
-    def __init__(self, send: Callable[[bytes], None], receive: Callable[[], dict[str, Any] | None],
-                 fileno: Callable[[], int] | None = None, clock: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        send: Callable[[bytes], None],
+        receive: Callable[[], dict[str, Any] | None],
+        fileno: Callable[[], int] | None = None,
+        clock: Callable[[str], None] | None = None,
+    ) -> None:
         self.send = send
         self.receive = receive
         self.fileno = fileno
@@ -87,8 +92,11 @@ class ToolClient:
         if not self.active:
             raise RuntimeError(f"tool {name!r} can only be called while a step runs")
         caller = sys._getframe(2)
-        if (asyncio.events._get_running_loop() is not None and _from_async_code(caller)
-                and _next_op(caller) != "POP_TOP"):  # awaited, gathered, stored: sent now, awaitable for the value
+        if (
+            asyncio.events._get_running_loop() is not None
+            and _from_async_code(caller)
+            and _next_op(caller) != "POP_TOP"
+        ):  # awaited, gathered, stored: sent now, awaitable for the value
             return self._begin(name, args, kwargs)
         with self.lock:
             call_id = self._start(name, args, kwargs)
@@ -128,8 +136,15 @@ class ToolClient:
     def _start(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
         self.next_id += 1
         try:
-            frame = wire.dumps({"op": "call", "id": self.next_id, "tool": name, "args": wire.encode(list(args)),
-                                "kwargs": wire.encode(dict(kwargs))})
+            frame = wire.dumps(
+                {
+                    "op": "call",
+                    "id": self.next_id,
+                    "tool": name,
+                    "args": wire.encode(list(args)),
+                    "kwargs": wire.encode(dict(kwargs)),
+                }
+            )
         except (TypeError, ValueError) as exc:
             raise TypeError(f"cannot pass these arguments to tool {name!r}: {exc}") from None
         if len(frame) > wire.MAX_MESSAGE_BYTES:
@@ -314,8 +329,13 @@ class Capture(io.TextIOBase):
         return head + tail
 
 
-def define(namespace: dict[str, Any], provided: dict[str, Any], tools: list[dict[str, str]],
-           submit: list[str] | None, call_tool: Callable[[str, list[Any], dict[str, Any]], Any]) -> None:
+def define(
+    namespace: dict[str, Any],
+    provided: dict[str, Any],
+    tools: list[dict[str, str]],
+    submit: list[str] | None,
+    call_tool: Callable[[str, list[Any], dict[str, Any]], Any],
+) -> None:
     """Define the tool stubs and `submit` in `namespace`; `provided` remembers them."""
     helpers = {"__codeact_call__": call_tool, "__builtins__": builtins}
     for spec in tools:
@@ -331,9 +351,11 @@ def define(namespace: dict[str, Any], provided: dict[str, Any], tools: list[dict
                 continue
         namespace[spec["name"]] = provided[spec["name"]] = scope[spec["name"]]
     params = submit or ["answer"]
-    source = (f"def submit({', '.join(params)}):\n"
-              f"    \"\"\"End the task with the final {', '.join(params)}.\"\"\"\n"
-              f"    raise __codeact_submitted__({{{', '.join(f'{p!r}: {p}' for p in params)}}})\n")
+    source = (
+        f"def submit({', '.join(params)}):\n"
+        f'    """End the task with the final {", ".join(params)}."""\n'
+        f"    raise __codeact_submitted__({{{', '.join(f'{p!r}: {p}' for p in params)}}})\n"
+    )
     scope = {"__codeact_submitted__": Submitted, "__builtins__": builtins}
     exec(compile(source, "<submit>", "exec"), scope)
     namespace["submit"] = provided["submit"] = scope["submit"]
@@ -343,9 +365,16 @@ def define(namespace: dict[str, Any], provided: dict[str, Any], tools: list[dict
 _FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 
 
-def run(code: str, filename: str, namespace: dict[str, Any], provided: dict[str, Any],
-        stdout: Capture, stderr: Capture, value_limit: int = 20_000, client: ToolClient | None = None,
-        ) -> tuple[str | None, BaseException | None, dict[str, Any] | None]:
+def run(
+    code: str,
+    filename: str,
+    namespace: dict[str, Any],
+    provided: dict[str, Any],
+    stdout: Capture,
+    stderr: Capture,
+    value_limit: int = 20_000,
+    client: ToolClient | None = None,
+) -> tuple[str | None, BaseException | None, dict[str, Any] | None]:
     """Run `code` with its output in `stdout`/`stderr`: (repr of the last expression, the exception
     it raised, the values it submitted). Code compiles as plain Python would, with `await` allowed
     at the top level (the step then runs on an event loop of its own)."""
@@ -357,8 +386,10 @@ def run(code: str, filename: str, namespace: dict[str, Any], provided: dict[str,
         tree = ast.parse(code, filename)
         skipped = _drop_redefinitions(tree, provided)
         if skipped:
-            stderr.write(f"note: the sandbox provides {', '.join(skipped)}; the definition in your code "
-                         "was skipped, call the provided function instead\n")
+            stderr.write(
+                f"note: the sandbox provides {', '.join(skipped)}; the definition in your code "
+                "was skipped, call the provided function instead\n"
+            )
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
         _await(eval(compile(tree, filename, "exec", flags=_FLAGS, dont_inherit=True), namespace), client)
         if last is not None:
@@ -457,8 +488,10 @@ def value_repr(value: Any, limit: int = 20_000) -> str:
         return f"<repr failed: {type(exc).__name__}: {exc}>"
     if len(text) > limit:
         half = limit // 2
-        text = (f"{text[:half]}\n... [{len(text) - 2 * half} characters cut; print slices of the value to see "
-                f"them] ...\n{text[-half:]}")
+        text = (
+            f"{text[:half]}\n... [{len(text) - 2 * half} characters cut; print slices of the value to see "
+            f"them] ...\n{text[-half:]}"
+        )
     return text
 
 
@@ -485,8 +518,7 @@ def describe(exc: BaseException, filename: str, code: str, memory_limit: int = 0
     message = exc.msg or "" if isinstance(exc, SyntaxError) else str(exc)
     if isinstance(exc, MemoryError) and memory_limit:
         message = (message + " " if message else "") + f"(the sandbox memory limit is {memory_limit >> 20} MB)"
-    return {"type": type(exc).__name__, "message": message, "traceback": "".join(lines),
-            "lineno": lineno, "line": line}
+    return {"type": type(exc).__name__, "message": message, "traceback": "".join(lines), "lineno": lineno, "line": line}
 
 
 def _hidden(filename: str) -> bool:

@@ -71,8 +71,12 @@ def encode(value: Any, _depth: int = 0) -> Any:
         return {_TAG: "enum", "cls": _class_ref(value), "name": str(value.name), "v": encode(value.value, d)}
     if isinstance(value, tuple):
         if hasattr(type(value), "_fields"):  # a named tuple
-            return {_TAG: "namedtuple", "cls": _class_ref(value), "fields": list(type(value)._fields),
-                    "v": [encode(v, d) for v in value]}
+            return {
+                _TAG: "namedtuple",
+                "cls": _class_ref(value),
+                "fields": list(type(value)._fields),
+                "v": [encode(v, d) for v in value],
+            }
         return {_TAG: "tuple", "v": [encode(v, d) for v in value]}
     if isinstance(value, frozenset):
         return {_TAG: "frozenset", "v": [encode(v, d) for v in value]}
@@ -226,7 +230,9 @@ def decode(obj: Any, _depth: int = 0, *, trusted: bool = False) -> Any:
             import pandas as pd
 
             return pd.Series(
-                decode(obj.get("v"), d, trusted=trusted), index=decode(obj.get("index"), d, trusted=trusted), name=decode(obj.get("name"), d, trusted=trusted)
+                decode(obj.get("v"), d, trusted=trusted),
+                index=decode(obj.get("index"), d, trusted=trusted),
+                name=decode(obj.get("name"), d, trusted=trusted),
             )
         if tag == "dataframe":
             import pandas as pd
@@ -234,7 +240,8 @@ def decode(obj: Any, _depth: int = 0, *, trusted: bool = False) -> Any:
             columns = _list(decode(obj.get("columns"), d, trusted=trusted))
             data = _list(obj.get("data"), len(columns))
             frame = pd.DataFrame(
-                {i: decode(col, d, trusted=trusted) for i, col in enumerate(data)}, index=decode(obj.get("index"), d, trusted=trusted)
+                {i: decode(col, d, trusted=trusted) for i, col in enumerate(data)},
+                index=decode(obj.get("index"), d, trusted=trusted),
             )
             frame.columns = columns
             return frame
@@ -370,8 +377,9 @@ def count_values(body: bytes) -> int:
 def loads(body: bytes, max_values: int | None = None) -> dict[str, Any]:
     """Parse one message; with `max_values`, refuse one that would build more Python objects."""
     if max_values is not None and count_values(body) > max_values:
-        raise WireError(f"message holds more than {max_values:,} values; send large data as bytes, "
-                        "a numpy array or a file")
+        raise WireError(
+            f"message holds more than {max_values:,} values; send large data as bytes, a numpy array or a file"
+        )
     try:
         message = json.loads(body)
     except (ValueError, RecursionError) as exc:

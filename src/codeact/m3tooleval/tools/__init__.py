@@ -39,9 +39,7 @@ class ToolSet:
 
     def namespace(self) -> dict[str, Any]:
         """Plain functions by name, as the original put them in its REPL namespace."""
-        names = {
-            name: fn for name, fn in self.functions.items() if name not in self.sandbox_builtins
-        }
+        names = {name: fn for name, fn in self.functions.items() if name not in self.sandbox_builtins}
         return names
 
 
@@ -62,13 +60,9 @@ def toolset(category: str, descriptions: dict[str, str] | None = None) -> ToolSe
         browser = WebBrowser()
         functions = browser_functions(browser)
     else:
-        raise ValueError(
-            f"unknown M3ToolEval category {category!r}; known: {', '.join(CATEGORIES)}"
-        )
+        raise ValueError(f"unknown M3ToolEval category {category!r}; known: {', '.join(CATEGORIES)}")
     descriptions = descriptions or {}
-    tools = {
-        name: Tool(fn, name=name, desc=descriptions.get(name)) for name, fn in functions.items()
-    }
+    tools = {name: Tool(fn, name=name, desc=descriptions.get(name)) for name, fn in functions.items()}
     return ToolSet(category, tools, builtins_, browser, functions)
 
 

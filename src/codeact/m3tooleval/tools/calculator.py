@@ -71,11 +71,7 @@ def _eval(node: ast.AST) -> Any:
         return node.value
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left), _eval(node.right)
-        if (
-            isinstance(node.op, ast.Pow)
-            and isinstance(right, (int, float))
-            and abs(right) > _MAX_EXPONENT
-        ):
+        if isinstance(node.op, ast.Pow) and isinstance(right, (int, float)) and abs(right) > _MAX_EXPONENT:
             raise CalculatorError("exponent too large")
         result = _BINARY[type(node.op)](left, right)
         if isinstance(result, int) and result.bit_length() > _MAX_INT_BITS:

@@ -27,11 +27,7 @@ class TravelTables:
 @cache
 def travel_tables() -> TravelTables:
     """The shipped `LOC`, `flights` and `hotels` tables."""
-    text = (
-        resources.files("codeact.m3tooleval")
-        .joinpath("data/m3tooleval_travel_tables.json")
-        .read_text()
-    )
+    text = resources.files("codeact.m3tooleval").joinpath("data/m3tooleval_travel_tables.json").read_text()
     data = json.loads(text)
     return TravelTables(data["LOC"], data["flights"], data["hotels"])
 
@@ -43,9 +39,7 @@ def _supported(location: str, role: str) -> str:
     tables = travel_tables()
     bare = location.strip('"')
     if bare not in {loc.strip('"') for loc in tables.locations}:
-        raise ValueError(
-            f"{role} [{bare}] is not supported. Supported {_PLURAL[role]}: {tables.locations}"
-        )
+        raise ValueError(f"{role} [{bare}] is not supported. Supported {_PLURAL[role]}: {tables.locations}")
     return bare
 
 
@@ -70,14 +64,11 @@ def book_hotel(location: str, /, *preferences: str) -> list[dict[str, Any]]:
     return [
         {**hotel, "preferences": list(hotel["preferences"])}
         for hotel in travel_tables().hotels
-        if hotel["location"].strip('"') == place
-        and all(pref in hotel["preferences"] for pref in preferences)
+        if hotel["location"].strip('"') == place and all(pref in hotel["preferences"] for pref in preferences)
     ]
 
 
-def budget_calculator(
-    flight_price: Number, hotel_price_per_night: Number, num_nights: int
-) -> Number:
+def budget_calculator(flight_price: Number, hotel_price_per_night: Number, num_nights: int) -> Number:
     """The total budget of a trip: flight price plus nights times the hotel's price per night."""
     return flight_price + hotel_price_per_night * num_nights
 

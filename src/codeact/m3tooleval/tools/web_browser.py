@@ -23,9 +23,7 @@ class WebPage:
 @cache
 def web_pages() -> dict[str, WebPage]:
     """The shipped pages by path."""
-    data = resources.files("codeact.m3tooleval").joinpath(
-        "data/m3tooleval_web_browsing_pages.jsonl"
-    )
+    data = resources.files("codeact.m3tooleval").joinpath("data/m3tooleval_web_browsing_pages.jsonl")
     pages = [WebPage(**json.loads(line)) for line in data.read_text().splitlines() if line.strip()]
     return {page.name: page for page in pages}
 
@@ -33,9 +31,7 @@ def web_pages() -> dict[str, WebPage]:
 @cache
 def web_metadata() -> dict[str, Any]:
     """Ground truth of the site: `item_info` (name, price) and `person_info` (contacts)."""
-    data = resources.files("codeact.m3tooleval").joinpath(
-        "data/m3tooleval_web_browsing_metadata.json"
-    )
+    data = resources.files("codeact.m3tooleval").joinpath("data/m3tooleval_web_browsing_metadata.json")
     return json.loads(data.read_text())
 
 

@@ -53,17 +53,29 @@ class Zygote:
     def start(self) -> None:
         host, child = socket.socketpair()
         here = os.path.dirname(os.path.abspath(__file__))
-        bare = [["codeact", os.path.dirname(os.path.dirname(here))],
-                ["codeact.sandbox", os.path.dirname(here)], ["codeact.sandbox.process", here]]
-        config = {"sys_path": [*self.paths, *(p for p in sys.path if p)], "control_fd": child.fileno(),
-                  "packages": bare,
-                  "preload": list(self.preload), "thread_env": _THREAD_ENV}
+        bare = [
+            ["codeact", os.path.dirname(os.path.dirname(here))],
+            ["codeact.sandbox", os.path.dirname(here)],
+            ["codeact.sandbox.process", here],
+        ]
+        config = {
+            "sys_path": [*self.paths, *(p for p in sys.path if p)],
+            "control_fd": child.fileno(),
+            "packages": bare,
+            "preload": list(self.preload),
+            "thread_env": _THREAD_ENV,
+        }
         errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed below once the zygote answered
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-I", "-c", _BOOT, json.dumps(config)],
-                env={}, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=errors,
-                pass_fds=[child.fileno()], start_new_session=True,
+                env={},
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                pass_fds=[child.fileno()],
+                start_new_session=True,
             )
         finally:
             child.close()
@@ -241,8 +253,14 @@ class ProcessInterpreter(Sandbox):
         options = self.options
         self.network = NetworkPolicy.of(options.network, options.hosts)
         proxy = f"http://127.0.0.1:{PROXY_PORT}"
-        proxy_env = {name: proxy for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy",
-                                               "https_proxy", "all_proxy")} if self.network else {}
+        proxy_env = (
+            {
+                name: proxy
+                for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
+            }
+            if self.network
+            else {}
+        )
         self.config = SessionConfig(
             read_paths=list(options.read_paths),
             write_paths=list(options.write_paths),
@@ -301,8 +319,11 @@ class ProcessInterpreter(Sandbox):
                 raise
             self._control = control
             self.layers = [LayerStatus(**layer) for layer in hello["layers"]]
-            self.start_marks = [("requested", requested)] + [
-                (str(stage), float(t)) for stage, t in hello.get("marks", [])] + [("hello received", time.monotonic())]
+            self.start_marks = (
+                [("requested", requested)]
+                + [(str(stage), float(t)) for stage, t in hello.get("marks", [])]
+                + [("hello received", time.monotonic())]
+            )
             missing = [layer for layer in self.layers if not layer.active]
             for layer in missing:
                 if layer.name not in _warned:  # once per process, not per session
@@ -459,24 +480,36 @@ class ProcessInterpreter(Sandbox):
         kind, status = report.get("op") == "failed" and report.get("kind"), report.get("status", 0)
         if kind not in ("timeout", "died") or not isinstance(status, int) or not 0 <= status < 1 << 16:
             raise bridge.Malformed(f"unexpected report from the session: {str(report)[:200]}")
-        kept = ("variables from before this step are kept" if report.get("state") == "kept"
-                else "the session was reset and earlier variables are lost")
+        kept = (
+            "variables from before this step are kept"
+            if report.get("state") == "kept"
+            else "the session was reset and earlier variables are lost"
+        )
         if kind == "timeout":
-            raise StepLost(Failure.TIMEOUT, f"the step ran longer than the {limit:g} s time limit and was "
-                                 f"stopped; {kept}", timed_out=True)
+            raise StepLost(
+                Failure.TIMEOUT,
+                f"the step ran longer than the {limit:g} s time limit and was stopped; {kept}",
+                timed_out=True,
+            )
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
             if sig == signal.SIGKILL and self._oom_kills() > oom_before:
                 mb = self.config.memory_limit >> 20
-                raise StepLost(Failure.MEMORY_LIMIT, f"the step used more than the {mb} MB memory limit and was "
-                                     f"killed; {kept}")
+                raise StepLost(
+                    Failure.MEMORY_LIMIT, f"the step used more than the {mb} MB memory limit and was killed; {kept}"
+                )
             if sig == signal.SIGXCPU:
-                raise StepLost(Failure.TIMEOUT, f"the step used more than its CPU time limit ({limit:g} s) and "
-                                     f"was stopped; {kept}", timed_out=True)
+                raise StepLost(
+                    Failure.TIMEOUT,
+                    f"the step used more than its CPU time limit ({limit:g} s) and was stopped; {kept}",
+                    timed_out=True,
+                )
             if sig == signal.SIGXFSZ:
-                raise StepLost(Failure.FILE_SIZE_LIMIT, f"the step wrote a file larger than the "
-                                     f"{self.config.max_file_size >> 20} MB limit; {kept}")
+                raise StepLost(
+                    Failure.FILE_SIZE_LIMIT,
+                    f"the step wrote a file larger than the {self.config.max_file_size >> 20} MB limit; {kept}",
+                )
             raise StepLost(Failure.CRASHED, f"the interpreter was killed by {name}; {kept}")
         code = os.waitstatus_to_exitcode(status) if status else 0
         raise StepLost(Failure.CRASHED, f"the code ended the interpreter (exit status {code}); {kept}")

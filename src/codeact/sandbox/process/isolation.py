@@ -22,9 +22,20 @@ PROXY_PORT = 3128  # on the session's own loopback: its one way out when it has 
 DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
 SYSTEM_PATHS = ["/usr/lib", "/usr/lib64", "/lib", "/lib64", "/lib32", "/usr/share/zoneinfo"]
 LAYER_NAMES = [
-    "user namespace", "mount namespace", "pid namespace", "net namespace", "ipc namespace",
-    "uts namespace", "minimal root", "unprivileged uid", "no capabilities", "rlimits",
-    "cgroup", "landlock", "seccomp", "wall-clock kill",
+    "user namespace",
+    "mount namespace",
+    "pid namespace",
+    "net namespace",
+    "ipc namespace",
+    "uts namespace",
+    "minimal root",
+    "unprivileged uid",
+    "no capabilities",
+    "rlimits",
+    "cgroup",
+    "landlock",
+    "seccomp",
+    "wall-clock kill",
 ]
 REMEDIES = {
     "user namespace": "enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, "
@@ -74,22 +85,32 @@ class Layers:
 
     def to_list(self) -> list[dict[str, Any]]:
         return [
-            {"name": n, "active": self.status.get(n, (False, "not attempted"))[0],
-             "detail": self.status.get(n, (False, "not attempted"))[1],
-             "remedy": "" if self.status.get(n, (False, ""))[0] else REMEDIES.get(n, "")}
+            {
+                "name": n,
+                "active": self.status.get(n, (False, "not attempted"))[0],
+                "detail": self.status.get(n, (False, "not attempted"))[1],
+                "remedy": "" if self.status.get(n, (False, ""))[0] else REMEDIES.get(n, ""),
+            }
             for n in LAYER_NAMES
         ]
 
 
-def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: str,
-          marks: list[tuple[str, float]]) -> Layers:
+def enter(
+    config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: str, marks: list[tuple[str, float]]
+) -> Layers:
     """Isolate this process's future; returns in pid 1 of the new pid namespace."""
     layers = Layers(marks=list(marks))
     layers.set("cgroup", bool(cgroup_joined), cgroup_joined or "no writable cgroup tree")
     layers.set("wall-clock kill", True, "the session's supervisor and the host kill overdue steps")
     outer_uid, outer_gid = os.geteuid(), os.getegid()
-    flags = (linux.CLONE_NEWUSER | linux.CLONE_NEWNS | linux.CLONE_NEWPID | linux.CLONE_NEWIPC
-             | linux.CLONE_NEWUTS | linux.CLONE_NEWNET)
+    flags = (
+        linux.CLONE_NEWUSER
+        | linux.CLONE_NEWNS
+        | linux.CLONE_NEWPID
+        | linux.CLONE_NEWIPC
+        | linux.CLONE_NEWUTS
+        | linux.CLONE_NEWNET
+    )
     in_namespaces = True
     try:
         linux.unshare(flags)
@@ -104,8 +125,13 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
     if in_namespaces:
         for name in ("user", "mount", "pid", "ipc", "uts"):
             layers.set(f"{name} namespace", True)
-        layers.set("net namespace", True, f"only a loopback whose port {PROXY_PORT} leads to codeact's proxy"
-                   if config.network else "only an unconfigured loopback")
+        layers.set(
+            "net namespace",
+            True,
+            f"only a loopback whose port {PROXY_PORT} leads to codeact's proxy"
+            if config.network
+            else "only an unconfigured loopback",
+        )
 
     scratch = scratch_dir(root_dir, os.getpid())
     keeper = os.fork()
@@ -163,24 +189,40 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
         readable += config.read_paths
         writable = [scratch, *config.write_paths]
     _set_rlimits(config)
-    layers.set("rlimits", True, f"open files {config.max_open_files}, file size {config.max_file_size >> 20} MB, "
-               f"processes {config.pids_max}, address space and CPU per step")
+    layers.set(
+        "rlimits",
+        True,
+        f"open files {config.max_open_files}, file size {config.max_file_size >> 20} MB, "
+        f"processes {config.pids_max}, address space and CPU per step",
+    )
     try:
         abi = landlock.restrict(
-            read=readable, write=writable, devices=[d for d in DEVICES if os.path.exists(d)],
-            deny_tcp=True, connect_ports=[PROXY_PORT] if config.network else [], exact=frozenset([*config.read_paths, *config.write_paths]),
+            read=readable,
+            write=writable,
+            devices=[d for d in DEVICES if os.path.exists(d)],
+            deny_tcp=True,
+            connect_ports=[PROXY_PORT] if config.network else [],
+            exact=frozenset([*config.read_paths, *config.write_paths]),
         )
-        layers.set("landlock", True, f"ABI {abi}: files"
-                   f"{(', TCP only to the proxy' if config.network else ', TCP') if abi >= 4 else ''}"
-                   f"{', signals and abstract sockets' if abi >= 6 else ''}")
+        layers.set(
+            "landlock",
+            True,
+            f"ABI {abi}: files"
+            f"{(', TCP only to the proxy' if config.network else ', TCP') if abi >= 4 else ''}"
+            f"{', signals and abstract sockets' if abi >= 6 else ''}",
+        )
     except OSError as exc:
         layers.set("landlock", False, str(exc))
     layers.mark("landlock")
     try:
         rows = seccomp.install(allow_network=config.network)
-        layers.set("seccomp", True, f"{rows}-instruction filter: no exec, ptrace, mount, namespaces, "
-                   f"kernel modules, bpf, io_uring"
-                   f"{', sockets other than socketpairs' if not config.network else ''}")
+        layers.set(
+            "seccomp",
+            True,
+            f"{rows}-instruction filter: no exec, ptrace, mount, namespaces, "
+            f"kernel modules, bpf, io_uring"
+            f"{', sockets other than socketpairs' if not config.network else ''}",
+        )
     except OSError as exc:
         layers.set("seccomp", False, str(exc))
         with contextlib.suppress(OSError):
@@ -193,8 +235,9 @@ def enter(config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: 
         layers.set("no capabilities", False, str(exc))
     layers.mark("seccomp and capabilities")
     uid = os.getuid()
-    layers.set("unprivileged uid", uid != 0 and in_namespaces,
-               f"uid {uid} in the user namespace (host uid {outer_uid})")
+    layers.set(
+        "unprivileged uid", uid != 0 and in_namespaces, f"uid {uid} in the user namespace (host uid {outer_uid})"
+    )
     return layers
 
 
@@ -242,8 +285,7 @@ def _build_root(config: SessionConfig, root: str) -> None:
     linux.mount("tmpfs", root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4m,mode=0755")
     os.makedirs(root + "/tmp")
     # the private /tmp goes first so that granted paths under the host's /tmp are bound on top of it
-    linux.mount("tmpfs", root + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
-                f"size={config.tmp_size},mode=1777")
+    linux.mount("tmpfs", root + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, f"size={config.tmp_size},mode=1777")
     python_paths = _python_paths(config)
     binds: list[tuple[str, bool]] = []
     for path in SYSTEM_PATHS:
@@ -265,8 +307,9 @@ def _build_root(config: SessionConfig, root: str) -> None:
     for path, writable in sorted(entries, key=lambda b: (b[0], b[1] is not None, bool(b[1]))):
         if writable is None:
             os.makedirs(root + path, exist_ok=True)
-            linux.mount("tmpfs", root + path, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV,
-                        f"size={config.tmp_size},mode=1777")
+            linux.mount(
+                "tmpfs", root + path, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, f"size={config.tmp_size},mode=1777"
+            )
             continue
         if any((path == d or path.startswith(d.rstrip("/") + "/")) and w == writable for d, w in done):
             continue
@@ -277,8 +320,13 @@ def _build_root(config: SessionConfig, root: str) -> None:
             _bind(root, device, True)
     # POSIX semaphores and shared memory (multiprocessing's locks) live here; counted by the cgroup
     os.makedirs(root + "/dev/shm", exist_ok=True)
-    linux.mount("tmpfs", root + "/dev/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
-                f"size={config.tmp_size},mode=1777")
+    linux.mount(
+        "tmpfs",
+        root + "/dev/shm",
+        "tmpfs",
+        linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC,
+        f"size={config.tmp_size},mode=1777",
+    )
     os.makedirs(root + "/proc", exist_ok=True)
     try:
         linux.mount("proc", root + "/proc", "proc", linux.MS_NOSUID | linux.MS_NODEV | linux.MS_NOEXEC)
@@ -289,8 +337,9 @@ def _build_root(config: SessionConfig, root: str) -> None:
     linux.pivot_root(".", ".")
     linux.umount2(".", linux.MNT_DETACH)
     os.chdir("/")
-    linux.mount_setattr("/", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV,
-                        recursive=False)
+    linux.mount_setattr(
+        "/", linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV, recursive=False
+    )
     try:  # the working directory mirrors the host's, so relative paths mean what they mean there
         if config.cwd.startswith("/tmp/"):
             os.makedirs(config.cwd, exist_ok=True)
@@ -331,8 +380,9 @@ def _shield_proc(root: str) -> None:
         path = f"{proc}/{name}"
         if os.path.exists(path):
             linux.mount(path, path, None, linux.MS_BIND | linux.MS_REC)
-            linux.mount_setattr(path, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV,
-                                recursive=True)
+            linux.mount_setattr(
+                path, linux.MOUNT_ATTR_RDONLY | linux.MOUNT_ATTR_NOSUID | linux.MOUNT_ATTR_NODEV, recursive=True
+            )
     for name in PROC_HIDDEN:
         path = f"{proc}/{name}"
         if os.path.isfile(path):
@@ -350,8 +400,10 @@ def _bind(root: str, path: str, writable: bool, *, granted: bool = False) -> Non
         try:
             fd = linux.open_path_no_symlinks(path)
         except OSError as exc:
-            raise GrantError(f"granted path {path} cannot be opened without following a symbolic "
-                             f"link ({exc.strerror}); grant the real path instead") from None
+            raise GrantError(
+                f"granted path {path} cannot be opened without following a symbolic "
+                f"link ({exc.strerror}); grant the real path instead"
+            ) from None
         source = f"/proc/self/fd/{fd}"
     else:
         source = os.path.realpath(path)

@@ -31,10 +31,7 @@ _SCOPE_ABSTRACT_UNIX = 1 << 0
 _SCOPE_SIGNAL = 1 << 1
 
 _READ = _READ_FILE | _READ_DIR
-_WRITE = (
-    _WRITE_FILE | _REMOVE_DIR | _REMOVE_FILE | _MAKE_DIR | _MAKE_REG | _MAKE_SOCK | _MAKE_FIFO
-    | _MAKE_SYM
-)
+_WRITE = _WRITE_FILE | _REMOVE_DIR | _REMOVE_FILE | _MAKE_DIR | _MAKE_REG | _MAKE_SOCK | _MAKE_FIFO | _MAKE_SYM
 
 
 class _RulesetAttr(ctypes.Structure):
@@ -63,8 +60,15 @@ class _NetPort(ctypes.Structure):
     _fields_ = [("allowed_access", ctypes.c_uint64), ("port", ctypes.c_uint64)]
 
 
-def restrict(*, read: list[str], write: list[str], devices: list[str], deny_tcp: bool,
-             connect_ports: Sequence[int] = (), exact: frozenset[str] = frozenset()) -> int:
+def restrict(
+    *,
+    read: list[str],
+    write: list[str],
+    devices: list[str],
+    deny_tcp: bool,
+    connect_ports: Sequence[int] = (),
+    exact: frozenset[str] = frozenset(),
+) -> int:
     """Allow only reading `read`, writing `write` and using `devices`; returns the ABI used.
 
     With `deny_tcp` (ABI 4+) no TCP port may be bound, and only `connect_ports` connected to.
@@ -90,9 +94,7 @@ def restrict(*, read: list[str], write: list[str], devices: list[str], deny_tcp:
     if abi >= 6:
         attr.scoped = _SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL
         size = 24
-    ruleset = linux.syscall(
-        "landlock_create_ruleset", ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0)
-    )
+    ruleset = linux.syscall("landlock_create_ruleset", ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
     try:
         rules = [(p, _READ) for p in read] + [(p, writable) for p in write]
         dev_access = _READ_FILE | _WRITE_FILE | (_TRUNCATE if abi >= 3 else 0)
@@ -104,7 +106,10 @@ def restrict(*, read: list[str], write: list[str], devices: list[str], deny_tcp:
                     access &= _READ_FILE | _WRITE_FILE | _TRUNCATE | _EXECUTE | _IOCTL_DEV
                 rule = _PathBeneath(access & handled, fd)
                 linux.syscall(
-                    "landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(1), ctypes.byref(rule),
+                    "landlock_add_rule",
+                    ctypes.c_int(ruleset),
+                    ctypes.c_int(1),
+                    ctypes.byref(rule),
                     ctypes.c_uint32(0),
                 )
             finally:
@@ -112,8 +117,13 @@ def restrict(*, read: list[str], write: list[str], devices: list[str], deny_tcp:
         if attr.handled_access_net:
             for port in connect_ports:
                 net_rule = _NetPort(_NET_CONNECT_TCP, port)
-                linux.syscall("landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(2), ctypes.byref(net_rule),
-                              ctypes.c_uint32(0))
+                linux.syscall(
+                    "landlock_add_rule",
+                    ctypes.c_int(ruleset),
+                    ctypes.c_int(2),
+                    ctypes.byref(net_rule),
+                    ctypes.c_uint32(0),
+                )
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
         linux.syscall("landlock_restrict_self", ctypes.c_int(ruleset), ctypes.c_uint32(0))
     finally:

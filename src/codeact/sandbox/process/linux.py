@@ -184,4 +184,6 @@ RESOLVE_NO_SYMLINKS = 0x04
 def open_path_no_symlinks(path: str) -> int:
     """An O_PATH descriptor of `path`, refusing (ELOOP) if any component is a symbolic link."""
     how = _OpenHow(os.O_PATH | os.O_CLOEXEC, 0, RESOLVE_NO_SYMLINKS)
-    return syscall("openat2", ctypes.c_int(AT_FDCWD), path.encode(), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how)))
+    return syscall(
+        "openat2", ctypes.c_int(AT_FDCWD), path.encode(), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))
+    )

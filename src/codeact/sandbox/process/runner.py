@@ -43,8 +43,9 @@ _TIMEOUT_FMT = struct.Struct("dq")  # the step's time limit and its number, from
 class Session:
     """State and behaviour of one sandboxed interpreter session."""
 
-    def __init__(self, control: socket.socket, *, output_limit: int, memory_limit: int, rollback: bool,
-                 network: bool) -> None:
+    def __init__(
+        self, control: socket.socket, *, output_limit: int, memory_limit: int, rollback: bool, network: bool
+    ) -> None:
         self.control = control
         self.rollback = rollback
         self.network = network
@@ -143,13 +144,29 @@ class Session:
         if message is None:  # timed out
             self._kill_step(worker)
             _reap(worker)
-            self._report({"op": "failed", "kind": "timeout", "timeout": timeout, "state": state, "step": number,
-                          "duration": time.monotonic() - step_started})
+            self._report(
+                {
+                    "op": "failed",
+                    "kind": "timeout",
+                    "timeout": timeout,
+                    "state": state,
+                    "step": number,
+                    "duration": time.monotonic() - step_started,
+                }
+            )
             return "rollback"
         status = _reap(worker)
         self._kill_step(worker)
-        self._report({"op": "failed", "kind": "died", "status": status, "state": state, "step": number,
-                      "duration": time.monotonic() - step_started})
+        self._report(
+            {
+                "op": "failed",
+                "kind": "died",
+                "status": status,
+                "state": state,
+                "step": number,
+                "duration": time.monotonic() - step_started,
+            }
+        )
         return "rollback"
 
     def _kill_step(self, worker: int) -> None:
@@ -300,8 +317,9 @@ class Session:
         filename = f"<step {self.steps}>"
         stdout, stderr = step.Capture(self.output_limit), step.Capture(self.output_limit)
         started = time.perf_counter()
-        value, exc, values = step.run(code, filename, self.namespace, self.provided, stdout, stderr, value_limit,
-                                       self.tools)
+        value, exc, values = step.run(
+            code, filename, self.namespace, self.provided, stdout, stderr, value_limit, self.tools
+        )
         self.expired = isinstance(exc, step.StepExpired)
         if self.expired:
             error = step.plain_error("Timeout", str(exc))
@@ -317,8 +335,12 @@ class Session:
         stdout.write(_drain(1, self.output_limit))
         stderr.write(_drain(2, self.output_limit))
         return {
-            "stdout": stdout.getvalue(), "stderr": stderr.getvalue(), "value": value, "error": error,
-            "submitted": submitted, "duration": time.perf_counter() - started,
+            "stdout": stdout.getvalue(),
+            "stderr": stderr.getvalue(),
+            "value": value,
+            "error": error,
+            "submitted": submitted,
+            "duration": time.perf_counter() - started,
             "stdout_truncated": stdout.dropped,
         }
 

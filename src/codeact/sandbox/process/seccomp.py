@@ -12,26 +12,65 @@ _ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 
 # Denied outright, by name: (x86_64, aarch64); None where the architecture has no such call.
 _DENIED = {
-    "execve": (59, 221), "execveat": (322, 281), "ptrace": (101, 117),
-    "process_vm_readv": (310, 270), "process_vm_writev": (311, 271),
-    "mount": (165, 40), "umount2": (166, 39), "pivot_root": (155, 41), "chroot": (161, 51),
-    "unshare": (272, 97), "setns": (308, 268), "mount_setattr": (442, 442),
-    "open_tree": (428, 428), "move_mount": (429, 429), "fsopen": (430, 430),
-    "fsconfig": (431, 431), "fsmount": (432, 432), "fspick": (433, 433),
-    "kexec_load": (246, 104), "kexec_file_load": (320, 294), "init_module": (175, 105),
-    "finit_module": (313, 273), "delete_module": (176, 106), "bpf": (321, 280),
-    "perf_event_open": (298, 241), "keyctl": (250, 219), "add_key": (248, 217),
-    "request_key": (249, 218), "userfaultfd": (323, 282), "io_uring_setup": (425, 425),
-    "io_uring_enter": (426, 426), "io_uring_register": (427, 427),
-    "open_by_handle_at": (304, 265), "name_to_handle_at": (303, 264), "reboot": (169, 142),
-    "swapon": (167, 224), "swapoff": (168, 225), "acct": (163, 89),
-    "settimeofday": (164, 170), "clock_settime": (227, 112), "clock_adjtime": (305, 266),
-    "adjtimex": (159, 171), "iopl": (172, None), "ioperm": (173, None),
-    "quotactl": (179, 60), "syslog": (103, 116), "vhangup": (153, 58),
-    "fanotify_init": (300, 262), "pidfd_getfd": (438, 438), "kcmp": (312, 272),
-    "lookup_dcookie": (212, 18), "personality": (135, 92), "uselib": (134, None),
-    "mbind": (237, 235), "migrate_pages": (256, 238), "move_pages": (279, 239),
-    "set_mempolicy": (238, 237), "sethostname": (170, 161), "setdomainname": (171, 162),
+    "execve": (59, 221),
+    "execveat": (322, 281),
+    "ptrace": (101, 117),
+    "process_vm_readv": (310, 270),
+    "process_vm_writev": (311, 271),
+    "mount": (165, 40),
+    "umount2": (166, 39),
+    "pivot_root": (155, 41),
+    "chroot": (161, 51),
+    "unshare": (272, 97),
+    "setns": (308, 268),
+    "mount_setattr": (442, 442),
+    "open_tree": (428, 428),
+    "move_mount": (429, 429),
+    "fsopen": (430, 430),
+    "fsconfig": (431, 431),
+    "fsmount": (432, 432),
+    "fspick": (433, 433),
+    "kexec_load": (246, 104),
+    "kexec_file_load": (320, 294),
+    "init_module": (175, 105),
+    "finit_module": (313, 273),
+    "delete_module": (176, 106),
+    "bpf": (321, 280),
+    "perf_event_open": (298, 241),
+    "keyctl": (250, 219),
+    "add_key": (248, 217),
+    "request_key": (249, 218),
+    "userfaultfd": (323, 282),
+    "io_uring_setup": (425, 425),
+    "io_uring_enter": (426, 426),
+    "io_uring_register": (427, 427),
+    "open_by_handle_at": (304, 265),
+    "name_to_handle_at": (303, 264),
+    "reboot": (169, 142),
+    "swapon": (167, 224),
+    "swapoff": (168, 225),
+    "acct": (163, 89),
+    "settimeofday": (164, 170),
+    "clock_settime": (227, 112),
+    "clock_adjtime": (305, 266),
+    "adjtimex": (159, 171),
+    "iopl": (172, None),
+    "ioperm": (173, None),
+    "quotactl": (179, 60),
+    "syslog": (103, 116),
+    "vhangup": (153, 58),
+    "fanotify_init": (300, 262),
+    "pidfd_getfd": (438, 438),
+    "kcmp": (312, 272),
+    "lookup_dcookie": (212, 18),
+    "personality": (135, 92),
+    "uselib": (134, None),
+    "mbind": (237, 235),
+    "migrate_pages": (256, 238),
+    "move_pages": (279, 239),
+    "set_mempolicy": (238, 237),
+    "sethostname": (170, 161),
+    "setdomainname": (171, 162),
 }
 _CLONE = (56, 220)
 _CLONE3 = (435, 435)
@@ -44,9 +83,15 @@ _SENDTO = (44, 206)
 # Calls that set file mode bits, with the index of their mode argument: setuid and setgid bits are
 # refused, since a file the sandbox writes belongs to the host user on the host.
 _MODE_SETTERS = {
-    "chmod": ((90, 1), None), "fchmod": ((91, 1), (52, 1)), "fchmodat": ((268, 2), (53, 2)),
-    "fchmodat2": ((452, 2), (452, 2)), "creat": ((85, 1), None), "mkdir": ((83, 1), None),
-    "mkdirat": ((258, 2), (34, 2)), "mknod": ((133, 1), None), "mknodat": ((259, 2), (33, 2)),
+    "chmod": ((90, 1), None),
+    "fchmod": ((91, 1), (52, 1)),
+    "fchmodat": ((268, 2), (53, 2)),
+    "fchmodat2": ((452, 2), (452, 2)),
+    "creat": ((85, 1), None),
+    "mkdir": ((83, 1), None),
+    "mkdirat": ((258, 2), (34, 2)),
+    "mknod": ((133, 1), None),
+    "mknodat": ((259, 2), (33, 2)),
 }
 # open and openat take a mode only with O_CREAT or O_TMPFILE: (number, flags index, mode index)
 _OPENERS = {"open": ((2, 1, 2), None), "openat": ((257, 2, 3), (56, 2, 3))}
@@ -56,8 +101,14 @@ _O_CREAT_OR_TMPFILE = 0o100 | 0o20000000
 _FORK_ONLY = {"fork": (57, None), "vfork": (58, None)}
 
 _NS_FLAGS = (
-    linux.CLONE_NEWNS | linux.CLONE_NEWCGROUP | linux.CLONE_NEWUTS | linux.CLONE_NEWIPC
-    | linux.CLONE_NEWUSER | linux.CLONE_NEWPID | linux.CLONE_NEWNET | linux.CLONE_NEWTIME
+    linux.CLONE_NEWNS
+    | linux.CLONE_NEWCGROUP
+    | linux.CLONE_NEWUTS
+    | linux.CLONE_NEWIPC
+    | linux.CLONE_NEWUSER
+    | linux.CLONE_NEWPID
+    | linux.CLONE_NEWNET
+    | linux.CLONE_NEWTIME
 )
 _CLONE_THREAD = 0x00010000
 _TIOCSTI = 0x5412
@@ -123,15 +174,24 @@ def build(*, allow_network: bool, allow_fork: bool = True) -> list[tuple[int, in
     for per_arch in _OPENERS.values():
         if per_arch[i] is not None:
             number, flags, mode = per_arch[i]
-            block(number, [arg(flags), (_JSET_K, 0, "ALLOW", _O_CREAT_OR_TMPFILE), arg(mode),
-                           (_JSET_K, "DENY", "ALLOW", _SETID_BITS)])
+            block(
+                number,
+                [
+                    arg(flags),
+                    (_JSET_K, 0, "ALLOW", _O_CREAT_OR_TMPFILE),
+                    arg(mode),
+                    (_JSET_K, "DENY", "ALLOW", _SETID_BITS),
+                ],
+            )
     clone_last = (_JSET_K, "ALLOW", "DENY", _CLONE_THREAD) if not allow_fork else (_RET_K, 0, 0, _ALLOW)
     block(_CLONE[i], [(_LD_W_ABS, 0, 0, 16), (_JSET_K, "DENY", 0, _NS_FLAGS), clone_last])
     if not allow_network:
         block(_SOCKET[i], [(_LD_W_ABS, 0, 0, 16), (_JEQ_K, "ALLOW", "DENY", socket.AF_UNIX)])
         # sendto with a destination address (args[4], both words) is addressing by name too
-        block(_SENDTO[i], [(_LD_W_ABS, 0, 0, 48), (_JEQ_K, 0, "DENY", 0), (_LD_W_ABS, 0, 0, 52),
-                           (_JEQ_K, "ALLOW", "DENY", 0)])
+        block(
+            _SENDTO[i],
+            [(_LD_W_ABS, 0, 0, 48), (_JEQ_K, 0, "DENY", 0), (_LD_W_ABS, 0, 0, 52), (_JEQ_K, "ALLOW", "DENY", 0)],
+        )
     block(
         _IOCTL[i],
         [(_LD_W_ABS, 0, 0, 24), (_JEQ_K, "DENY", 0, _TIOCSTI), (_JEQ_K, "DENY", "ALLOW", _TIOCLINUX)],

@@ -50,8 +50,16 @@ def main() -> None:
     sessions: dict[int, Any] = {}
     gc.collect()
     gc.freeze()
-    wire.send(control, {"op": "ready", "pid": os.getpid(), "preloaded": preloaded, "failed": failed,
-                        "cgroup": tree.version if tree else None})
+    wire.send(
+        control,
+        {
+            "op": "ready",
+            "pid": os.getpid(),
+            "preloaded": preloaded,
+            "failed": failed,
+            "cgroup": tree.version if tree else None,
+        },
+    )
     counter = 1
     spare = fork_shell(root_dir, tree, counter)
     sessions[spare.pid] = spare.group
@@ -153,8 +161,11 @@ def _session(group: Any, group_error: str, root_dir: str) -> None:
         group, group_error = None, raw["cgroup_error"]
     raw.pop("cgroup_error", None)
     config = isolation.SessionConfig(**raw)
-    joined = (f"cgroup v{group.version}: memory {config.memory_limit >> 20} MB + 64 MB slack, "
-              f"{config.pids_max} processes") if group is not None else ""
+    joined = (
+        (f"cgroup v{group.version}: memory {config.memory_limit >> 20} MB + 64 MB slack, {config.pids_max} processes")
+        if group is not None
+        else ""
+    )
     layers = isolation.enter(config, root_dir, SESSION_FD, joined, marks)
     sock = socket.socket(fileno=SESSION_FD)
     hello = {"op": "hello", "layers": layers.to_list(), "cgroup_error": group_error, "marks": layers.marks}
@@ -163,8 +174,13 @@ def _session(group: Any, group_error: str, root_dir: str) -> None:
         os.close(layers.proxy_listener)
     else:
         wire.send(sock, hello)
-    runner.Session(sock, output_limit=config.output_limit, memory_limit=config.memory_limit,
-                   rollback=config.rollback, network=config.network).keep()
+    runner.Session(
+        sock,
+        output_limit=config.output_limit,
+        memory_limit=config.memory_limit,
+        rollback=config.rollback,
+        network=config.network,
+    ).keep()
 
 
 def spawn(control: socket.socket, raw: dict[str, Any], shell: _Shell) -> None:
@@ -184,8 +200,11 @@ def spawn(control: socket.socket, raw: dict[str, Any], shell: _Shell) -> None:
     finally:
         os.close(shell.config_pipe)
     try:
-        wire.send_with_fds(control, {"op": "spawned", "pid": shell.pid, "cgroup": shell.group.dirs if shell.group else []},
-                           [shell.host_end.fileno()])
+        wire.send_with_fds(
+            control,
+            {"op": "spawned", "pid": shell.pid, "cgroup": shell.group.dirs if shell.group else []},
+            [shell.host_end.fileno()],
+        )
     finally:
         shell.host_end.close()
 

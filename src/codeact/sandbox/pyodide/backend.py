@@ -73,13 +73,27 @@ class PyodideInterpreter(Sandbox):
         if snapshot is not None:
             readable.append(str(snapshot))
         command = [
-            deno, "run", "--no-prompt", "--no-config", "--no-lock", "--no-remote", "--no-npm", "--quiet",
+            deno,
+            "run",
+            "--no-prompt",
+            "--no-config",
+            "--no-lock",
+            "--no-remote",
+            "--no-npm",
+            "--quiet",
             "--allow-read=" + ",".join(readable),
-            "--deny-run", "--deny-ffi", "--deny-env", "--deny-sys",
+            "--deny-run",
+            "--deny-ffi",
+            "--deny-env",
+            "--deny-sys",
         ]
         if self.options.write_paths:
             command.append("--allow-write=" + ",".join(self.options.write_paths))
-            nested = [p for p in self.options.read_paths if p not in self.options.write_paths and _inside_any(p, self.options.write_paths)]
+            nested = [
+                p
+                for p in self.options.read_paths
+                if p not in self.options.write_paths and _inside_any(p, self.options.write_paths)
+            ]
             if nested:  # a read path inside a write path stays read-only
                 command.append("--deny-write=" + ",".join(nested))
         if self.options.hosts:
@@ -114,18 +128,23 @@ class PyodideInterpreter(Sandbox):
             requested = time.perf_counter()
             process = subprocess.Popen(
                 self.command(pyodide_dir, snapshot, deno),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env=installation.deno_environment(pyodide_dir), cwd=str(pyodide_dir),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=installation.deno_environment(pyodide_dir),
+                cwd=str(pyodide_dir),
                 start_new_session=os.name == "posix",
             )
             self._process = process
             self._frames = queue.Queue()
             assert process.stdout is not None and process.stderr is not None
             self._readers = [
-                threading.Thread(target=_read_frames, args=(process.stdout, self._frames), daemon=True,
-                                 name="codeact-pyodide-out"),
-                threading.Thread(target=_drain, args=(process.stderr, self._stderr), daemon=True,
-                                 name="codeact-pyodide-err"),
+                threading.Thread(
+                    target=_read_frames, args=(process.stdout, self._frames), daemon=True, name="codeact-pyodide-out"
+                ),
+                threading.Thread(
+                    target=_drain, args=(process.stderr, self._stderr), daemon=True, name="codeact-pyodide-err"
+                ),
             ]
             for reader in self._readers:
                 reader.start()
@@ -133,9 +152,10 @@ class PyodideInterpreter(Sandbox):
                 "op": "init",
                 "sources": installation.sources(),
                 "env": self.options.env,
-                "mounts": [{"at": p, "file": not os.path.isdir(p), "writable": p in self.options.write_paths}
-                           for p in sorted({*self.options.read_paths, *self.options.write_paths, *self._package_dirs},
-                                           key=len)],
+                "mounts": [
+                    {"at": p, "file": not os.path.isdir(p), "writable": p in self.options.write_paths}
+                    for p in sorted({*self.options.read_paths, *self.options.write_paths, *self._package_dirs}, key=len)
+                ],
                 "sys_path": self._package_dirs,
                 "memory_limit": self.options.memory_limit,
                 "output_limit": self.options.max_output,
@@ -159,8 +179,9 @@ class PyodideInterpreter(Sandbox):
             missing = [layer for layer in self.layers if not layer.active]
             if self.options.strict and missing:
                 self.close()
-                raise InterpreterError("strict sandbox refused to start; missing: "
-                                       + "; ".join(f"{m.name} ({m.detail})" for m in missing))
+                raise InterpreterError(
+                    "strict sandbox refused to start; missing: " + "; ".join(f"{m.name} ({m.detail})" for m in missing)
+                )
             self._definitions_sent = False
             self._started_once = True
             if self.options.preload:
@@ -176,15 +197,30 @@ class PyodideInterpreter(Sandbox):
         refused = ready.get("refused") or []
         return [
             LayerStatus("deno permissions", True, "reads only Pyodide and granted paths; no run, ffi, env or sys"),
-            LayerStatus("network", self.options.network is not True, "denied" if not self.options.network else
-                        "allowed (network=True)" if self.options.network is True else
-                        "only " + ", ".join(self.options.network) + " (Deno --allow-net)"),
+            LayerStatus(
+                "network",
+                self.options.network is not True,
+                "denied"
+                if not self.options.network
+                else "allowed (network=True)"
+                if self.options.network is True
+                else "only " + ", ".join(self.options.network) + " (Deno --allow-net)",
+            ),
             LayerStatus("files", not refused, "granted paths mounted" if not refused else "; ".join(refused)),
-            LayerStatus("memory limit", bool(self.options.memory_limit),
-                        f"WebAssembly memory capped at {self.options.memory_limit >> 20} MB" if self.options.memory_limit else "none"),
+            LayerStatus(
+                "memory limit",
+                bool(self.options.memory_limit),
+                f"WebAssembly memory capped at {self.options.memory_limit >> 20} MB"
+                if self.options.memory_limit
+                else "none",
+            ),
             LayerStatus("time limit", True, "interrupt in Python, then kill of the Deno process"),
-            LayerStatus("snapshot", bool(ready.get("snapshot")), str(snapshot) if ready.get("snapshot") else
-                        "started cold", remedy="" if ready.get("snapshot") else "python -m codeact.sandbox.pyodide install"),
+            LayerStatus(
+                "snapshot",
+                bool(ready.get("snapshot")),
+                str(snapshot) if ready.get("snapshot") else "started cold",
+                remedy="" if ready.get("snapshot") else "python -m codeact.sandbox.pyodide install",
+            ),
         ]
 
     def reset(self) -> None:
@@ -288,8 +324,10 @@ class PyodideInterpreter(Sandbox):
         memory = "out of memory" in detail.lower() or "heap limit" in detail.lower()
         self._kill()
         if memory:
-            return Failure.MEMORY_LIMIT, (f"the sandbox ran out of its {self.options.memory_limit >> 20} MB memory limit and was "
-                                   "killed; the next step starts a new session and earlier variables are lost")
+            return Failure.MEMORY_LIMIT, (
+                f"the sandbox ran out of its {self.options.memory_limit >> 20} MB memory limit and was "
+                "killed; the next step starts a new session and earlier variables are lost"
+            )
         return Failure.CRASHED, f"{why}; the next step starts a new session and earlier variables are lost"
 
     # --- frames ---------------------------------------------------------------------------------------------
@@ -329,8 +367,9 @@ def _read_frames(stream: IO[bytes], frames: queue.Queue[Any]) -> None:
                 break
             length = int.from_bytes(header, "big")
             if length > wire.MAX_MESSAGE_BYTES:
-                frames.put(wire.WireError(f"message of {length} bytes exceeds the limit of "
-                                          f"{wire.MAX_MESSAGE_BYTES} bytes"))
+                frames.put(
+                    wire.WireError(f"message of {length} bytes exceeds the limit of {wire.MAX_MESSAGE_BYTES} bytes")
+                )
                 return
             body = stream.read(length)
             if len(body) < length:
@@ -366,8 +405,10 @@ def _deno_net(network: bool | tuple[str, ...]) -> str:
     for entry in network:
         rule = Rule.parse(entry)
         if rule.name.startswith("*.") or (rule.network is not None and rule.network.num_addresses > 1):
-            raise InterpreterError(f"network entry {entry!r}: the Pyodide backend (Deno --allow-net) takes exact "
-                                   "hosts and addresses only; use the native backend for wildcards and ranges")
+            raise InterpreterError(
+                f"network entry {entry!r}: the Pyodide backend (Deno --allow-net) takes exact "
+                "hosts and addresses only; use the native backend for wildcards and ranges"
+            )
         host = rule.name or str(rule.network.network_address if rule.network else "")
         host = f"[{host}]" if ":" in host else host
         allowed += [f"{host}:{port}" for port in rule.ports] if rule.ports else [host]

@@ -166,8 +166,11 @@ def figures(quick: bool = False) -> list[Row]:
     installation.build_snapshot()
     reps = 3 if quick else 10
     rows: list[Row] = [
-        ("pyodide: cold start to first result (no snapshot)", start_to_first_result(1 if quick else 3,
-                                                                                     snapshot=False), "ms"),
+        (
+            "pyodide: cold start to first result (no snapshot)",
+            start_to_first_result(1 if quick else 3, snapshot=False),
+            "ms",
+        ),
         ("pyodide: start to first result (snapshot)", start_to_first_result(reps, snapshot=True), "ms"),
     ]
     with PyodideInterpreter() as sb:
@@ -177,8 +180,18 @@ def figures(quick: bool = False) -> list[Row]:
     rows.append(("pyodide: pure-Python compute / unsandboxed CPython", compute_ratio(2 if quick else 5), "x"))
     rows.append(("pyodide: unique memory per idle session", idle_memory_mb(2 if quick else 4), "MB"))
     tasks = 8 if quick else 32
-    rows.append((f"pyodide: {tasks} short tasks, fresh session each (2 at a time)",
-                 throughput(tasks, 2, reuse=False), "tasks/s"))
-    rows.append((f"pyodide: {tasks} short tasks, 4 warm sessions reset between tasks",
-                 throughput(tasks, 4, reuse=True), "tasks/s"))
+    rows.append(
+        (
+            f"pyodide: {tasks} short tasks, fresh session each (2 at a time)",
+            throughput(tasks, 2, reuse=False),
+            "tasks/s",
+        )
+    )
+    rows.append(
+        (
+            f"pyodide: {tasks} short tasks, 4 warm sessions reset between tasks",
+            throughput(tasks, 4, reuse=True),
+            "tasks/s",
+        )
+    )
     return rows

@@ -94,7 +94,11 @@ def install(*, quiet: bool = False) -> Path:
         env = {**os.environ, "DENO_DIR": work, "NO_COLOR": "1"}
         done = subprocess.run(
             [deno, "cache", "--quiet", f"npm:pyodide@{PYODIDE_VERSION}"],
-            env=env, capture_output=True, text=True, timeout=600, check=False,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
         )
         fetched = Path(work) / "npm" / "registry.npmjs.org" / "pyodide" / PYODIDE_VERSION
         if done.returncode != 0 or not _complete(fetched):
@@ -127,15 +131,22 @@ def deno_version(deno: str) -> str:
 
 def sources() -> dict[str, str]:
     """The Python modules a session runs inside Pyodide."""
-    return {name: path.read_text(encoding="utf-8")
-            for name, path in (("runtime", RUNTIME_PY), ("wire", WIRE_PY), ("step", STEP_PY))}
+    return {
+        name: path.read_text(encoding="utf-8")
+        for name, path in (("runtime", RUNTIME_PY), ("wire", WIRE_PY), ("step", STEP_PY))
+    }
 
 
 def snapshot_path(pyodide_dir: Path) -> Path:
     """The snapshot for these exact runtime files; a change to them names a new snapshot."""
     digest = hashlib.sha256()
-    for part in (RUNTIME_JS.read_bytes(), RUNTIME_PY.read_bytes(), WIRE_PY.read_bytes(), STEP_PY.read_bytes(),
-                 PYODIDE_VERSION.encode()):
+    for part in (
+        RUNTIME_JS.read_bytes(),
+        RUNTIME_PY.read_bytes(),
+        WIRE_PY.read_bytes(),
+        STEP_PY.read_bytes(),
+        PYODIDE_VERSION.encode(),
+    ):
         digest.update(hashlib.sha256(part).digest())
     name = f"session-{digest.hexdigest()[:16]}.bin"
     beside = pyodide_dir / "snapshots"
@@ -146,8 +157,12 @@ def snapshot_path(pyodide_dir: Path) -> Path:
 
 def deno_environment(pyodide_dir: Path) -> dict[str, str]:
     """The only variables a Deno process of the sandbox sees (none of the host's)."""
-    env = {"NO_COLOR": "1", "DENO_NO_UPDATE_CHECK": "1", "DENO_NO_PROMPT": "1",
-           "DENO_DIR": str(pyodide_dir / "deno-cache")}
+    env = {
+        "NO_COLOR": "1",
+        "DENO_NO_UPDATE_CHECK": "1",
+        "DENO_NO_PROMPT": "1",
+        "DENO_DIR": str(pyodide_dir / "deno-cache"),
+    }
     if sys.platform == "win32":
         for name in ("SYSTEMROOT", "SystemRoot", "TEMP", "TMP"):
             if name in os.environ:
@@ -170,21 +185,35 @@ def build_snapshot(pyodide_dir: Path | None = None, *, deno: str | None = None) 
             old.unlink()
     partial = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
     command = [
-        deno, "run", "--no-prompt", "--no-config", "--no-lock", "--no-remote", "--no-npm", "--quiet",
-        f"--allow-read={pyodide_dir}", f"--allow-write={partial}",
-        str(RUNTIME_JS), str(pyodide_dir), "-", "make-snapshot",
+        deno,
+        "run",
+        "--no-prompt",
+        "--no-config",
+        "--no-lock",
+        "--no-remote",
+        "--no-npm",
+        "--quiet",
+        f"--allow-read={pyodide_dir}",
+        f"--allow-write={partial}",
+        str(RUNTIME_JS),
+        str(pyodide_dir),
+        "-",
+        "make-snapshot",
     ]
     init = {"op": "init", "sources": sources(), "snapshot_out": str(partial), "mounts": [], "env": {}}
     body = json.dumps(init).encode()
     try:
         done = subprocess.run(
-            command, input=len(body).to_bytes(4, "big") + body, capture_output=True, timeout=300,
-            env=deno_environment(pyodide_dir), check=False,
+            command,
+            input=len(body).to_bytes(4, "big") + body,
+            capture_output=True,
+            timeout=300,
+            env=deno_environment(pyodide_dir),
+            check=False,
         )
         if done.returncode != 0 or not partial.is_file():
             raise InterpreterError(
-                "could not make the Pyodide start-up snapshot: "
-                + done.stderr.decode(errors="replace").strip()[-800:]
+                "could not make the Pyodide start-up snapshot: " + done.stderr.decode(errors="replace").strip()[-800:]
             )
         os.replace(partial, path)
     finally:
@@ -201,22 +230,34 @@ def layers() -> list[LayerStatus]:
     found: list[LayerStatus] = []
     deno = find_deno()
     found.append(
-        LayerStatus("deno", deno is not None, detail=(deno_version(deno) + f" ({deno})") if deno else "not found",
-                    remedy="" if deno else "pip install 'codeact[pyodide]'")
+        LayerStatus(
+            "deno",
+            deno is not None,
+            detail=(deno_version(deno) + f" ({deno})") if deno else "not found",
+            remedy="" if deno else "pip install 'codeact[pyodide]'",
+        )
     )
     pyodide_dir = find_pyodide()
     found.append(
-        LayerStatus("pyodide", pyodide_dir is not None,
-                    detail=f"{PYODIDE_VERSION} in {pyodide_dir}" if pyodide_dir else
-                    f"{PYODIDE_VERSION} not found in " + ", ".join(str(p) for p in candidate_dirs()),
-                    remedy="" if pyodide_dir else "python -m codeact.sandbox.pyodide install")
+        LayerStatus(
+            "pyodide",
+            pyodide_dir is not None,
+            detail=f"{PYODIDE_VERSION} in {pyodide_dir}"
+            if pyodide_dir
+            else f"{PYODIDE_VERSION} not found in " + ", ".join(str(p) for p in candidate_dirs()),
+            remedy="" if pyodide_dir else "python -m codeact.sandbox.pyodide install",
+        )
     )
     snapshot = snapshot_path(pyodide_dir) if pyodide_dir else None
     found.append(
-        LayerStatus("snapshot", bool(snapshot and snapshot.is_file()),
-                    detail=str(snapshot) if snapshot and snapshot.is_file() else
-                    "no start-up snapshot: each session starts cold (seconds instead of ~0.4 s)",
-                    remedy="" if snapshot and snapshot.is_file() else "python -m codeact.sandbox.pyodide install")
+        LayerStatus(
+            "snapshot",
+            bool(snapshot and snapshot.is_file()),
+            detail=str(snapshot)
+            if snapshot and snapshot.is_file()
+            else "no start-up snapshot: each session starts cold (seconds instead of ~0.4 s)",
+            remedy="" if snapshot and snapshot.is_file() else "python -m codeact.sandbox.pyodide install",
+        )
     )
     return found
 
@@ -226,6 +267,7 @@ def status() -> LayerStatus:
     parts = layers()
     missing = [p for p in parts[:2] if not p.active]
     if missing:
-        return LayerStatus("pyodide backend", False, detail="; ".join(f"{p.name}: {p.detail}" for p in missing),
-                           remedy=INSTALL_HINT)
+        return LayerStatus(
+            "pyodide backend", False, detail="; ".join(f"{p.name}: {p.detail}" for p in missing), remedy=INSTALL_HINT
+        )
     return LayerStatus("pyodide backend", True, detail="; ".join(f"{p.name}: {p.detail}" for p in parts))

@@ -86,8 +86,9 @@ class Session:
             self.host.arm(timeout)
         try:
             self.tools.receive_inputs(inputs, self.namespace)
-            value, exc, values = step.run(code, filename, self.namespace, self.provided, stdout, stderr, value_limit,
-                                               self.tools)
+            value, exc, values = step.run(
+                code, filename, self.namespace, self.provided, stdout, stderr, value_limit, self.tools
+            )
         finally:
             fired = bool(self.host.disarm())
             self.tools.active = False
@@ -167,7 +168,9 @@ def _result_frame(result: dict[str, Any]) -> bytes:
         frame = b""
         result.update(error=step.plain_error("TypeError", f"the step's result cannot be sent: {exc}"))
     if not frame or len(frame) > wire.MAX_MESSAGE_BYTES:
-        result.update(value=None, submitted=None, stdout=result["stdout"][: 1 << 20], stderr=result["stderr"][: 1 << 20])
+        result.update(
+            value=None, submitted=None, stdout=result["stdout"][: 1 << 20], stderr=result["stderr"][: 1 << 20]
+        )
         if frame:
             result["error"] = step.plain_error(
                 "ValueError",
@@ -266,13 +269,25 @@ def serve(init: dict[str, Any]) -> None:
                     session.define(list(message["tools"]), message.get("submit"))
                 timeout = float(message.get("timeout") or 0)
                 try:
-                    result = session.run(str(message.get("code", "")), timeout, int(message.get("inputs") or 0),
-                                         int(message.get("value_limit") or 20_000))
+                    result = session.run(
+                        str(message.get("code", "")),
+                        timeout,
+                        int(message.get("inputs") or 0),
+                        int(message.get("value_limit") or 20_000),
+                    )
                 except KeyboardInterrupt:
-                    result = {"op": "result", "stdout": "", "stderr": "", "value": None, "submitted": None,
-                              "stdout_truncated": 0, "timed_out": True,
-                              "error": step.plain_error("Timeout", f"the step ran longer than the {timeout:g} s "
-                                                    "time limit and was stopped")}
+                    result = {
+                        "op": "result",
+                        "stdout": "",
+                        "stderr": "",
+                        "value": None,
+                        "submitted": None,
+                        "stdout_truncated": 0,
+                        "timed_out": True,
+                        "error": step.plain_error(
+                            "Timeout", f"the step ran longer than the {timeout:g} s time limit and was stopped"
+                        ),
+                    }
                 send(host, _result_frame(result))
             elif op == "reset":
                 session.reset()
