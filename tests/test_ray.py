@@ -45,7 +45,7 @@ def _act(*tools: object, replies: int = 200) -> CodeAct:
 
 
 def test_a_batch_runs_on_the_cluster_in_input_order_with_full_records() -> None:
-    executor = RayExecutor(workers=2)
+    executor = RayExecutor(workers=2, progress=True)
     predictions = _act().batch([{"x": i} for i in range(12)], executor=executor)
     assert [p.answer for p in predictions] == list(range(1, 13))
     assert all(p.end_reason == "submitted" for p in predictions)

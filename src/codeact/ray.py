@@ -16,6 +16,7 @@ of every tool call of every worker.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import inspect
 import os
@@ -125,8 +126,9 @@ class RayExecutor:
     `workers`: Ray actors (default: one per CPU of the cluster); `threads`: tasks each runs at a time;
     a task whose worker died is tried again on a worker of its own (so an innocent neighbour of the
     task that killed it is not blamed), and `max_retries` is how many deaths of its own worker a task
-    may cause before it ends as an `error` prediction; `on_result(index, result)`: called on the driver as each finishes
-    (a progress bar, for example). After a batch, `stats` holds its usage, cost and retries.
+    may cause before it ends as an `error` prediction; `on_result(index, result)` is called on the
+    driver as each finishes, and `progress=True` shows a progress bar there (on stderr). After a
+    batch, `stats` holds its usage, cost and retries.
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class RayExecutor:
         threads: int = 2,
         max_retries: int = 2,
         on_result: Callable[[int, Any], None] | None = None,
+        progress: bool = False,
         init_options: dict[str, Any] | None = None,
     ) -> None:
         for name, value, least in (("threads", threads, 1), ("max_retries", max_retries, 0)):
@@ -149,6 +152,7 @@ class RayExecutor:
         self.threads = threads
         self.max_retries = max_retries
         self.on_result = on_result
+        self.progress = progress
         self.init_options = dict(init_options or {})
         self.stats = BatchStats()
 
@@ -166,8 +170,10 @@ class RayExecutor:
         """The predictions of `inputs`, in input order."""
         items = list(inputs)
         results: list[Prediction | None] = [None] * len(items)
-        for index, prediction in self.as_completed(act, items):
-            results[index] = prediction
+        with _progress_bar(self.progress, len(items)) as advance:
+            for index, prediction in self.as_completed(act, items):
+                results[index] = prediction
+                advance()
         return [p for p in results if p is not None]
 
     def as_completed(self, act: CodeAct, inputs: Iterable[dict[str, Any]]) -> Iterator[tuple[int, Prediction]]:
@@ -277,6 +283,20 @@ class RayExecutor:
         attempts[index] += 1
         running[actors[actor].run.remote(index, items[index])] = (index, actor, actors[actor], solo)
         load[actor] += 1
+
+
+@contextlib.contextmanager
+def _progress_bar(shown: bool, total: int) -> Iterator[Callable[[], None]]:
+    """A function to call per finished task: a progress bar on stderr when `shown`."""
+    if not shown:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("codeact batch on Ray", total=total)
+        yield lambda: bar.advance(task)
 
 
 def _shippable(act: CodeAct) -> CodeAct:

@@ -236,13 +236,8 @@ def _llm_calls_html(step: Step) -> str:
         f"<td>{escape(_fmt_s(call.duration_s))}</td></tr>"
         for call in step.llm_calls[:_MAX_CALL_ROWS]
     )
-    more = len(step.llm_calls) - _MAX_CALL_ROWS
-    note = f'<div class="muted">… and {more} more calls (in the trace)</div>' if more > 0 else ""
-    return (
-        f'<div class="block"><div class="label">Language-model calls from code ({len(step.llm_calls)})</div>'
-        '<table class="calls"><tr><th>prompt</th><th>answer</th><th>tokens</th><th>cost</th><th>time</th></tr>'
-        f"{rows}</table>{note}</div>"
-    )
+    headers = ["prompt", "answer", "tokens", "cost", "time"]
+    return _table_block("Language-model calls from code", "calls", len(step.llm_calls), headers, rows)
 
 
 def _connections_html(step: Step) -> str:
@@ -253,12 +248,18 @@ def _connections_html(step: Step) -> str:
         f"<td>{c.bytes_sent:,} out, {c.bytes_received:,} in</td><td>{escape(_clip(c.refusal, 200))}</td></tr>"
         for c in step.connections[:_MAX_CALL_ROWS]
     )
-    more = len(step.connections) - _MAX_CALL_ROWS
-    note = f'<div class="muted">… and {more} more connections (in the trace)</div>' if more > 0 else ""
+    headers = ["request", "outcome", "bytes", "why"]
+    return _table_block("Network connections", "connections", len(step.connections), headers, rows)
+
+
+def _table_block(label: str, noun: str, total: int, headers: list[str], rows: str) -> str:
+    """A labelled table of a step's records; past `_MAX_CALL_ROWS` rows a note says how many more."""
+    more = total - _MAX_CALL_ROWS
+    note = f'<div class="muted">… and {more} more {noun} (in the trace)</div>' if more > 0 else ""
+    head = "".join(f"<th>{h}</th>" for h in headers)
     return (
-        f'<div class="block"><div class="label">Network connections ({len(step.connections)})</div>'
-        '<table class="calls"><tr><th>request</th><th>outcome</th><th>bytes</th><th>why</th></tr>'
-        f"{rows}</table>{note}</div>"
+        f'<div class="block"><div class="label">{label} ({total})</div>'
+        f'<table class="calls"><tr>{head}</tr>{rows}</table>{note}</div>'
     )
 
 

@@ -165,7 +165,6 @@ class _StepChannel:
         self.ours, self.theirs = socket.socketpair()
         self.open = True
         self.sent_exec = False
-        self.oom_before = sandbox._oom_kills()
         self.limit = 0.0
         sandbox._steps += 1
         self.number = sandbox._steps
@@ -214,7 +213,7 @@ class _StepChannel:
                 raise self.lost("the sandbox session ended unexpectedly") from None
             if report.get("step") not in (self.number, None):
                 continue  # about an earlier step that had already answered: the state is rolled back
-            self.sandbox._step_failed(report, self.limit, self.oom_before)
+            self.sandbox._step_failed(report, self.limit)
 
     def end(self) -> None:
         self.sandbox.close()
@@ -281,6 +280,7 @@ class ProcessInterpreter(Sandbox):
         self._pidfds: list[int] = []
         self._cgroup: list[str] = []
         self._root_pid = 0
+        self._oom_seen = 0  # the cgroup's OOM kills counted so far
         self._aborted = False
         self._restarted = False
         self._steps = 0
@@ -302,6 +302,7 @@ class ProcessInterpreter(Sandbox):
             requested = time.monotonic()
             control, pid, cgroup = zygote.spawn(self.config)
             self._cgroup = cgroup
+            self._oom_seen = self._oom_kills()
             self._root_pid = pid
             self._pidfds = [_pidfd(pid)]
             try:
@@ -452,6 +453,7 @@ class ProcessInterpreter(Sandbox):
             self._copy_settings_to(branch)
             branch._control, branch._family, branch._proxy = branch_control, self._family or self, self._proxy
             branch._cgroup, branch._restarted, branch._root_pid = self._cgroup, True, self._root_pid
+            branch._oom_seen = self._oom_seen
             branch.layers, branch.start_marks = list(self.layers), []
             return branch
 
@@ -475,7 +477,7 @@ class ProcessInterpreter(Sandbox):
         if self._proxy is not None:
             result.connections = self._proxy.drain()
 
-    def _step_failed(self, report: dict[str, Any], limit: float, oom_before: int) -> None:
+    def _step_failed(self, report: dict[str, Any], limit: float) -> None:
         """Raise StepLost for the holder's report of a step that did not complete."""
         kind, status = report.get("op") == "failed" and report.get("kind"), report.get("status", 0)
         if kind not in ("timeout", "died") or not isinstance(status, int) or not 0 <= status < 1 << 16:
@@ -494,7 +496,8 @@ class ProcessInterpreter(Sandbox):
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
             name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-            if sig == signal.SIGKILL and self._oom_kills() > oom_before:
+            oom_before, self._oom_seen = self._oom_seen, self._oom_kills()  # read only when a step died
+            if sig == signal.SIGKILL and self._oom_seen > oom_before:
                 mb = self.config.memory_limit >> 20
                 raise StepLost(
                     Failure.MEMORY_LIMIT, f"the step used more than the {mb} MB memory limit and was killed; {kept}"

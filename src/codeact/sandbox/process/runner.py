@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import builtins
 import contextlib
+import functools
 import math
 import os
 import resource
@@ -353,11 +354,16 @@ def _capture_stdio() -> None:
         os.close(memfd)
 
 
+@functools.cache
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None)  # opened once: a dlopen per step costs tens of microseconds
+
+
 def _flush_c_stdio() -> None:
     with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None).fflush(None)
+        _libc().fflush(None)
 
 
 def _drain(fd: int, limit: int) -> str:
