@@ -570,6 +570,18 @@ def test_the_prompt_says_where_granted_files_are(tmp_path: Path, monkeypatch: py
     assert "may run for 9 s, tool calls included" in act.prompt.system
 
 
+def test_the_prompt_describes_the_environment_to_models_that_can_use_it() -> None:
+    act = codeact.CodeAct("q -> a", lm=codeact.ScriptedLM([]), sandbox={"timeout": 7, "packages": ["tabulate"]})
+    system = act.prompt.system
+    assert "each code block may run for 7 s" in system
+    assert "threads and processes a block starts do not outlive it" in system
+    assert "You can import the standard library and the packages installed with this Python, and tabulate" in system
+    assert "The network is not reachable." in system
+    assert "Environment:" not in act.prompt.brief_system  # what a grammar-held small model reads
+    pyodide = codeact.CodeAct("q -> a", lm=codeact.ScriptedLM([]), sandbox={"backend": "pyodide"})
+    assert "You can import the standard library only (Pyodide)." in pyodide.prompt.system
+
+
 @pytest.mark.parametrize(
     ("signature", "fragment"),
     [

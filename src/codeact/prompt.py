@@ -302,9 +302,17 @@ class Prompt:
         if isinstance(preview_chars, bool) or not isinstance(preview_chars, int) or preview_chars < 1:
             raise ValueError(f"preview_chars must be a positive integer, got {preview_chars!r}")
         self.preview_chars = preview_chars
-        self.system = self._system()
+        self.refresh()
 
-    def _system(self) -> str:
+    def refresh(self) -> None:
+        """Build the system prompts again (after the instructions or the demos changed).
+
+        `system` describes the environment too; `brief_system` leaves that out, for a small model
+        held to the reply format by a grammar, which does worse the more it reads."""
+        self.system = self._system(environment_section=True)
+        self.brief_system = self._system(environment_section=False)
+
+    def _system(self, *, environment_section: bool) -> str:
         sections = [_RULES]
         annotations = [a for t in self.tools for a in [*t.annotations.values(), t.return_annotation]]
         # the record types the tools take are defined in the sandbox too (see bridge.definitions)
@@ -314,7 +322,7 @@ class Prompt:
         sections.append("Functions you can call:\n```python\n" + "\n\n".join(stubs) + "\n```")
         if any(t.is_async for t in self.tools):
             sections.append(_ASYNC_NOTE)
-        if self.sandbox is not None and (self.sandbox.read_paths or self.sandbox.write_paths):
+        if self.sandbox is not None and environment_section:
             sections.append(environment(self.sandbox))
         if self.demos:
             sections.append(worked_examples(self.demos))
@@ -354,9 +362,9 @@ class Prompt:
         half = self.input_limit // 2
         return f"{text[:half]} ... [{len(text) - 2 * half:,} characters cut; the variable holds all] ... {text[-half:]}"
 
-    def messages(self, inputs: dict[str, Any], steps: Sequence[Step]) -> list[Message]:
+    def messages(self, inputs: dict[str, Any], steps: Sequence[Step], *, brief: bool = False) -> list[Message]:
         messages: list[Message] = [
-            {"role": "system", "content": self.system},
+            {"role": "system", "content": self.brief_system if brief else self.system},
             {"role": "user", "content": self.task(inputs)},
         ]
         for step in steps:
@@ -469,11 +477,20 @@ def worked_examples(demos: Sequence[Demo]) -> str:
 
 
 def environment(options: SandboxOptions) -> str:
-    """What the code can reach: the working directory, granted paths and the time limit."""
+    """What the code can reach: the working directory, granted paths, libraries, the network, and
+    the time limit of a block."""
     lines = [
         f"Environment: the working directory is {os.getcwd()}; each code block may run for "
-        f"{options.timeout:g} s, tool calls included."
+        f"{options.timeout:g} s, tool calls included. Variables persist from block to block; threads "
+        "and processes a block starts do not outlive it."
     ]
+    if options.backend == "pyodide":
+        libraries = "the standard library only (Pyodide)"
+    else:
+        libraries = "the standard library and the packages installed with this Python"
+    if options.packages:
+        libraries += ", and " + ", ".join(options.packages)
+    lines.append(f"You can import {libraries}.")
     if options.read_paths:
         lines.append("Readable paths: " + ", ".join(_shown_path(p) for p in options.read_paths))
     if options.write_paths:

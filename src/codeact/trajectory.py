@@ -10,14 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic_core import to_jsonable_python
 
 from codeact.lm.base import Usage
-from codeact.sandbox.interpreter import Connection, ToolCall
+from codeact.sandbox.interpreter import Connection, ExecutionError, ToolCall
 
 SCHEMA_VERSION = 1
 
@@ -49,19 +49,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-@dataclass
-class StepError:
-    """Why a step failed: an exception in the code, a limit (`Timeout`, `SandboxCrashed`), or a
-    submitted value that did not validate (`SubmitValidationError`)."""
-
-    type: str
-    message: str
-    traceback: str = ""
-    lineno: int | None = None
-    line: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.type}: {self.message}"
+StepError = ExecutionError  # why a step failed; the record keeps the sandbox's own error value
 
 
 @dataclass
@@ -219,30 +207,17 @@ class RunRecord:
         self.tool_s = sum(s.tool_s for s in self.steps)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": SCHEMA_VERSION,
-            "signature": self.signature,
-            "run_id": self.run_id,
-            "instructions": self.instructions,
-            "inputs": jsonable(self.inputs),
-            "steps": [s.to_dict() for s in self.steps],
-            "outputs": jsonable(self.outputs) if self.outputs is not None else None,
-            "end_reason": self.end_reason,
-            "fallback": self.fallback,
-            "error": self.error,
-            "fallback_reply": self.fallback_reply,
-            "fallback_lm_s": self.fallback_lm_s,
-            "model": self.model,
-            "max_iters": self.max_iters,
-            "usage": asdict(self.usage),
-            "sub_usage": asdict(self.sub_usage),
-            "started_at": self.started_at,
-            "duration_s": self.duration_s,
-            "lm_s": self.lm_s,
-            "exec_s": self.exec_s,
-            "tool_s": self.tool_s,
-            "session_s": self.session_s,
-        }
+        data: dict[str, Any] = {"version": SCHEMA_VERSION}
+        for name in _RECORD_FIELDS:
+            value = getattr(self, name)
+            if name == "steps":
+                value = [s.to_dict() for s in value]
+            elif isinstance(value, Usage):
+                value = asdict(value)
+            elif name in ("inputs", "outputs") and value is not None:
+                value = jsonable(value)
+            data[name] = value
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
@@ -255,31 +230,13 @@ class RunRecord:
             )
         if data.get("end_reason", "submitted") not in END_REASONS:
             raise ValueError(f"unknown end_reason {data.get('end_reason')!r} in run record")
-        usage = data.get("usage") or {}
-        sub_usage = data.get("sub_usage") or {}
-        return cls(
-            signature=data["signature"],
-            run_id=data.get("run_id", ""),
-            instructions=data.get("instructions", ""),
-            inputs=dict(data.get("inputs") or {}),
-            steps=[Step.from_dict(s) for s in data.get("steps", [])],
-            outputs=data.get("outputs"),
-            end_reason=data.get("end_reason", "submitted"),
-            fallback=data.get("fallback"),
-            error=data.get("error"),
-            fallback_reply=data.get("fallback_reply"),
-            fallback_lm_s=data.get("fallback_lm_s", 0.0),
-            model=data.get("model", ""),
-            max_iters=data.get("max_iters", 0),
-            usage=Usage(**{k: v for k, v in usage.items() if k in Usage.__dataclass_fields__}),
-            sub_usage=Usage(**{k: v for k, v in sub_usage.items() if k in Usage.__dataclass_fields__}),
-            started_at=data.get("started_at", 0.0),
-            duration_s=data.get("duration_s", 0.0),
-            lm_s=data.get("lm_s", 0.0),
-            exec_s=data.get("exec_s", 0.0),
-            tool_s=data.get("tool_s", 0.0),
-            session_s=data.get("session_s", 0.0),
-        )
+        values: dict[str, Any] = {name: data[name] for name in _RECORD_FIELDS if name in data}
+        values["inputs"] = dict(data.get("inputs") or {})
+        values["steps"] = [Step.from_dict(s) for s in data.get("steps", [])]
+        for name in ("usage", "sub_usage"):
+            given = data.get(name) or {}
+            values[name] = Usage(**{k: v for k, v in given.items() if k in Usage.__dataclass_fields__})
+        return cls(**values)
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(_finite(self.to_dict()), indent=indent, ensure_ascii=False, allow_nan=False)
@@ -300,3 +257,6 @@ class RunRecord:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{target} is not valid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(RunRecord))

@@ -34,10 +34,12 @@ class Failure(str, enum.Enum):
 
 @dataclass
 class ExecutionError:
-    """An exception raised by sandboxed code, or a limit that ended the step.
+    """Why a step failed: an exception raised by sandboxed code, a limit that ended the step, or (in
+    a run's record, as `StepError`) a submitted value that did not validate or was rejected.
 
-    `type` is the exception class name (`"ZeroDivisionError"`) or a `Failure` (`"Timeout"`,
-    `"MemoryLimit"`, `"SandboxCrashed"`, ...); `line` is the failing source line of the executed code.
+    `type` is the exception class name (`"ZeroDivisionError"`), a `Failure` (`"Timeout"`,
+    `"MemoryLimit"`, `"SandboxCrashed"`, ...) or `"SubmitValidationError"`/`"SubmitRejected"`;
+    `line` is the failing source line of the executed code.
     """
 
     type: str

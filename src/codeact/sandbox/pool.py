@@ -38,8 +38,13 @@ class SandboxPool:
         sandbox.start()
         return sandbox
 
-    def _refill(self) -> None:
+    def _refill(self, used: Any = None) -> None:
+        """In the background: close `used` (a task's finished session), then start its replacement."""
+
         def work() -> None:
+            if used is not None:
+                with contextlib.suppress(Exception):
+                    used.close()
             try:
                 sandbox = self._new()
             except Exception:
@@ -72,9 +77,11 @@ class SandboxPool:
         return sandbox
 
     def release(self, sandbox: Any) -> None:
-        sandbox.close()
-        if not self._closed:
-            self._refill()
+        """Give back a task's session: it is closed (in the background) and a fresh one takes its place."""
+        if self._closed:
+            sandbox.close()
+        else:
+            self._refill(sandbox)
 
     @contextlib.contextmanager
     def session(self, tools: Sequence[Any] = (), submit_params: Sequence[str] | None = None) -> Iterator[Any]:
