@@ -38,7 +38,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        body = f"hello from {self.server.server_address[0]} {self.path}".encode()
+        body = f"hello from {self.server.server_address[0]} {self.path} host={self.headers.get('Host')}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -292,6 +292,55 @@ def test_attack_listening_inside_the_sandbox(sandbox: Sandbox) -> None:
     """,
     )
     assert_blocked(outcome, "binding a TCP port")
+
+
+def test_attack_a_forged_host_header_is_replaced(sandbox: Sandbox, servers: tuple[_Server, _Server]) -> None:
+    port = _port(servers[0])
+    result = sandbox.execute(f"""
+import urllib.request
+request = urllib.request.Request("http://api.test:{port}/vhost", headers={{"Host": "internal.admin"}})
+urllib.request.urlopen(request).read().decode()
+""")
+    assert result.error is None, result.error
+    assert f"host=api.test:{port}" in (result.value or "") and "internal.admin" not in (result.value or "")
+
+
+def test_attack_a_connection_flood_is_capped_and_the_host_keeps_its_threads(
+    sandbox: Sandbox, servers: tuple[_Server, _Server]
+) -> None:
+    from codeact.sandbox.network import MAX_CONNECTIONS
+
+    before = threading.active_count()
+    result = sandbox.execute(f"""
+import os, socket
+proxy = os.environ["HTTP_PROXY"].removeprefix("http://").split(":")
+held, refused = [], 0
+for _ in range({MAX_CONNECTIONS + 40}):
+    s = socket.create_connection((proxy[0], int(proxy[1])), timeout=5)
+    held.append(s)
+for s in held[{MAX_CONNECTIONS}:]:
+    s.settimeout(5)
+    if s.recv(100).startswith(b"HTTP/1.1 503"):
+        refused += 1
+refused
+""")
+    assert result.error is None, result.error
+    assert int(result.value or 0) >= 30  # past the cap each connection is turned away at once
+    assert threading.active_count() - before <= MAX_CONNECTIONS + 2
+    port = _port(servers[0])
+    sandbox.execute("for s in held:\n    s.close()\ndel held, s")  # gone once this step commits
+    after = sandbox.execute(f"""
+import time, urllib.request, urllib.error
+for attempt in range(50):  # the proxy sees the closes as they arrive
+    try:
+        status = urllib.request.urlopen("http://api.test:{port}/after").status
+        break
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 503, exc
+        time.sleep(0.1)
+status
+""")
+    assert after.value == "200", after.error
 
 
 # --- the allow-list ----------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from codeact.sandbox.interpreter import Connection
 
 DEFAULT_PORTS = (80, 443)
 _HEAD_LIMIT = 64 << 10
+MAX_CONNECTIONS = 64  # open at once per session: each is a host thread
 _CONNECT_TIMEOUT = 10.0
 _IDLE_TIMEOUT = 300.0
 
@@ -182,6 +183,7 @@ class Proxy:
         self._lock = threading.Lock()
         self._records: list[Connection] = []
         self._open: set[socket.socket] = set()
+        self._serving = 0  # connections being served, each on a thread of its own
         self._closed = False
         self._started = time.monotonic()
         threading.Thread(target=self._accept, name="codeact-proxy", daemon=True).start()
@@ -212,7 +214,21 @@ class Proxy:
                 if self._closed:
                     client.close()
                     return
-                self._open.add(client)
+                busy = self._serving >= MAX_CONNECTIONS
+                if not busy:
+                    self._serving += 1
+                    self._open.add(client)
+            if busy:  # refused here, on the accepting thread, so the host's threads stay bounded
+                with contextlib.suppress(OSError):
+                    client.setblocking(False)
+                    _reply(
+                        client,
+                        503,
+                        "Too Many Connections",
+                        f"codeact proxy: more than {MAX_CONNECTIONS} connections are open; close some first\n",
+                    )
+                client.close()
+                continue
             threading.Thread(target=self._serve, args=(client,), name="codeact-proxy-conn", daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
@@ -226,6 +242,7 @@ class Proxy:
                 host, port = _split_host_port(target, 443)
             else:
                 host, port, path = _split_url(target)
+                authority = host if port == 80 else f"{host}:{port}"
             record = Connection(host=host, port=port, method=method)
             with self._lock:
                 self._records.append(record)
@@ -242,13 +259,17 @@ class Proxy:
             if method == "CONNECT":
                 client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
             else:
-                kept = [line for line in headers if not line.lower().startswith((b"proxy-", b"connection:"))]
-                request = b"\r\n".join([f"{method} {path} {version}".encode(), *kept, b"Connection: close", b"", b""])
+                # the Host header names the host that was checked, whatever the code wrote there
+                dropped = (b"proxy-", b"connection:", b"host:")
+                kept = [line for line in headers if not line.lower().startswith(dropped)]
+                lines = [f"{method} {path} {version}".encode(), f"Host: {authority}".encode(), *kept]
+                request = b"\r\n".join([*lines, b"Connection: close", b"", b""])
                 upstream.sendall(request + rest)
                 record.bytes_sent += len(request) + len(rest)
             _relay(client, upstream, record)
         except _BadRequest as exc:
-            _reply(client, 400, "Bad Request", str(exc))
+            with contextlib.suppress(OSError):
+                _reply(client, 400, "Bad Request", str(exc))
         except OSError as exc:
             if record is not None and record.allowed is None:
                 record.allowed, record.refusal = False, f"connection failed: {exc}"
@@ -262,6 +283,8 @@ class Proxy:
                     with self._lock:
                         self._open.discard(sock)
                     sock.close()
+            with self._lock:
+                self._serving -= 1
 
 
 class _BadRequest(Exception):
