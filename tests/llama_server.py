@@ -26,8 +26,11 @@ def free_port() -> int:
 class LlamaServer:
     """`with LlamaServer(api_key="k") as server: server.base_url` -> "http://127.0.0.1:PORT/v1"."""
 
-    def __init__(self, model_path: Path, *, api_key: str, n_ctx: int = 2048, n_threads: int = 2) -> None:
+    def __init__(
+        self, model_path: Path, *, api_key: str, n_ctx: int = 2048, n_threads: int = 2, chat_format: str | None = None
+    ) -> None:
         self.model_path = model_path
+        self.chat_format = chat_format
         self.api_key = api_key
         self.n_ctx = n_ctx
         self.n_threads = n_threads
@@ -49,6 +52,8 @@ class LlamaServer:
             # Queue concurrent requests instead of cutting off the running stream.
             "--interrupt_requests", "False",
         ]  # fmt: skip
+        if self.chat_format:  # e.g. "chatml-function-calling": tool calls held to their schema by a grammar
+            command += ["--chat_format", self.chat_format]
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         self._process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env

@@ -46,7 +46,7 @@ from codeact.prediction import (
     RunCancelled,
     RunInterrupted,
 )
-from codeact.prompt import Demo, InputsInPrompt, Prompt
+from codeact.prompt import ACTION_FORMATS, ActionFormat, Demo, InputsInPrompt, Prompt
 from codeact.run import RunSettings, RunState, describe_exception
 from codeact.sandbox.driver import Approver, ToolPolicy
 from codeact.sandbox.interpreter import Interpreter, InterpreterError
@@ -100,6 +100,10 @@ class CodeAct:
       `inputs_in_prompt="preview"` keeps large inputs out of the prompt (`preview_chars` each).
     - `validators`: functions of the submitted outputs (a dict); one that raises or returns a
       message rejects the submit, and the message goes back to the model.
+    - `action_format`: how the model hands over its code: `"fenced"` (a ```python block in the
+      reply; the default, and what every model and the bundled local one can do) or `"tool_call"`
+      (the argument of a `run_python(code=...)` function call, for models trained for tool
+      calling; OpenAI and LiteLLM models). A fenced block is still taken when no call is made.
     - `step_samples`: when a step's code fails, sample up to N-1 more replies for the same step and
       run each in a fork of the session as it was before the step (`Sandbox.fork()`, native
       backend); the first that does not fail is kept, the others are in `Step.rejected_samples`.
@@ -133,6 +137,7 @@ class CodeAct:
         depth: int = 1,
         demos: Sequence[Demo] = (),
         step_samples: int = 1,
+        action_format: ActionFormat = "fenced",
     ) -> None:
         self.signature = ensure_signature(signature)
         if callable(tools) or isinstance(tools, (Tool, str)):
@@ -185,6 +190,14 @@ class CodeAct:
                 "step_samples needs codeact's native sandbox (Sandbox.fork()); drop interpreter= or backend='pyodide'"
             )
         self.step_samples = step_samples
+        if action_format not in ACTION_FORMATS:
+            raise ConfigurationError(f"action_format must be 'fenced' or 'tool_call', got {action_format!r}")
+        if action_format == "tool_call" and self.lm is not None and not self.lm.supports_tool_calls:
+            raise ConfigurationError(
+                f"action_format='tool_call' needs a model that takes tools; {type(self.lm).__name__} does not "
+                "(use an OpenAI or LiteLLM model, or action_format='fenced')"
+            )
+        self.action_format: ActionFormat = action_format
         self.step_timeout = step_timeout
         if max_tokens is not None:
             if max_run_tokens is not None:
@@ -215,6 +228,7 @@ class CodeAct:
             inputs_in_prompt=inputs_in_prompt,
             preview_chars=preview_chars,
             demos=demos,
+            action_format=action_format,
         )
         self._shared = SharedInterpreter(interpreter) if is_interpreter_object(interpreter) else None
 
@@ -314,6 +328,7 @@ class CodeAct:
             interpreter=self.interpreter,
             max_llm_calls=self.max_llm_calls,
             nested_run=self._nested_run if self.depth > 1 else None,
+            action_format=self.action_format,
         )
 
     def _start(self, inputs: dict[str, Any]) -> tuple[RunState, RunSession]:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from codeact.lm.base import Message
+from codeact.lm.base import Completion, Message
 from codeact.sandbox.options import SandboxOptions
 from codeact.signature import Signature
 from codeact.tools import Tool, record_source, record_types
@@ -25,19 +25,43 @@ from codeact.trajectory import Step, jsonable
 # Stop before the model writes an observation of its own.
 STOP_SEQUENCES: tuple[str, ...] = ("\nObservation:", "\n<observation>", "\n```output", "\nOutput:")
 
+# How the model hands over its code: a fenced block in the reply, or the argument of a call of the
+# function `run_python` (for models trained for tool calling); both end up in the same step record.
+ActionFormat = Literal["fenced", "tool_call"]
+ACTION_FORMATS: tuple[str, ...] = ("fenced", "tool_call")
+RUN_PYTHON_TOOL: dict[str, Any] = {
+    "type": "function",
+    "function": {
+        "name": "run_python",
+        "description": "Run Python code in the sandbox session and get its output; variables persist.",
+        "parameters": {
+            "type": "object",
+            "properties": {"code": {"type": "string", "description": "the Python code to run"}},
+            "required": ["code"],
+        },
+    },
+}
+RUN_PYTHON_CHOICE: dict[str, Any] = {"type": "function", "function": {"name": "run_python"}}
+
 NO_CODE_OBSERVATION = (
     "Your reply had no code to run. Reply with your reasoning and one ```python code block; "
     "call submit(...) in the code when you have the answer."
 )
 
-_RULES = """\
-You solve the task by writing Python code that runs in a sandbox session.
-- Each reply: brief reasoning, then one ```python code block. Stop after the block; you will get its output. (Several blocks in one reply run joined, in order.)
+_INTRO = "You solve the task by writing Python code that runs in a sandbox session."
+_FENCED_RULE = (
+    "- Each reply: brief reasoning, then one ```python code block. Stop after the block; you will get its output. "
+    "(Several blocks in one reply run joined, in order.)"
+)
+_TOOL_CALL_RULE = (
+    "- Each reply: brief reasoning, then call the run_python function with your code; you will get its output."
+)
+_COMMON_RULES = """\
 - Variables, imports and functions persist between steps. The inputs are already defined as variables.
 - Print what you need to see; the value of a final bare expression is shown too. Long output is cut.
 - Call the functions below directly; they return Python values.
-- When you have the result, call submit(...) in code. It validates the types and ends the task.
-
+- When you have the result, call submit(...) in code. It validates the types and ends the task."""
+_EXAMPLE = """\
 Example reply:
 The total is the sum of the two numbers.
 ```python
@@ -45,6 +69,8 @@ total = sum([2, 3])
 print(total)
 submit(total)
 ```"""
+_RULES = f"{_INTRO}\n{_FENCED_RULE}\n{_COMMON_RULES}\n\n{_EXAMPLE}"
+_TOOL_CALL_RULES = f"{_INTRO}\n{_TOOL_CALL_RULE}\n{_COMMON_RULES}"
 
 
 # The reply format as a GBNF grammar, for models whose server can hold decoding to one (llama.cpp):
@@ -79,6 +105,30 @@ _TAG = re.compile(r"<(?P<tag>code|execute|python)>", re.IGNORECASE)
 _LANGUAGE = re.compile(r"[A-Za-z][\w.+#-]*")  # a fence's language tag (a closing fence has none)
 _LABEL = re.compile(r"[\w./\\-]+\.\w+")  # a file name after the language
 _END_MARK = "<end_code>"
+
+
+def parse_action(completion: Completion, reply: str) -> tuple[str, str | None, str | None]:
+    """(reasoning, code, problem) of a model reply: the code of a `run_python` call when the model
+    made one, else the code in the reply's text. `problem` says what was wrong with a call whose
+    arguments were not JSON with a `code` string (the code is then None). Never raises."""
+    call = next((c for c in completion.tool_calls if c.name == "run_python"), None)
+    if call is None:
+        parsed = parse_reply(reply)
+        return parsed.reasoning, parsed.code, None
+    try:
+        arguments = json.loads(call.arguments or "{}")
+    except ValueError as exc:
+        arguments = {"error": str(exc)}
+    code = arguments.get("code") if isinstance(arguments, dict) else None
+    thoughts, text = _split_thinking(reply.replace("\r\n", "\n"))
+    reasoning = "\n".join(p for p in (thoughts, text.strip()) if p)
+    if not isinstance(code, str) or not code.strip():
+        return (
+            reasoning,
+            None,
+            ('Your run_python call had no code: call run_python with a JSON object like {"code": "print(1 + 1)"}.'),
+        )
+    return reasoning, code, None
 
 
 def parse_reply(text: str) -> ParsedReply:
@@ -292,8 +342,10 @@ class Prompt:
         inputs_in_prompt: InputsInPrompt = "full",
         preview_chars: int = 500,
         demos: Sequence[Demo] = (),
+        action_format: ActionFormat = "fenced",
     ) -> None:
         self.signature = signature
+        self.action_format = action_format
         self.demos = list(demos)
         self.tools = list(tools)
         self.input_limit = input_limit
@@ -313,7 +365,7 @@ class Prompt:
         self.brief_system = self._system(environment_section=False)
 
     def _system(self, *, environment_section: bool) -> str:
-        sections = [_RULES]
+        sections = [_TOOL_CALL_RULES if self.action_format == "tool_call" else _RULES]
         annotations = [a for t in self.tools for a in [*t.annotations.values(), t.return_annotation]]
         # the record types the tools take are defined in the sandbox too (see bridge.definitions)
         stubs = ["@dataclass\n" + record_source(cls).split("\n", 2)[2] for cls in record_types(annotations)]
@@ -368,6 +420,26 @@ class Prompt:
             {"role": "user", "content": self.task(inputs)},
         ]
         for step in steps:
+            if self.action_format == "tool_call" and step.code is not None:
+                call_id = f"call_{step.index + 1}"
+                arguments = json.dumps({"code": step.code}, ensure_ascii=False)
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": step.reasoning,
+                        "tool_calls": [
+                            {
+                                "id": call_id,
+                                "type": "function",
+                                "function": {"name": "run_python", "arguments": arguments},
+                            }
+                        ],
+                    }
+                )
+                messages.append(
+                    {"role": "tool", "tool_call_id": call_id, "content": f"Observation:\n{step.observation}"}
+                )
+                continue
             messages.append({"role": "assistant", "content": step.reply})
             messages.append({"role": "user", "content": f"Observation:\n{step.observation}"})
         return messages
@@ -377,7 +449,10 @@ class Prompt:
         schema = json.dumps(self.signature.output_json_schema().get("properties", {}))
         history: list[str] = []
         for step in steps:
-            history.append(f"--- step {step.index + 1}\n{step.reply.strip()}\nObservation:\n{step.observation}")
+            reply = step.reply.strip()
+            if step.code is not None and step.code not in reply:  # the code came as a run_python call
+                reply = f"{reply}\n```python\n{step.code}\n```".strip()
+            history.append(f"--- step {step.index + 1}\n{reply}\nObservation:\n{step.observation}")
         text = (
             f"{self.task(inputs)}\n\nAn agent worked on this task but ran out of steps. "
             f"Its steps:\n\n" + "\n\n".join(history) + "\n\n"

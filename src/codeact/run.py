@@ -29,11 +29,14 @@ from codeact.prediction import MaxItersError, Prediction
 from codeact.prompt import (
     NO_CODE_OBSERVATION,
     REPLY_GRAMMAR,
+    RUN_PYTHON_CHOICE,
+    RUN_PYTHON_TOOL,
     STOP_SEQUENCES,
+    ActionFormat,
     Prompt,
     observation,
+    parse_action,
     parse_json_object,
-    parse_reply,
 )
 from codeact.sandbox import wire
 from codeact.sandbox.driver import Approver
@@ -75,6 +78,7 @@ class RunSettings:
     interpreter: Interpreter | Callable[[], Interpreter] | None
     max_llm_calls: int
     nested_run: NestedRun | None  # rlm_query: a nested run one level shallower
+    action_format: ActionFormat = "fenced"
 
 
 class RunState:
@@ -184,7 +188,9 @@ class RunState:
         options: dict[str, Any] = {"stop": list(STOP_SEQUENCES)}
         if self.settings.max_reply_tokens is not None:
             options["max_tokens"] = self.settings.max_reply_tokens
-        if getattr(self.lm, "constrains_grammar", False):  # a small local model: hold it to the format
+        if self.settings.action_format == "tool_call":  # the code comes as run_python's argument
+            options["tools"], options["tool_choice"] = [RUN_PYTHON_TOOL], RUN_PYTHON_CHOICE
+        elif getattr(self.lm, "constrains_grammar", False):  # a small local model: hold it to the format
             options["grammar"] = REPLY_GRAMMAR
         if self.settings.temperature is not None:
             options["temperature"] = self.settings.temperature
@@ -209,15 +215,13 @@ class RunState:
         step.cost = completion.usage.cost
         step.lm_attempts = getattr(completion, "attempts", 1)
         self.record.add_usage(_as_call(completion.usage))
-        parsed = parse_reply(step.reply)
-        step.reasoning = parsed.reasoning
-        step.code = parsed.code
-        if parsed.code is None:
-            step.observation = NO_CODE_OBSERVATION
+        step.reasoning, step.code, problem = parse_action(completion, step.reply)
+        if step.code is None:
+            step.observation = problem or NO_CODE_OBSERVATION
             self._end_step()
             return None
-        self.emit(CodeParsed(self.record.run_id, step.index, parsed.code, parsed.reasoning))
-        return parsed.code
+        self.emit(CodeParsed(self.record.run_id, step.index, step.code, step.reasoning))
+        return step.code
 
     def wants_sample(self, result: ExecutionResult) -> bool:
         """Whether to sample another reply for the step whose code gave `result`."""
@@ -247,11 +251,10 @@ class RunState:
         if completion.usage.cost is not None:
             step.cost = (step.cost or 0.0) + completion.usage.cost
         self.record.add_usage(_as_call(completion.usage))
-        parsed = parse_reply(step.reply)
-        step.reasoning, step.code = parsed.reasoning, parsed.code
-        if parsed.code is not None:
-            self.emit(CodeParsed(self.record.run_id, step.index, parsed.code, parsed.reasoning))
-        return parsed.code
+        step.reasoning, step.code, _ = parse_action(completion, step.reply)
+        if step.code is not None:
+            self.emit(CodeParsed(self.record.run_id, step.index, step.code, step.reasoning))
+        return step.code
 
     def take_result(self, result: ExecutionResult) -> None:
         step = self.step

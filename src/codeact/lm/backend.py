@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from codeact.lm.base import LM, Completion, Message, TokenCallback, Usage
+from codeact.lm.base import LM, Completion, FunctionCall, Message, TokenCallback, Usage
 from codeact.lm.cache import ResponseCache
 from codeact.lm.errors import LMConfigError
 from codeact.lm.pricing import cost_of
@@ -25,7 +25,7 @@ from codeact.lm.tokens import count_message_tokens, count_tokens
 Request = dict[str, Any]
 CacheOption = bool | str | os.PathLike[str] | ResponseCache | None
 
-_ROLES = ("system", "user", "assistant")
+_ROLES = ("system", "user", "assistant", "tool")
 
 
 class Secret:
@@ -103,8 +103,54 @@ def check_messages(messages: Sequence[Message]) -> list[Message]:
             raise LMConfigError(
                 f"messages[{index}] must be a dict with 'role' in {_ROLES} and a str 'content', got {message!r:.200}"
             )
-        checked.append({"role": role, "content": content})
+        plain: Message = {"role": role, "content": content}
+        if role == "assistant" and isinstance(message.get("tool_calls"), list):
+            plain["tool_calls"] = message["tool_calls"]
+        if role == "tool" and isinstance(message.get("tool_call_id"), str):
+            plain["tool_call_id"] = message["tool_call_id"]
+        checked.append(plain)
     return checked
+
+
+def tool_args(request: Request) -> dict[str, Any]:
+    """The `tools` and `tool_choice` of an OpenAI-style chat request, when the call offers functions."""
+    if not request.get("tools"):
+        return {}
+    return {"tools": request["tools"], "tool_choice": request.get("tool_choice") or "auto"}
+
+
+def function_calls(message: Any) -> list[FunctionCall]:
+    """The function calls of an OpenAI-style reply message (objects or dicts)."""
+    calls = []
+    for call in _get(message, "tool_calls") or ():
+        function = _get(call, "function")
+        calls.append(
+            FunctionCall(_get(call, "id") or "", _get(function, "name") or "", _get(function, "arguments") or "")
+        )
+    return calls
+
+
+class FunctionCallDeltas:
+    """Function calls gathered from streamed deltas (each names its call by index)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, list[str]] = {}
+
+    def add(self, delta: Any) -> None:
+        for call in _get(delta, "tool_calls") or ():
+            index = _get(call, "index") or 0
+            entry = self.parts.setdefault(index, ["", "", ""])
+            function = _get(call, "function")
+            entry[0] = entry[0] or _get(call, "id") or ""
+            entry[1] = entry[1] or _get(function, "name") or ""
+            entry[2] += _get(function, "arguments") or ""
+
+    def calls(self) -> list[FunctionCall]:
+        return [FunctionCall(*self.parts[index]) for index in sorted(self.parts)]
+
+
+def _get(value: Any, name: str) -> Any:
+    return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
 
 
 class Backend(LM):
@@ -164,6 +210,8 @@ class Backend(LM):
         temperature: float | None,
         json_schema: dict[str, Any] | None = None,
         grammar: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
     ) -> Request:
         if isinstance(stop, str):
             stop = [stop]
@@ -184,6 +232,10 @@ class Backend(LM):
             request["json_schema"] = json_schema
         if grammar is not None and self.constrains_grammar:
             request["grammar"] = grammar
+        if tools:
+            if not self.supports_tool_calls:
+                raise LMConfigError(f"{type(self).__name__} cannot offer functions to call (tools=)")
+            request["tools"], request["tool_choice"] = tools, tool_choice
         return request
 
     def _cached(self, request: Request, on_token: TokenCallback | None) -> Completion | None:
@@ -222,8 +274,10 @@ class Backend(LM):
         on_token: TokenCallback | None = None,
         json_schema: dict[str, Any] | None = None,
         grammar: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
     ) -> Completion:
-        request = self._request(messages, stop, max_tokens, temperature, json_schema, grammar)
+        request = self._request(messages, stop, max_tokens, temperature, json_schema, grammar, tools, tool_choice)
         hit = self._cached(request, on_token)
         if hit is not None:
             return hit
@@ -249,8 +303,10 @@ class Backend(LM):
         on_token: TokenCallback | None = None,
         json_schema: dict[str, Any] | None = None,
         grammar: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
     ) -> Completion:
-        request = self._request(messages, stop, max_tokens, temperature, json_schema, grammar)
+        request = self._request(messages, stop, max_tokens, temperature, json_schema, grammar, tools, tool_choice)
         hit = self._cached(request, on_token)
         if hit is not None:
             return hit

@@ -10,9 +10,26 @@ from typing import Any, TypedDict
 from codeact.errors import CodeActError
 
 
-class Message(TypedDict):
-    role: str  # "system" | "user" | "assistant"
+class _Message(TypedDict):
+    role: str  # "system" | "user" | "assistant" | "tool"
     content: str
+
+
+class Message(_Message, total=False):
+    """One chat message; with tool calling, an assistant message may carry `tool_calls` (OpenAI's
+    shape) and a `tool` message answers one of them by `tool_call_id`."""
+
+    tool_calls: list[dict[str, Any]]
+    tool_call_id: str
+
+
+@dataclass
+class FunctionCall:
+    """A function the model asked to call (tool calling): its call id, name and JSON arguments."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass
@@ -49,6 +66,7 @@ class Completion:
     latency_s: float = 0.0
     cached: bool = False
     attempts: int = 1  # requests sent for this reply (more than one when the call was retried)
+    tool_calls: list[FunctionCall] = field(default_factory=list)  # with `tools=`: what the model called
 
 
 class LMError(CodeActError, RuntimeError):
@@ -70,6 +88,8 @@ class LM:
     constrains_json: bool = False
     #: whether `complete(..., grammar=GBNF)` holds the reply to that grammar
     constrains_grammar: bool = False
+    #: whether `complete(..., tools=[...], tool_choice=...)` offers functions the reply may call
+    supports_tool_calls: bool = False
 
     @property
     def knows_cost(self) -> bool:
@@ -112,8 +132,10 @@ class LM:
         max_tokens: int | None = None,
         temperature: float | None = None,
         on_token: TokenCallback | None = None,
+        **options: Any,
     ) -> Completion:
-        """Async call; backends without a native async API run `complete` in a worker thread."""
+        """Async call; backends without a native async API run `complete` in a worker thread (other
+        options a backend takes, such as `tools=`, are passed on to it)."""
         return await asyncio.to_thread(
             self.complete,
             messages,
@@ -121,6 +143,7 @@ class LM:
             max_tokens=max_tokens,
             temperature=temperature,
             on_token=on_token,
+            **options,
         )
 
     def __repr__(self) -> str:

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from codeact.lm.base import Completion, Usage
+from codeact.lm.base import Completion, FunctionCall, Usage
 
 CACHE_DIR_ENV = "CODEACT_CACHE_DIR"
 
@@ -64,6 +64,7 @@ class ResponseCache:
                 finish_reason=stored.get("finish_reason"),
                 latency_s=0.0,
                 cached=True,
+                tool_calls=[FunctionCall(**call) for call in stored.get("tool_calls") or []],
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None

@@ -8,7 +8,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from codeact.lm.backend import Backend, CacheOption, CallbackFailed, Request, Secret, emit
+from codeact.lm.backend import (
+    Backend,
+    CacheOption,
+    CallbackFailed,
+    FunctionCallDeltas,
+    Request,
+    Secret,
+    emit,
+    function_calls,
+    tool_args,
+)
 from codeact.lm.base import Completion, TokenCallback, Usage
 from codeact.lm.errors import LMAPIError, LMMissingExtraError, LMResponseError, LMTimeoutError
 from codeact.lm.pricing import cost_of, price_of
@@ -44,6 +54,8 @@ class LiteLLMLM(Backend):
     environment variable (`ANTHROPIC_API_KEY`, `GEMINI_API_KEY`, ...). Extra keyword arguments are
     passed to `litellm.completion`. See `Backend` for `timeout`, `retry` and `cache`.
     """
+
+    supports_tool_calls = True
 
     @property
     def knows_cost(self) -> bool:
@@ -140,7 +152,7 @@ class LiteLLMLM(Backend):
         if stream:
             args["stream"] = True
             args["stream_options"] = {"include_usage": True}
-        return args
+        return args | tool_args(request)
 
     def _translate(self, error: Exception) -> LMAPIError:
         import openai
@@ -172,6 +184,7 @@ class LiteLLMLM(Backend):
             ),
             model=getattr(response, "model", "") or "",
             finish_reason=choices[0].finish_reason,
+            tool_calls=function_calls(choices[0].message),
         )
 
     def _stream_into(self, chunk: Any, reply: dict[str, Any], on_token: TokenCallback) -> None:
@@ -183,6 +196,8 @@ class LiteLLMLM(Backend):
             if text:
                 reply["pieces"].append(text)
                 emit(on_token, text)
+            if choice.delta:
+                reply["calls"].add(choice.delta)
             if choice.finish_reason:
                 reply["finish_reason"] = choice.finish_reason
 
@@ -199,6 +214,7 @@ class LiteLLMLM(Backend):
             usage=reply["usage"],
             model="",
             finish_reason=reply["finish_reason"],
+            tool_calls=reply["calls"].calls(),
         )
 
     def _send(self, request: Request, on_token: TokenCallback | None) -> Completion:
@@ -206,7 +222,12 @@ class LiteLLMLM(Backend):
         try:
             if on_token is None:
                 return self._completion(self._litellm.completion(**self._args(request, False)))
-            reply: dict[str, Any] = {"pieces": [], "usage": Usage(), "finish_reason": None}
+            reply: dict[str, Any] = {
+                "pieces": [],
+                "usage": Usage(),
+                "finish_reason": None,
+                "calls": FunctionCallDeltas(),
+            }
             for chunk in self._litellm.completion(**self._args(request, True)):
                 self._stream_into(chunk, reply, on_token)
                 self._check_deadline(started)
@@ -224,7 +245,12 @@ class LiteLLMLM(Backend):
             if on_token is None:
                 response = await self._litellm.acompletion(**self._args(request, False))
                 return self._completion(response)
-            reply: dict[str, Any] = {"pieces": [], "usage": Usage(), "finish_reason": None}
+            reply: dict[str, Any] = {
+                "pieces": [],
+                "usage": Usage(),
+                "finish_reason": None,
+                "calls": FunctionCallDeltas(),
+            }
             stream = await self._litellm.acompletion(**self._args(request, True))
             async for chunk in stream:
                 self._stream_into(chunk, reply, on_token)

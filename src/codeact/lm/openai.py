@@ -13,7 +13,17 @@ from typing import Any
 
 import openai
 
-from codeact.lm.backend import Backend, CacheOption, CallbackFailed, Request, Secret, emit
+from codeact.lm.backend import (
+    Backend,
+    CacheOption,
+    CallbackFailed,
+    FunctionCallDeltas,
+    Request,
+    Secret,
+    emit,
+    function_calls,
+    tool_args,
+)
 from codeact.lm.base import Completion, TokenCallback, Usage
 from codeact.lm.errors import (
     LMAPIError,
@@ -116,6 +126,8 @@ class OpenAILM(Backend):
     `timeout`, `retry`, `cache` and generation defaults.
     """
 
+    supports_tool_calls = True
+
     @property
     def knows_cost(self) -> bool:
         return price_of(self.model) is not None
@@ -216,7 +228,7 @@ class OpenAILM(Backend):
         if stream:
             args["stream"] = True
             args["stream_options"] = {"include_usage": True}
-        return args
+        return args | tool_args(request)
 
     def _from_response(self, response: Any) -> Completion:
         choices = getattr(response, "choices", None)
@@ -232,6 +244,7 @@ class OpenAILM(Backend):
             ),
             model=getattr(response, "model", "") or "",
             finish_reason=choice.finish_reason,
+            tool_calls=function_calls(choice.message),
         )
 
     def _translate(self, error: Exception) -> LMAPIError:
@@ -306,6 +319,7 @@ class _StreamedReply:
         self.usage = Usage()
         self.model = ""
         self.finish_reason: str | None = None
+        self.calls = FunctionCallDeltas()
 
     def add(self, chunk: Any, on_token: TokenCallback) -> None:
         self.model = self.model or getattr(chunk, "model", "") or ""
@@ -319,6 +333,8 @@ class _StreamedReply:
             if text:
                 self.pieces.append(text)
                 emit(on_token, text)
+            if choice.delta:
+                self.calls.add(choice.delta)
             if choice.finish_reason:
                 self.finish_reason = choice.finish_reason
 
@@ -330,4 +346,5 @@ class _StreamedReply:
             usage=self.usage,
             model=self.model,
             finish_reason=self.finish_reason,
+            tool_calls=self.calls.calls(),
         )

@@ -9,9 +9,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from codeact.lm.base import LM, Completion, LMError, Message, TokenCallback, Usage
+from codeact.lm.base import LM, Completion, FunctionCall, LMError, Message, TokenCallback, Usage
 
-Reply = str | Callable[[list[Message]], str]
+Reply = str | Completion | Callable[[list[Message]], "str | Completion"]
 
 
 class ScriptedLMExhausted(LMError):
@@ -20,11 +20,14 @@ class ScriptedLMExhausted(LMError):
 
 class ScriptedLM(LM):
     """Returns `replies` in order: strings, or callables that get the messages and return a string.
+    A reply may also be a `Completion` (or a callable returning one), e.g. one with `tool_calls`.
 
     Every call is recorded in `history` (messages, reply, and the stop, max_tokens and
     temperature options). Token counts are whitespace-word counts, so usage is non-zero and
     deterministic. `ScriptedLM("scripted:replies.json")` reads a JSON list of reply strings.
     """
+
+    supports_tool_calls = True
 
     def __init__(self, replies: Sequence[Reply] | str, *, model: str = "scripted") -> None:
         if isinstance(replies, str):
@@ -61,6 +64,8 @@ class ScriptedLM(LM):
         max_tokens: int | None = None,
         temperature: float | None = None,
         on_token: TokenCallback | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        tool_choice: Any = None,
     ) -> Completion:
         start = time.perf_counter()
         with self._lock:
@@ -75,10 +80,14 @@ class ScriptedLM(LM):
                 "stop": list(stop) if stop else None,
                 "max_tokens": max_tokens,
                 "temperature": temperature,
+                "tools": tools,
             }
             self.history.append(entry)
         reply = self.replies[index]
         text = reply(list(messages)) if callable(reply) else reply
+        calls: list[FunctionCall] = []
+        if isinstance(text, Completion):
+            text, calls = text.text, list(text.tool_calls)
         if not isinstance(text, str):
             raise TypeError(f"scripted reply {index + 1} returned {type(text).__name__}, not str")
         entry["reply"] = text
@@ -86,7 +95,7 @@ class ScriptedLM(LM):
             for piece in text.splitlines(keepends=True):
                 on_token(piece)
         usage = Usage(
-            prompt_tokens=sum(len(m["content"].split()) for m in messages),
+            prompt_tokens=sum(len((m.get("content") or "").split()) for m in messages),
             completion_tokens=len(text.split()),
             calls=1,
             cost=None,
@@ -95,6 +104,7 @@ class ScriptedLM(LM):
             text=text,
             usage=usage,
             model=self.model,
-            finish_reason="stop",
+            finish_reason="tool_calls" if calls else "stop",
             latency_s=time.perf_counter() - start,
+            tool_calls=calls,
         )
