@@ -209,6 +209,15 @@ def test_pool_serves_fresh_sessions_with_tools():
                 assert sb.execute(f"triple({i})").value == str(3 * i)
 
 
+def test_codeact_runs_take_fresh_sessions_from_a_pool():
+    from codeact import CodeAct, ScriptedLM
+
+    reply = "```python\ntry:\n    leak\n    seen = 'leaked'\nexcept NameError:\n    seen = 'fresh'\nleak = 1\nsubmit(answer=seen)\n```"
+    with SandboxPool(size=1) as pool:
+        act = CodeAct("q -> answer", lm=ScriptedLM([reply] * 3), interpreter=pool.take)
+        assert [act(q="?").answer for _ in range(3)] == ["fresh"] * 3
+
+
 def test_bad_options_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match=r"read path .* does not exist"):
         ProcessInterpreter(read_paths=[tmp_path / "missing"])

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import copy
+import dataclasses
 import functools
 import inspect
 import os
@@ -34,6 +36,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("codeact.ray needs Ray: pip install 'codeact[ray]'") from exc
 
 from codeact.lm.base import Usage
+from codeact.sandbox.pool import SandboxPool
 
 if TYPE_CHECKING:
     from codeact.agent import CodeAct, Prediction
@@ -103,19 +106,36 @@ class BatchStats:
 
 
 class _Worker:
-    """One Ray actor: the work function loaded once, a warm zygote, tasks on threads."""
+    """One Ray actor: the work function loaded once (and prepared, when it has a `prepare`), tasks
+    on threads."""
 
-    def __init__(self, work: Callable[[Any], Any], sandbox_options: Any) -> None:
+    def __init__(self, work: Callable[[Any], Any], threads: int) -> None:
         self.work = work
         self.where = f"{socket.gethostname()}:{os.getpid()}"
-        if sandbox_options is not None:  # start this worker's zygote before the first task needs it
-            from codeact.sandbox import Sandbox
-
-            with Sandbox(options=sandbox_options):
-                pass
+        prepare = getattr(work, "prepare", None)
+        if prepare is not None:
+            prepare(threads)
 
     def run(self, index: int, item: Any) -> tuple[int, Any, str]:
         return index, self.work(item), self.where
+
+
+class _ActTask:
+    """A CodeAct's runs on a worker: sessions come from the worker's own warm `SandboxPool`."""
+
+    def __init__(self, act: CodeAct) -> None:
+        self.act = act
+
+    def prepare(self, threads: int) -> None:
+        if self.act.interpreter is not None:
+            return
+        options = self.act.sandbox_options
+        pool = SandboxPool(size=threads, **{f.name: getattr(options, f.name) for f in dataclasses.fields(options)})
+        self.act = copy.copy(self.act)
+        self.act.interpreter = pool.take  # a started session per run, its replacement warming meanwhile
+
+    def __call__(self, inputs: dict[str, Any]) -> Prediction:
+        return self.act._run_safely(inputs)
 
 
 class RayExecutor:
@@ -179,12 +199,8 @@ class RayExecutor:
     def as_completed(self, act: CodeAct, inputs: Iterable[dict[str, Any]]) -> Iterator[tuple[int, Prediction]]:
         """(index, prediction) pairs as tasks finish; each index exactly once."""
         items = list(inputs)
-        options = act.sandbox_options if act.interpreter is None else None
         for index, prediction in self.as_completed_calls(
-            _shippable(act)._run_safely,
-            items,
-            failed=lambda index, why: act._failed_prediction(items[index], why),
-            sandbox_options=options,
+            _ActTask(_shippable(act)), items, failed=lambda index, why: act._failed_prediction(items[index], why)
         ):
             self.stats.usage = self.stats.usage + prediction.usage
             yield index, prediction
@@ -195,7 +211,6 @@ class RayExecutor:
         items: Sequence[Any],
         *,
         failed: Callable[[int, str], Any],
-        sandbox_options: Any = None,
     ) -> Iterator[tuple[int, Any]]:
         """(index, work(item)) pairs as tasks finish on the workers; each index exactly once.
 
@@ -209,7 +224,7 @@ class RayExecutor:
         work_ref = ray.put(work)
         count = min(self.workers or max(1, int(ray.cluster_resources().get("CPU", 1))), len(items))
         actor_class = ray.remote(num_cpus=1, max_restarts=0, max_concurrency=self.threads)(_Worker)
-        actors = [actor_class.remote(work_ref, sandbox_options) for _ in range(count)]
+        actors = [actor_class.remote(work_ref, self.threads) for _ in range(count)]
         todo: collections.deque[int] = collections.deque(range(len(items)))
         suspects: collections.deque[int] = collections.deque()  # on a worker that died: run alone
         attempts, blamed = [0] * len(items), [0] * len(items)
@@ -239,7 +254,7 @@ class RayExecutor:
                     except ray.exceptions.RayError as exc:
                         died = isinstance(exc, ray.exceptions.RayActorError)
                         if died and actors[actor] is handle:
-                            actors[actor] = actor_class.remote(work_ref, sandbox_options)  # a fresh worker
+                            actors[actor] = actor_class.remote(work_ref, self.threads)  # a fresh worker
                         if died and not solo:  # it shared the worker: not known to be the cause
                             self.stats.retries += 1
                             suspects.append(index)

@@ -76,6 +76,14 @@ class SandboxPool:
             sandbox.set_submit(submit_params)
         return sandbox
 
+    def take(self) -> Any:
+        """A started session that is the caller's to close, its replacement starting at once: what
+        `CodeAct(interpreter=pool.take)` uses, so that each run starts from a warm session."""
+        sandbox = self.acquire()
+        if not self._closed:
+            self._refill()
+        return sandbox
+
     def release(self, sandbox: Any) -> None:
         """Give back a task's session: it is closed (in the background) and a fresh one takes its place."""
         if self._closed:
