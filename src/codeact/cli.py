@@ -238,18 +238,14 @@ def _inputs(signature: Signature, task: str | None, pairs: Sequence[str]) -> dic
 
 def _resolve_model(requested: str | None) -> Any:
     from codeact.lm.base import LM
+    from codeact.lm.registry import default_model
 
     model = requested
     if not model:
         try:
-            from codeact.lm.registry import default_model
-        except ImportError:
-            default_model = None
-        if default_model is not None:
-            try:
-                model = default_model()
-            except Exception as exc:
-                raise UsageError(f"no model configured: {exc}") from None
+            model = default_model()
+        except Exception as exc:
+            raise UsageError(f"no model configured: {exc}") from None
     if not model:
         raise UsageError(
             "no model configured: pass --model (e.g. openai/gpt-4o-mini, local, "

@@ -18,6 +18,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from codeact.sandbox import available_backends, detect_layers
+
 LM_CHECK_TIMEOUT_S = 60.0
 
 # Optional packages: (import name, what it enables, how to install it).
@@ -67,15 +69,13 @@ def _system() -> list[Check]:
 
 
 def _layers() -> list[Check]:
-    try:
-        from codeact.sandbox import detect_layers
-    except ImportError as exc:
+    if not sys.platform.startswith("linux"):
         return [
             Check(
                 "Sandbox layers",
                 "native sandbox",
                 False,
-                f"not available: {_first_line(exc)}",
+                f"not available on {sys.platform}",
                 "the native sandbox needs Linux; use the Pyodide backend elsewhere",
             )
         ]
@@ -107,21 +107,11 @@ def _try_backend(backend: str) -> tuple[bool, str]:
 
 def _backends() -> list[Check]:
     checks: list[Check] = []
-    try:
-        import codeact.sandbox as sandbox_pkg
-    except ImportError as exc:
-        return [
-            Check(
-                "Backends", "sandbox", False, f"not available: {_first_line(exc)}", "reinstall codeact", required=True
-            )
-        ]
     available: list[str] = []
-    lister = getattr(sandbox_pkg, "available_backends", None)
-    if callable(lister):
-        try:
-            available = list(lister())
-        except Exception as exc:
-            checks.append(Check("Backends", "detection", False, _first_line(exc)))
+    try:
+        available = available_backends()
+    except Exception as exc:
+        checks.append(Check("Backends", "detection", False, _first_line(exc)))
     for backend, label, remedy in (
         ("process", "native (process)", "needs Linux with user namespaces or root; see the layers above"),
         ("pyodide", "Pyodide (Deno)", "pip install 'codeact[pyodide]' and run scripts/setup"),
