@@ -8,16 +8,17 @@ implement `_send` (and `_asend` when they have a native async API).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from codeact.lm.base import LM, Completion, FunctionCall, Message, TokenCallback, Usage
 from codeact.lm.cache import ResponseCache
-from codeact.lm.errors import LMConfigError
+from codeact.lm.errors import LMConfigError, LMConnectionError, LMResponseError, LMTimeoutError
 from codeact.lm.pricing import cost_of
 from codeact.lm.retry import RetryPolicy, acall_with_retry, call_with_retry
 from codeact.lm.tokens import count_message_tokens, count_tokens
@@ -151,6 +152,104 @@ class FunctionCallDeltas:
 
 def _get(value: Any, name: str) -> Any:
     return value.get(name) if isinstance(value, dict) else getattr(value, name, None)
+
+
+# --- OpenAI-format chat replies (the OpenAI SDK and LiteLLM both speak it) --------------------------
+def completion_of(response: Any, where: str) -> Completion:
+    """A Completion from a non-streamed chat response."""
+    choices = getattr(response, "choices", None)
+    if not choices:
+        raise LMResponseError(f"{where} returned a completion with no choices")
+    choice = choices[0]
+    usage = getattr(response, "usage", None)
+    return Completion(
+        text=choice.message.content or "",
+        usage=Usage(getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0),
+        model=getattr(response, "model", "") or "",
+        finish_reason=choice.finish_reason,
+        tool_calls=function_calls(choice.message),
+    )
+
+
+class StreamedReply:
+    """Text, tool calls, usage and finish reason gathered from streamed chunks."""
+
+    def __init__(self, where: str, timeout: float) -> None:
+        self.where, self.timeout = where, timeout
+        self.started = time.monotonic()
+        self.pieces: list[str] = []
+        self.usage = Usage()
+        self.model = ""
+        self.finish_reason: str | None = None
+        self.calls = FunctionCallDeltas()
+
+    def add(self, chunk: Any, on_token: TokenCallback) -> None:
+        self.model = self.model or getattr(chunk, "model", "") or ""
+        usage = getattr(chunk, "usage", None)
+        if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
+            self.usage = Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
+        for choice in getattr(chunk, "choices", None) or ():
+            if getattr(choice, "index", 0) != 0:
+                continue
+            text = getattr(choice.delta, "content", None) if choice.delta else None
+            if text:
+                self.pieces.append(text)
+                emit(on_token, text)
+            if choice.delta:
+                self.calls.add(choice.delta)
+            if choice.finish_reason:
+                self.finish_reason = choice.finish_reason
+        if time.monotonic() - self.started > self.timeout:
+            raise LMTimeoutError(
+                f"{self.where} was still streaming after {self.timeout:g}s: raise timeout= or ask for fewer max_tokens"
+            )
+
+    def completion(self) -> Completion:
+        if self.finish_reason is None:
+            raise LMConnectionError("the reply stream ended before the model finished (no finish_reason)")
+        return Completion(
+            text="".join(self.pieces),
+            usage=self.usage,
+            model=self.model,
+            finish_reason=self.finish_reason,
+            tool_calls=self.calls.calls(),
+        )
+
+
+def chat(create: Callable[[bool], Any], on_token: TokenCallback | None, where: str, timeout: float) -> Completion:
+    """One chat call: `create(stream)` sends it; streamed when there is an `on_token` to feed."""
+    if on_token is None:
+        return completion_of(create(False), where)
+    reply = StreamedReply(where, timeout)
+    stream = create(True)
+    try:
+        for chunk in stream:
+            reply.add(chunk, on_token)
+    finally:
+        close = getattr(stream, "close", None)
+        if callable(close):
+            close()
+    return reply.completion()
+
+
+async def achat(
+    create: Callable[[bool], Awaitable[Any]], on_token: TokenCallback | None, where: str, timeout: float
+) -> Completion:
+    """`chat`, awaited."""
+    if on_token is None:
+        return completion_of(await create(False), where)
+    reply = StreamedReply(where, timeout)
+    stream = await create(True)
+    try:
+        async for chunk in stream:
+            reply.add(chunk, on_token)
+    finally:
+        close = getattr(stream, "aclose", None) or getattr(stream, "close", None)
+        if callable(close):
+            outcome = close()
+            if inspect.isawaitable(outcome):
+                await outcome
+    return reply.completion()
 
 
 class Backend(LM):

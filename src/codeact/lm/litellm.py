@@ -4,23 +4,12 @@ through LiteLLM, an optional extra: `pip install 'codeact[litellm]'`."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
-from codeact.lm.backend import (
-    Backend,
-    CacheOption,
-    CallbackFailed,
-    FunctionCallDeltas,
-    Request,
-    Secret,
-    emit,
-    function_calls,
-    tool_args,
-)
-from codeact.lm.base import Completion, TokenCallback, Usage
-from codeact.lm.errors import LMAPIError, LMMissingExtraError, LMResponseError, LMTimeoutError
+from codeact.lm.backend import Backend, CacheOption, CallbackFailed, Request, Secret, achat, chat, tool_args
+from codeact.lm.base import Completion, TokenCallback
+from codeact.lm.errors import LMAPIError, LMMissingExtraError, LMResponseError
 from codeact.lm.pricing import cost_of, price_of
 from codeact.lm.retry import RetryPolicy
 
@@ -171,67 +160,17 @@ class LiteLLMLM(Backend):
             )
         return LMResponseError(f"{where} (model {self.model!r}) failed: {error}")
 
-    def _completion(self, response: Any) -> Completion:
-        choices = getattr(response, "choices", None)
-        if not choices:
-            raise LMResponseError(f"{self.model} returned a completion with no choices")
-        usage = getattr(response, "usage", None)
-        return Completion(
-            text=choices[0].message.content or "",
-            usage=Usage(
-                getattr(usage, "prompt_tokens", 0) or 0,
-                getattr(usage, "completion_tokens", 0) or 0,
-            ),
-            model=getattr(response, "model", "") or "",
-            finish_reason=choices[0].finish_reason,
-            tool_calls=function_calls(choices[0].message),
-        )
-
-    def _stream_into(self, chunk: Any, reply: dict[str, Any], on_token: TokenCallback) -> None:
-        usage = getattr(chunk, "usage", None)
-        if usage is not None and (usage.prompt_tokens or usage.completion_tokens):
-            reply["usage"] = Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
-        for choice in getattr(chunk, "choices", None) or ():
-            text = getattr(choice.delta, "content", None) if choice.delta else None
-            if text:
-                reply["pieces"].append(text)
-                emit(on_token, text)
-            if choice.delta:
-                reply["calls"].add(choice.delta)
-            if choice.finish_reason:
-                reply["finish_reason"] = choice.finish_reason
-
-    def _check_deadline(self, started: float) -> None:
-        if time.monotonic() - started > self.timeout:
-            raise LMTimeoutError(
-                f"{self.model} was still streaming after {self.timeout:g}s: raise timeout= or ask for fewer max_tokens"
-            )
-
-    @staticmethod
-    def _streamed(reply: dict[str, Any]) -> Completion:
-        return Completion(
-            text="".join(reply["pieces"]),
-            usage=reply["usage"],
-            model="",
-            finish_reason=reply["finish_reason"],
-            tool_calls=reply["calls"].calls(),
-        )
+    def _where(self) -> str:
+        return f"{self.api_base or self.provider} (model {self.model!r})"
 
     def _send(self, request: Request, on_token: TokenCallback | None) -> Completion:
-        started = time.monotonic()
         try:
-            if on_token is None:
-                return self._completion(self._litellm.completion(**self._args(request, False)))
-            reply: dict[str, Any] = {
-                "pieces": [],
-                "usage": Usage(),
-                "finish_reason": None,
-                "calls": FunctionCallDeltas(),
-            }
-            for chunk in self._litellm.completion(**self._args(request, True)):
-                self._stream_into(chunk, reply, on_token)
-                self._check_deadline(started)
-            return self._streamed(reply)
+            return chat(
+                lambda stream: self._litellm.completion(**self._args(request, stream)),
+                on_token,
+                self._where(),
+                self.timeout,
+            )
         except LMAPIError:
             raise
         except CallbackFailed as failed:
@@ -240,22 +179,13 @@ class LiteLLMLM(Backend):
             raise self._translate(error) from None
 
     async def _asend(self, request: Request, on_token: TokenCallback | None) -> Completion:
-        started = time.monotonic()
         try:
-            if on_token is None:
-                response = await self._litellm.acompletion(**self._args(request, False))
-                return self._completion(response)
-            reply: dict[str, Any] = {
-                "pieces": [],
-                "usage": Usage(),
-                "finish_reason": None,
-                "calls": FunctionCallDeltas(),
-            }
-            stream = await self._litellm.acompletion(**self._args(request, True))
-            async for chunk in stream:
-                self._stream_into(chunk, reply, on_token)
-                self._check_deadline(started)
-            return self._streamed(reply)
+            return await achat(
+                lambda stream: self._litellm.acompletion(**self._args(request, stream)),
+                on_token,
+                self._where(),
+                self.timeout,
+            )
         except LMAPIError:
             raise
         except CallbackFailed as failed:

@@ -7,24 +7,13 @@ import asyncio
 import inspect
 import os
 import re
-import time
 import weakref
 from typing import Any
 
 import openai
 
-from codeact.lm.backend import (
-    Backend,
-    CacheOption,
-    CallbackFailed,
-    FunctionCallDeltas,
-    Request,
-    Secret,
-    emit,
-    function_calls,
-    tool_args,
-)
-from codeact.lm.base import Completion, TokenCallback, Usage
+from codeact.lm.backend import Backend, CacheOption, CallbackFailed, Request, Secret, achat, chat, tool_args
+from codeact.lm.base import Completion, TokenCallback
 from codeact.lm.errors import (
     LMAPIError,
     LMAuthError,
@@ -230,23 +219,6 @@ class OpenAILM(Backend):
             args["stream_options"] = {"include_usage": True}
         return args | tool_args(request)
 
-    def _from_response(self, response: Any) -> Completion:
-        choices = getattr(response, "choices", None)
-        if not choices:
-            raise LMResponseError(f"{self.api_base} returned a completion with no choices")
-        choice = choices[0]
-        usage = getattr(response, "usage", None)
-        return Completion(
-            text=choice.message.content or "",
-            usage=Usage(
-                getattr(usage, "prompt_tokens", 0) or 0,
-                getattr(usage, "completion_tokens", 0) or 0,
-            ),
-            model=getattr(response, "model", "") or "",
-            finish_reason=choice.finish_reason,
-            tool_calls=function_calls(choice.message),
-        )
-
     def _translate(self, error: Exception) -> LMAPIError:
         if self.is_official:
             key_hint = "check OPENAI_API_KEY or the api_key= argument"
@@ -262,26 +234,17 @@ class OpenAILM(Backend):
             not_found_hint=not_found_hint,
         )
 
-    def _check_deadline(self, started: float) -> None:
-        if time.monotonic() - started > self.timeout:
-            raise LMTimeoutError(
-                f"{self.api_base} (model {self.model_name!r}) was still streaming after "
-                f"{self.timeout:g}s: raise timeout= or ask for fewer max_tokens"
-            )
+    def _where(self) -> str:
+        return f"{self.api_base} (model {self.model_name!r})"
 
     def _send(self, request: Request, on_token: TokenCallback | None) -> Completion:
-        started = time.monotonic()
         try:
-            if on_token is None:
-                response = self._client.chat.completions.create(**self._create_args(request, stream=False))
-                return self._from_response(response)
-            reply = _StreamedReply()
-            stream = self._client.chat.completions.create(**self._create_args(request, stream=True))
-            with stream:
-                for chunk in stream:
-                    reply.add(chunk, on_token)
-                    self._check_deadline(started)
-            return reply.completion()
+            return chat(
+                lambda stream: self._client.chat.completions.create(**self._create_args(request, stream=stream)),
+                on_token,
+                self._where(),
+                self.timeout,
+            )
         except CallbackFailed as failed:
             raise failed.error from None
         except openai.OpenAIError as error:
@@ -290,61 +253,17 @@ class OpenAILM(Backend):
             raise LMResponseError(f"unreadable reply from {self.api_base}: {error}") from None
 
     async def _asend(self, request: Request, on_token: TokenCallback | None) -> Completion:
-        started = time.monotonic()
         client = self._async_client()
         try:
-            if on_token is None:
-                response = await client.chat.completions.create(**self._create_args(request, stream=False))
-                return self._from_response(response)
-            reply = _StreamedReply()
-            stream = await client.chat.completions.create(**self._create_args(request, stream=True))
-            async with stream:
-                async for chunk in stream:
-                    reply.add(chunk, on_token)
-                    self._check_deadline(started)
-            return reply.completion()
+            return await achat(
+                lambda stream: client.chat.completions.create(**self._create_args(request, stream=stream)),
+                on_token,
+                self._where(),
+                self.timeout,
+            )
         except CallbackFailed as failed:
             raise failed.error from None
         except openai.OpenAIError as error:
             raise self._translate(error) from None
         except (ValueError, AttributeError, TypeError) as error:
             raise LMResponseError(f"unreadable reply from {self.api_base}: {error}") from None
-
-
-class _StreamedReply:
-    """Text, usage and finish reason gathered from streamed chunks."""
-
-    def __init__(self) -> None:
-        self.pieces: list[str] = []
-        self.usage = Usage()
-        self.model = ""
-        self.finish_reason: str | None = None
-        self.calls = FunctionCallDeltas()
-
-    def add(self, chunk: Any, on_token: TokenCallback) -> None:
-        self.model = self.model or getattr(chunk, "model", "") or ""
-        usage = getattr(chunk, "usage", None)
-        if usage is not None:
-            self.usage = Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
-        for choice in getattr(chunk, "choices", None) or ():
-            if choice.index != 0:
-                continue
-            text = getattr(choice.delta, "content", None) if choice.delta else None
-            if text:
-                self.pieces.append(text)
-                emit(on_token, text)
-            if choice.delta:
-                self.calls.add(choice.delta)
-            if choice.finish_reason:
-                self.finish_reason = choice.finish_reason
-
-    def completion(self) -> Completion:
-        if self.finish_reason is None:
-            raise LMConnectionError("the reply stream ended before the model finished (no finish_reason)")
-        return Completion(
-            text="".join(self.pieces),
-            usage=self.usage,
-            model=self.model,
-            finish_reason=self.finish_reason,
-            tool_calls=self.calls.calls(),
-        )
