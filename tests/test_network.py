@@ -368,3 +368,17 @@ def test_wildcards_ports_and_ranges() -> None:
     assert [str(a) for a in policy.resolve("10.1.2.3", 443)] == ["10.1.2.3"]
     assert [str(a) for a in policy.resolve("example.org", 80)] == ["93.184.215.14"]
     assert Rule.parse("[::1]:8080").ports == (8080,)
+
+
+def test_a_star_entry_opens_public_hosts_and_listed_ranges_only() -> None:
+    policy = NetworkPolicy.of(
+        ["*", "10.0.0.5"],
+        hosts={"api.example.com": "93.184.215.14", "db.internal": "10.0.0.5", "other.internal": "10.0.0.6"},
+    )
+    assert policy is not None
+    assert [str(a) for a in policy.resolve("api.example.com", 443)] == ["93.184.215.14"]
+    assert [str(a) for a in policy.resolve("db.internal", 443)] == ["10.0.0.5"]
+    assert [str(a) for a in policy.resolve("93.184.215.14", 80)] == ["93.184.215.14"]
+    for host, port in [("other.internal", 443), ("169.254.169.254", 80), ("api.example.com", 22)]:
+        with pytest.raises(Refused):
+            policy.resolve(host, port)

@@ -6,8 +6,8 @@ The proxy speaks HTTP (absolute-form requests and CONNECT tunnels), resolves nam
 connects only to what the policy allows, and records every connection it allowed or refused.
 
 Entries of `network=[...]`: a host name (`api.example.com`), a wildcard over subdomains
-(`*.github.com`), an IP address or a CIDR range (`10.0.0.0/8`), each with an optional `:port`
-(without one, ports 80 and 443). Addresses that are not global (loopback, private, link-local such
+(`*.github.com`), `*` (every public host), an IP address or a CIDR range (`10.0.0.0/8`), each with an
+optional `:port` (without one, ports 80 and 443; `:*` any port). Addresses that are not global (loopback, private, link-local such
 as the cloud metadata service) are refused unless an IP or range entry lists them, even when an
 allowed name resolves to one. `network=True` allows every name and global address on any port.
 """
@@ -64,6 +64,8 @@ class Rule:
             return cls(entry.strip(), network=ipaddress.ip_network(host, strict=False), ports=ports)
         except ValueError:
             pass
+        if host == "*":  # every public host (and the ranges other entries list)
+            return cls(entry.strip(), name="*", ports=ports)
         label = host.removeprefix("*.")
         if not label or any(not part or not all(c.isalnum() or c in "-_" for c in part) for part in label.split(".")):
             raise ValueError(
@@ -75,6 +77,8 @@ class Rule:
         return not self.ports or port in self.ports
 
     def matches_name(self, host: str) -> bool:
+        if self.name == "*":
+            return True
         if self.name.startswith("*."):
             return host.endswith(self.name[1:])
         return host == self.name
@@ -128,7 +132,8 @@ class NetworkPolicy:
         if literal is not None:
             if any(r.covers(literal) and r.allows_port(port) for r in self.rules):
                 return [literal]
-            if self.any_host and literal.is_global:
+            anywhere = self.any_host or any(r.name == "*" and r.allows_port(port) for r in self.rules)
+            if anywhere and literal.is_global:
                 return [literal]
             raise Refused(f"{host}:{port} is not in the sandbox's network allow-list; {allow_hint}")
         named = [r for r in self.rules if r.name and r.matches_name(host)]

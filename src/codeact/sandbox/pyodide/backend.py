@@ -404,7 +404,7 @@ def _deno_net(network: bool | tuple[str, ...]) -> str:
     allowed = []
     for entry in network:
         rule = Rule.parse(entry)
-        if rule.name.startswith("*.") or (rule.network is not None and rule.network.num_addresses > 1):
+        if rule.name.startswith("*") or (rule.network is not None and rule.network.num_addresses > 1):
             raise InterpreterError(
                 f"network entry {entry!r}: the Pyodide backend (Deno --allow-net) takes exact "
                 "hosts and addresses only; use the native backend for wildcards and ranges"
