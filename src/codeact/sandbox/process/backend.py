@@ -309,7 +309,11 @@ class ProcessInterpreter(Sandbox):
                 hello, fds = self._await_hello(control)
                 if self.network is not None:
                     if len(fds) != 1:
-                        raise InterpreterError("the sandbox session did not open its proxy port")
+                        detail = next((x["detail"] for x in hello["layers"] if x["name"] == "net namespace"), "")
+                        raise InterpreterError(
+                            "network access needs the session's own network namespace, where codeact's proxy "
+                            f"is the only way out, and it is not available here ({detail}); run `codeact doctor`"
+                        )
                     self._proxy = Proxy(socket.socket(fileno=fds.pop()), self.network)
                 for fd in fds:
                     os.close(fd)

@@ -170,7 +170,7 @@ def enter(
     else:
         layers.set("minimal root", False, "needs a mount namespace")
     layers.mark("root built")
-    if config.network:
+    if config.network and in_namespaces:  # never on the host's own loopback
         try:
             layers.proxy_listener = _proxy_listener()
         except OSError as exc:
