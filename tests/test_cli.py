@@ -218,6 +218,37 @@ def test_network_host_lets_the_code_reach_that_host_only(tmp_path: Path) -> None
     assert proc.stdout.startswith("200 HTTP Error 403") and f"127.0.0.2:{port}" in proc.stdout
 
 
+def test_step_samples_retry_a_failed_step_from_the_state_before_it(tmp_path: Path) -> None:
+    model = replies(
+        tmp_path,
+        code("rows = [1, 2, 3]"),
+        code("rows.clear()\nrows.append(1 / 0)"),
+        code("submit(sum(rows))"),
+    )
+    trace = tmp_path / "t.json"
+    proc = codeact("run", "x", "--step-samples", "2", "-q", "--model", model, "--trace", str(trace))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "6"
+    step = RunRecord.load(trace).steps[1]
+    assert step.rejected_samples and "ZeroDivisionError" in step.rejected_samples[0].error
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(("--step-samples", "0"), "must be at least 1"), (("--action-format", "json"), "invalid choice")],
+)
+def test_bad_sampling_and_format_flags_are_usage_errors(tmp_path: Path, flags: tuple[str, ...], message: str) -> None:
+    proc = codeact("run", "x", *flags, "--model", replies(tmp_path))
+    assert proc.returncode == 2 and message in proc.stderr
+
+
+def test_action_format_tool_call_still_runs_a_fenced_reply(tmp_path: Path) -> None:
+    model = replies(tmp_path, code("submit('fenced')"))
+    proc = codeact("run", "x", "--action-format", "tool_call", "-q", "--model", model)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "fenced"
+
+
 def test_unavailable_backend_is_a_usage_error(tmp_path: Path) -> None:
     from codeact.sandbox import available_backends
 

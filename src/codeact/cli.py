@@ -476,6 +476,8 @@ def _run(
             max_reply_tokens=args.max_reply_tokens,
             temperature=args.temperature,
             fallback=args.fallback,
+            action_format=args.action_format,
+            step_samples=args.step_samples,
         )
     except (ValueError, TypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -825,6 +827,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="extract",
         help="when no step submitted: extract the answer with one more model call (default), "
         "keep what validated (partial), or fail (raise)",
+    )
+    run.add_argument(
+        "--action-format",
+        choices=["fenced", "tool_call"],
+        default="fenced",
+        help="how the model hands over its code: a ```python block (default) or a run_python(code=...) "
+        "function call (for models trained for tool calling)",
+    )
+    run.add_argument(
+        "--step-samples",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="when a step's code fails, try up to N-1 more replies from the state before it (native sandbox)",
     )
     _add_sandbox_arguments(run)
     output = run.add_argument_group("output")
