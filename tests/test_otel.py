@@ -135,3 +135,17 @@ def test_content_is_attached_only_when_asked_for(exporter: InMemorySpanExporter,
     execute = next(s for s in exporter.get_finished_spans() if s.name == "execute_code")
     assert "print('hi')" in execute.attributes["codeact.code"]
     assert execute.attributes["codeact.stdout"] == "hi\n"
+
+
+def test_network_connections_are_events_of_the_execute_span(exporter: InMemorySpanExporter) -> None:
+    exporter.clear()
+    code = (
+        "```python\nimport urllib.request\ntry:\n    urllib.request.urlopen('http://refused.test/')\n"
+        "except Exception as exc:\n    print(exc)\nsubmit(answer=1.0)\n```"
+    )
+    act = codeact.CodeAct("item -> answer: float", lm=codeact.ScriptedLM([code]), sandbox={"network": ["api.test"]})
+    assert act(item="x").answer == 1.0
+    execute = next(s for s in exporter.get_finished_spans() if s.name == "execute_code")
+    [event] = [e for e in execute.events if e.name == "network.connection"]
+    assert event.attributes["server.address"] == "refused.test" and event.attributes["server.port"] == 80
+    assert event.attributes["codeact.network.allowed"] is False

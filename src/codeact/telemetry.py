@@ -141,8 +141,21 @@ class RunTelemetry:
                 "codeact.step": step.index,
                 "codeact.timed_out": step.timed_out,
                 "codeact.tool_calls": step.tool_call_count,
+                "codeact.rejected_samples": len(step.rejected_samples),
             },
         )
+        for connection in step.connections:  # each connection the code opened through the network proxy
+            span.add_event(
+                "network.connection",
+                {
+                    "server.address": connection.host,
+                    "server.port": connection.port,
+                    "codeact.network.allowed": bool(connection.allowed),
+                    "codeact.network.bytes_sent": connection.bytes_sent,
+                    "codeact.network.bytes_received": connection.bytes_received,
+                },
+                timestamp=start,
+            )
         if step.error is not None:
             span.set_attribute("error.type", step.error.type)
             span.set_status(trace.Status(trace.StatusCode.ERROR, step.error.type))
