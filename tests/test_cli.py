@@ -579,6 +579,7 @@ def test_doctor_reports_sandbox_backends_model_and_extras(tmp_path: Path) -> Non
     assert by_name[("Model", "answers")]["ok"]
     assert "'OK'" in by_name[("Model", "answers")]["detail"]
     assert by_name[("Backends", "native (process)")]["ok"]
+    assert by_name[("Reach", "network proxy")]["ok"], by_name[("Reach", "network proxy")]
     for check in report["checks"]:
         if not check["ok"] and check["section"] != "Sandbox layers":
             assert check["remedy"], check

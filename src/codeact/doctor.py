@@ -235,6 +235,48 @@ def _extras() -> list[Check]:
     return checks
 
 
+def _proxy_check() -> Check:
+    """A session with network=[...] asks codeact's proxy for a host it did not list: refused means the
+    proxy is the session's way out and it works."""
+    if not sys.platform.startswith("linux"):
+        return Check(
+            "Reach",
+            "network proxy",
+            False,
+            "the proxy needs the native sandbox (Linux)",
+            "on the Pyodide backend network=[...] maps to Deno's --allow-net",
+        )
+    from codeact.sandbox import Sandbox
+
+    code = (
+        "import urllib.request\ntry:\n    urllib.request.urlopen('http://unlisted.invalid/', timeout=10)\n"
+        "except Exception as exc:\n    print(exc)"
+    )
+    try:
+        with Sandbox(backend="process", network=["doctor.invalid"], timeout=30) as sandbox:
+            result = sandbox.execute(code)
+    except Exception as exc:
+        return Check(
+            "Reach",
+            "network proxy",
+            False,
+            f"a session with network could not start: {_first_line(exc)}",
+            "see the net namespace layer above",
+        )
+    refused = [c for c in result.connections if c.host == "unlisted.invalid" and c.allowed is False]
+    if refused and "403" in result.stdout:
+        return Check(
+            "Reach", "network proxy", True, "a session's only way out; it refused a host the list did not name"
+        )
+    return Check(
+        "Reach",
+        "network proxy",
+        False,
+        f"unexpected answer: {(result.stdout or str(result.error))[:200]}",
+        "see the net namespace and landlock layers above",
+    )
+
+
 def _reach() -> list[Check]:
     """What the code may reach: the network modes and the package cache."""
     from codeact.sandbox.packages import cache_root
@@ -250,6 +292,7 @@ def _reach() -> list[Check]:
             "any public host, both through codeact's proxy (never the host's loopback, private or link-local "
             "ranges unless listed)",
         ),
+        _proxy_check(),
         Check(
             "Reach",
             "package cache",
