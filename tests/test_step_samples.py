@@ -56,6 +56,18 @@ def test_at_most_n_samples_per_step_and_none_when_the_code_works() -> None:
     assert prediction.usage.calls == 5
 
 
+def test_a_sample_without_code_is_set_aside_and_the_step_keeps_its_code() -> None:
+    lm = ScriptedLM([SETUP, CORRUPT_AND_FAIL, "I am not sure what to do.", SUBMIT])
+    prediction = CodeAct("question -> answer: int", lm=lm, step_samples=3)(question="q")
+    assert prediction.answer == 6
+    step = prediction.trajectory[1]
+    assert step.code == "submit(answer=sum(rows))"
+    assert [(r.code is None, r.error) for r in step.rejected_samples] == [  # in the order they came
+        (False, "ZeroDivisionError: division by zero"),
+        (True, "the reply had no code"),
+    ]
+
+
 def test_rejected_samples_survive_the_record_round_trip(tmp_path: Path) -> None:
     lm = ScriptedLM([SETUP, CORRUPT_AND_FAIL, SUBMIT])
     prediction = CodeAct("question -> answer: int", lm=lm, step_samples=2)(question="q")

@@ -117,6 +117,7 @@ class RunState:
         self.ended = False
         self.finished = False
         self.step: Step | None = None
+        self._current_since = 0  # see take_sample
         self.last_submitted: dict[str, Any] | None = None
         self._pending: list[Awaitable[Any]] = []
         self._handler_failed = False
@@ -216,6 +217,7 @@ class RunState:
         step.lm_attempts = getattr(completion, "attempts", 1)
         self.record.add_usage(_as_call(completion.usage))
         step.reasoning, step.code, problem = parse_action(completion, step.reply)
+        self._current_since = 0  # where the step's current reply goes in rejected_samples if set aside
         if step.code is None:
             step.observation = problem or NO_CODE_OBSERVATION
             self._end_step()
@@ -241,20 +243,27 @@ class RunState:
         return options
 
     def take_sample(self, completion: Completion, failed: ExecutionResult) -> str | None:
-        """Set the failed reply aside and take a further sample's; returns its code (None: no code)."""
+        """A further sample for the step whose code failed: when it has code, the failed reply is set
+        aside and the sample takes its place (its code is returned); a sample without code is set
+        aside itself and the step keeps its reply (None is returned)."""
         step = self.step
         assert step is not None
-        step.rejected_samples.append(RejectedSample(step.reply, step.code, str(failed.error)))
-        step.reply = _strip_stop(completion.text)
+        reply = _strip_stop(completion.text)
         step.prompt_tokens += completion.usage.prompt_tokens
         step.completion_tokens += completion.usage.completion_tokens
         if completion.usage.cost is not None:
             step.cost = (step.cost or 0.0) + completion.usage.cost
         self.record.add_usage(_as_call(completion.usage))
-        step.reasoning, step.code, _ = parse_action(completion, step.reply)
-        if step.code is not None:
-            self.emit(CodeParsed(self.record.run_id, step.index, step.code, step.reasoning))
-        return step.code
+        reasoning, code, problem = parse_action(completion, reply)
+        if code is None:
+            step.rejected_samples.append(RejectedSample(reply, None, problem or "the reply had no code"))
+            return None
+        # the displaced reply came before the code-less samples that followed it: keep the order
+        step.rejected_samples.insert(self._current_since, RejectedSample(step.reply, step.code, str(failed.error)))
+        self._current_since = len(step.rejected_samples)
+        step.reply, step.reasoning, step.code = reply, reasoning, code
+        self.emit(CodeParsed(self.record.run_id, step.index, code, reasoning))
+        return code
 
     def take_result(self, result: ExecutionResult) -> None:
         step = self.step
