@@ -20,7 +20,7 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from codeact.sandbox.interpreter import Connection
@@ -105,23 +105,18 @@ class NetworkPolicy:
     """Which hosts and ports the code may reach; `hosts` maps names to addresses before DNS."""
 
     rules: tuple[Rule, ...] = ()
-    any_host: bool = False
     hosts: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, network: bool | Iterable[str], hosts: Mapping[str, str] | None = None) -> NetworkPolicy | None:
-        """The policy for a `network=` setting; None when there is no network at all."""
+        """The policy for a `network=` setting (True is every public host on any port, `["*:*"]`);
+        None when there is no network at all."""
         if network is False:
             return None
-        rules = () if network is True else tuple(Rule.parse(e) for e in network)  # type: ignore[union-attr]
-        return cls(rules, any_host=network is True, hosts=dict(hosts or {}))
+        entries = ["*:*"] if network is True else network
+        return cls(tuple(Rule.parse(e) for e in entries), hosts=dict(hosts or {}))  # type: ignore[union-attr]
 
-    def describe(self) -> str:
-        if self.any_host:
-            return "any public host, through codeact's proxy (not the host's loopback, private or link-local ranges)"
-        return "only " + ", ".join(r.entry for r in self.rules) + ", through codeact's proxy"
-
-    def resolve(self, host: str, port: int, lookup: Callable[[str], list[str]] | None = None) -> list[Address]:
+    def resolve(self, host: str, port: int) -> list[Address]:
         """The addresses to try for `host:port`; raises Refused when the policy does not allow it."""
         host = host.lower().rstrip(".")
         allow_hint = f"allow it with network=[..., {f'{host}:{port}'!r}]"
@@ -132,20 +127,20 @@ class NetworkPolicy:
         if literal is not None:
             if any(r.covers(literal) and r.allows_port(port) for r in self.rules):
                 return [literal]
-            anywhere = self.any_host or any(r.name == "*" and r.allows_port(port) for r in self.rules)
+            anywhere = any(r.name == "*" and r.allows_port(port) for r in self.rules)
             if anywhere and literal.is_global:
                 return [literal]
             raise Refused(f"{host}:{port} is not in the sandbox's network allow-list; {allow_hint}")
         named = [r for r in self.rules if r.name and r.matches_name(host)]
-        if not self.any_host and not named:
+        if not named:
             raise Refused(f"{host}:{port} is not in the sandbox's network allow-list; {allow_hint}")
-        if named and not any(r.allows_port(port) for r in named):
+        if not any(r.allows_port(port) for r in named):
             raise Refused(
                 f"{host}:{port}: port {port} is not allowed for {host} (allowed: {_ports(named)}); {allow_hint}"
             )
         mapped = self.hosts.get(host)
         try:
-            found = [mapped] if mapped else (lookup or _lookup)(host)
+            found = [mapped] if mapped else _lookup(host)
         except OSError as exc:
             raise Refused(f"{host} could not be resolved ({exc})") from None
         addresses = [ipaddress.ip_address(a) for a in found]
