@@ -74,13 +74,7 @@ class PyodideInterpreter(Sandbox):
             readable.append(str(snapshot))
         command = [
             deno,
-            "run",
-            "--no-prompt",
-            "--no-config",
-            "--no-lock",
-            "--no-remote",
-            "--no-npm",
-            "--quiet",
+            *installation.DENO_RUN,
             "--allow-read=" + ",".join(readable),
             "--deny-run",
             "--deny-ffi",

@@ -32,6 +32,10 @@ _REQUIRED = ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm", "python_stdli
 INSTALL_HINT = "pip install 'codeact[pyodide]' && python -m codeact.sandbox.pyodide install"
 
 
+# `deno run` with no prompts, config, lock file, remote or npm code: what every runtime start shares
+DENO_RUN = ("run", "--no-prompt", "--no-config", "--no-lock", "--no-remote", "--no-npm", "--quiet")
+
+
 def find_deno() -> str | None:
     """The Deno executable: the PyPI `deno` package's, else one on PATH."""
     with contextlib.suppress(ImportError, FileNotFoundError):
@@ -186,13 +190,7 @@ def build_snapshot(pyodide_dir: Path | None = None, *, deno: str | None = None) 
     partial = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
     command = [
         deno,
-        "run",
-        "--no-prompt",
-        "--no-config",
-        "--no-lock",
-        "--no-remote",
-        "--no-npm",
-        "--quiet",
+        *DENO_RUN,
         f"--allow-read={pyodide_dir}",
         f"--allow-write={partial}",
         str(RUNTIME_JS),
