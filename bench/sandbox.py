@@ -19,7 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from codeact.sandbox.process.backend import ProcessInterpreter, zygote_for
+from codeact import Sandbox
+from codeact.sandbox.process.backend import zygote_for
 
 PRELOAD = ("numpy", "pandas")
 COMPUTE = """
@@ -49,7 +50,7 @@ def start_to_first_result(repeat: int) -> float:
     zygote_for(PRELOAD)  # the zygote is shared and started once per process
 
     def once() -> None:
-        sb = ProcessInterpreter(preload=PRELOAD)
+        sb = Sandbox(preload=PRELOAD, backend="process")
         sb.start()
         assert sb.execute("1 + 1").value == "2"
         sb.close()
@@ -59,7 +60,7 @@ def start_to_first_result(repeat: int) -> float:
 
 
 def round_trip(repeat: int, *, idle_s: float, rollback: bool = True) -> float:
-    with ProcessInterpreter(preload=PRELOAD, rollback=rollback) as sb:
+    with Sandbox(preload=PRELOAD, rollback=rollback, backend="process") as sb:
         sb.execute("x = 1")
         samples = []
         for _ in range(repeat):
@@ -75,7 +76,7 @@ def tool_call_us(calls: int) -> float:
     def ping(x: int) -> int:
         return x
 
-    with ProcessInterpreter([ping], preload=PRELOAD) as sb:
+    with Sandbox([ping], preload=PRELOAD, backend="process") as sb:
         sb.execute("ping(1)")
         per_call = []
         for _ in range(5):
@@ -97,7 +98,7 @@ def compute_ratio(repeat: int, n: int) -> tuple[float, float]:
         )
         native.append(float(out.stdout))
     sandboxed = []
-    with ProcessInterpreter(preload=PRELOAD, timeout=120) as sb:
+    with Sandbox(preload=PRELOAD, timeout=120, backend="process") as sb:
         for _ in range(repeat):
             sandboxed.append(float(sb.execute(code).value or "nan"))
     return statistics.median(native), statistics.median(sandboxed)
@@ -113,7 +114,7 @@ def _uss_kb(pid: int) -> int:
 
 
 def idle_session_mb(count: int) -> float:
-    sessions = [ProcessInterpreter(preload=PRELOAD) for _ in range(count)]
+    sessions = [Sandbox(preload=PRELOAD, backend="process") for _ in range(count)]
     per_session = []
     try:
         for sb in sessions:
@@ -129,7 +130,7 @@ def idle_session_mb(count: int) -> float:
 
 
 def concurrent_throughput(sessions: int, steps: int) -> tuple[float, float]:
-    boxes = [ProcessInterpreter(preload=PRELOAD) for _ in range(sessions)]
+    boxes = [Sandbox(preload=PRELOAD, backend="process") for _ in range(sessions)]
     start = time.perf_counter()
     threads = [threading.Thread(target=b.start) for b in boxes]
     for t in threads:
@@ -138,7 +139,7 @@ def concurrent_throughput(sessions: int, steps: int) -> tuple[float, float]:
         t.join()
     started = time.perf_counter() - start
 
-    def run(box: ProcessInterpreter) -> None:
+    def run(box: Sandbox) -> None:
         for i in range(steps):
             box.execute(f"v = sum(range({i} * 100))")
 
@@ -259,11 +260,11 @@ def plain_fork_uss_mb() -> float:
 
 
 def start_stages() -> list[tuple[str, float]]:
-    """The start-up stages of one session (ms each), from `Sandbox.start_marks`."""
+    """The start-up stages of one session (ms each), from the backend's `start_marks`."""
     zygote_for(PRELOAD)
-    with ProcessInterpreter(preload=PRELOAD) as sb:
+    with Sandbox(preload=PRELOAD, backend="process") as sb:
         sb.execute("1")
-        marks = sb.start_marks
+        marks = sb.backend.start_marks
     return [(stage, (t - marks[i][1]) * 1000) for i, (stage, t) in enumerate(marks[1:])]
 
 

@@ -204,9 +204,9 @@ def _kill_session(sandbox) -> None:
     import signal
     import time
 
-    with open(f"/proc/self/fdinfo/{sandbox._pidfds[0]}") as f:
+    with open(f"/proc/self/fdinfo/{sandbox.backend._pidfds[0]}") as f:
         keeper = int(f.read().split("Pid:")[1].split()[0])
-    for fd in sandbox._pidfds:
+    for fd in sandbox.backend._pidfds:
         with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(fd, signal.SIGKILL)
     for _ in range(500):  # bounded by count: the kernel ends the namespace promptly

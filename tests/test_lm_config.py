@@ -16,7 +16,7 @@ from codeact.lm.tokens import count_message_tokens, count_tokens
 
 def test_openai_model_string_gives_the_openai_backend() -> None:
     lm = LM("openai/gpt-4o-mini", api_key="sk-test-abc")
-    assert isinstance(lm, OpenAILM)
+    assert isinstance(lm, LM) and isinstance(lm.backend, OpenAILM)
     assert lm.model == "openai/gpt-4o-mini" and lm.model_name == "gpt-4o-mini"
     assert lm.is_official
 
@@ -25,7 +25,7 @@ def test_openai_compatible_server_needs_no_key(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     lm = LM("openai/llama3", api_base="http://127.0.0.1:8000/v1/")
     assert lm.api_base == "http://127.0.0.1:8000/v1"
-    assert repr(lm) == "OpenAILM('openai/llama3', api_base='http://127.0.0.1:8000/v1')"
+    assert repr(lm) == "LM(OpenAILM('openai/llama3', api_base='http://127.0.0.1:8000/v1'))"
 
 
 def test_missing_openai_key_says_which_variable_to_set(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -52,7 +52,7 @@ def test_secret_hides_its_value() -> None:
 def test_scripted_model_string_still_dispatches(tmp_path: Path) -> None:
     replies = tmp_path / "replies.json"
     replies.write_text('["hi"]')
-    assert isinstance(LM(f"scripted:{replies}"), ScriptedLM)
+    assert isinstance(LM(f"scripted:{replies}").backend, ScriptedLM)
 
 
 @pytest.mark.parametrize("model", ["gpt-4o-mini", "http://localhost:8000", "/gpt"])

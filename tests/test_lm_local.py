@@ -18,14 +18,14 @@ COUNT = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}
 
 
 @pytest.fixture(scope="module")
-def local() -> LocalLM:
+def local() -> LM:
     bundled_model()
     lm = LM("local")
-    assert isinstance(lm, LocalLM)
+    assert isinstance(lm.backend, LocalLM)
     return lm
 
 
-def test_local_model_answers_offline_with_exact_usage(local: LocalLM) -> None:
+def test_local_model_answers_offline_with_exact_usage(local: LM) -> None:
     reply = local.complete(COUNT, max_tokens=12, temperature=0)
     assert reply.text.strip()
     assert reply.usage.prompt_tokens > 10  # the chat template adds a system prompt
@@ -35,12 +35,12 @@ def test_local_model_answers_offline_with_exact_usage(local: LocalLM) -> None:
     assert reply.latency_s > 0
 
 
-def test_temperature_zero_is_repeatable(local: LocalLM) -> None:
+def test_temperature_zero_is_repeatable(local: LM) -> None:
     first = local.complete(COUNT, max_tokens=15, temperature=0).text
     assert local.complete(COUNT, max_tokens=15, temperature=0).text == first
 
 
-def test_stop_and_streaming(local: LocalLM) -> None:
+def test_stop_and_streaming(local: LM) -> None:
     full = local.complete(COUNT, max_tokens=30, temperature=0).text
     words = full.split()
     assert len(words) >= 4, full
@@ -51,7 +51,7 @@ def test_stop_and_streaming(local: LocalLM) -> None:
     assert "".join(pieces) == stopped.text
 
 
-def test_async_calls_share_the_model_safely(local: LocalLM) -> None:
+def test_async_calls_share_the_model_safely(local: LM) -> None:
     async def both() -> list[str]:
         replies = await asyncio.gather(
             local.acomplete(COUNT, max_tokens=8, temperature=0),
@@ -77,7 +77,7 @@ def test_generation_stops_at_the_timeout() -> None:
         hurried.complete([{"role": "user", "content": "Write a very long story."}])
 
 
-def test_cache_replays_the_local_reply(local: LocalLM, tmp_path: Path) -> None:
+def test_cache_replays_the_local_reply(local: LM, tmp_path: Path) -> None:
     cached = LM("local", cache=tmp_path)
     first = cached.complete(COUNT, max_tokens=8, temperature=0.8)
     again = cached.complete(COUNT, max_tokens=8, temperature=0.8)

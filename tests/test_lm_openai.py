@@ -39,12 +39,12 @@ HELLO = [{"role": "user", "content": "Say hello to Ada in one short sentence."}]
 COUNT = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]
 
 
-def make_lm(base_url: str, **options: Any) -> OpenAILM:
+def make_lm(base_url: str, **options: Any) -> LM:
     options.setdefault("api_key", SERVER_KEY)
     options.setdefault("retry", FAST_RETRY)
     options.setdefault("timeout", 60)
     lm = LM(f"openai/{MODEL_ALIAS}", api_base=base_url, **options)
-    assert isinstance(lm, OpenAILM)
+    assert isinstance(lm.backend, OpenAILM)
     return lm
 
 

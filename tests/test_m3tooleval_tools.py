@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 from importlib import resources
@@ -64,7 +65,7 @@ def test_data_ships_with_the_licence_in_the_package() -> None:
     data = resources.files("codeact.m3tooleval").joinpath("data")
     licence = data.joinpath("LICENSE.code-act.MIT.txt").read_text()
     assert "MIT" in licence or "Permission is hereby granted" in licence
-    assert len(json.loads(data.joinpath("m3tooleval_tasks.json").read_text())) == 82
+    assert len(json.loads(gzip.decompress(data.joinpath("m3tooleval_tasks.json.gz").read_bytes()))) == 82
 
 
 # --- every expected output, reproduced with the tools -------------------------------------------

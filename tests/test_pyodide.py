@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from codeact import Sandbox
 from codeact.sandbox.interpreter import InterpreterError
 from codeact.sandbox.pyodide import installation, status
 
@@ -27,12 +28,10 @@ pytestmark = pytest.mark.skipif(not status().active, reason=f"pyodide backend no
 
 @pytest.fixture
 def sandbox() -> Iterator[Any]:
-    from codeact.sandbox.pyodide import PyodideInterpreter
-
     made: list[Any] = []
 
     def make(*args: Any, **kwargs: Any) -> Any:
-        sb = PyodideInterpreter(*args, **kwargs)
+        sb = Sandbox(*args, **kwargs, backend="pyodide")
         made.append(sb)
         sb.start()
         return sb
@@ -79,7 +78,7 @@ def test_status_names_the_fix_when_pyodide_is_missing(tmp_path, monkeypatch):
 
 def test_starts_from_the_snapshot_and_reports_its_layers(sandbox):
     sb = sandbox()
-    assert sb.start_info["snapshot"] is True
+    assert sb.backend.start_info["snapshot"] is True
     names = {layer.name for layer in sb.layers}
     assert {"deno permissions", "network", "memory limit", "time limit", "snapshot"} <= names
     assert sb.execute("import sys\nsys.platform").value == "'emscripten'"
@@ -89,14 +88,14 @@ def test_deno_runs_with_no_permission_beyond_the_grants(sandbox, tmp_path):
     (tmp_path / "in").mkdir()
     (tmp_path / "out").mkdir()
     sb = sandbox(read_paths=[tmp_path / "in"], write_paths=[tmp_path / "out"])
-    command = sb.command(installation.find_pyodide(), None, "deno")
+    command = sb.backend.command(installation.find_pyodide(), None, "deno")
     joined = " ".join(command)
     assert "--deny-net" in command and "--deny-run" in command and "--deny-env" in command
     assert "--deny-ffi" in command and "--allow-net" not in joined and "--allow-env" not in joined
     assert f"--allow-write={tmp_path / 'out'}" in command
     readable = next(arg for arg in command if arg.startswith("--allow-read=")).split("=", 1)[1].split(",")
     assert set(readable) == {str(installation.find_pyodide()), str(tmp_path / "in"), str(tmp_path / "out")}
-    assert "--allow-net" in sandbox(network=True).command(installation.find_pyodide(), None, "deno")
+    assert "--allow-net" in sandbox(network=True).backend.command(installation.find_pyodide(), None, "deno")
 
 
 def test_fork_is_refused_with_what_to_use_instead(sandbox):
@@ -106,12 +105,14 @@ def test_fork_is_refused_with_what_to_use_instead(sandbox):
 
 def test_a_network_list_maps_to_denos_allow_net(sandbox):
     pyodide = installation.find_pyodide()
-    command = sandbox(network=["api.example.com", "10.0.0.5:8080"]).command(pyodide, None, "deno")
+    command = sandbox(network=["api.example.com", "10.0.0.5:8080"]).backend.command(pyodide, None, "deno")
     assert "--allow-net=api.example.com:80,api.example.com:443,10.0.0.5:8080" in command
     with pytest.raises(InterpreterError, match="exact hosts"):
-        sandbox(network=["*.github.com"]).command(pyodide, None, "deno")
+        sandbox(network=["*.github.com"]).backend.command(pyodide, None, "deno")
     with pytest.raises(InterpreterError, match="native backend"):
-        sandbox(network=["api.example.com"], hosts={"api.example.com": "10.0.0.5"}).command(pyodide, None, "deno")
+        sandbox(network=["api.example.com"], hosts={"api.example.com": "10.0.0.5"}).backend.command(
+            pyodide, None, "deno"
+        )
 
 
 # --- attacks through the Deno API ---------------------------------------------------------------------
@@ -161,18 +162,18 @@ def test_granted_write_path_is_writable_through_deno_too(sandbox, tmp_path):
 def test_soft_timeout_keeps_the_variables(sandbox):
     sb = sandbox()
     sb.execute("kept = 'yes'")
-    pid = sb.pid
+    pid = sb.backend.pid
     r = sb.execute("n = 0\nwhile True:\n    n += 1", timeout=0.5)
     assert r.timed_out and r.error is not None and r.error.type == "Timeout"
     assert "kept" in r.error.message
     assert sb.execute("kept").value == "'yes'"
-    assert sb.pid == pid
+    assert sb.backend.pid == pid
 
 
 def test_step_that_ignores_the_interrupt_is_killed_and_the_session_restarts(sandbox):
     sb = sandbox()
     sb.execute("kept = 'yes'")
-    pid = sb.pid
+    pid = sb.backend.pid
     code = "while True:\n    try:\n        while True:\n            pass\n    except BaseException:\n        pass"
     r = sb.execute(code, timeout=0.5)
     assert r.timed_out and r.error is not None and r.error.type == "Timeout"
@@ -230,9 +231,9 @@ def test_reset_forgets_variables_but_keeps_the_process(sandbox, tmp_path):
     sb = sandbox(tools=[ping], write_paths=[tmp_path])
     kept = tmp_path / "result.txt"
     sb.execute(f"secret = 1\nopen('/tmp/left', 'w').write('x')\nimport fractions\nopen({str(kept)!r}, 'w').write('k')")
-    pid = sb.pid
-    sb.reset()
-    assert sb.pid == pid
+    pid = sb.backend.pid
+    sb.backend.reset()
+    assert sb.backend.pid == pid
     r = sb.execute("secret")
     assert r.error is not None and r.error.type == "NameError"
     assert (
@@ -263,7 +264,7 @@ async def test_cancelling_an_async_execute_ends_the_step_and_a_waiting_tool(sand
 
 def test_close_leaves_no_process(sandbox):
     sb = sandbox()
-    pid = sb.pid
+    pid = sb.backend.pid
     sb.close()
     assert _wait_dead(pid, 5)
     assert not sb.alive
@@ -273,10 +274,10 @@ def test_deno_dies_with_the_host_even_in_a_runaway_loop(tmp_path):
     pid_file = tmp_path / "pid"
     host = textwrap.dedent(f"""
         import sys, time
-        from codeact.sandbox.pyodide import PyodideInterpreter
-        sb = PyodideInterpreter(timeout=600)
+        from codeact import Sandbox
+        sb = Sandbox(timeout=600, backend="pyodide")
         sb.start()
-        open({str(pid_file)!r}, "w").write(str(sb.pid))
+        open({str(pid_file)!r}, "w").write(str(sb.backend.pid))
         sb.execute("while True: pass")
     """)
     proc = subprocess.Popen([sys.executable, "-c", host], env={**os.environ})
@@ -299,5 +300,5 @@ def test_session_without_snapshot_starts_cold_and_works(sandbox, monkeypatch):
     monkeypatch.setattr(installation, "snapshot_path", lambda _dir: Path("/nonexistent/snapshot.bin"))
     monkeypatch.setattr(installation, "build_snapshot", lambda *a, **k: (_ for _ in ()).throw(OSError("no")))
     sb = sandbox()
-    assert sb.start_info["snapshot"] is False
+    assert sb.backend.start_info["snapshot"] is False
     assert sb.execute("sum(range(10))").value == "45"

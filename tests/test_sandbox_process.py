@@ -14,8 +14,8 @@ import time
 
 import pytest
 
+from codeact import Sandbox
 from codeact.sandbox import SandboxPool, detect_layers
-from codeact.sandbox.process.backend import ProcessInterpreter
 from codeact.sandbox.process.isolation import LAYER_NAMES
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the native sandbox needs Linux")
@@ -47,22 +47,22 @@ def test_every_layer_is_reported_and_active_here():
 
 
 def test_strict_starts_when_every_layer_is_there():
-    with ProcessInterpreter(strict=True) as sb:
+    with Sandbox(strict=True, backend="process") as sb:
         assert sb.execute("1 + 1").value == "2"
 
 
 _DEGRADED = textwrap.dedent(
     """
     import json, sys
+    from codeact import Sandbox
     from codeact.sandbox import InterpreterError
-    from codeact.sandbox.process.backend import ProcessInterpreter
     out = {}
     try:
-        ProcessInterpreter(strict=True).start()
+        Sandbox(strict=True, backend="process").start()
         out["strict"] = "started"
     except InterpreterError as exc:
         out["strict"] = str(exc)
-    with ProcessInterpreter() as sb:
+    with Sandbox(backend="process") as sb:
         out["missing"] = [layer.name for layer in sb.layers if not layer.active]
         out["secret"] = sb.execute("open(sys_secret).read()".replace("sys_secret", repr(sys.argv[1]))).error is not None
         out["exec"] = sb.execute("import os\\nos.execv('/bin/true', ['true'])").error is not None
@@ -96,12 +96,12 @@ def test_without_user_namespaces_strict_refuses_and_the_rest_still_holds(tmp_pat
 
 
 def test_close_leaves_no_process_or_cgroup_behind():
-    sb = ProcessInterpreter()
+    sb = Sandbox(backend="process")
     sb.start()
     sb.execute("import os, time\nif os.fork() == 0:\n    time.sleep(60)")
     pids = sb.processes()
     assert len(pids) >= 4  # root, keeper, holder or worker, and the sleeping child
-    cgroup = list(sb._cgroup)
+    cgroup = list(sb.backend._cgroup)
     sb.close()
     assert all(_gone(pid) for pid in pids)
     deadline = time.monotonic() + 5
@@ -118,11 +118,12 @@ def test_sessions_die_when_the_host_is_killed():
             textwrap.dedent(
                 """
             import time
-            from codeact.sandbox.process.backend import ProcessInterpreter, zygote_for
-            sb = ProcessInterpreter()
+            from codeact import Sandbox
+            from codeact.sandbox.process.backend import zygote_for
+            sb = Sandbox(backend="process")
             sb.start()
             sb.execute("x = 1")
-            with open(f"/proc/self/fdinfo/{sb._pidfds[0]}") as f:
+            with open(f"/proc/self/fdinfo/{sb.backend._pidfds[0]}") as f:
                 keeper = f.read().split("Pid:")[1].split()[0]
             print(zygote_for(()).process.pid, keeper, flush=True)
             time.sleep(60)
@@ -141,7 +142,7 @@ def test_sessions_die_when_the_host_is_killed():
 
 
 def test_a_crash_keeps_the_variables_from_before_it():
-    with ProcessInterpreter() as sb:
+    with Sandbox(backend="process") as sb:
         sb.execute("data = [1, 2, 3]")
         r = sb.execute("import ctypes\nctypes.string_at(0)")
         assert r.error is not None and r.error.type == "SandboxCrashed"
@@ -152,7 +153,7 @@ def test_a_crash_keeps_the_variables_from_before_it():
 
 
 def test_timeout_kills_processes_the_step_started():
-    with ProcessInterpreter(timeout=1) as sb:
+    with Sandbox(timeout=1, backend="process") as sb:
         r = sb.execute("import os, time\nif os.fork() == 0:\n    while True: pass\ntime.sleep(30)")
         assert r.timed_out
         r = sb.execute("import os\nsorted(int(p) for p in os.listdir('/proc') if p.isdigit())")
@@ -160,7 +161,7 @@ def test_timeout_kills_processes_the_step_started():
 
 
 def test_without_rollback_fork_is_denied_and_a_crash_resets_the_session():
-    with ProcessInterpreter(rollback=False) as sb:
+    with Sandbox(rollback=False, backend="process") as sb:
         sb.execute("data = 1")
         assert sb.execute("data + 1").value == "2"
         r = sb.execute("import os\nos.fork()")
@@ -172,9 +173,9 @@ def test_without_rollback_fork_is_denied_and_a_crash_resets_the_session():
 
 
 def test_session_killed_from_outside_is_restarted_with_a_notice():
-    with ProcessInterpreter() as sb:
+    with Sandbox(backend="process") as sb:
         sb.execute("x = 1")
-        keeper = _pid_of(sb._pidfds[0])
+        keeper = _pid_of(sb.backend._pidfds[0])
         os.kill(keeper, signal.SIGKILL)
         assert _gone(keeper)
         time.sleep(0.1)
@@ -187,12 +188,12 @@ def test_session_killed_from_outside_is_restarted_with_a_notice():
 
 def test_preloaded_libraries_are_imported_before_the_first_step():
     pytest.importorskip("numpy")
-    with ProcessInterpreter(preload=["numpy"]) as sb:
+    with Sandbox(preload=["numpy"], backend="process") as sb:
         assert sb.execute("import sys\n'numpy' in sys.modules").value == "True"
 
 
 def test_unknown_preload_is_reported_not_fatal(caplog):
-    with ProcessInterpreter(preload=["no_such_module_xyz"]) as sb:
+    with Sandbox(preload=["no_such_module_xyz"], backend="process") as sb:
         assert sb.execute("1").value == "1"
     assert "no_such_module_xyz" in caplog.text
 
@@ -220,15 +221,15 @@ def test_codeact_runs_take_fresh_sessions_from_a_pool():
 
 def test_bad_options_fail_clearly(tmp_path):
     with pytest.raises(ValueError, match=r"read path .* does not exist"):
-        ProcessInterpreter(read_paths=[tmp_path / "missing"])
+        Sandbox(read_paths=[tmp_path / "missing"], backend="process")
     with pytest.raises(ValueError, match="512MB"):
-        ProcessInterpreter(memory_limit="lots")
+        Sandbox(memory_limit="lots", backend="process")
     with pytest.raises(ValueError, match="may not be called 'submit'"):
-        ProcessInterpreter(tools=[submit])
+        Sandbox(tools=[submit], backend="process")
     with pytest.raises(ValueError, match="share the name"):
-        ProcessInterpreter(tools=[submit_twice, submit_twice])
+        Sandbox(tools=[submit_twice, submit_twice], backend="process")
     with pytest.raises(ValueError, match="timeout"):
-        ProcessInterpreter(timeout=0)
+        Sandbox(timeout=0, backend="process")
 
 
 def submit(x: int) -> int:
@@ -240,7 +241,7 @@ def submit_twice(x: int) -> int:
 
 
 def test_output_written_below_python_is_captured():
-    with ProcessInterpreter() as sb:
+    with Sandbox(backend="process") as sb:
         r = sb.execute(
             'import os, ctypes\nprint("py")\nos.write(1, b"raw\\n")\nos.write(2, b"err\\n")\n'
             'ctypes.CDLL(None).printf(b"from C\\n")'
@@ -257,7 +258,7 @@ async def test_cancelling_an_async_execute_ends_the_step_and_a_waiting_tool():
         await asyncio.sleep(1000)
         return x
 
-    sb = ProcessInterpreter(tools=[never])
+    sb = Sandbox(tools=[never], backend="process")
     sb.start()
     try:
         task = asyncio.create_task(sb.aexecute("never(1)"))
@@ -273,14 +274,14 @@ async def test_cancelling_an_async_execute_ends_the_step_and_a_waiting_tool():
 
 
 def test_strict_allows_the_network_it_was_asked_for():
-    with ProcessInterpreter(strict=True, network=True) as sb:  # the proxy is the way out: every layer stays
+    with Sandbox(strict=True, network=True, backend="process") as sb:  # the proxy is the way out: every layer stays
         assert next(layer for layer in sb.layers if layer.name == "net namespace").active
         assert sb.execute("import os\nos.environ['HTTPS_PROXY']").value == "'http://127.0.0.1:3128'"
 
 
 # --- the seam: fork, mounts, what the zygote carries ----------------------------------------------------
 def test_a_forked_child_that_runs_off_the_step_does_not_break_the_session():
-    with ProcessInterpreter() as sb:
+    with Sandbox(backend="process") as sb:
         r = sb.execute("import os\nchild = os.fork()\nx = 5")  # the child neither execs nor exits
         assert r.error is None, r.error
         r = sb.execute("x + 1")
@@ -298,7 +299,7 @@ def test_import_directories_of_the_host_are_not_visible_unless_granted(tmp_path,
     marker = tempfile.NamedTemporaryFile(dir="/tmp", prefix="codeact-host-only-", delete=False)  # noqa: SIM115
     marker.close()
     try:
-        with ProcessInterpreter() as sb:
+        with Sandbox(backend="process") as sb:
             r = sb.execute(
                 f"import os\nprint(os.path.exists({str(secret_dir)!r}), os.path.exists({marker.name!r}),"
                 f" {os.path.basename(marker.name)!r} in os.listdir('/tmp'))"
@@ -307,18 +308,18 @@ def test_import_directories_of_the_host_are_not_visible_unless_granted(tmp_path,
         os.unlink(marker.name)
     assert r.error is None, r.error
     assert r.stdout == "False False False\n"
-    with ProcessInterpreter(read_paths=[str(secret_dir)]) as sb:
+    with Sandbox(read_paths=[str(secret_dir)], backend="process") as sb:
         assert sb.execute(f"open({str(secret_dir / '.env')!r}).read()").value == repr("API_KEY=hunter2\n")
 
 
 def test_write_grants_over_a_host_import_directory_are_refused(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(ValueError, match="an import directory of the host"):
-        ProcessInterpreter(write_paths=[str(tmp_path)])
+        Sandbox(write_paths=[str(tmp_path)], backend="process")
 
 
 def test_the_zygote_carries_only_the_standard_library_and_codeacts_guest_modules():
-    with ProcessInterpreter() as sb:
+    with Sandbox(backend="process") as sb:
         r = sb.execute("import sys\nsorted(m for m in sys.modules if not m.startswith('_'))")
     modules = eval(r.value)  # a list of str, printed by our own session
     stdlib = set(sys.stdlib_module_names)
@@ -334,7 +335,7 @@ def test_the_zygote_carries_only_the_standard_library_and_codeacts_guest_modules
 
 
 def test_multiprocessing_says_processes_are_limited_or_works():
-    with ProcessInterpreter(timeout=60) as sb:
+    with Sandbox(timeout=60, backend="process") as sb:
         r = sb.execute(
             "import multiprocessing\nwith multiprocessing.Pool(2) as pool:\n    out = pool.map(abs, [-1, -2])\nout"
         )
@@ -345,10 +346,10 @@ def test_multiprocessing_says_processes_are_limited_or_works():
 
 
 def test_every_session_process_killed_between_steps_is_a_crash_not_an_exception():
-    with ProcessInterpreter() as sb:
+    with Sandbox(backend="process") as sb:
         sb.execute("x = 1")
-        keeper = _pid_of(sb._pidfds[0])
-        for fd in sb._pidfds:  # the keeper (and with it the whole pid namespace) and the session's root
+        keeper = _pid_of(sb.backend._pidfds[0])
+        for fd in sb.backend._pidfds:  # the keeper (and with it the whole pid namespace) and the session's root
             with contextlib.suppress(ProcessLookupError):
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
         assert _gone(keeper)

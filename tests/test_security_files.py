@@ -471,7 +471,7 @@ def _swap_setup(make_sandbox, tree):
             return "swapped"
         """,
         )
-        if outcome.status != "ok" and swapper.backend == "pyodide":
+        if outcome.status != "ok" and swapper.backend.name == "pyodide":
             # pyodide: Deno refuses symlinks to a session; the swap is made from the host instead
             if data.is_dir() and not data.is_symlink():
                 shutil.rmtree(data)

@@ -297,8 +297,8 @@ def test_cgroup_and_sysfs_controls_are_out_of_reach(make_sandbox, backend):
     """,
     )
     assert_blocked(outcome, "reach cgroup or sysfs controls")
-    if backend == "process" and getattr(sb, "_cgroup", None):
-        limit_file = sb._cgroup[0] + "/memory.limit_in_bytes"
+    if backend == "process" and getattr(sb.backend, "_cgroup", None):
+        limit_file = sb.backend._cgroup[0] + "/memory.limit_in_bytes"
         try:
             with open(limit_file) as f:
                 limit = int(f.read())

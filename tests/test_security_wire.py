@@ -267,7 +267,7 @@ def _assert_returns_in_time(sb, code: str, limit_s: float) -> None:
     thread.join(limit_s)
     hung = thread.is_alive()
     if hung:  # free the host thread so the suite can go on: kill the session's processes
-        for fd in list(getattr(sb, "_pidfds", [])):
+        for fd in list(getattr(sb.backend, "_pidfds", [])):
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
         thread.join(10)

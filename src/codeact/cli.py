@@ -238,7 +238,7 @@ def _inputs(signature: Signature, task: str | None, pairs: Sequence[str]) -> dic
 
 def _resolve_model(requested: str | None) -> Any:
     from codeact.lm.base import LM
-    from codeact.lm.registry import default_model
+    from codeact.lm.default import default_model
 
     model = requested
     if not model:

@@ -170,7 +170,7 @@ def _model(model: str | None, ask: bool) -> list[Check]:
     source = "--model"
     if not model:
         try:
-            from codeact.lm.registry import MODEL_ENV, default_model
+            from codeact.lm.default import MODEL_ENV, default_model
 
             model = default_model()
             source = f"${MODEL_ENV} or the API keys set (default)"

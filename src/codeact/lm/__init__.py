@@ -1,7 +1,8 @@
-"""Language model backends behind one `LM` class."""
+"""Language models behind one `LM` class; importing this package makes every backend known to `LM(...)`."""
 
-from codeact.lm.base import LM, Completion, LMError, Message, Usage
+from codeact.lm.base import LM, Completion, LMError, LMRequest, Message, Usage
 from codeact.lm.cache import ResponseCache
+from codeact.lm.default import default_model
 from codeact.lm.errors import (
     LMAPIError,
     LMAuthError,
@@ -17,7 +18,9 @@ from codeact.lm.errors import (
     LMServerError,
     LMTimeoutError,
 )
-from codeact.lm.registry import default_model
+from codeact.lm.litellm import LiteLLMLM
+from codeact.lm.local import LocalLM
+from codeact.lm.openai import OpenAILM
 from codeact.lm.retry import RetryPolicy
 from codeact.lm.scripted import ScriptedLM
 
@@ -35,10 +38,14 @@ __all__ = [
     "LMModelNotFoundError",
     "LMQuotaError",
     "LMRateLimitError",
+    "LMRequest",
     "LMResponseError",
     "LMServerError",
     "LMTimeoutError",
+    "LiteLLMLM",
+    "LocalLM",
     "Message",
+    "OpenAILM",
     "ResponseCache",
     "RetryPolicy",
     "ScriptedLM",

@@ -14,16 +14,16 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from codeact.lm.base import LM, Completion, FunctionCall, Message, TokenCallback, Usage
+from codeact.lm.base import LM, Completion, FunctionCall, LMRequest, Message, TokenCallback, Usage
 from codeact.lm.cache import ResponseCache
-from codeact.lm.errors import LMConfigError, LMConnectionError, LMResponseError, LMTimeoutError
+from codeact.lm.errors import LMConfigError, LMConnectionError, LMError, LMResponseError, LMTimeoutError
 from codeact.lm.pricing import cost_of
 from codeact.lm.retry import RetryPolicy, acall_with_retry, call_with_retry
 from codeact.lm.tokens import count_message_tokens, count_tokens
 
-Request = dict[str, Any]
+T = TypeVar("T")
 CacheOption = bool | str | os.PathLike[str] | ResponseCache | None
 
 _ROLES = ("system", "user", "assistant", "tool")
@@ -113,11 +113,22 @@ def check_messages(messages: Sequence[Message]) -> list[Message]:
     return checked
 
 
-def tool_args(request: Request) -> dict[str, Any]:
-    """The `tools` and `tool_choice` of an OpenAI-style chat request, when the call offers functions."""
-    if not request.get("tools"):
-        return {}
-    return {"tools": request["tools"], "tool_choice": request.get("tool_choice") or "auto"}
+def chat_args(request: LMRequest, *, stream: bool, max_tokens_key: str = "max_tokens") -> dict[str, Any]:
+    """The generation settings, streaming and functions of an OpenAI-style chat request."""
+    args: dict[str, Any] = {"messages": request.messages}
+    if request.stop:
+        args["stop"] = request.stop
+    if request.max_tokens is not None:
+        args[max_tokens_key] = request.max_tokens
+    if request.temperature is not None:
+        args["temperature"] = request.temperature
+    if stream:
+        args["stream"] = True
+        args["stream_options"] = {"include_usage": True}
+    if request.tools:
+        args["tools"] = request.tools
+        args["tool_choice"] = request.tool_choice or "auto"
+    return args
 
 
 def function_calls(message: Any) -> list[FunctionCall]:
@@ -252,6 +263,15 @@ async def achat(
     return reply.completion()
 
 
+_BACKEND_OPTIONS = ("timeout", "retry", "cache", "temperature", "max_tokens", "stop")
+
+
+def split_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Take the options that are not `Backend`'s own out of `options` (a provider's extra request
+    parameters) and return them."""
+    return {name: options.pop(name) for name in list(options) if name not in _BACKEND_OPTIONS}
+
+
 class Backend(LM):
     """A model reached by sending requests.
 
@@ -293,130 +313,132 @@ class Backend(LM):
         """Dollars for a call from the price table; None when the model's price is unknown."""
         return cost_of(self.model, prompt_tokens, completion_tokens)
 
-    def _send(self, request: Request, on_token: TokenCallback | None) -> Completion:
+    def _send(self, request: LMRequest) -> Completion:
         raise NotImplementedError
 
-    async def _asend(self, request: Request, on_token: TokenCallback | None) -> Completion:
-        return await asyncio.to_thread(self._send, request, on_token)
+    async def _asend(self, request: LMRequest) -> Completion:
+        return await asyncio.to_thread(self._send, request)
 
     # The shared call path.
 
-    def _request(
-        self,
-        messages: Sequence[Message],
-        stop: Sequence[str] | None,
-        max_tokens: int | None,
-        temperature: float | None,
-        json_schema: dict[str, Any] | None = None,
-        grammar: str | None = None,
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: Any = None,
-    ) -> Request:
-        if isinstance(stop, str):
-            stop = [stop]
+    def _resolve(self, request: LMRequest) -> LMRequest:
+        """The request with this backend's defaults filled in, checked, and stripped of what it cannot use."""
+        stop = [request.stop] if isinstance(request.stop, str) else request.stop
         stop = list(stop) if stop is not None else self.stop
-        max_tokens = max_tokens if max_tokens is not None else self.max_tokens
+        max_tokens = request.max_tokens if request.max_tokens is not None else self.max_tokens
         if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
             raise LMConfigError(f"max_tokens must be a positive int, got {max_tokens!r}")
-        temperature = temperature if temperature is not None else self.temperature
-        request: Request = {
-            "model": self.model,
-            "endpoint": self._endpoint(),
-            "messages": check_messages(messages),
-            "stop": stop or None,
-            "max_tokens": max_tokens,
-            "temperature": temperature,
-        }
-        if json_schema is not None and self.constrains_json:
-            request["json_schema"] = json_schema
-        if grammar is not None and self.constrains_grammar:
-            request["grammar"] = grammar
-        if tools:
-            if not self.supports_tool_calls:
-                raise LMConfigError(f"{type(self).__name__} cannot offer functions to call (tools=)")
-            request["tools"], request["tool_choice"] = tools, tool_choice
-        return request
+        if request.tools and not self.supports_tool_calls:
+            raise LMConfigError(f"{type(self).__name__} cannot offer functions to call (tools=)")
+        return replace(
+            request,
+            messages=check_messages(request.messages),
+            stop=stop or None,
+            max_tokens=max_tokens,
+            temperature=request.temperature if request.temperature is not None else self.temperature,
+            json_schema=request.json_schema if self.constrains_json else None,
+            grammar=request.grammar if self.constrains_grammar else None,
+            tools=request.tools or None,
+            tool_choice=request.tool_choice if request.tools else None,
+        )
 
-    def _cached(self, request: Request, on_token: TokenCallback | None) -> Completion | None:
-        if self.cache is None:
-            return None
-        hit = self.cache.get(request)
-        if hit is not None and on_token is not None and hit.text:
-            on_token(hit.text)
-        return hit
+    def _cache_key(self, request: LMRequest) -> dict[str, Any]:
+        key = {"model": self.model, "endpoint": self._endpoint(), **vars(request)}
+        del key["on_token"]
+        return {name: value for name, value in key.items() if value is not None or name in _ALWAYS_KEYED}
 
-    def _finish(self, request: Request, completion: Completion, started: float) -> Completion:
+    def _lookup(self, request: LMRequest) -> tuple[LMRequest, Completion | None]:
+        """The resolved request, and its stored reply when the cache has one (replayed to `on_token`)."""
+        request = self._resolve(request)
+        hit = self.cache.get(self._cache_key(request)) if self.cache is not None else None
+        if hit is not None and request.on_token is not None and hit.text:
+            request.on_token(hit.text)
+        return request, hit
+
+    def _finish(self, request: LMRequest, completion: Completion, sent: _Attempts) -> Completion:
         usage = completion.usage
         if usage.prompt_tokens == 0 and usage.completion_tokens == 0:
-            usage = Usage(count_message_tokens(request["messages"]), count_tokens(completion.text))
+            usage = Usage(count_message_tokens(request.messages), count_tokens(completion.text))
         cost = self._cost(usage.prompt_tokens, usage.completion_tokens)
         completion = replace(
             completion,
             usage=Usage(usage.prompt_tokens, usage.completion_tokens, 1, cost),
-            latency_s=time.perf_counter() - started,
+            latency_s=time.perf_counter() - sent.started,
             model=completion.model or self.model,
+            attempts=sent.count,
         )
         if self.cache is not None:
             try:
-                self.cache.put(request, completion)
+                self.cache.put(self._cache_key(request), completion)
             except OSError as error:  # a full or read-only disk must not fail the call
                 warnings.warn(f"could not write the response cache: {error}", stacklevel=3)
         return completion
 
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        on_token: TokenCallback | None = None,
-        json_schema: dict[str, Any] | None = None,
-        grammar: str | None = None,
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: Any = None,
-    ) -> Completion:
-        request = self._request(messages, stop, max_tokens, temperature, json_schema, grammar, tools, tool_choice)
-        hit = self._cached(request, on_token)
+    def handle_request(self, request: LMRequest) -> Completion:
+        request, hit = self._lookup(request)
         if hit is not None:
             return hit
-        started = time.perf_counter()
-        attempts = 0
+        send = _Attempts(lambda: self._send(request))
+        return self._finish(request, call_with_retry(send, self.retry), send)
 
-        def send() -> Completion:
-            nonlocal attempts
-            attempts += 1
-            return self._send(request, on_token)
-
-        completion = call_with_retry(send, self.retry)
-        completion.attempts = attempts
-        return self._finish(request, completion, started)
-
-    async def acomplete(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        on_token: TokenCallback | None = None,
-        json_schema: dict[str, Any] | None = None,
-        grammar: str | None = None,
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: Any = None,
-    ) -> Completion:
-        request = self._request(messages, stop, max_tokens, temperature, json_schema, grammar, tools, tool_choice)
-        hit = self._cached(request, on_token)
+    async def ahandle_request(self, request: LMRequest) -> Completion:
+        request, hit = self._lookup(request)
         if hit is not None:
             return hit
-        started = time.perf_counter()
-        attempts = 0
+        send = _Attempts(lambda: self._asend(request))
+        return self._finish(request, await acall_with_retry(send, self.retry), send)
 
-        async def send() -> Completion:
-            nonlocal attempts
-            attempts += 1
-            return await self._asend(request, on_token)
 
-        completion = await acall_with_retry(send, self.retry)
-        completion.attempts = attempts
-        return self._finish(request, completion, started)
+class _Attempts(Generic[T]):
+    """A call's `send`, counting the attempts (retries included) since the call began."""
+
+    def __init__(self, send: Callable[[], T]) -> None:
+        self.send, self.count, self.started = send, 0, time.perf_counter()
+
+    def __call__(self) -> T:
+        self.count += 1
+        return self.send()
+
+
+_ALWAYS_KEYED = frozenset({"model", "endpoint", "messages", "stop", "max_tokens", "temperature"})
+
+
+class ChatBackend(Backend):
+    """A backend that speaks OpenAI's chat format (the OpenAI SDK, LiteLLM): it gives the call to
+    make (`_create`, `_acreate`) and how to translate its errors; streaming, tool calls and the
+    reply's parsing are shared."""
+
+    def _create(self, request: LMRequest, stream: bool) -> Any:
+        raise NotImplementedError
+
+    async def _acreate(self, request: LMRequest, stream: bool) -> Any:
+        raise NotImplementedError
+
+    def _where(self) -> str:
+        return self.model
+
+    def _translate(self, error: Exception) -> Exception:
+        """The `LMError` for an error the client raised (or the error itself to re-raise it)."""
+        return error
+
+    def _send(self, request: LMRequest) -> Completion:
+        try:
+            return chat(lambda stream: self._create(request, stream), request.on_token, self._where(), self.timeout)
+        except CallbackFailed as failed:
+            raise failed.error from None
+        except LMError:
+            raise
+        except Exception as error:
+            raise self._translate(error) from None
+
+    async def _asend(self, request: LMRequest) -> Completion:
+        try:
+            return await achat(
+                lambda stream: self._acreate(request, stream), request.on_token, self._where(), self.timeout
+            )
+        except CallbackFailed as failed:
+            raise failed.error from None
+        except LMError:
+            raise
+        except Exception as error:
+            raise self._translate(error) from None

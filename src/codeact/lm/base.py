@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import Any, ClassVar, TypedDict
 
-from codeact.errors import CodeActError
+from codeact.lm.errors import LMConfigError
+from codeact.lm.errors import LMError as LMError  # re-exported: the root of the model errors
 
 
 class _Message(TypedDict):
@@ -69,82 +70,146 @@ class Completion:
     tool_calls: list[FunctionCall] = field(default_factory=list)  # with `tools=`: what the model called
 
 
-class LMError(CodeActError, RuntimeError):
-    """A model call failed for good (after retries, or at once for errors retrying cannot fix)."""
-
-
 TokenCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LMRequest:
+    """One call to a model: the messages and every option of the call, in one value.
+
+    A field left None takes the model's default. `json_schema` and `grammar` hold the reply to a
+    JSON schema or a GBNF grammar (on models that can, see `LM.constrains_json`); `tools` and
+    `tool_choice` offer functions the reply may call (OpenAI's format); `on_token` receives the reply
+    as it streams.
+    """
+
+    messages: Sequence[Message]
+    stop: Sequence[str] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    json_schema: dict[str, Any] | None = None
+    grammar: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    on_token: TokenCallback | None = None
+
+    @classmethod
+    def of(cls, messages: Sequence[Message], options: dict[str, Any]) -> LMRequest:
+        """The request for `complete(messages, **options)`; an unknown option raises TypeError naming it."""
+        unknown = sorted(set(options) - _OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"unknown model call option {', '.join(unknown)}: the options are {', '.join(sorted(_OPTIONS))}"
+            )
+        return cls(messages, **options)
+
+    def options(self) -> dict[str, Any]:
+        """The options that differ from their defaults, as keyword arguments of `complete`."""
+        return {name: getattr(self, name) for name in _OPTIONS if getattr(self, name) is not None}
+
+
+_OPTIONS = frozenset(name for name in LMRequest.__dataclass_fields__ if name != "messages")
 
 
 class LM:
     """A language model. `LM("openai/gpt-4o-mini")`, `LM("local")`, `LM("anthropic/...")`.
 
-    Constructing `LM` with a model string returns the backend that serves it. To bring your own
-    model, subclass `LM` and implement `complete` (and `acomplete` if it has a native async API).
+    `LM(model, **options)` serves the model with the backend that declares it `serves` that name
+    (`lm.backend`); its attributes read through to the backend. To bring your own model, subclass
+    `LM` and implement `handle_request` (and `ahandle_request` if it has a native async API).
+    Callers use `complete(messages, **options)` and `acomplete`, which build one `LMRequest`.
     """
 
     model: str = ""
-    #: whether `complete(..., json_schema=...)` constrains the reply to JSON of that schema
+    #: whether a request's `json_schema` constrains the reply to JSON of that schema
     constrains_json: bool = False
-    #: whether `complete(..., grammar=GBNF)` holds the reply to that grammar
+    #: whether a request's `grammar` (GBNF) holds the reply to that grammar
     constrains_grammar: bool = False
-    #: whether `complete(..., tools=[...], tool_choice=...)` offers functions the reply may call
+    #: whether a request's `tools` (with `tool_choice`) offer functions the reply may call
     supports_tool_calls: bool = False
+    #: a backend that serves every `provider/model` name no other backend claims
+    serves_any_provider: ClassVar[bool] = False
+    _backends: ClassVar[list[type[LM]]] = []
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "serves" in cls.__dict__ or cls.__dict__.get("serves_any_provider"):
+            LM._backends.append(cls)
+
+    @classmethod
+    def serves(cls, model: str) -> bool:
+        """Whether this backend serves the model name (a backend class overrides it)."""
+        return False
+
+    @staticmethod
+    def backend_for(model: str) -> type[LM]:
+        """The backend class that serves a model name; LMConfigError saying how to write one otherwise."""
+        if not isinstance(model, str) or not model:
+            raise LMConfigError(
+                "LM needs a model string such as 'openai/gpt-4o-mini', 'local' or 'anthropic/claude-haiku-4-5'"
+            )
+        for backend in LM._backends:
+            if backend.serves(model):
+                return backend
+        provider, _, name = model.partition("/")
+        if provider and name and not provider.startswith(("http:", "https:")):
+            for backend in LM._backends:
+                if backend.serves_any_provider:
+                    return backend
+        raise LMConfigError(
+            f"unknown model string {model!r}: use 'provider/model' such as 'openai/gpt-4o-mini', "
+            "'anthropic/claude-haiku-4-5' or 'ollama/llama3.2', or 'local' for the bundled offline model "
+            "(an OpenAI-compatible server is 'openai/<model>' with api_base='http://host:port/v1')"
+        )
+
+    def __init__(self, model: str | None = None, **options: Any) -> None:
+        if model is None and type(self) is not LM and not options:
+            return  # a model of the user's own, which implements handle_request or complete
+        self.backend = LM.backend_for(model)(model, **options)  # type: ignore[arg-type]
+        self.model = self.backend.model
+        self.constrains_json = self.backend.constrains_json
+        self.constrains_grammar = self.backend.constrains_grammar
+        self.supports_tool_calls = self.backend.supports_tool_calls
+
+    def __getattr__(self, name: str) -> Any:
+        backend = self.__dict__.get("backend")
+        if backend is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(backend, name)
 
     @property
     def knows_cost(self) -> bool:
         """Whether the replies carry a cost (False when this model's price is unknown)."""
-        return True
+        backend = self.__dict__.get("backend")
+        return True if backend is None else backend.knows_cost
 
     def configuration_problem(self) -> str | None:
         """What is sure to make a call fail before one is sent (an unknown provider, a missing key)."""
-        return None
+        backend = self.__dict__.get("backend")
+        return None if backend is None else backend.configuration_problem()
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> LM:
-        if cls is LM:
-            model = args[0] if args else kwargs.get("model")
-            if not isinstance(model, str) or not model:
-                raise ValueError(
-                    "LM needs a model string such as 'openai/gpt-4o-mini', 'local' or "
-                    "'anthropic/claude-3-5-haiku-latest'"
-                )
-            from codeact.lm.registry import backend_for
+    def complete(self, messages: Sequence[Message], **options: Any) -> Completion:
+        """The model's reply to `messages`; `options` are the fields of `LMRequest` (stop, max_tokens,
+        temperature, on_token, json_schema, grammar, tools, tool_choice)."""
+        return self.handle_request(LMRequest.of(messages, options))
 
-            return super().__new__(backend_for(model))
-        return super().__new__(cls)
+    async def acomplete(self, messages: Sequence[Message], **options: Any) -> Completion:
+        """`complete`, awaited."""
+        return await self.ahandle_request(LMRequest.of(messages, options))
 
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        on_token: TokenCallback | None = None,
-    ) -> Completion:
-        raise NotImplementedError(f"{type(self).__name__} does not implement complete()")
+    def handle_request(self, request: LMRequest) -> Completion:
+        backend = self.__dict__.get("backend")
+        if backend is None:
+            raise NotImplementedError(f"{type(self).__name__} implements neither handle_request() nor complete()")
+        return backend.handle_request(request)
 
-    async def acomplete(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        on_token: TokenCallback | None = None,
-        **options: Any,
-    ) -> Completion:
-        """Async call; backends without a native async API run `complete` in a worker thread (other
-        options a backend takes, such as `tools=`, are passed on to it)."""
-        return await asyncio.to_thread(
-            self.complete,
-            messages,
-            stop=stop,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            on_token=on_token,
-            **options,
-        )
+    async def ahandle_request(self, request: LMRequest) -> Completion:
+        """Backends without a native async API answer in a worker thread."""
+        backend = self.__dict__.get("backend")
+        if backend is not None:
+            return await backend.ahandle_request(request)
+        return await asyncio.to_thread(self.complete, request.messages, **request.options())
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.model!r})"
+        backend = self.__dict__.get("backend")
+        return f"LM({backend!r})" if backend is not None else f"{type(self).__name__}({self.model!r})"

@@ -6,7 +6,11 @@ dropped connections, timeouts); `retry_after` carries the server's Retry-After i
 
 from __future__ import annotations
 
-from codeact.lm.base import LMError
+from codeact.errors import CodeActError
+
+
+class LMError(CodeActError, RuntimeError):
+    """A model call failed for good (after retries, or at once for errors retrying cannot fix)."""
 
 
 class LMConfigError(LMError, ValueError):

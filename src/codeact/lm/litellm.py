@@ -4,14 +4,13 @@ through LiteLLM, an optional extra: `pip install 'codeact[litellm]'`."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any
 
-from codeact.lm.backend import Backend, CacheOption, CallbackFailed, Request, Secret, achat, chat, tool_args
-from codeact.lm.base import Completion, TokenCallback
-from codeact.lm.errors import LMAPIError, LMMissingExtraError, LMResponseError
+from codeact.lm.backend import ChatBackend, Secret, chat_args, split_options
+from codeact.lm.base import LMRequest
+from codeact.lm.errors import LMMissingExtraError, LMResponseError
+from codeact.lm.openai import translate_error
 from codeact.lm.pricing import cost_of, price_of
-from codeact.lm.retry import RetryPolicy
 
 _KEY_ENV = {
     "anthropic": "ANTHROPIC_API_KEY",
@@ -37,7 +36,7 @@ def _import_litellm() -> Any:
     return litellm
 
 
-class LiteLLMLM(Backend):
+class LiteLLMLM(ChatBackend):
     """Any LiteLLM model string, e.g. `LM("anthropic/claude-haiku-4-5")`, `LM("ollama/llama3.2",
     api_base="http://localhost:11434")`. The key comes from `api_key=` or the provider's usual
     environment variable (`ANTHROPIC_API_KEY`, `GEMINI_API_KEY`, ...). Extra keyword arguments are
@@ -45,6 +44,7 @@ class LiteLLMLM(Backend):
     """
 
     supports_tool_calls = True
+    serves_any_provider = True
 
     @property
     def knows_cost(self) -> bool:
@@ -68,30 +68,10 @@ class LiteLLMLM(Backend):
                 return f"model {self.model!r} needs {', '.join(missing)} set in the environment (or api_key=...)"
         return None
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        api_key: str | None = None,
-        api_base: str | None = None,
-        timeout: float = 120.0,
-        retry: RetryPolicy | int | None = None,
-        cache: CacheOption = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        stop: Sequence[str] | None = None,
-        **params: Any,
-    ) -> None:
+    def __init__(self, model: str, *, api_key: str | None = None, api_base: str | None = None, **options: Any) -> None:
         self._litellm = _import_litellm()
-        super().__init__(
-            model,
-            timeout=timeout,
-            retry=retry,
-            cache=cache,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            stop=stop,
-        )
+        params = split_options(options)
+        super().__init__(model, **options)
         self.provider = model.partition("/")[0]
         self.api_base = api_base.rstrip("/") if api_base else None
         self._api_key = Secret(api_key) if api_key else None
@@ -120,75 +100,33 @@ class LiteLLMLM(Backend):
             return None
         return float(prompt_cost) + float(completion_cost)
 
-    def _args(self, request: Request, stream: bool) -> dict[str, Any]:
-        args: dict[str, Any] = {
-            "model": self.model,
-            "messages": request["messages"],
-            "timeout": self.timeout,
-            "num_retries": 0,
-            **self.params,
-        }
+    def _args(self, request: LMRequest, stream: bool) -> dict[str, Any]:
+        args: dict[str, Any] = {"model": self.model, "timeout": self.timeout, "num_retries": 0, **self.params}
         if self.api_base:
             args["api_base"] = self.api_base
         if self._api_key is not None:
             args["api_key"] = self._api_key.reveal()
-        if request["stop"]:
-            args["stop"] = request["stop"]
-        if request["max_tokens"] is not None:
-            args["max_tokens"] = request["max_tokens"]
-        if request["temperature"] is not None:
-            args["temperature"] = request["temperature"]
-        if stream:
-            args["stream"] = True
-            args["stream_options"] = {"include_usage": True}
-        return args | tool_args(request)
+        return args | chat_args(request, stream=stream)
 
-    def _translate(self, error: Exception) -> LMAPIError:
-        import openai
+    def _create(self, request: LMRequest, stream: bool) -> Any:
+        return self._litellm.completion(**self._args(request, stream))
 
-        from codeact.lm.openai import translate_error
+    async def _acreate(self, request: LMRequest, stream: bool) -> Any:
+        return await self._litellm.acompletion(**self._args(request, stream))
+
+    def _translate(self, error: Exception) -> Exception:
+        import openai  # installed with LiteLLM, which raises its exceptions
 
         env = _KEY_ENV.get(self.provider, f"{self.provider.upper()}_API_KEY")
-        where = self.api_base or self.provider
         if isinstance(error, openai.OpenAIError):
             return translate_error(
                 error,
-                where=f"{where} (model {self.model!r})",
+                where=self._where(),
                 timeout=self.timeout,
                 key_hint=f"check {env} or the api_key= argument",
                 not_found_hint=f"check the model name {self.model!r} in LiteLLM's provider list",
             )
-        return LMResponseError(f"{where} (model {self.model!r}) failed: {error}")
+        return LMResponseError(f"{self._where()} failed: {error}")
 
     def _where(self) -> str:
         return f"{self.api_base or self.provider} (model {self.model!r})"
-
-    def _send(self, request: Request, on_token: TokenCallback | None) -> Completion:
-        try:
-            return chat(
-                lambda stream: self._litellm.completion(**self._args(request, stream)),
-                on_token,
-                self._where(),
-                self.timeout,
-            )
-        except LMAPIError:
-            raise
-        except CallbackFailed as failed:
-            raise failed.error from None
-        except Exception as error:
-            raise self._translate(error) from None
-
-    async def _asend(self, request: Request, on_token: TokenCallback | None) -> Completion:
-        try:
-            return await achat(
-                lambda stream: self._litellm.acompletion(**self._args(request, stream)),
-                on_token,
-                self._where(),
-                self.timeout,
-            )
-        except LMAPIError:
-            raise
-        except CallbackFailed as failed:
-            raise failed.error from None
-        except Exception as error:
-            raise self._translate(error) from None

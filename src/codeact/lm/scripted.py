@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from codeact.lm.base import LM, Completion, FunctionCall, LMError, Message, TokenCallback, Usage
+from codeact.lm.base import LM, Completion, FunctionCall, LMError, LMRequest, Message, Usage
 
 Reply = str | Completion | Callable[[list[Message]], "str | Completion"]
 
@@ -56,17 +56,12 @@ class ScriptedLM(LM):
         self.__dict__.update(state)
         self._lock = threading.Lock()
 
-    def complete(
-        self,
-        messages: Sequence[Message],
-        *,
-        stop: Sequence[str] | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-        on_token: TokenCallback | None = None,
-        tools: list[dict[str, Any]] | None = None,
-        tool_choice: Any = None,
-    ) -> Completion:
+    @classmethod
+    def serves(cls, model: str) -> bool:
+        return model.startswith("scripted:")
+
+    def handle_request(self, request: LMRequest) -> Completion:
+        messages, on_token = request.messages, request.on_token
         start = time.perf_counter()
         with self._lock:
             index = len(self.history)
@@ -77,10 +72,10 @@ class ScriptedLM(LM):
             entry: dict[str, Any] = {
                 "messages": [dict(m) for m in messages],
                 "reply": None,
-                "stop": list(stop) if stop else None,
-                "max_tokens": max_tokens,
-                "temperature": temperature,
-                "tools": tools,
+                "stop": list(request.stop) if request.stop else None,
+                "max_tokens": request.max_tokens,
+                "temperature": request.temperature,
+                "tools": request.tools,
             }
             self.history.append(entry)
         reply = self.replies[index]

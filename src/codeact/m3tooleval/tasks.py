@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 from dataclasses import dataclass, field
@@ -63,7 +64,8 @@ def _decode(value: Any) -> Any:
 
 @cache
 def _all_tasks() -> tuple[Task, ...]:
-    text = resources.files("codeact.m3tooleval").joinpath("data/m3tooleval_tasks.json").read_text()
+    packed = resources.files("codeact.m3tooleval").joinpath("data/m3tooleval_tasks.json.gz").read_bytes()
+    text = gzip.decompress(packed).decode()
     tasks = []
     for raw in json.loads(text):
         expected = _decode(raw["expected_output"])

@@ -19,9 +19,7 @@ from codeact.sandbox.pool import SandboxPool
 
 def detect_layers() -> list[LayerStatus]:
     """Start a native session and report which isolation layers it could apply on this machine."""
-    from codeact.sandbox.process.backend import ProcessInterpreter
-
-    with ProcessInterpreter() as probe:
+    with Sandbox(backend="process") as probe:
         return list(probe.layers)
 
 

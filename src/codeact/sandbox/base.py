@@ -1,4 +1,4 @@
-"""`Sandbox`: the public entry point; constructing it returns the backend that will run the code."""
+"""`Sandbox`: the public entry point: tools, policy, inputs and steps, over a `Backend` that runs the session."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from codeact.sandbox import bridge, wire
+from codeact.sandbox import bridge, pyodide, wire
 from codeact.sandbox.driver import (
     Approver,
-    Channel,
+    Backend,
     StepDriver,
     StepRequest,
     ToolPolicy,
@@ -20,6 +20,8 @@ from codeact.sandbox.driver import (
 )
 from codeact.sandbox.interpreter import ExecutionResult, Failure, InterpreterError, LayerStatus
 from codeact.sandbox.options import SandboxOptions, positive
+from codeact.sandbox.process.backend import ProcessBackend
+from codeact.sandbox.pyodide.backend import PyodideBackend
 from codeact.tools import Tool, as_tool
 
 log = logging.getLogger("codeact.sandbox")
@@ -32,70 +34,56 @@ def available_backends() -> list[str]:
     found = []
     if sys.platform.startswith("linux"):
         found.append("process")
-    try:
-        from codeact.sandbox import pyodide
-
-        if pyodide.status().active:
-            found.append("pyodide")
-    except (ImportError, AttributeError):
-        pass
+    if pyodide.status().active:
+        found.append("pyodide")
     return found
 
 
-def _backend_class(backend: str) -> type[Sandbox]:
-    if backend == "auto":
-        backends = available_backends()
-        if not backends:
+def open_backend(name: str, options: SandboxOptions) -> Backend:
+    """The backend called `name` ("auto": the best one available here) for a session with `options`."""
+    if name == "auto":
+        names = available_backends()
+        if not names:
             raise InterpreterError(
                 "no sandbox backend is available here: the native one needs Linux, the Pyodide one "
                 "needs Deno and Pyodide (pip install 'codeact[pyodide]'; see `codeact doctor`)"
             )
-        backend = backends[0]
-        if backend != "process":
-            log.warning("the native sandbox is unavailable here; using the %s backend", backend)
-    if backend == "process":
-        from codeact.sandbox.process.backend import ProcessInterpreter
-
-        return ProcessInterpreter
-    if backend == "pyodide":
-        from codeact.sandbox.pyodide import PyodideInterpreter
-
-        return PyodideInterpreter
-    raise ValueError(f"unknown sandbox backend {backend!r}; choose one of {', '.join(BACKENDS)} or 'auto'")
+        name = names[0]
+        if name != "process":
+            log.warning("the native sandbox is unavailable here; using the %s backend", name)
+    if name == "process":
+        return ProcessBackend(options)
+    if name == "pyodide":
+        return PyodideBackend(options)
+    raise ValueError(f"unknown sandbox backend {name!r}; choose one of {', '.join(BACKENDS)} or 'auto'")
 
 
 class Sandbox:
     """A sandboxed Python session with `tools` callable inside (they run on the host).
 
-    `Sandbox(tools, backend="auto", **options)` returns the native process sandbox on Linux and the
-    Pyodide one elsewhere; every backend implements the `Interpreter` protocol and is a `Sandbox`.
-    The options are those of `SandboxOptions` (validated here: an unknown or malformed one raises);
+    `Sandbox(tools, backend="auto", **options)` runs on the native process backend on Linux and the
+    Pyodide one elsewhere (`sb.backend`); `backend=` also takes a `Backend` object of your own. The
+    options are those of `SandboxOptions` (validated here: an unknown or malformed one raises);
     `options=SandboxOptions(...)` passes them as one value.
     """
-
-    backend = ""
-    layers: list[LayerStatus]
-
-    def __new__(
-        cls, *args: Any, backend: str | None = None, options: SandboxOptions | None = None, **settings: Any
-    ) -> Sandbox:
-        if cls is Sandbox:
-            chosen = backend or (options.backend if isinstance(options, SandboxOptions) else "auto")
-            return super().__new__(_backend_class(chosen))
-        return super().__new__(cls)
 
     def __init__(
         self,
         tools: Sequence[Any] = (),
         *,
-        backend: str | None = None,
+        backend: str | Backend | None = None,
         submit_params: Sequence[str] | None = None,
         options: SandboxOptions | None = None,
         approve: Approver | None = None,
         max_tool_calls: int | None = None,
         **settings: Any,
     ) -> None:
+        if isinstance(backend, str):
+            settings["backend"] = backend
         self.options = SandboxOptions.of(options, **settings)
+        self.backend: Backend = (
+            open_backend(self.options.backend, self.options) if backend is None or isinstance(backend, str) else backend
+        )
         self.policy = ToolPolicy()
         self.timeout = self.options.timeout
         self.tools: dict[str, Tool] = {}
@@ -103,46 +91,40 @@ class Sandbox:
         self.set_tools(tools)
         self.set_submit(submit_params or ["answer"])
         self.set_policy(approve=approve, max_tool_calls=max_tool_calls)
-        self.layers = []
         self._driver = StepDriver(self)
         self._steps_run = 0
+        self._definitions_for: int | None = None  # the backend's generation that has the tool definitions
         self._inputs: dict[str, Any] = {}
         self._lock = threading.RLock()
 
-    # --- what the backends provide ------------------------------------------------------------------
+    # --- the session, run by the backend -------------------------------------------------------------
     def start(self) -> None:
-        raise NotImplementedError
+        self.backend.start()
 
     def close(self) -> None:
-        raise NotImplementedError
+        self.backend.close()
 
     @property
     def alive(self) -> bool:
-        raise NotImplementedError
+        return self.backend.alive
+
+    @property
+    def layers(self) -> list[LayerStatus]:
+        """The isolation layers of the running session, and whether each is active."""
+        return self.backend.layers
 
     def processes(self) -> list[int]:
         """Host pids of the session's live processes (for monitoring and clean-up checks)."""
-        raise NotImplementedError
-
-    def _begin_step(self) -> tuple[Channel, str]:
-        """Make sure the session runs (restarting it if it ended); the step's channel and a notice for
-        its stderr when a restart lost variables."""
-        raise NotImplementedError
-
-    def _end_step(self, channel: Channel, result: ExecutionResult) -> None:
-        """Tidy up after a step (the driver has already ended the session when it had to)."""
-
-    def _kill_step(self) -> None:
-        """End a running step from another thread (its caller was cancelled)."""
-        raise NotImplementedError
+        return self.backend.processes()
 
     def fork(self) -> Sandbox:
         """A new, independent session holding a copy of this one's variables and imports; this one
         is unchanged. The caller owns the fork and closes it (it also ends with this session)."""
-        raise InterpreterError(
-            f"the {self.backend} backend cannot fork a session; use the native backend "
-            "(backend='process') for Sandbox.fork()"
-        )
+        check_not_reentrant(self)
+        with self._lock:
+            branch = Sandbox(options=self.options, backend=self.backend.fork())
+            self._copy_settings_to(branch)
+            return branch
 
     def _copy_settings_to(self, other: Sandbox) -> None:
         """Give a fork this session's tools, submit parameters, tool policy and pending inputs."""
@@ -151,7 +133,7 @@ class Sandbox:
         other.policy = ToolPolicy(approve=self.policy.approve, max_tool_calls=self.policy.max_tool_calls)
         other.timeout = self.timeout
         other._inputs = dict(self._inputs)
-        other._definitions_sent = self._definitions_sent
+        other._definitions_for = self._definitions_for
 
     # --- the contract ---------------------------------------------------------------------------------
     def set_tools(self, tools: Sequence[Any]) -> None:
@@ -165,14 +147,14 @@ class Sandbox:
         if "submit" in names:
             raise ValueError("a tool may not be called 'submit': that name ends the task")
         self.tools = {t.name: t for t in converted}
-        self._definitions_sent = False
+        self._definitions_for = None
 
     def set_submit(self, params: Sequence[str]) -> None:
         for p in params:
             if not str(p).isidentifier():
                 raise ValueError(f"submit parameter {p!r} is not a Python identifier")
         self.submit_params = list(params)
-        self._definitions_sent = False
+        self._definitions_for = None
 
     def set_policy(self, *, approve: Approver | None = None, max_tool_calls: int | None = None) -> None:
         """Who approves tool calls from code, and how many calls the code may make from now on (a
@@ -206,7 +188,7 @@ class Sandbox:
             return await asyncio.to_thread(self._execute, code, timeout, loop)
         except asyncio.CancelledError:
             self._driver.abort()
-            self._kill_step()
+            self.backend.kill_step()
             raise
 
     def _execute(self, code: str, timeout: float | None, loop: asyncio.AbstractEventLoop | None) -> ExecutionResult:
@@ -215,14 +197,15 @@ class Sandbox:
             raise TypeError(f"code must be a str, got {type(code).__name__}")
         limit = self.timeout if timeout is None else positive(timeout, "timeout")
         with self._lock:
-            channel, notice = self._begin_step()
+            channel, notice = self.backend.begin_step()
+            generation = self.backend.generation
             request = StepRequest(
                 code=code,
                 timeout=limit,
                 tools=self.tools,
                 inputs=self._inputs,
                 loop=loop,
-                definitions=None if self._definitions_sent else bridge.definitions(self.tools),
+                definitions=None if self._definitions_for == generation else bridge.definitions(self.tools),
                 submit=self.submit_params,
                 output_limit=self.options.max_output,
                 value_limit=self.options.max_value_chars,
@@ -239,9 +222,9 @@ class Sandbox:
                     self._driver.abort()
                     self.close()
             if result.error is None or result.error.type not in SESSION_LOST_KINDS:
-                self._definitions_sent = True  # a step that died rolled back to before them
+                self._definitions_for = generation  # a step that died rolled back to before them
                 self._inputs = {}
-            self._end_step(channel, result)
+            self.backend.end_step(channel, result)
             if notice:
                 result.stderr = notice + result.stderr
             return result
@@ -254,5 +237,4 @@ class Sandbox:
         self.close()
 
 
-RESTARTED = "[sandbox] the session had ended and was restarted: variables from earlier steps are lost\n"
 SESSION_LOST_KINDS = frozenset(kind.value for kind in Failure)  # after these, `alive` says whether it lived

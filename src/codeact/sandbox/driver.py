@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from codeact.sandbox import bridge, wire
-from codeact.sandbox.interpreter import ExecutionResult, Failure, InterpreterError, ToolCall
+from codeact.sandbox.interpreter import ExecutionResult, Failure, InterpreterError, LayerStatus, ToolCall
 from codeact.tools import Tool, ToolArgumentError
 
 _GRACE_S = 2.0
@@ -54,6 +54,45 @@ class Channel(Protocol):
 
     def end(self) -> None:
         """End the session: the step's state is unknown (it did not stop, or broke the protocol)."""
+
+
+RESTARTED = "[sandbox] the session had ended and was restarted: variables from earlier steps are lost\n"
+
+
+class Backend(Protocol):
+    """Where a `Sandbox`'s session runs (the native process backend, Pyodide): its lifecycle, and a
+    `Channel` per step. Everything else (tools, policy, inputs, results) is the `Sandbox`'s."""
+
+    name: str
+    layers: list[LayerStatus]
+    #: how many times the session was started (a new session needs the tool definitions again)
+    generation: int
+
+    def start(self) -> None:
+        """Start the session if it is not running."""
+
+    def close(self) -> None:
+        """End the session and every process of it."""
+
+    @property
+    def alive(self) -> bool:
+        """Whether the session runs."""
+
+    def processes(self) -> list[int]:
+        """Host pids of the session's live processes."""
+
+    def begin_step(self) -> tuple[Channel, str]:
+        """The step's channel, starting the session if it ended, and a notice for its stderr when
+        that restart lost variables (`RESTARTED`)."""
+
+    def end_step(self, channel: Channel, result: ExecutionResult) -> None:
+        """Tidy up after a step (the driver has already ended the session when it had to)."""
+
+    def kill_step(self) -> None:
+        """End a running step from another thread (its caller was cancelled)."""
+
+    def fork(self) -> Backend:
+        """A new session holding a copy of this one's state; InterpreterError where it cannot."""
 
 
 @dataclass(frozen=True)

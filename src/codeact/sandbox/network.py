@@ -377,11 +377,11 @@ def _relay(client: socket.socket, upstream: socket.socket, record: Connection) -
                     other.shutdown(socket.SHUT_WR)
                 del peers[sock]
                 continue
+            if sock is client:  # counted before it is passed on: the step may end as soon as it arrives
+                record.bytes_sent += len(data)
+            else:
+                record.bytes_received += len(data)
             try:
                 other.sendall(data)
             except OSError:
                 return
-            if sock is client:
-                record.bytes_sent += len(data)
-            else:
-                record.bytes_received += len(data)

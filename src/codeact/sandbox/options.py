@@ -16,7 +16,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from codeact.sandbox import packages
 from codeact.sandbox.network import Rule
+
+#: the directory of the codeact package
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
 
 _UNITS = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _MIN_MEMORY = 16 << 20
@@ -243,14 +247,11 @@ def _check_write_paths(write_paths: Sequence[str]) -> None:
     """Refuse write grants that would let code plant modules the host imports later."""
     if not write_paths:
         return
-    import codeact
-    from codeact.sandbox import packages
-
     protected = {
         "the Python installation": [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)],
         "an import directory of the host": [os.path.realpath(p) for p in sys.path if p and os.path.isabs(p)]
         + python_installation(),
-        "the codeact package": [os.path.dirname(os.path.realpath(codeact.__file__))],
+        "the codeact package": [PACKAGE_DIR],
         "the sandbox package cache": [os.path.realpath(packages.cache_root())],
     }
     for path in write_paths:

@@ -8,6 +8,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+from codeact.sandbox.base import Sandbox
 from codeact.sandbox.options import SandboxOptions
 
 
@@ -31,9 +32,7 @@ class SandboxPool:
         for _ in range(size):
             self._refill()
 
-    def _new(self) -> Any:
-        from codeact.sandbox import Sandbox
-
+    def _new(self) -> Sandbox:
         sandbox = Sandbox(options=self.options)
         sandbox.start()
         return sandbox

@@ -1,4 +1,4 @@
-"""The host side of the native sandbox: a shared zygote per library set, and `ProcessInterpreter`."""
+"""The host side of the native sandbox: a shared zygote per library set, and `ProcessBackend`."""
 
 from __future__ import annotations
 
@@ -19,11 +19,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from codeact.sandbox import bridge, packages, wire
-from codeact.sandbox.base import RESTARTED, Sandbox
-from codeact.sandbox.driver import Channel, StepLost, check_not_reentrant
+from codeact.sandbox.driver import RESTARTED, Channel, StepLost
 from codeact.sandbox.interpreter import ExecutionResult, Failure, InterpreterError, LayerStatus
 from codeact.sandbox.network import NetworkPolicy, Proxy
-from codeact.sandbox.options import granted_path, python_installation
+from codeact.sandbox.options import PACKAGE_DIR, SandboxOptions, granted_path, python_installation
 from codeact.sandbox.process.isolation import PROXY_PORT, SessionConfig
 
 log = logging.getLogger("codeact.sandbox")
@@ -159,15 +158,15 @@ class _StepChannel:
     """One step of a native session: the step's socket, and the session's control socket on which the
     holder reports a step that died or overran its time."""
 
-    def __init__(self, sandbox: ProcessInterpreter, control: socket.socket) -> None:
-        self.sandbox = sandbox
+    def __init__(self, backend: ProcessBackend, control: socket.socket) -> None:
+        self.backend = backend
         self.control = control
         self.ours, self.theirs = socket.socketpair()
         self.open = True
         self.sent_exec = False
         self.limit = 0.0
-        sandbox._steps += 1
-        self.number = sandbox._steps
+        backend._steps += 1
+        self.number = backend._steps
 
     def send(self, message: dict[str, Any]) -> None:
         try:
@@ -213,13 +212,13 @@ class _StepChannel:
                 raise self.lost("the sandbox session ended unexpectedly") from None
             if report.get("step") not in (self.number, None):
                 continue  # about an earlier step that had already answered: the state is rolled back
-            self.sandbox._step_failed(report, self.limit)
+            self.backend._step_failed(report, self.limit)
 
     def end(self) -> None:
-        self.sandbox.close()
+        self.backend.close()
 
     def lost(self, why: str) -> StepLost:
-        self.sandbox.close()
+        self.backend.close()
         return StepLost(Failure.CRASHED, f"{why}; the next step starts a new session and earlier variables are lost")
 
     def close(self) -> None:
@@ -232,24 +231,26 @@ def import_paths() -> list[str]:
     """What a session sees of the host's import path: the Python installation, its installed
     packages (editable ones included) and codeact itself; other import directories (the user's
     project, a test directory, /tmp) must be granted."""
-    import codeact
-
-    return sorted({*python_installation(), os.path.dirname(os.path.dirname(os.path.realpath(codeact.__file__)))})
+    return sorted({*python_installation(), os.path.dirname(PACKAGE_DIR)})
 
 
-class ProcessInterpreter(Sandbox):
+class ProcessBackend:
     """A native sandboxed session: a process forked from the zygote into its own namespaces.
 
     Each step runs in a fork of the session: when it crashes, times out or runs out of memory, the
     variables from before it survive (`rollback=False` saves the fork per step and forbids fork to
-    the code, at the price of losing the variables on such a step).
+    the code, at the price of losing the variables on such a step). `start_marks` times the stages
+    of the last start.
     """
 
-    backend = "process"
+    name = "process"
 
-    def __init__(self, tools: Sequence[Any] = (), **settings: Any) -> None:
-        super().__init__(tools, **settings)
-        options = self.options
+    def __init__(self, options: SandboxOptions) -> None:
+        self.options = options
+        self.layers: list[LayerStatus] = []
+        self.generation = 0
+        self.start_marks: list[tuple[str, float]] = []
+        self._lock = threading.RLock()
         self.network = NetworkPolicy.of(options.network, options.hosts)
         proxy = f"http://127.0.0.1:{PROXY_PORT}"
         proxy_env = (
@@ -275,7 +276,7 @@ class ProcessInterpreter(Sandbox):
         )
         self.config.python_paths = import_paths()
         self._control: socket.socket | None = None
-        self._family: ProcessInterpreter | None = None  # a fork: the session whose namespaces it shares
+        self._family: ProcessBackend | None = None  # a fork: the session whose namespaces it shares
         self._proxy: Proxy | None = None
         self._pidfds: list[int] = []
         self._cgroup: list[str] = []
@@ -340,7 +341,7 @@ class ProcessInterpreter(Sandbox):
                     "strict sandbox refused to start; missing layers: "
                     + "; ".join(f"{m.name} ({m.detail}){' - ' + m.remedy if m.remedy else ''}" for m in missing)
                 )
-            self._definitions_sent = False
+            self.generation += 1
             self._aborted = False
 
     def _await_hello(self, control: socket.socket) -> tuple[dict[str, Any], list[int]]:
@@ -414,20 +415,19 @@ class ProcessInterpreter(Sandbox):
         return found
 
     # --- steps ----------------------------------------------------------------------------------
-    def _kill_step(self) -> None:
+    def kill_step(self) -> None:
         """End a running step from another thread: kill the session (a fork's, its whole family)."""
         self._aborted = True  # whatever the session wrote last is not to be read: start afresh
         for fd in list((self._family or self)._pidfds):
             with contextlib.suppress(OSError):
                 signal.pidfd_send_signal(fd, signal.SIGKILL)
 
-    def fork(self) -> ProcessInterpreter:
+    def fork(self) -> ProcessBackend:
         """A copy of this session made by forking its state inside the sandbox: variables, imports and
         the interpreter's state, in about a millisecond. The fork shares this session's namespaces,
         files (its /tmp and working directory are the same, not copies), memory and process limits;
         a timeout or crash in one rolls back only that one, while a step killed from the host
         (cancelled) ends the whole family. Closing this session ends its forks."""
-        check_not_reentrant(self)
         if not self.options.rollback:
             raise InterpreterError("Sandbox.fork() needs rollback=True: without it the code's process may not fork")
         with self._lock:
@@ -453,15 +453,15 @@ class ProcessInterpreter(Sandbox):
             if answer.get("op") != "forked":
                 branch_control.close()
                 raise InterpreterError("the sandbox session did not answer the fork request")
-            branch = ProcessInterpreter(options=self.options)
-            self._copy_settings_to(branch)
+            branch = ProcessBackend(self.options)
+            branch.generation = self.generation
             branch._control, branch._family, branch._proxy = branch_control, self._family or self, self._proxy
             branch._cgroup, branch._restarted, branch._root_pid = self._cgroup, True, self._root_pid
             branch._oom_seen = self._oom_seen
             branch.layers, branch.start_marks = list(self.layers), []
             return branch
 
-    def _begin_step(self) -> tuple[_StepChannel, str]:
+    def begin_step(self) -> tuple[_StepChannel, str]:
         notice = ""
         family = self._family
         if self._aborted or (family is not None and (not family.alive or family._root_pid != self._root_pid)):
@@ -475,7 +475,7 @@ class ProcessInterpreter(Sandbox):
         assert self._control is not None
         return _StepChannel(self, self._control), notice
 
-    def _end_step(self, channel: Channel, result: ExecutionResult) -> None:
+    def end_step(self, channel: Channel, result: ExecutionResult) -> None:
         assert isinstance(channel, _StepChannel)
         channel.close()
         if self._proxy is not None:

@@ -1,4 +1,4 @@
-"""`PyodideInterpreter`: a sandbox session in Pyodide (CPython compiled to WebAssembly) under Deno.
+"""`PyodideBackend`: a sandbox session in Pyodide (CPython compiled to WebAssembly) under Deno.
 
 Deno's permission flags are the boundary: the process may read the Pyodide files, its start-up
 snapshot and the granted paths, write only the granted write paths, and reach the network only with
@@ -27,11 +27,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from codeact.sandbox import packages, wire
-from codeact.sandbox.base import RESTARTED, Sandbox
-from codeact.sandbox.driver import StepLost, StepRequest
-from codeact.sandbox.interpreter import Failure, InterpreterError, LayerStatus
+from codeact.sandbox.driver import RESTARTED, StepDriver, StepLost, StepRequest
+from codeact.sandbox.interpreter import ExecutionResult, Failure, InterpreterError, LayerStatus
 from codeact.sandbox.network import Rule
-from codeact.sandbox.options import granted_path
+from codeact.sandbox.options import SandboxOptions, granted_path
 from codeact.sandbox.pyodide import installation
 
 log = logging.getLogger("codeact.sandbox")
@@ -41,7 +40,7 @@ _START_TIMEOUT_S = 120.0
 _EOF = object()
 
 
-class PyodideInterpreter(Sandbox):
+class PyodideBackend:
     """A sandboxed Python session in Pyodide under Deno: the same contract as the native sandbox.
 
     Third-party libraries with native code (numpy, pandas) are not available offline. `preload`
@@ -49,10 +48,13 @@ class PyodideInterpreter(Sandbox):
     killed (see the module docstring); `reset()` forgets them on purpose, keeping the process warm.
     """
 
-    backend = "pyodide"
+    name = "pyodide"
 
-    def __init__(self, tools: Sequence[Any] = (), **settings: Any) -> None:
-        super().__init__(tools, **settings)
+    def __init__(self, options: SandboxOptions) -> None:
+        self.options = options
+        self.layers: list[LayerStatus] = []
+        self.generation = 0
+        self._lock = threading.RLock()
         for path in [*self.options.read_paths, *self.options.write_paths]:
             if "," in path:
                 raise ValueError(f"path {path} contains a comma, which Deno's permission flags cannot express")
@@ -176,14 +178,14 @@ class PyodideInterpreter(Sandbox):
                 raise InterpreterError(
                     "strict sandbox refused to start; missing: " + "; ".join(f"{m.name} ({m.detail})" for m in missing)
                 )
-            self._definitions_sent = False
+            self.generation += 1
             self._started_once = True
             if self.options.preload:
                 self._preload()
 
     def _preload(self) -> None:
         code = "\n".join(f"import {name}" for name in self.options.preload)
-        result = self._driver.run(self, StepRequest(code=code, timeout=self.timeout, tools={}))
+        result = StepDriver(self).run(self, StepRequest(code=code, timeout=self.options.timeout, tools={}))
         if result.error is not None:
             log.warning("pyodide sandbox: could not preload %s: %s", ", ".join(self.options.preload), result.error)
 
@@ -229,7 +231,7 @@ class PyodideInterpreter(Sandbox):
             if not isinstance(reply, dict) or reply.get("op") != "reset":
                 self._kill()
                 raise InterpreterError("the Pyodide sandbox did not reset")
-            self._definitions_sent = False
+            self.generation += 1
 
     def close(self) -> None:
         """End the session's Deno process; nothing is left running."""
@@ -280,20 +282,28 @@ class PyodideInterpreter(Sandbox):
         return self._process.pid if self._process is not None else None
 
     # --- steps: the driver's channel ------------------------------------------------------------------
-    def _kill_step(self) -> None:
+    def kill_step(self) -> None:
         """End a running step from another thread: kill the session."""
         process = self._process
         if process is not None:
             with contextlib.suppress(OSError):
                 process.kill()
 
-    def _begin_step(self) -> tuple[PyodideInterpreter, str]:
+    def begin_step(self) -> tuple[PyodideBackend, str]:
         notice = ""
         if self._process is None:
             if self._started_once:
                 notice = RESTARTED
             self.start()
         return self, notice
+
+    def end_step(self, channel: Any, result: ExecutionResult) -> None:
+        """Nothing to tidy: the session is its own channel."""
+
+    def fork(self) -> PyodideBackend:
+        raise InterpreterError(
+            "the pyodide backend cannot fork a session; use the native backend (backend='process') for Sandbox.fork()"
+        )
 
     def send(self, message: dict[str, Any]) -> None:
         try:

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from codeact.sandbox.base import Sandbox
 from codeact.sandbox.pyodide import installation
-from codeact.sandbox.pyodide.backend import PyodideInterpreter
 
 COMPUTE = """
 def work(n):
@@ -48,7 +48,7 @@ def start_to_first_result(repeat: int, *, snapshot: bool) -> float:
         installation.build_snapshot = _no_snapshot  # type: ignore[assignment]
 
     def once() -> None:
-        with PyodideInterpreter() as sb:
+        with Sandbox(backend="pyodide") as sb:
             assert sb.execute("1 + 1").value == "2"
 
     try:
@@ -63,15 +63,15 @@ def _no_snapshot(*_args: object, **_kwargs: object) -> Path:
     raise OSError("snapshot disabled for the cold-start figure")
 
 
-def reset_to_first_result(sb: PyodideInterpreter, repeat: int) -> float:
+def reset_to_first_result(sb: Sandbox, repeat: int) -> float:
     def once() -> None:
-        sb.reset()
+        sb.backend.reset()
         assert sb.execute("1 + 1").value == "2"
 
     return _ms(_timed(once, repeat))
 
 
-def round_trip(sb: PyodideInterpreter, repeat: int) -> float:
+def round_trip(sb: Sandbox, repeat: int) -> float:
     sb.execute("x = 1")
     return _ms(_timed(lambda: sb.execute("x"), repeat))
 
@@ -80,7 +80,7 @@ def tool_call_us(calls: int) -> float:
     def ping(x: int) -> int:
         return x
 
-    with PyodideInterpreter([ping]) as sb:
+    with Sandbox([ping], backend="pyodide") as sb:
         sb.execute("ping(1)")
         per_call = []
         for _ in range(5):
@@ -95,7 +95,7 @@ def compute_ratio(repeat: int, n: int = 300_000) -> float:
     exec(COMPUTE, scope)
     work = scope["work"]
     native = statistics.median(_timed(lambda: work(n), repeat))  # type: ignore[operator]
-    with PyodideInterpreter(timeout=300) as sb:
+    with Sandbox(timeout=300, backend="pyodide") as sb:
         sb.execute(COMPUTE)
         sb.execute(f"work({n})")
         sandboxed = statistics.median(r.duration_s for r in (sb.execute(f"work({n})") for _ in range(repeat)))
@@ -104,7 +104,7 @@ def compute_ratio(repeat: int, n: int = 300_000) -> float:
 
 def idle_memory_mb(sessions: int = 4) -> float:
     """Unique memory (private pages) of one idle session's Deno process (Linux only)."""
-    made = [PyodideInterpreter() for _ in range(sessions)]
+    made = [Sandbox(backend="pyodide") for _ in range(sessions)]
     try:
         for sb in made:
             sb.start()
@@ -112,7 +112,7 @@ def idle_memory_mb(sessions: int = 4) -> float:
         sizes = []
         for sb in made:
             private = 0
-            with open(f"/proc/{sb.pid}/smaps_rollup") as f:
+            with open(f"/proc/{sb.backend.pid}/smaps_rollup") as f:
                 for line in f:
                     if line.startswith(("Private_Clean:", "Private_Dirty:")):
                         private += int(line.split()[1])
@@ -126,7 +126,7 @@ def idle_memory_mb(sessions: int = 4) -> float:
 def throughput(tasks: int, sessions: int, *, reuse: bool) -> float:
     """Short tasks per second: each task a fresh session, or a warm session reset between tasks."""
     task = "total = sum(i * i for i in range(1000))\ntotal"
-    pool = [PyodideInterpreter() for _ in range(sessions)] if reuse else []
+    pool = [Sandbox(backend="pyodide") for _ in range(sessions)] if reuse else []
     for sb in pool:
         sb.start()
     done = [0]
@@ -141,10 +141,10 @@ def throughput(tasks: int, sessions: int, *, reuse: bool) -> float:
                 queue.pop()
             if reuse:
                 sb = pool[index]
-                sb.reset()
+                sb.backend.reset()
                 assert sb.execute(task).error is None
             else:
-                with PyodideInterpreter() as fresh:
+                with Sandbox(backend="pyodide") as fresh:
                     assert fresh.execute(task).error is None
             with lock:
                 done[0] += 1
@@ -173,7 +173,7 @@ def figures(quick: bool = False) -> list[Row]:
         ),
         ("pyodide: start to first result (snapshot)", start_to_first_result(reps, snapshot=True), "ms"),
     ]
-    with PyodideInterpreter() as sb:
+    with Sandbox(backend="pyodide") as sb:
         rows.append(("pyodide: warm execute round trip", round_trip(sb, 50 if quick else 300), "ms"))
         rows.append(("pyodide: reset + first result (warm session reused)", reset_to_first_result(sb, reps), "ms"))
     rows.append(("pyodide: host tool call round trip", tool_call_us(200 if quick else 1000), "us"))
