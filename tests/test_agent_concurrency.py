@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import codeact
-from codeact.agent import RunEnded, StepEnded
+from codeact.events import RunEnded, StepEnded
 
 pytestmark = pytest.mark.skipif(
     not __import__("codeact.sandbox", fromlist=["available_backends"]).available_backends(),

@@ -2,23 +2,20 @@
 
 from importlib.metadata import version
 
-from codeact.agent import (
-    CodeAct,
+from codeact.agent import CodeAct
+from codeact.errors import CodeActError, ConfigurationError
+from codeact.events import (
     CodeParsed,
     Event,
-    MaxItersError,
     Observed,
-    Prediction,
-    RunCancelled,
     RunEnded,
-    RunInterrupted,
     RunStarted,
     StepEnded,
     StepStarted,
     TokenReceived,
 )
-from codeact.errors import CodeActError, ConfigurationError
 from codeact.lm import LM, LMError, ScriptedLM, Usage
+from codeact.prediction import MaxItersError, Prediction, RunCancelled, RunInterrupted
 from codeact.sandbox import InterpreterError, Sandbox, SandboxOptions, SandboxPool, ToolCall
 from codeact.sandbox.driver import ApprovalRequest
 from codeact.settings import configure

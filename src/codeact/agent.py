@@ -25,17 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from codeact.errors import ConfigurationError
-from codeact.events import (
-    CodeParsed,
-    Event,
-    EventHandler,
-    Observed,
-    RunEnded,
-    RunStarted,
-    StepEnded,
-    StepStarted,
-    TokenReceived,
-)
+from codeact.events import EventHandler
 from codeact.lm.base import LM
 from codeact.loop import adrive, drive
 from codeact.prediction import (
@@ -58,22 +48,7 @@ from codeact.subcalls import SubCalls
 from codeact.tools import Tool, as_tool
 from codeact.trajectory import Fallback, RunRecord, jsonable
 
-__all__ = [
-    "BatchExecutor",
-    "CodeAct",
-    "CodeParsed",
-    "Event",
-    "MaxItersError",
-    "Observed",
-    "Prediction",
-    "RunCancelled",
-    "RunEnded",
-    "RunInterrupted",
-    "RunStarted",
-    "StepEnded",
-    "StepStarted",
-    "TokenReceived",
-]
+__all__ = ["BatchExecutor", "CodeAct"]
 
 
 # --- the agent ---------------------------------------------------------------------------------

@@ -455,8 +455,9 @@ def _run(
     from rich.console import Console
     from rich.markup import escape
 
-    from codeact.agent import CodeAct, MaxItersError, RunInterrupted
+    from codeact.agent import CodeAct
     from codeact.live import LiveView, format_value, print_result
+    from codeact.prediction import MaxItersError, RunInterrupted
 
     console = Console(highlight=False)
     quiet = args.json or args.quiet

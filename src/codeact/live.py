@@ -20,16 +20,7 @@ from rich.status import Status
 from rich.syntax import Syntax
 from rich.text import Text
 
-from codeact.agent import (
-    CodeParsed,
-    Event,
-    Observed,
-    RunEnded,
-    RunStarted,
-    StepEnded,
-    StepStarted,
-    TokenReceived,
-)
+from codeact import events
 from codeact.sandbox.interpreter import ToolCall
 from codeact.trajectory import RunRecord, Step
 
@@ -105,33 +96,33 @@ class LiveView:
         self.tokens = 0
         self.cost: float | None = 0.0
         self.steps: list[Step] = []
-        self.run_started: RunStarted | None = None
+        self.run_started: events.RunStarted | None = None
         self.record: RunRecord | None = None
         self._asking = threading.Lock()
 
     # --- events ---
-    def __call__(self, event: Event) -> None:
-        if isinstance(event, RunStarted):
+    def __call__(self, event: events.Event) -> None:
+        if isinstance(event, events.RunStarted):
             self._run_started(event)
-        elif isinstance(event, StepStarted):
+        elif isinstance(event, events.StepStarted):
             self.step_index = event.index
             self.streamed = 0
             self._set_phase("model thinking")
-        elif isinstance(event, TokenReceived):
+        elif isinstance(event, events.TokenReceived):
             self.streamed += len(event.text)
             self._set_phase(f"model writing ({self.streamed:,} chars)")
-        elif isinstance(event, CodeParsed):
+        elif isinstance(event, events.CodeParsed):
             self._code(event)
             self._set_phase("running code")
-        elif isinstance(event, Observed):
+        elif isinstance(event, events.Observed):
             pass  # the step's outcome is printed from StepEnded, which carries the whole step
-        elif isinstance(event, StepEnded):
+        elif isinstance(event, events.StepEnded):
             self._step_ended(event.step)
-        elif isinstance(event, RunEnded):
+        elif isinstance(event, events.RunEnded):
             self.record = event.record
             self.stop()
 
-    def _run_started(self, event: RunStarted) -> None:
+    def _run_started(self, event: events.RunStarted) -> None:
         self.run_started = event
         self.max_iters = event.max_iters
         self.started = time.perf_counter()
@@ -146,7 +137,7 @@ class LiveView:
             )
         )
 
-    def _code(self, event: CodeParsed) -> None:
+    def _code(self, event: events.CodeParsed) -> None:
         self._pause()
         if not self.show:
             return

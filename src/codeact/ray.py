@@ -39,7 +39,8 @@ from codeact.lm.base import Usage
 from codeact.sandbox.pool import SandboxPool
 
 if TYPE_CHECKING:
-    from codeact.agent import CodeAct, Prediction
+    from codeact.agent import CodeAct
+    from codeact.prediction import Prediction
 
 __all__ = ["RayExecutor", "per_worker"]
 

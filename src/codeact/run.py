@@ -13,17 +13,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from codeact.events import (
-    CodeParsed,
-    Event,
-    EventHandler,
-    Observed,
-    RunEnded,
-    RunStarted,
-    StepEnded,
-    StepStarted,
-    TokenReceived,
-)
+from codeact import events
+from codeact.events import EventHandler
 from codeact.lm.base import LM, Completion, Message, Usage
 from codeact.prediction import MaxItersError, Prediction
 from codeact.prompt import (
@@ -125,7 +116,7 @@ class RunState:
         self.telemetry = RunTelemetry(self.record.run_id, self.record.model, self.record.signature)
 
     # --- events ---
-    def emit(self, event: Event) -> None:
+    def emit(self, event: events.Event) -> None:
         try:
             self.telemetry.observe(event)
         except Exception as exc:  # tracing must never end a run
@@ -159,7 +150,7 @@ class RunState:
 
     def begin(self) -> None:
         self.emit(
-            RunStarted(
+            events.RunStarted(
                 self.record.run_id,
                 self.record.signature,
                 dict(self.inputs),
@@ -180,7 +171,7 @@ class RunState:
             self.end("budget", self.budget_text())
             return None
         self.step = Step(index=len(self.record.steps))
-        self.emit(StepStarted(self.record.run_id, self.step.index))
+        self.emit(events.StepStarted(self.record.run_id, self.step.index))
         self._lm_started = time.perf_counter()
         brief = bool(getattr(self.lm, "constrains_grammar", False))  # a small local model: the short prompt
         return self.settings.prompt.messages(self.inputs, self.record.steps, brief=brief)
@@ -197,7 +188,7 @@ class RunState:
             options["temperature"] = self.settings.temperature
         if self.settings.on_event is not None and self.step is not None:
             index, run_id = self.step.index, self.record.run_id
-            options["on_token"] = lambda text: self.emit(TokenReceived(run_id, index, text))
+            options["on_token"] = lambda text: self.emit(events.TokenReceived(run_id, index, text))
         return options
 
     def lm_failed(self, exc: BaseException) -> None:
@@ -222,7 +213,7 @@ class RunState:
             step.observation = problem or NO_CODE_OBSERVATION
             self._end_step()
             return None
-        self.emit(CodeParsed(self.record.run_id, step.index, step.code, step.reasoning))
+        self.emit(events.CodeParsed(self.record.run_id, step.index, step.code, step.reasoning))
         return step.code
 
     def wants_sample(self, result: ExecutionResult) -> bool:
@@ -262,7 +253,7 @@ class RunState:
         step.rejected_samples.insert(self._current_since, RejectedSample(step.reply, step.code, str(failed.error)))
         self._current_since = len(step.rejected_samples)
         step.reply, step.reasoning, step.code = reply, reasoning, code
-        self.emit(CodeParsed(self.record.run_id, step.index, code, reasoning))
+        self.emit(events.CodeParsed(self.record.run_id, step.index, code, reasoning))
         return code
 
     def take_result(self, result: ExecutionResult) -> None:
@@ -327,9 +318,9 @@ class RunState:
             step.observation = step.observation or observation(
                 step, limit=self.settings.max_observation_chars, steps_left=steps_left
             )
-            self.emit(Observed(self.record.run_id, step.index, step.observation))
+            self.emit(events.Observed(self.record.run_id, step.index, step.observation))
         self.record.steps.append(step)
-        self.emit(StepEnded(self.record.run_id, step))
+        self.emit(events.StepEnded(self.record.run_id, step))
         self.step = None
         if self.outputs is None and not self.ended and self.over_budget():
             self.end("budget", self.budget_text())
@@ -424,7 +415,7 @@ class RunState:
             # The step in flight (LM failed, or interrupted) is kept in the record.
             step, self.step = self.step, None
             self.record.steps.append(step)
-            self.emit(StepEnded(self.record.run_id, step))
+            self.emit(events.StepEnded(self.record.run_id, step))
 
     def finish(self) -> Prediction:
         if not self.finished:
@@ -434,7 +425,7 @@ class RunState:
                 self.outputs = {name: partial.get(name) for name in self.signature.outputs}
             self.record.outputs = self.outputs
             self.record.finish_timings(time.time())
-            self.emit(RunEnded(self.record.run_id, self.record))
+            self.emit(events.RunEnded(self.record.run_id, self.record))
         outputs = self.outputs or dict.fromkeys(self.signature.outputs)
         return Prediction(dict(outputs), self.record)
 

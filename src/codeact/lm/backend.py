@@ -8,11 +8,12 @@ implement `_send` (and `_asend` when they have a native async API).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
@@ -421,9 +422,10 @@ class ChatBackend(Backend):
         """The `LMError` for an error the client raised (or the error itself to re-raise it)."""
         return error
 
-    def _send(self, request: LMRequest) -> Completion:
+    @contextlib.contextmanager
+    def _errors_translated(self) -> Iterator[None]:
         try:
-            return chat(lambda stream: self._create(request, stream), request.on_token, self._where(), self.timeout)
+            yield
         except CallbackFailed as failed:
             raise failed.error from None
         except LMError:
@@ -431,14 +433,12 @@ class ChatBackend(Backend):
         except Exception as error:
             raise self._translate(error) from None
 
+    def _send(self, request: LMRequest) -> Completion:
+        with self._errors_translated():
+            return chat(lambda stream: self._create(request, stream), request.on_token, self._where(), self.timeout)
+
     async def _asend(self, request: LMRequest) -> Completion:
-        try:
+        with self._errors_translated():
             return await achat(
                 lambda stream: self._acreate(request, stream), request.on_token, self._where(), self.timeout
             )
-        except CallbackFailed as failed:
-            raise failed.error from None
-        except LMError:
-            raise
-        except Exception as error:
-            raise self._translate(error) from None
