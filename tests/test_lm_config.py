@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,22 @@ def test_token_estimate_is_close_to_bpe_counts() -> None:
     assert 180 <= count_tokens(long) <= 240
     one = [{"role": "user", "content": "Hello, world!"}]
     assert count_message_tokens(one) > count_tokens("Hello, world!")
+
+
+def test_an_unknown_call_option_is_named_before_anything_is_sent() -> None:
+    lm = ScriptedLM(["never sent"])
+    with pytest.raises(TypeError, match="unknown model call option max_token:"):
+        lm.complete([{"role": "user", "content": "hi"}], max_token=5)
+    assert lm.history == []
+
+
+def test_a_model_of_ones_own_implements_one_method_for_sync_and_async() -> None:
+    from codeact.lm import Completion, LMRequest
+
+    class Echo(LM):
+        def handle_request(self, request: LMRequest) -> Completion:
+            return Completion(text=f"{request.messages[-1]['content']} (stop={request.stop})")
+
+    messages = [{"role": "user", "content": "ping"}]
+    assert Echo().complete(messages, stop=["\n"]).text == "ping (stop=['\\n'])"
+    assert asyncio.run(Echo().acomplete(messages)).text == "ping (stop=None)"

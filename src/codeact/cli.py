@@ -408,30 +408,6 @@ def _interrupt_once(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _partial_record(view: LiveView, args: argparse.Namespace, signature: Signature) -> RunRecord:
-    """A record from what the live view saw, when the run was stopped before it made one."""
-    from codeact.trajectory import RunRecord
-
-    started = view.run_started
-    record = RunRecord(
-        signature=signature.text(),
-        instructions=signature.instructions,
-        inputs=dict(started.inputs) if started else {},
-        steps=list(view.steps),
-        end_reason="interrupted",
-        error="interrupted by the user",
-        model=started.model if started else (args.model or ""),
-        max_iters=args.max_iters,
-        started_at=time.time() - (time.perf_counter() - view.started),
-    )
-    for step in record.steps:
-        record.usage.prompt_tokens += step.prompt_tokens
-        record.usage.completion_tokens += step.completion_tokens
-        record.usage.calls += 1
-    record.finish_timings(time.time())
-    return record
-
-
 def cmd_run(args: argparse.Namespace) -> int:
 
     signature = _parse_signature(args.signature, args.instructions)
@@ -491,8 +467,12 @@ def _run(
             record = exc.prediction.record
         except MaxItersError as exc:
             record = exc.prediction.record
-        except KeyboardInterrupt:
-            record = view.record or _partial_record(view, args, signature)
+        except KeyboardInterrupt:  # before the run began, or after it ended
+            if view.record is None:
+                view.stop()
+                print("codeact: interrupted before the run began", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            record = view.record
         view.stop()
         problems = _write_outputs(record, args)
     finally:
