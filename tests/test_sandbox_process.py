@@ -356,3 +356,28 @@ def test_every_session_process_killed_between_steps_is_a_crash_not_an_exception(
         r = sb.execute("x")
         assert r.error is not None and r.error.type == "SandboxCrashed"
         assert sb.execute("2 + 2").value == "4"
+
+
+def test_a_session_isolated_in_advance_has_the_settings_it_was_asked_for(tmp_path):
+    # After a session without grants, the zygote isolates the next one with the same settings before
+    # it is asked for; a request with other settings must never be handed that one.
+    def started(**options):
+        with Sandbox(backend="process", **options) as sb:
+            seen = sb.execute(
+                "import os\nos.environ.get('MARK'), open('/proc/self/status').read().count('Seccomp:\\t2')"
+            )
+            return seen.value, [(layer.name, layer.active) for layer in sb.layers]
+
+    first = started(env={"MARK": "a"})
+    assert first[0] == "('a', 1)"
+    for mark in ("a", "a", "b", "a"):  # the same settings (taken in advance), then others, then back
+        value, layers = started(env={"MARK": mark})
+        assert value == f"('{mark}', 1)"
+        assert layers == first[1]
+    granted = tmp_path / "granted"
+    granted.mkdir()
+    (granted / "f.txt").write_text("grant")
+    with Sandbox(backend="process", env={"MARK": "a"}, read_paths=[str(granted)]) as sb:
+        assert sb.execute(f"open({str(granted / 'f.txt')!r}).read()").value == "'grant'"
+    with Sandbox(backend="process", env={"MARK": "a"}) as sb:  # grants never come from one made in advance
+        assert sb.execute(f"import os\nos.path.exists({str(granted)!r})").value == "False"

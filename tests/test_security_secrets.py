@@ -304,7 +304,8 @@ def test_pool_tasks_cannot_see_earlier_tasks(backend):
         return secret
 
     me = os.getpid()
-    baseline = set(descendants(me, min_depth=2))
+    baseline = set(descendants(me))
+    pool_processes: set[int] = set()  # what the pool's sessions ran, as they report it
     with SandboxPool(size=2, backend=backend) as pool:
         with pool.session(tools=[vault]) as first:
             setup = first.execute(f"""
@@ -318,6 +319,7 @@ if hasattr(os, "fork") and os.fork() == 0:
 token == {secret!r}
 """)
             assert setup.value == "True", f"control: the first task holds the secret: {setup}"
+            pool_processes.update(first.processes())
         used.clear()
         with pool.session() as second:
             outcome = probe(
@@ -352,7 +354,9 @@ token == {secret!r}
             assert_blocked(outcome, "read what an earlier task of the pool left behind")
             assert not used, "the second task called the first task's tool"
             assert_alive(second)
-            spawned = {pid: info for pid, info in descendants(me, min_depth=2).items() if pid not in baseline}
+            pool_processes.update(second.processes())
+            host_view = descendants(me)
+            spawned = {pid: host_view[pid] for pid in pool_processes if pid in host_view and pid not in baseline}
             assert spawned or backend != "process", "control: the host sees the pool's session processes"
     assert wait_until(lambda: not still_running(spawned), 5), (
         f"processes of a closed pool still run: {still_running(spawned)}"

@@ -8,6 +8,7 @@ expected is one path; relative paths are resolved against the working directory 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
 import site
@@ -203,17 +204,31 @@ NAMES = frozenset(f.name for f in fields(SandboxOptions))
 
 def python_installation() -> list[str]:
     """What a session may see of the host by default: the Python installation, its site-packages
-    and the directories that installed packages add to the import path (editable installs)."""
-    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    and the directories that installed packages add to the import path (editable installs). Read
+    again whenever a site-packages directory changed (a package was installed or removed)."""
     packages = set(site.getsitepackages()) if hasattr(site, "getsitepackages") else set()
     user = site.getusersitepackages() if hasattr(site, "getusersitepackages") else None
     if isinstance(user, str):
         packages.add(user)
+    return list(_installation(tuple(sorted((d, _mtime(d)) for d in packages))))
+
+
+def _mtime(directory: str) -> int:
+    try:
+        return os.stat(directory).st_mtime_ns
+    except OSError:
+        return -1
+
+
+@functools.lru_cache(maxsize=4)
+def _installation(packages_seen: tuple[tuple[str, int], ...]) -> tuple[str, ...]:
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+    packages = {directory for directory, _ in packages_seen}
     added: set[str] = set()
     for directory in packages:
         added.update(_pth_paths(directory))
     found = [os.path.realpath(p) for p in [*roots, *packages, *added] if p and os.path.isabs(p)]
-    return sorted({p for p in found if os.path.exists(p)})
+    return tuple(sorted({p for p in found if os.path.exists(p)}))
 
 
 def _pth_paths(directory: str) -> list[str]:

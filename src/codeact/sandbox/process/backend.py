@@ -325,9 +325,9 @@ class ProcessBackend:
                 raise
             self._control = control
             self.layers = [LayerStatus(**layer) for layer in hello["layers"]]
-            self.start_marks = (
+            self.start_marks = (  # a session isolated in advance did its stages before it was asked for
                 [("requested", requested)]
-                + [(str(stage), float(t)) for stage, t in hello.get("marks", [])]
+                + [(str(stage), float(t)) for stage, t in hello.get("marks", []) if float(t) >= requested]
                 + [("hello received", time.monotonic())]
             )
             missing = [layer for layer in self.layers if not layer.active]

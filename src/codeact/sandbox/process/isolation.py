@@ -96,11 +96,12 @@ class Layers:
 
 
 def enter(
-    config: SessionConfig, root_dir: str, control_fd: int, cgroup_joined: str, marks: list[tuple[str, float]]
+    config: SessionConfig, root_dir: str, control_fd: int, cgroup: tuple[bool, str], marks: list[tuple[str, float]]
 ) -> Layers:
-    """Isolate this process's future; returns in pid 1 of the new pid namespace."""
+    """Isolate this process's future; returns in pid 1 of the new pid namespace. `cgroup`: whether the
+    process is in its own cgroup, and what that cgroup limits (or why there is none)."""
     layers = Layers(marks=list(marks))
-    layers.set("cgroup", bool(cgroup_joined), cgroup_joined or "no writable cgroup tree")
+    layers.set("cgroup", *cgroup)
     layers.set("wall-clock kill", True, "the session's supervisor and the host kill overdue steps")
     outer_uid, outer_gid = os.geteuid(), os.getegid()
     flags = (

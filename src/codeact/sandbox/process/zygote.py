@@ -45,7 +45,7 @@ def main() -> None:
 
     os.environ.clear()
     root_dir = tempfile.mkdtemp(prefix="codeact-root-")
-    tag = f"codeact-{os.getpid()}"
+    tag = f"codeact-{os.getpid()}-{os.urandom(4).hex()}"  # never an earlier zygote's left-over tree
     tree = cgroup.CgroupTree.detect(tag)
     sessions: dict[int, Any] = {}
     gc.collect()
@@ -75,10 +75,22 @@ def main() -> None:
                 break
             if message.get("op") != "spawn":
                 continue
-            spawn(control, message["config"], spare)
+            requested, raw = time.monotonic(), message["config"]
+            if spare.config is not None and spare.config != raw:  # isolated in advance for another config
+                _discard(spare)
+                counter += 1
+                spare = fork_shell(root_dir, tree, counter)
+                sessions[spare.pid] = spare.group
+            if spare.config is None:
+                configure(spare, raw, [("request received", requested)])
+            hand_over(control, spare)
             counter += 1
             spare = fork_shell(root_dir, tree, counter)
             sessions[spare.pid] = spare.group
+            if not raw.get("read_paths") and not raw.get("write_paths"):
+                # The next session is likely to ask for the same: isolate it now. Never with grants,
+                # whose paths the host checks just before each start.
+                configure(spare, raw, [("isolated in advance", time.monotonic())])
     finally:
         for pid in sessions:
             with contextlib.suppress(OSError):
@@ -100,13 +112,16 @@ class _Shell:
     """A forked, not yet isolated session process, already in its cgroup, waiting for its config.
 
     One is kept ready so that the fork and the cgroup move (slow: the kernel waits for an RCU grace
-    period) are paid between requests, not while the host waits.
+    period) are paid between requests, not while the host waits; after a request without path
+    grants, it is given that request's config at once and isolates itself, so that a next request
+    for the same config is only handed a session that is already running.
     """
 
     pid: int
     group: Any
     host_end: socket.socket
     config_pipe: int
+    config: dict[str, Any] | None = None  # the config it was given, before it was asked for
 
 
 def fork_shell(root_dir: str, tree: Any, counter: int) -> _Shell:
@@ -161,12 +176,15 @@ def _session(group: Any, group_error: str, root_dir: str) -> None:
         group, group_error = None, raw["cgroup_error"]
     raw.pop("cgroup_error", None)
     config = isolation.SessionConfig(**raw)
-    joined = (
-        (f"cgroup v{group.version}: memory {config.memory_limit >> 20} MB + 64 MB slack, {config.pids_max} processes")
+    cgroup = (
+        (
+            True,
+            f"cgroup v{group.version}: memory {config.memory_limit >> 20} MB + 64 MB slack, {config.pids_max} processes",
+        )
         if group is not None
-        else ""
+        else (False, group_error or "no writable cgroup tree")
     )
-    layers = isolation.enter(config, root_dir, SESSION_FD, joined, marks)
+    layers = isolation.enter(config, root_dir, SESSION_FD, cgroup, marks)
     sock = socket.socket(fileno=SESSION_FD)
     hello = {"op": "hello", "layers": layers.to_list(), "cgroup_error": group_error, "marks": layers.marks}
     if layers.proxy_listener >= 0:  # the host serves it; the session keeps no copy its code could use
@@ -183,9 +201,8 @@ def _session(group: Any, group_error: str, root_dir: str) -> None:
     ).keep()
 
 
-def spawn(control: socket.socket, raw: dict[str, Any], shell: _Shell) -> None:
-    """Hand `shell` the session config and its socket to the host."""
-    marks = [("request received", time.monotonic())]
+def configure(shell: _Shell, raw: dict[str, Any], marks: list[tuple[str, float]]) -> None:
+    """Give `shell` its session config: it isolates itself and starts the session."""
     config = isolation.SessionConfig(**raw)
     limits_error = ""
     if shell.group is not None:
@@ -199,6 +216,11 @@ def spawn(control: socket.socket, raw: dict[str, Any], shell: _Shell) -> None:
             os.write(shell.config_pipe, payload)
     finally:
         os.close(shell.config_pipe)
+    shell.config = raw
+
+
+def hand_over(control: socket.socket, shell: _Shell) -> None:
+    """Pass the host its end of the session's socket."""
     try:
         wire.send_with_fds(
             control,
@@ -207,6 +229,15 @@ def spawn(control: socket.socket, raw: dict[str, Any], shell: _Shell) -> None:
         )
     finally:
         shell.host_end.close()
+
+
+def _discard(shell: _Shell) -> None:
+    """End a shell no request will take (its keeper dies with it); it is reaped like any session."""
+    with contextlib.suppress(OSError):
+        os.kill(shell.pid, signal.SIGKILL)
+    shell.host_end.close()
+    if shell.config is None:
+        os.close(shell.config_pipe)
 
 
 def _reap(sessions: dict[int, Any], root_dir: str) -> None:
