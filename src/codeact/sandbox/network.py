@@ -361,7 +361,10 @@ def _relay(client: socket.socket, upstream: socket.socket, record: Connection) -
     upstream.settimeout(None)
     peers = {client: upstream, upstream: client}
     while peers:
-        ready, _, _ = select.select(list(peers), [], [], _IDLE_TIMEOUT)
+        try:
+            ready, _, _ = select.select(list(peers), [], [], _IDLE_TIMEOUT)
+        except (OSError, ValueError):  # the session closed, and with it the proxy's sockets
+            return
         if not ready:
             return
         for sock in ready:
