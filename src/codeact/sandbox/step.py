@@ -495,6 +495,33 @@ def value_repr(value: Any, limit: int = 20_000) -> str:
     return text
 
 
+def outcome(
+    value: str | None,
+    error: dict[str, Any] | None,
+    values: dict[str, Any] | None,
+    stdout: Capture,
+    stderr: Capture,
+    started: float,
+) -> dict[str, Any]:
+    """A finished step as every backend reports it to the host. The values passed to `submit()` are
+    encoded here; values that cannot cross become the step's error."""
+    submitted = None
+    if values is not None:
+        try:
+            submitted = wire.encode(values)
+        except (TypeError, ValueError) as exc:
+            error = plain_error("TypeError", f"submit(): {exc}")
+    return {
+        "stdout": stdout.getvalue(),
+        "stderr": stderr.getvalue(),
+        "value": value,
+        "error": error,
+        "submitted": submitted,
+        "duration": time.perf_counter() - started,
+        "stdout_truncated": stdout.dropped,
+    }
+
+
 def plain_error(kind: str, message: str) -> dict[str, Any]:
     return {"type": kind, "message": message, "traceback": "", "lineno": None, "line": None}
 

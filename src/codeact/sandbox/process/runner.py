@@ -326,24 +326,10 @@ class Session:
             error = step.plain_error("Timeout", str(exc))
         else:
             error = None if exc is None else step.describe(exc, filename, code, self.memory_limit)
-        submitted = None
-        if values is not None:
-            try:
-                submitted = wire.encode(values)
-            except (TypeError, ValueError) as enc_exc:
-                error = step.plain_error("TypeError", f"submit(): {enc_exc}")
         _flush_c_stdio()
         stdout.write(_drain(1, self.output_limit))
         stderr.write(_drain(2, self.output_limit))
-        return {
-            "stdout": stdout.getvalue(),
-            "stderr": stderr.getvalue(),
-            "value": value,
-            "error": error,
-            "submitted": submitted,
-            "duration": time.perf_counter() - started,
-            "stdout_truncated": stdout.dropped,
-        }
+        return step.outcome(value, error, values, stdout, stderr, started)
 
 
 def _capture_stdio() -> None:

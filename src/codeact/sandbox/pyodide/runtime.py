@@ -95,7 +95,6 @@ class Session:
             sys.stdin = saved_stdin
         error: dict[str, Any] | None = None
         timed_out = False
-        submitted: Any = None
         if isinstance(exc, KeyboardInterrupt) and fired:
             timed_out = True
             error = step.plain_error(
@@ -111,27 +110,12 @@ class Session:
         if timed_out:  # back to the variables from before the step (objects changed in place stay changed)
             self.namespace.clear()
             self.namespace.update(before)
-        if values is not None:
-            try:
-                submitted = wire.encode(values)
-            except (TypeError, ValueError) as enc_exc:
-                error = step.plain_error("TypeError", f"submit(): {enc_exc}")
         stdout.write(str(self.host.drain(1)))
         stderr.write(str(self.host.drain(2)))
         unsynced = str(self.host.sync())
         if unsynced and error is None:
             error = step.plain_error("OSError", f"a granted file could not be written back to the host: {unsynced}")
-        return {
-            "op": "result",
-            "stdout": stdout.getvalue(),
-            "stderr": stderr.getvalue(),
-            "value": value,
-            "error": error,
-            "submitted": submitted,
-            "duration": time.perf_counter() - started,
-            "stdout_truncated": stdout.dropped,
-            "timed_out": timed_out,
-        }
+        return {"op": "result", **step.outcome(value, error, values, stdout, stderr, started), "timed_out": timed_out}
 
 
 def send(host: Any, frame: bytes) -> None:
