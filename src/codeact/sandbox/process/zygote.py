@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import importlib
+import itertools
 import json
 import os
 import select
@@ -60,9 +61,14 @@ def main() -> None:
             "cgroup": tree.version if tree else None,
         },
     )
-    counter = 1
-    spare = fork_shell(root_dir, tree, counter)
-    sessions[spare.pid] = spare.group
+    numbers = itertools.count(1)
+
+    def new_spare() -> _Shell:
+        shell = fork_shell(root_dir, tree, next(numbers))
+        sessions[shell.pid] = shell.group
+        return shell
+
+    spare = new_spare()
     try:
         while True:
             ready, _, _ = select.select([control], [], [], 0.5)
@@ -78,15 +84,11 @@ def main() -> None:
             requested, raw = time.monotonic(), message["config"]
             if spare.config is not None and spare.config != raw:  # isolated in advance for another config
                 _discard(spare)
-                counter += 1
-                spare = fork_shell(root_dir, tree, counter)
-                sessions[spare.pid] = spare.group
+                spare = new_spare()
             if spare.config is None:
                 configure(spare, raw, [("request received", requested)])
             hand_over(control, spare)
-            counter += 1
-            spare = fork_shell(root_dir, tree, counter)
-            sessions[spare.pid] = spare.group
+            spare = new_spare()
             if not raw.get("read_paths") and not raw.get("write_paths"):
                 # The next session is likely to ask for the same: isolate it now. Never with grants,
                 # whose paths the host checks just before each start.
