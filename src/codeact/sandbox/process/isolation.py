@@ -1,7 +1,8 @@
 """Entering a session's isolation: namespaces, a minimal read-only root, limits, Landlock, seccomp.
 
-Runs inside the session process forked from the zygote. `enter` returns in a new process that is
-pid 1 of the session's pid namespace, with every layer it could apply recorded.
+Runs inside the session process forked from the zygote. `enter_namespaces` returns in a new process,
+the keeper, that is pid 1 of the session's pid namespace; `enter` then applies the rest of the
+session's config there, recording every layer it could apply.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from codeact.sandbox.process import landlock, linux, seccomp
 
@@ -21,6 +22,7 @@ SANDBOX_UID = 1000
 PROXY_PORT = 3128  # on the session's own loopback: its one way out when it has network
 DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
 SYSTEM_PATHS = ["/usr/lib", "/usr/lib64", "/lib", "/lib64", "/lib32", "/usr/share/zoneinfo"]
+_SLEEP = next((p for p in ("/usr/bin/sleep", "/bin/sleep") if os.access(p, os.X_OK)), "")
 LAYER_NAMES = [
     "user namespace",
     "mount namespace",
@@ -95,14 +97,15 @@ class Layers:
         ]
 
 
-def enter(
-    config: SessionConfig, root_dir: str, control_fd: int, cgroup: tuple[bool, str], marks: list[tuple[str, float]]
-) -> Layers:
-    """Isolate this process's future; returns in pid 1 of the new pid namespace. `cgroup`: whether the
-    process is in its own cgroup, and what that cgroup limits (or why there is none)."""
-    layers = Layers(marks=list(marks))
-    layers.set("cgroup", *cgroup)
-    layers.set("wall-clock kill", True, "the session's supervisor and the host kill overdue steps")
+def enter_namespaces(root_dir: str, control_fd: int) -> tuple[Layers, str]:
+    """Unshare the session's namespaces and fork its keeper; returns in the keeper, pid 1 of the new pid
+    namespace, with the namespace layers recorded and the path of the session's scratch directory.
+
+    Nothing here depends on the session's config, so a spare session does it before it is asked for.
+    The calling process stays outside as the session's root: it reports the keeper's pid on
+    `control_fd`, closes every descriptor and waits (`_stay_as_root`).
+    """
+    layers = Layers()
     outer_uid, outer_gid = os.geteuid(), os.getegid()
     flags = (
         linux.CLONE_NEWUSER
@@ -112,32 +115,25 @@ def enter(
         | linux.CLONE_NEWUTS
         | linux.CLONE_NEWNET
     )
-    in_namespaces = True
     try:
         linux.unshare(flags)
         _write("/proc/self/setgroups", "deny")
         _write("/proc/self/uid_map", f"{SANDBOX_UID} {outer_uid} 1")
         _write("/proc/self/gid_map", f"{SANDBOX_UID} {outer_gid} 1")
-    except OSError as exc:
-        in_namespaces = False
-        for name in ("user", "mount", "pid", "net", "ipc", "uts"):
-            layers.set(f"{name} namespace", False, str(exc))
-    layers.mark("unshare")
-    if in_namespaces:
-        for name in ("user", "mount", "pid", "ipc", "uts"):
+        for name in ("user", "mount", "pid", "ipc", "uts", "net"):
             layers.set(f"{name} namespace", True)
-        layers.set(
-            "net namespace",
-            True,
-            f"only a loopback whose port {PROXY_PORT} leads to codeact's proxy"
-            if config.network
-            else "only an unconfigured loopback",
-        )
-
+    except OSError as exc:
+        for name in ("user", "mount", "pid", "ipc", "uts", "net"):
+            layers.set(f"{name} namespace", False, str(exc))
+    uid = os.getuid()
+    in_namespaces = layers.status["user namespace"][0]
+    layers.set(
+        "unprivileged uid", uid != 0 and in_namespaces, f"uid {uid} in the user namespace (host uid {outer_uid})"
+    )
+    layers.mark("unshare")
     scratch = scratch_dir(root_dir, os.getpid())
     keeper = os.fork()
     if keeper:
-        # The session root outside the namespaces: report the keeper, wait for it, then go.
         with contextlib.suppress(OSError):
             import socket
 
@@ -146,18 +142,36 @@ def enter(
             sock = socket.socket(fileno=control_fd)
             wire.send(sock, {"op": "keeper", "pid": keeper})
             sock.detach()
-        os.close(control_fd)
-        while True:
-            try:
-                _, status = os.waitpid(keeper, 0)
-                os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
-            except ChildProcessError:
-                os._exit(0)
-            except InterruptedError:
-                continue
-
+        os.closerange(0, 1 << 16)
+        _stay_as_root(keeper)
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     layers.mark("keeper forked")
+    return layers, scratch
+
+
+def enter(
+    config: SessionConfig,
+    layers: Layers,
+    root_dir: str,
+    scratch: str,
+    cgroup: tuple[bool, str],
+    marks: list[tuple[str, float]],
+) -> None:
+    """Isolate the keeper that `enter_namespaces` returned in, for `config`, recording in `layers` every
+    layer it could apply. `cgroup`: whether the process is in its own cgroup, and what that
+    cgroup limits (or why there is none)."""
+    layers.marks = sorted([*layers.marks, *marks], key=lambda mark: mark[1])
+    layers.set("cgroup", *cgroup)
+    layers.set("wall-clock kill", True, "the session's supervisor and the host kill overdue steps")
+    in_namespaces = layers.status["user namespace"][0]
+    if in_namespaces:
+        layers.set(
+            "net namespace",
+            True,
+            f"only a loopback whose port {PROXY_PORT} leads to codeact's proxy"
+            if config.network
+            else "only an unconfigured loopback",
+        )
     root_built = False
     if in_namespaces:
         with contextlib.suppress(OSError):
@@ -235,11 +249,27 @@ def enter(
     except OSError as exc:
         layers.set("no capabilities", False, str(exc))
     layers.mark("seccomp and capabilities")
-    uid = os.getuid()
-    layers.set(
-        "unprivileged uid", uid != 0 and in_namespaces, f"uid {uid} in the user namespace (host uid {outer_uid})"
-    )
-    return layers
+
+
+def _stay_as_root(keeper: int) -> NoReturn:
+    """Be the session's root outside its namespaces until the session is killed.
+
+    It only has to exist (the zygote reaps it to clean up after the session) and die with the zygote,
+    taking the keeper with it: both have a parent-death signal, which survives exec. As `sleep` it
+    holds no copy of the interpreter's memory (a Python process here keeps 1.8 MB of its own);
+    without a `sleep` binary it waits for the keeper and exits with its status.
+    """
+    if _SLEEP:
+        with contextlib.suppress(OSError):
+            os.execv(_SLEEP, ["codeact-session", "2147483647"])
+    while True:
+        try:
+            _, status = os.waitpid(keeper, 0)
+            os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
+        except ChildProcessError:
+            os._exit(0)
+        except InterruptedError:
+            continue
 
 
 def _proxy_listener() -> int:

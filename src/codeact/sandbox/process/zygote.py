@@ -163,9 +163,11 @@ def fork_shell(root_dir: str, tree: Any, counter: int) -> _Shell:
 
 
 def _session(group: Any, group_error: str, root_dir: str) -> None:
-    """In the shell: wait for the config, isolate, then serve the session."""
+    """In the shell: enter the namespaces and fork the keeper, which waits for the config, isolates
+    itself and serves the session."""
     from codeact.sandbox.process import runner
 
+    layers, scratch = isolation.enter_namespaces(root_dir, SESSION_FD)  # returns in the session's keeper
     chunks = []
     while chunk := os.read(SESSION_FD + 1, 1 << 16):
         chunks.append(chunk)
@@ -186,7 +188,7 @@ def _session(group: Any, group_error: str, root_dir: str) -> None:
         if group is not None
         else (False, group_error or "no writable cgroup tree")
     )
-    layers = isolation.enter(config, root_dir, SESSION_FD, cgroup, marks)
+    isolation.enter(config, layers, root_dir, scratch, cgroup, marks)
     sock = socket.socket(fileno=SESSION_FD)
     hello = {"op": "hello", "layers": layers.to_list(), "cgroup_error": group_error, "marks": layers.marks}
     if layers.proxy_listener >= 0:  # the host serves it; the session keeps no copy its code could use
