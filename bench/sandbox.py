@@ -3,21 +3,27 @@
 Run: .venv/bin/python bench/sandbox.py [--quick]. Prints medians of repeated runs, each beside a
 baseline measured in the same run of what this machine can do without codeact (a plain fork of a
 process with the same libraries, a plain pipe round trip between two processes, plain `exec` in a
-fresh namespace), the ratio, and the target; then the start-up stages of one session, and
+fresh namespace), the ratio, and the target. A second table sets the same figures beside the floor
+of the mechanism behind them, built in plain Python in the same run (a step server in a child
+process, with and without a fork per step; a call answered by a host thread; the forks a pooled
+task needs), which is what bounds them here. Then the start-up stages of one session, and
 pydantic-monty beside codeact when it is installed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from codeact import Sandbox
 from codeact.sandbox.process.backend import zygote_for
@@ -176,8 +182,6 @@ def pool_start_to_first_result(repeat: int) -> float:
 
 def pool_tasks_per_s(tasks: int, workers: int) -> float:
     """Short tasks (two steps each) on `workers` threads sharing one warm SandboxPool."""
-    from concurrent.futures import ThreadPoolExecutor
-
     from codeact.sandbox import SandboxPool
 
     with SandboxPool(size=workers, preload=PRELOAD) as pool:
@@ -262,6 +266,77 @@ def plain_fork_uss_mb() -> float:
     return uss
 
 
+# --- design floors: codeact's mechanisms in plain Python, without its checks ------------------------
+def _step_server(sock: socket.socket, fork_per_step: bool) -> None:
+    """A child that reads a JSON step, compiles and runs it, and answers in JSON. With `fork_per_step`
+    each step runs in a fresh fork made after the last one committed, as rollback does."""
+    namespace: dict[str, object] = {}
+    while True:
+        if fork_per_step:  # the parent holds the state until its worker commits, then exits
+            read, write = os.pipe()
+            if os.fork():
+                os.close(write)
+                os.read(read, 1)
+                os._exit(0)
+            os.close(read)
+        data = sock.recv(1 << 16)
+        if not data:
+            os._exit(0)
+        exec(compile(json.loads(data)["code"], "<step>", "exec"), namespace)
+        sock.sendall(json.dumps({"op": "result", "value": None, "stdout": ""}).encode())
+        if fork_per_step:
+            os.write(write, b"c")
+            os.close(write)
+
+
+def step_server_round_trip_ms(repeat: int, *, idle_s: float, fork_per_step: bool) -> float:
+    """A step there and back through `_step_server`, forked from this process (which has the preloaded
+    libraries imported, like the zygote)."""
+    for module in PRELOAD:
+        __import__(module)
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        _step_server(theirs, fork_per_step)
+    theirs.close()
+    message = json.dumps({"op": "exec", "code": "x = 1"}).encode()
+    samples = []
+    for _ in range(repeat):
+        time.sleep(idle_s)
+        t = time.perf_counter()
+        ours.sendall(message)
+        ours.recv(1 << 16)
+        samples.append(time.perf_counter() - t)
+    ours.close()
+    os.waitpid(pid, 0)
+    return median_ms(samples)
+
+
+def thread_answered_call_ms(calls: int) -> float:
+    """A call sent by a child over a socketpair and answered by a thread pool of this process, as a
+    host runs a tool while its main thread watches the step's deadline."""
+    ours, theirs = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        ours.close()
+        t = time.perf_counter()
+        for _ in range(calls):
+            theirs.sendall(b"c")
+            theirs.recv(1)
+        theirs.sendall(struct.pack("d", time.perf_counter() - t))
+        os._exit(0)
+    theirs.close()
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(calls):
+            ours.recv(1)
+            pool.submit(int).add_done_callback(lambda _: ours.sendall(b"r"))
+        (elapsed,) = struct.unpack("d", ours.recv(8))
+    ours.close()
+    os.waitpid(pid, 0)
+    return elapsed / calls * 1000
+
+
 def start_stages(*, in_advance: bool) -> list[tuple[str, float]]:
     """The start-up stages of one session (ms each), from the backend's `start_marks`: one isolated
     when asked for (a config unlike the last), or one the zygote isolated in advance."""
@@ -287,6 +362,16 @@ def monty_figures(repeat: int) -> list[tuple[str, float]]:
     program = pydantic_monty.Monty("x = 1\nx")
     warm = median_ms(timed(program.run, repeat * 10))
     return [("pydantic-monty: parse and run `x = 1; x`", start), ("pydantic-monty: run it again", warm)]
+
+
+def print_table(rows: list[tuple[str, float, str, float, str, str]]) -> None:
+    width = max(len(name) for name, *_ in rows)
+    print(f"{'figure':<{width}}  {'codeact':>12}  {'baseline':>12}  {'ratio':>7}  target  (baseline)")
+    for name, value, unit, baseline, baseline_name, target in rows:
+        print(
+            f"{name:<{width}}  {value:>9.3f} {unit:<3}  {baseline:>9.3f} {unit:<3}  {value / baseline:>6.2f}x  "
+            f"{target:<13} ({baseline_name})"
+        )
 
 
 def main() -> None:
@@ -328,38 +413,37 @@ def main() -> None:
         "pipe round trip after 10 ms idle",
         "< 5 ms",
     )
+    idle_ms, back_ms = round_trip(r * 10, idle_s=0.01), round_trip(r * 10, idle_s=0)
+    plain_idle_ms, plain_ms = (round_trip(r * 10, idle_s=i, rollback=False) for i in (0.01, 0))
+    call_ms = tool_call_us(2000 if not args.quick else 500) / 1000
     row(
         "execute round trip after 10 ms idle",
-        round_trip(r * 10, idle_s=0.01),
+        idle_ms,
         "ms",
         pipe_idle_ms,
         "pipe round trip after 10 ms idle",
         "< 0.2 ms",
     )
     row(
-        "execute round trip, back to back",
-        round_trip(r * 10, idle_s=0),
-        "ms",
-        pipe_ms + exec_ms,
-        "pipe round trip + plain exec",
-        "< 1.5 ms",
+        "execute round trip, back to back", back_ms, "ms", pipe_ms + exec_ms, "pipe round trip + plain exec", "< 1.5 ms"
     )
     row(
         "execute round trip, rollback=False",
-        round_trip(r * 10, idle_s=0, rollback=False),
+        plain_ms,
         "ms",
         pipe_ms + exec_ms,
         "pipe round trip + plain exec",
         "< 0.1 ms",
     )
     row(
-        "host tool call round trip",
-        tool_call_us(2000 if not args.quick else 500) / 1000,
+        "execute round trip, rollback=False, after 10 ms idle",
+        plain_idle_ms,
         "ms",
-        pipe_ms,
-        "pipe round trip",
-        "< 0.06 ms",
+        pipe_idle_ms,
+        "pipe round trip after 10 ms idle",
+        "",
     )
+    row("host tool call round trip", call_ms, "ms", pipe_ms, "pipe round trip", "< 0.06 ms")
     native, boxed = compute_ratio(3 if args.quick else 5, 2_000_000)
     row("pure-Python compute", boxed, "s", native, "CPython in a fresh process", "<= 1.02x")
     row("unique memory per idle session", idle_session_mb(8), "MB", plain_fork_uss_mb(), "an idle plain fork", "< 6 MB")
@@ -382,20 +466,67 @@ def main() -> None:
         "a plain fork + two pipe round trips",
         "> 150 tasks/s",
     )
-    width = max(len(name) for name, *_ in rows)
-    print(f"{'figure':<{width}}  {'codeact':>12}  {'baseline':>12}  {'ratio':>7}  target  (baseline)")
-    for name, value, unit, baseline, baseline_name, target in rows:
-        print(
-            f"{name:<{width}}  {value:>9.3f} {unit:<3}  {baseline:>9.3f} {unit:<3}  {value / baseline:>6.2f}x  "
-            f"{target:<13} ({baseline_name})"
-        )
+    print_table(rows)
+    forks_per_task = 5  # session root, keeper, and a worker before each step and after the last
+    floors = [
+        (
+            "execute round trip after 10 ms idle",
+            idle_ms,
+            "ms",
+            step_server_round_trip_ms(r * 10, idle_s=0.01, fork_per_step=True),
+            "a step server forking a worker per step",
+            "",
+        ),
+        (
+            "execute round trip, back to back",
+            back_ms,
+            "ms",
+            step_server_round_trip_ms(r * 10, idle_s=0, fork_per_step=True),
+            "a step server forking a worker per step",
+            "",
+        ),
+        (
+            "execute round trip, rollback=False",
+            plain_ms,
+            "ms",
+            step_server_round_trip_ms(r * 10, idle_s=0, fork_per_step=False),
+            "a step server: JSON, compile, exec, JSON",
+            "",
+        ),
+        (
+            "execute round trip, rollback=False, after 10 ms idle",
+            plain_idle_ms,
+            "ms",
+            step_server_round_trip_ms(r * 10, idle_s=0.01, fork_per_step=False),
+            "a step server: JSON, compile, exec, JSON",
+            "",
+        ),
+        (
+            "host tool call round trip",
+            call_ms,
+            "ms",
+            thread_answered_call_ms(r * 100),
+            "a call answered by a thread",
+            "",
+        ),
+        (
+            "short two-step tasks, SandboxPool(8)",
+            1 / tasks,
+            "s each",
+            forks_per_task * fork_ms / 1000 / (os.cpu_count() or 1),
+            f"{forks_per_task} plain forks a task over {os.cpu_count()} cores",
+            "",
+        ),
+    ]
+    print("\nthe same mechanisms in plain Python, without codeact's checks and isolation:")
+    print_table(floors)
     print(f"\nshort tasks through SandboxPool(8): {tasks:.0f} tasks/s")
     for label, in_advance in (("isolated when asked for", False), ("isolated in advance", True)):
         print(f"\nstart-up stages of one session, {label} (ms):")
         for stage, ms in start_stages(in_advance=in_advance):
             print(f"  {stage:<28} {ms:7.2f}")
     for name, ms in monty_figures(r):
-        print(f"{name:<{width}}  {ms:>9.3f} ms")
+        print(f"{name:<52}  {ms:>9.3f} ms")
 
 
 if __name__ == "__main__":

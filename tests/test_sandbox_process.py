@@ -172,6 +172,18 @@ def test_without_rollback_fork_is_denied_and_a_crash_resets_the_session():
         assert sb.execute("1 + 1").value == "2"
 
 
+def test_without_rollback_each_step_gets_its_full_cpu_time():
+    # One worker serves every step, and RLIMIT_CPU counts a process's whole life: the limit must
+    # follow the CPU the earlier steps used, or the fourth step here dies of SIGXCPU.
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.2:\n    pass\n'ok'"
+    with Sandbox(rollback=False, timeout=3, backend="process") as sb:
+        sb.execute("kept = 1")
+        for _ in range(4):
+            r = sb.execute(burn)
+            assert r.error is None and r.value == "'ok'", r.error
+        assert sb.execute("kept").value == "1"
+
+
 def test_session_killed_from_outside_is_restarted_with_a_notice():
     with Sandbox(backend="process") as sb:
         sb.execute("x = 1")

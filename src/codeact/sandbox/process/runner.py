@@ -60,6 +60,7 @@ class Session:
         self.pipe = -1
         os.register_at_fork(after_in_child=self._forked)
         self.limits_set = False
+        self.cpu_limit = 0  # the soft RLIMIT_CPU last set
         self.expired = False
         self.provided: dict[str, Any] = {}
 
@@ -188,7 +189,8 @@ class Session:
     # --- one step -------------------------------------------------------------------------------
     def work(self, pipe: int) -> str:
         """Wait for a command and run it; returns "commit" after a completed step, or "quit"."""
-        self._warm()
+        if self.rollback or not self.steps:  # without rollback no fork follows a step: nothing to pre-fault
+            self._warm()
         try:
             message, fds = wire.recv_with_fds(self.control)
         except (EOFError, OSError, wire.WireError):
@@ -205,7 +207,7 @@ class Session:
             return "quit"
         timeout = float(message.get("timeout") or 0)
         os.write(pipe, _START + _TIMEOUT_FMT.pack(timeout, int(message.get("step") or 0)))
-        self.channel = socket.socket(fileno=fds[0])
+        self.channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=fds[0])  # no probing
         self._apply_step_limits(timeout)
         if message.get("tools") is not None:
             self._define(message["tools"], message.get("submit"))
@@ -275,11 +277,14 @@ class Session:
         wire.dumps({"op": "result", "stdout": "", "stderr": "", "value": None, "error": None})
 
     def _apply_step_limits(self, timeout: float) -> None:
-        if timeout > 0:
-            cpu = math.ceil(timeout) + 1
-            with contextlib.suppress(OSError, ValueError):
-                _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-                resource.setrlimit(resource.RLIMIT_CPU, (cpu, hard))
+        if timeout > 0:  # RLIMIT_CPU counts the process's whole life: a worker serving many steps has used some
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            cpu = math.ceil(usage.ru_utime + usage.ru_stime + timeout) + 1
+            if cpu != self.cpu_limit:
+                self.cpu_limit = cpu
+                with contextlib.suppress(OSError, ValueError):
+                    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+                    resource.setrlimit(resource.RLIMIT_CPU, (cpu, hard))
         if not self.limits_set and self.memory_limit > 0:
             self.limits_set = True
             with contextlib.suppress(OSError, ValueError):
