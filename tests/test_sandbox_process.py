@@ -110,6 +110,32 @@ def test_close_leaves_no_process_or_cgroup_behind():
     assert not any(os.path.exists(d) for d in cgroup)
 
 
+def test_a_zygote_removes_cgroup_trees_that_killed_zygotes_left_behind():
+    with Sandbox(backend="process") as sb:
+        sb.execute("1")
+        groups = list(sb.backend._cgroup)
+    if not groups:
+        pytest.skip("no writable cgroup tree here")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = [os.path.join(os.path.dirname(os.path.dirname(d)), f"codeact-{dead.pid}-left") for d in groups]
+    for tree in left:
+        os.makedirs(os.path.join(tree, "s1"))  # a session cgroup inside, as a killed zygote leaves them
+    try:
+        # a zygote of its own (another preload) sweeps when it is idle
+        with Sandbox(backend="process", preload=["colorsys"]) as sb:
+            assert sb.execute("1").value == "1"
+            deadline = time.monotonic() + 20
+            while any(os.path.exists(t) for t in left) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        assert not any(os.path.exists(t) for t in left)
+    finally:
+        for tree in left:
+            with contextlib.suppress(OSError):
+                os.rmdir(os.path.join(tree, "s1"))
+                os.rmdir(tree)
+
+
 def test_sessions_die_when_the_host_is_killed():
     host = subprocess.Popen(
         [

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 _V1 = "/sys/fs/cgroup"
+TREE_PREFIX = "codeact-"  # a zygote's tree: codeact-<its pid>-<random>
 
 
 @dataclass
@@ -46,6 +47,28 @@ class CgroupTree:
         for d in {self.memory_dir, self.pids_dir}:
             with contextlib.suppress(OSError):
                 os.rmdir(d)
+
+    def sweep(self, budget: int = 16) -> int:
+        """Remove up to `budget` trees that zygotes which died without cleaning up left beside this one
+        (a tree is named after its zygote's pid; the kernel refuses to remove a cgroup that still has
+        processes). Returns how many it removed: 0 once none is left."""
+        removed = 0
+        for d in {self.memory_dir, self.pids_dir}:
+            parent, own = os.path.split(d)
+            with contextlib.suppress(OSError):
+                for name in os.listdir(parent):
+                    pid = name.split("-")[1] if name.startswith(TREE_PREFIX) and name != own else ""
+                    if removed >= budget or not pid.isdigit() or _alive(int(pid)):
+                        continue
+                    tree = os.path.join(parent, name)
+                    with contextlib.suppress(OSError):
+                        for entry in os.scandir(tree):
+                            if entry.is_dir(follow_symlinks=False):
+                                with contextlib.suppress(OSError):
+                                    os.rmdir(entry.path)
+                        os.rmdir(tree)
+                        removed += 1
+        return removed
 
 
 @dataclass
@@ -102,6 +125,16 @@ def _kill_all(directory: str) -> None:
         for line in f:
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(line), 9)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _write(path: str, text: str) -> None:

@@ -46,7 +46,7 @@ def main() -> None:
 
     os.environ.clear()
     root_dir = tempfile.mkdtemp(prefix="codeact-root-")
-    tag = f"codeact-{os.getpid()}-{os.urandom(4).hex()}"  # never an earlier zygote's left-over tree
+    tag = f"{cgroup.TREE_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"  # never an earlier zygote's left-over tree
     tree = cgroup.CgroupTree.detect(tag)
     sessions: dict[int, Any] = {}
     gc.collect()
@@ -69,11 +69,14 @@ def main() -> None:
         return shell
 
     spare = new_spare()
+    stale = True
     try:
         while True:
             ready, _, _ = select.select([control], [], [], 0.5)
             _reap(sessions, root_dir)
             if not ready:
+                if stale and tree is not None:  # idle: clear what zygotes killed earlier left behind
+                    stale = tree.sweep() > 0
                 continue
             try:
                 message = wire.recv(control)
