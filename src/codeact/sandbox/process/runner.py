@@ -12,10 +12,10 @@ dies then costs the session's variables.
 
 from __future__ import annotations
 
-import ast
 import builtins
 import contextlib
 import functools
+import linecache
 import math
 import os
 import resource
@@ -23,7 +23,6 @@ import select
 import signal
 import socket
 import struct
-import sys
 import time
 from typing import Any
 
@@ -39,6 +38,7 @@ _RESUME = b"r"
 _QUIT = b"q"
 _FORKED = b"f"  # the session was forked: another branch shares the pid namespace from now on
 _TIMEOUT_FMT = struct.Struct("dq")  # the step's time limit and its number, from the host
+_WARM_COMMAND = b'{"op":"exec","code":"x","timeout":30.0,"value_limit":20000,"inputs":0,"step":1}'
 
 
 class Session:
@@ -266,15 +266,15 @@ class Session:
         _reap(child)
 
     def _warm(self) -> None:
-        """Touch what a step touches while idle, so the copy-on-write faults after fork are paid
-        before the next command arrives instead of during it."""
-        saved = sys.stdout
-        sys.stdout = step.Capture(self.output_limit)
-        try:
-            exec(compile(ast.parse("None"), "<warm>", "exec"), {"__builtins__": builtins})
-        finally:
-            sys.stdout = saved
-        wire.dumps({"op": "result", "stdout": "", "stderr": "", "value": None, "error": None})
+        """Run a throwaway step through the code a step runs, while idle: the copy-on-write faults
+        after fork are paid before the next command arrives instead of during it."""
+        started = time.perf_counter()
+        wire.loads(_WARM_COMMAND)
+        stdout, stderr = step.Capture(self.output_limit), step.Capture(self.output_limit)
+        value, _, values = step.run("_ = None\n_", "<warm>", {"__builtins__": builtins}, {}, stdout, stderr)
+        linecache.cache.pop("<warm>", None)
+        self.namespace.update(self.provided)  # as every step ends
+        wire.dumps({"op": "result", **step.outcome(value, None, values, stdout, stderr, started)})
 
     def _apply_step_limits(self, timeout: float) -> None:
         if timeout > 0:  # RLIMIT_CPU counts the process's whole life: a worker serving many steps has used some
