@@ -297,6 +297,32 @@ while True:
     assert_alive(sb)
 
 
+def test_unread_refusals_cannot_hang_the_host(make_sandbox):
+    # The host answers a call of an unknown tool itself, at once: a step that sends many and reads
+    # none fills the socket until the host's own send blocks. It may block until the step's time
+    # limit, no longer (it used to wait 30 s, in the thread that enforces that limit).
+    sb = make_sandbox(tools=[echo], timeout=2)
+    assert sb.execute("warm = 1").error is None
+    code = (
+        FIND_CHANNEL
+        + """
+import json, os, signal, struct, time
+ch = __channel()
+for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+    if pid not in (1, os.getpid()):
+        os.kill(pid, signal.SIGKILL)  # no supervisor left in the session to end this step
+name = "n" * 20_000
+for i in range(200):  # about 4 MB of refusals, far more than a socket holds
+    body = json.dumps({"op": "call", "id": i, "tool": name, "args": [], "kwargs": {}}).encode()
+    ch.sendall(struct.pack(">I", len(body)) + body)
+while True:
+    time.sleep(1)
+"""
+    )
+    _assert_returns_in_time(sb, code, 20)
+    assert_alive(sb)
+
+
 def test_oversized_tool_argument_is_refused_clearly(make_sandbox):
     sb = make_sandbox(tools=[echo], timeout=60)
     calls.clear()

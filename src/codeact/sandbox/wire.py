@@ -376,7 +376,8 @@ def count_values(body: bytes) -> int:
 
 def loads(body: bytes, max_values: int | None = None) -> dict[str, Any]:
     """Parse one message; with `max_values`, refuse one that would build more Python objects."""
-    if max_values is not None and count_values(body) > max_values:
+    # each value takes at least a byte: a body no longer than the limit cannot hold too many
+    if max_values is not None and len(body) > max_values and count_values(body) > max_values:
         raise WireError(
             f"message holds more than {max_values:,} values; send large data as bytes, a numpy array or a file"
         )

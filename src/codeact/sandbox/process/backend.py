@@ -165,6 +165,8 @@ class _StepChannel:
         self.open = True
         self.sent_exec = False
         self.limit = 0.0
+        self.send_by = 0.0  # a frame the step has not read by then is not waited for any longer
+        self.gone = ""
         backend._steps += 1
         self.number = backend._steps
 
@@ -173,16 +175,21 @@ class _StepChannel:
             if not self.sent_exec:
                 self.sent_exec = True
                 self.limit = float(message.get("timeout") or 0)
+                self.send_by = time.monotonic() + (self.limit or 30.0)
                 try:
                     wire.send_with_fds(self.control, {**message, "step": self.number}, [self.theirs.fileno()])
                 finally:
                     self.theirs.close()
                 return
-            self.ours.settimeout(30)
+            self.ours.settimeout(max(0.001, self.send_by - time.monotonic()))
             wire.send(self.ours, message)
         except (BrokenPipeError, ConnectionResetError):
             if message.get("op") not in ("return", "raise", "expired"):  # a reply the step no longer waits for
                 raise self.lost("the sandbox session is gone") from None
+        except TimeoutError:
+            raise self.lost(
+                f"the step did not read what the host sent within its {self.limit:g} s time limit"
+            ) from None
         except OSError as exc:
             raise self.lost(f"the sandbox session is gone ({exc})") from None
         finally:
@@ -191,6 +198,8 @@ class _StepChannel:
 
     def receive(self, deadline: float) -> dict[str, Any] | None:
         while True:
+            if self.gone:  # a reply could not be delivered and the session was ended
+                raise self.lost(self.gone)
             watch = [self.control] + ([self.ours] if self.open else [])
             wait = deadline - time.monotonic()
             ready, _, _ = select.select(watch, [], [], wait) if wait > 0 else ([], [], [])
@@ -218,6 +227,8 @@ class _StepChannel:
         self.backend.close()
 
     def lost(self, why: str) -> StepLost:
+        """End the session (its sockets close); the step's next `receive` reports `why` as well."""
+        self.gone = why
         self.backend.close()
         return StepLost(Failure.CRASHED, f"{why}; the next step starts a new session and earlier variables are lost")
 
