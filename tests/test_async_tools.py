@@ -188,6 +188,20 @@ def test_time_waiting_for_an_approval_does_not_count_against_the_step(make_sandb
     assert r.value == "42"
 
 
+def test_a_large_result_after_a_long_approval_still_arrives(make_sandbox):
+    def big(n: int) -> str:
+        return "x" * n
+
+    def slow_human(request: ApprovalRequest) -> bool:
+        threading.Event().wait(2.5)  # past the step's 1 s limit, which an approval does not use up
+        return True
+
+    sb = make_sandbox(tools=[big], approve=slow_human, timeout=1)
+    r = sb.execute("len(big(8_000_000))")  # far more than a socket holds: the host's send waits for reads
+    assert r.error is None, r.error
+    assert r.value == "8000000"
+
+
 def test_a_tool_marked_for_approval_needs_an_approver(make_sandbox):
     with pytest.raises(ValueError, match="tool 'delete' requires approval; pass approve="):
         make_sandbox(tools=[tool(delete, requires_approval=True)])

@@ -98,8 +98,9 @@ class Layers:
 
 
 def enter_namespaces(root_dir: str, control_fd: int) -> tuple[Layers, str]:
-    """Unshare the session's namespaces and fork its keeper; returns in the keeper, pid 1 of the new pid
-    namespace, with the namespace layers recorded and the path of the session's scratch directory.
+    """Unshare the session's namespaces and fork its keeper; returns in the keeper (pid 1 of the new pid
+    namespace, when there is one) with the namespace layers recorded and the path of the session's
+    scratch directory.
 
     Nothing here depends on the session's config, so a spare session does it before it is asked for.
     The calling process stays outside as the session's root: it reports the keeper's pid on
