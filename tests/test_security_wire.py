@@ -232,22 +232,32 @@ def test_forged_supervisor_report_does_not_raise_on_the_host(make_sandbox):
         assert follow.value == "2", f"the session is confused after a forged report {report!r}: {follow}"
 
 
-def test_half_sent_frame_cannot_hang_the_host(make_sandbox):
-    sb = make_sandbox(tools=[echo], timeout=2)
-    assert sb.execute("warm = 1").error is None  # from now on the step's parent is a holder, not pid 1
-    code = (
+def _unsupervised(attack: str) -> str:
+    """A step that finds its channel, kills its session's supervisor (so nothing inside ends it), runs
+    `attack` with `ch` and then waits forever: only the host can end it."""
+    return (
         FIND_CHANNEL
         + """
-import os, signal, time
+import json, os, signal, struct, time
 ch = __channel()
 for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
     if pid not in (1, os.getpid()):
-        os.kill(pid, signal.SIGKILL)  # no supervisor left in the session to end this step
-ch.sendall(b"\\x00\\x00\\x10\\x00" + b"{")  # promise 4096 bytes, send one
+        os.kill(pid, signal.SIGKILL)
+"""
+        + attack
+        + """
 while True:
     time.sleep(1)
 """
     )
+
+
+def test_half_sent_frame_cannot_hang_the_host(make_sandbox):
+    sb = make_sandbox(tools=[echo], timeout=2)
+    assert sb.execute("warm = 1").error is None  # from now on the step's parent is a holder, not pid 1
+    code = _unsupervised("""
+ch.sendall(b"\\x00\\x00\\x10\\x00" + b"{")  # promise 4096 bytes, send one
+""")
     _assert_returns_in_time(sb, code, 20)
     assert_alive(sb)
 
@@ -279,20 +289,10 @@ def _assert_returns_in_time(sb, code: str, limit_s: float) -> None:
 def test_unread_tool_reply_cannot_hang_the_host(make_sandbox):
     sb = make_sandbox(tools=[echo], timeout=2)
     assert sb.execute("warm = 1").error is None  # from now on the step's parent is a holder, not pid 1
-    code = (
-        FIND_CHANNEL
-        + """
-import json, os, signal, struct, time
-ch = __channel()
-for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
-    if pid not in (1, os.getpid()):
-        os.kill(pid, signal.SIGKILL)  # no supervisor left in the session to end this step
+    code = _unsupervised("""
 body = json.dumps({"op": "call", "tool": "echo", "args": ["x" * (12 * 1024 * 1024)], "kwargs": {}}).encode()
 ch.sendall(struct.pack(">I", len(body)) + body)  # the host answers with 12 MB that nobody reads
-while True:
-    time.sleep(1)
-"""
-    )
+""")
     _assert_returns_in_time(sb, code, 20)
     assert_alive(sb)
 
@@ -303,22 +303,12 @@ def test_unread_refusals_cannot_hang_the_host(make_sandbox):
     # limit, no longer (it used to wait 30 s, in the thread that enforces that limit).
     sb = make_sandbox(tools=[echo], timeout=2)
     assert sb.execute("warm = 1").error is None
-    code = (
-        FIND_CHANNEL
-        + """
-import json, os, signal, struct, time
-ch = __channel()
-for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
-    if pid not in (1, os.getpid()):
-        os.kill(pid, signal.SIGKILL)  # no supervisor left in the session to end this step
+    code = _unsupervised("""
 name = "n" * 20_000
 for i in range(200):  # about 4 MB of refusals, far more than a socket holds
     body = json.dumps({"op": "call", "id": i, "tool": name, "args": [], "kwargs": {}}).encode()
     ch.sendall(struct.pack(">I", len(body)) + body)
-while True:
-    time.sleep(1)
-"""
-    )
+""")
     _assert_returns_in_time(sb, code, 20)
     assert_alive(sb)
 
