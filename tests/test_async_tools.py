@@ -98,6 +98,21 @@ def test_a_call_not_awaited_in_async_code_says_to_await_it(make_sandbox):
     assert "write `await add(...)`" in r.error.message
 
 
+def test_calls_the_code_never_awaited_are_abandoned_without_harm(make_sandbox):
+    # The host's tool threads finish such calls while the step's answer is being handled: they must
+    # neither disturb that (a dict changed during iteration) nor write to the step's closed channel
+    # (which ended the session).
+    sb = make_sandbox(tools=[add])
+    sb.execute("kept = 1")
+    for _ in range(10):
+        r = sb.execute(
+            "async def main():\n    calls = [add(i, 0) for i in range(300)]\n    return len(calls)\nawait main()"
+        )
+        assert r.error is None and r.value == "300", r.error
+        assert len(r.tool_calls) == 300  # every call is in the record, finished or abandoned
+    assert sb.execute("kept").value == "1"
+
+
 # --- budgets -------------------------------------------------------------------------------------
 def test_the_call_past_the_budget_raises_in_the_code(make_sandbox):
     sb = make_sandbox(tools=[add], max_tool_calls=3)

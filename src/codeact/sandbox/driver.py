@@ -202,26 +202,35 @@ class _Step:
     paused: float = 0.0  # seconds spent waiting for approvals: not counted against the time limit
     approvals: int = 0
     paused_since: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # held while sending, and to end the step
+    ended: bool = False  # the step answered or failed: tool threads send nothing more
 
     def reply(self, call_id: int, message: dict[str, Any]) -> None:
         with self.lock, contextlib.suppress(StepLost, OSError):
-            self.channel.send({**message, "id": call_id})
+            if not self.ended:
+                self.channel.send({**message, "id": call_id})
 
     def pause(self) -> None:
         """An approval began: the step's clock stops (in the sandbox too) until no approval is open."""
         with self.lock, contextlib.suppress(StepLost, OSError):
             self.approvals += 1
-            if self.approvals == 1:
+            if self.approvals == 1 and not self.ended:
                 self.paused_since = time.monotonic()
                 self.channel.send({"op": "pause"})
 
     def resume(self) -> None:
         with self.lock, contextlib.suppress(StepLost, OSError):
             self.approvals -= 1
-            if self.approvals == 0:
+            if self.approvals == 0 and not self.ended:
                 self.paused += time.monotonic() - self.paused_since
                 self.channel.send({"op": "resume"})
+
+    def end(self) -> list[tuple[ToolCall, Future[Any]]]:
+        """No more sends for this step (one under way finishes first); returns the calls still running."""
+        with self.lock:
+            self.ended = True
+            unfinished, self.pending = list(self.pending.values()), {}
+        return unfinished
 
 
 class StepDriver:
@@ -282,7 +291,7 @@ class StepDriver:
                 result = bridge.parse_result(
                     frame, step.started, step.calls, request.output_limit, request.value_limit + 200
                 )
-                for record, future in step.pending.values():  # started, never awaited by the code
+                for record, future in step.end():  # started, never awaited by the code
                     record.abandoned = True
                     future.cancel()
                 if expired is not None:
@@ -302,7 +311,7 @@ class StepDriver:
                 "session was ended and the next step starts a new one",
             )
         finally:
-            step.pending = {}
+            step.end()
             self._step = None
 
     @staticmethod
@@ -346,7 +355,7 @@ class StepDriver:
             concurrent=bool(step.pending),
         )
         step.calls.append(record)
-        for other, _ in step.pending.values():
+        for other, _ in list(step.pending.values()):
             other.concurrent = True
         request = step.request
         tool = request.tools.get(name)
