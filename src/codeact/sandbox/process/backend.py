@@ -23,6 +23,7 @@ from codeact.sandbox.driver import RESTARTED, Channel, StepLost
 from codeact.sandbox.interpreter import ExecutionResult, Failure, InterpreterError, LayerStatus
 from codeact.sandbox.network import NetworkPolicy, Proxy
 from codeact.sandbox.options import PACKAGE_DIR, SandboxOptions, granted_path, python_installation
+from codeact.sandbox.process import cgroup
 from codeact.sandbox.process.isolation import PROXY_PORT, SessionConfig
 
 log = logging.getLogger("codeact.sandbox")
@@ -532,15 +533,7 @@ class ProcessBackend:
         raise StepLost(Failure.CRASHED, f"the code ended the interpreter (exit status {code}); {kept}")
 
     def _oom_kills(self) -> int:
-        if not self._cgroup:
-            return 0
-        for name, key in (("memory.oom_control", "oom_kill"), ("memory.events", "oom_kill")):
-            with contextlib.suppress(OSError), open(os.path.join(self._cgroup[0], name)) as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) == 2 and parts[0] == key:
-                        return int(parts[1])
-        return 0
+        return cgroup.oom_kills(self._cgroup[0]) if self._cgroup else 0
 
 
 def _recv_by(sock: socket.socket, deadline: float, max_bytes: int = wire.MAX_MESSAGE_BYTES) -> dict[str, Any]:

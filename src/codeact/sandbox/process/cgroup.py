@@ -92,20 +92,6 @@ class SessionCgroup:
         for d in self.dirs:
             _write(os.path.join(d, "cgroup.procs"), str(pid or os.getpid()))
 
-    def oom_kills(self) -> int:
-        """How many times the memory limit killed a process of this session."""
-        mem = self.dirs[0]
-        name, key = ("memory.oom_control", "oom_kill") if self.version == 1 else ("memory.events", "oom_kill")
-        try:
-            with open(os.path.join(mem, name)) as f:
-                for line in f:
-                    parts = line.split()
-                    if len(parts) == 2 and parts[0] == key:
-                        return int(parts[1])
-        except OSError:
-            pass
-        return 0
-
     def remove(self) -> None:
         """Delete the session's directories, waiting briefly for its last processes to go."""
         for d in self.dirs:
@@ -125,6 +111,17 @@ def _kill_all(directory: str) -> None:
         for line in f:
             with contextlib.suppress(OSError, ValueError):
                 os.kill(int(line), 9)
+
+
+def oom_kills(memory_dir: str) -> int:
+    """How many times the memory limit of the session cgroup `memory_dir` (v1 or v2) killed a process."""
+    for name in ("memory.oom_control", "memory.events"):
+        with contextlib.suppress(OSError), open(os.path.join(memory_dir, name)) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[0] == "oom_kill":
+                    return int(parts[1])
+    return 0
 
 
 def _alive(pid: int) -> bool:
