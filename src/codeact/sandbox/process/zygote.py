@@ -114,7 +114,8 @@ def main() -> None:
 
 @dataclass
 class _Shell:
-    """A forked, not yet isolated session process, already in its cgroup, waiting for its config.
+    """A forked session, already in its cgroup and namespaces with its keeper forked, waiting for its
+    config.
 
     One is kept ready so that the fork and the cgroup move (slow: the kernel waits for an RCU grace
     period) are paid between requests, not while the host waits; after a request without path
