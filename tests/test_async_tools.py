@@ -208,10 +208,10 @@ def test_a_large_result_after_a_long_approval_still_arrives(make_sandbox):
         return "x" * n
 
     def slow_human(request: ApprovalRequest) -> bool:
-        threading.Event().wait(2.5)  # past the step's 1 s limit, which an approval does not use up
+        threading.Event().wait(4)  # past the step's 2 s limit, which an approval does not use up
         return True
 
-    sb = make_sandbox(tools=[big], approve=slow_human, timeout=1)
+    sb = make_sandbox(tools=[big], approve=slow_human, timeout=2)
     r = sb.execute("len(big(8_000_000))")  # far more than a socket holds: the host's send waits for reads
     assert r.error is None, r.error
     assert r.value == "8000000"
