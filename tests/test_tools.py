@@ -117,6 +117,11 @@ def test_arguments_are_validated_and_converted() -> None:
         t()
     with pytest.raises(ToolArgumentError, match="unexpected keyword argument 'size'"):
         t("a", size=3)
+    with pytest.raises(ToolArgumentError, match="too many positional arguments"):
+        t("a", 2, 3)
+    with pytest.raises(ToolArgumentError, match="argument 'limit' of tool 'search' should be int"):
+        t("a", "many")  # by position too
+    assert t(query="a", limit=1) == ["a"]
 
 
 class Point(BaseModel):

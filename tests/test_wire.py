@@ -77,3 +77,40 @@ def test_messages_must_be_objects_with_an_op():
     with pytest.raises(wire.WireError):
         wire.loads(b"{not json")
     assert wire.loads(b'{"op": "x"}') == {"op": "x"}
+
+
+def test_frame_buffer_reads_frames_however_they_arrive():
+    a, b = socket.socketpair()
+    with a, b:
+        frames = wire.FrameBuffer()
+        a.sendall(wire.dumps({"op": "one"}) + wire.dumps({"op": "two"}))  # two frames in one read
+        assert frames.fill(b)
+        assert [frames.next(), frames.next(), frames.next()] == [{"op": "one"}, {"op": "two"}, None]
+        for byte in wire.dumps({"op": "slow", "n": 1}):  # one frame a byte at a time
+            assert frames.next() is None
+            a.sendall(bytes([byte]))
+            assert frames.fill(b)
+        assert frames.next() == {"op": "slow", "n": 1}
+        assert frames.fill(b) and frames.next() is None  # nothing there yet is not an error
+
+
+def test_frame_buffer_refuses_a_cut_frame_and_a_huge_length():
+    a, b = socket.socketpair()
+    with b:
+        frames = wire.FrameBuffer(max_bytes=1024)
+        a.sendall(wire.dumps({"op": "cut"})[:-2])
+        a.close()
+        assert frames.fill(b) and frames.next() is None
+        with pytest.raises(wire.WireError, match="closed in the middle"):
+            frames.fill(b)
+    a, b = socket.socketpair()
+    with a, b:
+        a.sendall(struct.pack(">I", 2**31))
+        frames = wire.FrameBuffer(max_bytes=1024)
+        frames.fill(b)
+        with pytest.raises(wire.WireError, match="exceeds the limit"):
+            frames.next()
+    a, b = socket.socketpair()
+    with b:
+        a.close()
+        assert not wire.FrameBuffer().fill(b)  # a clean close between frames

@@ -217,6 +217,12 @@ class Tool:
         self.return_annotation = hints.get("return", self.signature.return_annotation)
         self.is_async = _is_async(func)
         self._adapters: dict[str, TypeAdapter[Any]] = {}
+        params = list(self.signature.parameters.values())
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        plain = all(p.kind is not p.VAR_POSITIONAL and (p in positional or p.default is not _EMPTY) for p in params)
+        #: the positional parameters' names when a call by position alone needs no `inspect` binding
+        self._positional = [p.name for p in positional] if plain else None
+        self._required = sum(p.default is _EMPTY for p in positional)
 
     def __repr__(self) -> str:
         return f"Tool({self.name}{self.signature_text()})"
@@ -304,48 +310,55 @@ class Tool:
             self._adapters[pname] = TypeAdapter(self.annotations[pname])
         return self._adapters[pname]
 
-    def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> inspect.BoundArguments:
-        """Bind and type-check arguments; raise `ToolArgumentError` naming the bad argument."""
+    def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Bind and type-check arguments (the positional and keyword arguments to call with); raise
+        `ToolArgumentError` naming the bad argument."""
+        positional = self._positional
+        if not kwargs and positional is not None and self._required <= len(args) <= len(positional):
+            return tuple(self._checked(pname, value) for pname, value in zip(positional, args, strict=False)), {}
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise ToolArgumentError(f"{self.name}{self.signature_text()}: {exc}") from None
         for pname, value in list(bound.arguments.items()):
-            annotation = self.annotations.get(pname, _EMPTY)
-            if annotation is _EMPTY or annotation is Any:
-                continue
-            param = self.signature.parameters[pname]
-            try:
-                if param.kind is param.VAR_POSITIONAL:
-                    value = tuple(self._adapter(pname).validate_python(v) for v in value)
-                elif param.kind is param.VAR_KEYWORD:
-                    value = {k: self._adapter(pname).validate_python(v) for k, v in value.items()}
-                else:
-                    value = self._adapter(pname).validate_python(value)
-            except ValidationError as exc:
-                problems = "; ".join(e["msg"] for e in exc.errors()[:3])
-                raise ToolArgumentError(
-                    f"argument {pname!r} of tool {self.name!r} should be "
-                    f"{type_text(annotation)}, got {type(value).__name__} {_short_repr(value)}: "
-                    f"{problems}"
-                ) from None
-            except Exception:  # annotations pydantic cannot validate are passed through unchecked
-                continue
-            bound.arguments[pname] = value
-        return bound
+            kind = self.signature.parameters[pname].kind
+            if kind is inspect.Parameter.VAR_POSITIONAL:
+                bound.arguments[pname] = tuple(self._checked(pname, v) for v in value)
+            elif kind is inspect.Parameter.VAR_KEYWORD:
+                bound.arguments[pname] = {k: self._checked(pname, v) for k, v in value.items()}
+            else:
+                bound.arguments[pname] = self._checked(pname, value)
+        return bound.args, bound.kwargs
+
+    def _checked(self, pname: str, value: Any) -> Any:
+        """`value` validated against the parameter's annotation; unchecked where pydantic cannot check it."""
+        annotation = self.annotations.get(pname, _EMPTY)
+        if annotation is _EMPTY or annotation is Any:
+            return value
+        try:
+            return self._adapter(pname).validate_python(value)
+        except ValidationError as exc:
+            problems = "; ".join(e["msg"] for e in exc.errors()[:3])
+            raise ToolArgumentError(
+                f"argument {pname!r} of tool {self.name!r} should be "
+                f"{type_text(annotation)}, got {type(value).__name__} {_short_repr(value)}: "
+                f"{problems}"
+            ) from None
+        except Exception:  # annotations pydantic cannot validate are passed through unchecked
+            return value
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        bound = self.validate(args, kwargs)
+        args, kwargs = self.validate(args, kwargs)
         if self.is_async:
-            return _run_coroutine_sync(self.func(*bound.args, **bound.kwargs))
-        return self.func(*bound.args, **bound.kwargs)
+            return _run_coroutine_sync(self.func(*args, **kwargs))
+        return self.func(*args, **kwargs)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         """Call from async code: async tools are awaited, sync ones run in a worker thread."""
-        bound = self.validate(args, kwargs)
+        args, kwargs = self.validate(args, kwargs)
         if self.is_async:
-            return await self.func(*bound.args, **bound.kwargs)
-        return await asyncio.to_thread(self.func, *bound.args, **bound.kwargs)
+            return await self.func(*args, **kwargs)
+        return await asyncio.to_thread(self.func, *args, **kwargs)
 
 
 def _short_repr(value: Any, limit: int = 60) -> str:

@@ -382,7 +382,7 @@ def loads(body: bytes, max_values: int | None = None) -> dict[str, Any]:
             f"message holds more than {max_values:,} values; send large data as bytes, a numpy array or a file"
         )
     try:
-        message = json.loads(body)
+        message = json.loads(body.decode("utf-8"))  # a str skips json's encoding detection
     except (ValueError, RecursionError) as exc:
         raise WireError(f"message is not valid JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("op"), str):
@@ -413,6 +413,48 @@ def _recv_exact(sock: socket.socket, n: int, *, allow_eof: bool) -> bytes:
             raise WireError(f"connection closed in the middle of a message ({len(chunks)}/{n} bytes)")
         chunks += chunk
     return bytes(chunks)
+
+
+class FrameBuffer:
+    """Frames read from a socket in as few reads as they arrived in (a header and its body, or
+    several frames, usually come in one): `fill` reads what is there without waiting, `next` parses
+    the first complete frame. A reader that waits for the socket must ask `next` first."""
+
+    def __init__(self, max_bytes: int = MAX_MESSAGE_BYTES, max_values: int | None = MAX_VALUES) -> None:
+        self.max_bytes = max_bytes
+        self.max_values = max_values
+        self.data = bytearray()
+
+    def fill(self, sock: socket.socket) -> bool:
+        """Append what `sock` holds now; False when it is closed. A frame cut off by the close is a
+        WireError; nothing to read yet is not an error."""
+        want = 1 << 16
+        if len(self.data) >= _HEADER.size:
+            want = max(want, min(_HEADER.unpack_from(self.data)[0] + _HEADER.size - len(self.data), 1 << 22))
+        try:
+            chunk = sock.recv(want, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True
+        if chunk:
+            self.data += chunk
+            return True
+        if self.data:
+            raise WireError(f"connection closed in the middle of a message ({len(self.data)} bytes)")
+        return False
+
+    def next(self) -> dict[str, Any] | None:
+        """The first complete frame, taken out of the buffer; None until one has fully arrived."""
+        if len(self.data) < _HEADER.size:
+            return None
+        (length,) = _HEADER.unpack_from(self.data)
+        if length > self.max_bytes:
+            raise WireError(f"message of {length} bytes exceeds the limit of {self.max_bytes} bytes")
+        end = _HEADER.size + length
+        if len(self.data) < end:
+            return None
+        body = bytes(self.data[_HEADER.size : end])
+        del self.data[:end]
+        return loads(body, self.max_values)
 
 
 def send_with_fds(sock: socket.socket, message: dict[str, Any], fds: list[int]) -> None:

@@ -164,6 +164,7 @@ class _StepChannel:
         self.backend = backend
         self.control = control
         self.ours, self.theirs = socket.socketpair()
+        self.frames = wire.FrameBuffer()
         self.open = True
         self.sent_exec = False
         self.limit = 0.0
@@ -183,8 +184,18 @@ class _StepChannel:
                 finally:
                     self.theirs.close()
                 return
-            self.ours.settimeout(max(_SEND_FLOOR_S, self.send_by - time.monotonic()))
-            wire.send(self.ours, message)
+            frame = wire.dumps(message)
+            try:
+                sent = self.ours.send(frame, socket.MSG_DONTWAIT)  # a reply usually fits the socket's buffer
+            except BlockingIOError:
+                sent = 0
+            if sent < len(frame):
+                self.ours.settimeout(max(_SEND_FLOOR_S, self.send_by - time.monotonic()))
+                try:
+                    self.ours.sendall(memoryview(frame)[sent:])
+                finally:
+                    with contextlib.suppress(OSError):
+                        self.ours.settimeout(None)
         except (BrokenPipeError, ConnectionResetError):
             if message.get("op") not in ("return", "raise", "expired"):  # a reply the step no longer waits for
                 raise self.lost("the sandbox session is gone") from None
@@ -192,27 +203,25 @@ class _StepChannel:
             raise self.lost("the step stopped reading what the host sent it") from None
         except OSError as exc:
             raise self.lost(f"the sandbox session is gone ({exc})") from None
-        finally:
-            with contextlib.suppress(OSError):
-                self.ours.settimeout(None)
 
     def receive(self, deadline: float) -> dict[str, Any] | None:
         while True:
             if self.gone:  # a reply could not be delivered and the session was ended
                 raise self.lost(self.gone)
+            frame = self.frames.next()
+            if frame is not None:
+                return frame
             watch = [self.control] + ([self.ours] if self.open else [])
             wait = deadline - time.monotonic()
             ready, _, _ = select.select(watch, [], [], wait) if wait > 0 else ([], [], [])
             if not ready:
-                return None
+                return None  # also when a frame began and did not finish in time
             if self.ours in ready:
-                try:
-                    return _recv_by(self.ours, deadline)
-                except TimeoutError:  # a frame begun and never finished
-                    return None
-                except (EOFError, OSError):  # the step's process is gone: its report follows
-                    self.open = False
-                    continue
+                with contextlib.suppress(OSError):
+                    if self.frames.fill(self.ours):
+                        continue
+                self.open = False  # the step's process is gone: its report follows
+                continue
             try:
                 report = _recv_by(self.control, deadline, 1 << 16)
             except TimeoutError:
