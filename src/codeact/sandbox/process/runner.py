@@ -3,7 +3,7 @@
 The keeper is pid 1 of the session's pid namespace and only reaps. The holder keeps the variables
 as they were after the last completed step and forks a worker, which waits for the next command.
 The worker runs the step; when it completes, it reports, tells the holder to exit, and becomes the
-holder itself. When the worker dies or overruns its time, the holder kills it (and everything it
+holder itself, forking the next worker when the next command comes or a few milliseconds later. When the worker dies or overruns its time, the holder kills it (and everything it
 started), reports why, and forks a fresh worker: the variables from before the step survive.
 
 Without rollback the worker serves every step itself and may not fork at all (seccomp); a step that
@@ -37,6 +37,7 @@ _PAUSE = b"p"  # the host waits for an approval: the step's clock stops
 _RESUME = b"r"
 _QUIT = b"q"
 _FORKED = b"f"  # the session was forked: another branch shares the pid namespace from now on
+_NEXT_WORKER_DELAY_S = 0.003  # how long a new holder waits for the host to close the session
 _TIMEOUT_FMT = struct.Struct("dq")  # the step's time limit and its number, from the host
 _WARM_COMMAND = b'{"op":"exec","code":"x","timeout":30.0,"value_limit":20000,"inputs":0,"step":1}'
 
@@ -103,7 +104,9 @@ class Session:
                 if outcome == "quit":
                     os._exit(0)
                 keeper = False
-                continue  # this worker is now the holder
+                if not self._next_step_may_come():
+                    os._exit(0)
+                continue  # this worker is now the holder: it forks the next step's worker
             os.close(write_end)
             verdict = "done"
             while verdict == "done":
@@ -113,6 +116,16 @@ class Session:
                 if keeper:
                     return
                 os._exit(0)
+
+    def _next_step_may_come(self) -> bool:
+        """Wait briefly before forking the next worker: False when the host closed the session in that
+        time (a pooled task's last step), which then costs no fork. A command, or the wait running out,
+        forks it; after that the next step finds its worker ready."""
+        with contextlib.suppress(OSError, ValueError):
+            ready, _, _ = select.select([self.control], [], [], _NEXT_WORKER_DELAY_S)
+            if ready:
+                return self.control.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+        return True
 
     def _supervise(self, worker: int, pipe: int) -> str:
         first = _read_pipe(pipe, None)
