@@ -299,6 +299,31 @@ while True:
     assert_alive(sb)
 
 
+def test_stopping_the_step_clock_cannot_disable_the_time_limit(make_sandbox):
+    sb = make_sandbox(timeout=1)
+    assert sb.execute("warm = 1").error is None
+    started = time.monotonic()
+    result = sb.execute("""
+import ctypes, os
+libc = ctypes.CDLL(None)
+stopped = 0
+for fd in os.listdir("/proc/self/fd"):
+    try:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        continue
+    if "timerfd" in target:  # the clock the step's holder sleeps on: disarm it
+        stopped += libc.timerfd_settime(int(fd), 0, (ctypes.c_long * 4)(), None) == 0
+print("ATTACK: stopped", stopped, "clocks")
+while True:
+    pass
+""")
+    elapsed = time.monotonic() - started
+    assert result.error is not None, f"the runaway step was not stopped: {result}"
+    assert elapsed < 15, f"the step ran {elapsed:.1f} s past a 1 s limit"
+    assert_alive(sb)
+
+
 # --- process and thread bombs --------------------------------------------------------------------
 
 

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import ctypes
 import functools
 import linecache
 import math
+import mmap
 import os
 import resource
 import select
@@ -29,16 +31,12 @@ from typing import Any
 from codeact.sandbox import step, wire
 from codeact.sandbox.process import seccomp
 
-_START = b"s"
+# what a worker tells its holder (a step's start, end and approvals go through the `StepClock`)
 _COMMIT = b"c"
-_DONE = b"d"
 _ABANDON = b"a"
-_PAUSE = b"p"  # the host waits for an approval: the step's clock stops
-_RESUME = b"r"
 _QUIT = b"q"
 _FORKED = b"f"  # the session was forked: another branch shares the pid namespace from now on
 _NEXT_WORKER_DELAY_S = 0.003  # how long a new holder waits for the host to close the session
-_TIMEOUT_FMT = struct.Struct("dq")  # the step's time limit and its number, from the host
 _WARM_COMMAND = b'{"op":"exec","code":"x","timeout":30.0,"value_limit":20000,"inputs":0,"step":1}'
 
 
@@ -58,7 +56,7 @@ class Session:
         self.steps = 0
         self.channel: socket.socket | None = None
         self.tools = step.ToolClient(self._send, self._receive, self._fileno, self._clock)
-        self.pipe = -1
+        self.clock = StepClock()
         os.register_at_fork(after_in_child=self._forked)
         self.limits_set = False
         self.cpu_limit = 0  # the soft RLIMIT_CPU last set
@@ -128,48 +126,41 @@ class Session:
         return True
 
     def _supervise(self, worker: int, pipe: int) -> str:
-        first = _read_pipe(pipe, None)
-        if first == _FORKED:  # kill only the step's own process group from now on, never the other branch
+        """Wait for the worker to commit, quit or die, or for its step to overrun its time limit."""
+        while True:
+            ready, _, _ = select.select([pipe, self.clock.fd], [], [])
+            if pipe in ready:
+                break
+            overrun = self.clock.overrun()
+            if overrun is not None:
+                timeout, number, duration = overrun
+                self._kill_step(worker)
+                _reap(worker)
+                self._report(
+                    {
+                        "op": "failed",
+                        "kind": "timeout",
+                        "timeout": timeout,
+                        "state": "kept" if self.rollback else "lost",
+                        "step": number,
+                        "duration": duration,
+                    }
+                )
+                return "rollback"
+        message = os.read(pipe, 1)
+        if message == _FORKED:  # kill only the step's own process group from now on, never the other branch
             self.own_pid_namespace = False
             return "done"
-        if first == _QUIT or not first:
-            _reap(worker)
-            return "quit"
-        timeout, number = _TIMEOUT_FMT.unpack(first[1:]) if first[:1] == _START else (None, -1)
-        deadline = time.monotonic() + timeout if timeout else None
-        step_started = time.monotonic()
-        message = _read_pipe(pipe, deadline)
-        while message in (_PAUSE, _RESUME):
-            if message == _PAUSE and deadline is not None:
-                left = deadline - time.monotonic()
-                message = _read_pipe(pipe, None)
-                if message == _RESUME:
-                    deadline = time.monotonic() + left
-                    message = _read_pipe(pipe, deadline)
-            else:
-                message = _read_pipe(pipe, deadline)
         if message == _COMMIT:
             return "commit"
-        if message == _DONE:
-            return "done"
         if message == _ABANDON:  # the host stopped the step: back to the state from before it
             _reap(worker)
             return "rollback"
-        state = "kept" if self.rollback else "lost"
-        if message is None:  # timed out
-            self._kill_step(worker)
+        running = self.clock.running()
+        if message == _QUIT or running is None:  # asked to, or gone while no step ran
             _reap(worker)
-            self._report(
-                {
-                    "op": "failed",
-                    "kind": "timeout",
-                    "timeout": timeout,
-                    "state": state,
-                    "step": number,
-                    "duration": time.monotonic() - step_started,
-                }
-            )
-            return "rollback"
+            return "quit"
+        number, duration = running
         status = _reap(worker)
         self._kill_step(worker)
         self._report(
@@ -177,9 +168,9 @@ class Session:
                 "op": "failed",
                 "kind": "died",
                 "status": status,
-                "state": state,
+                "state": "kept" if self.rollback else "lost",
                 "step": number,
-                "duration": time.monotonic() - step_started,
+                "duration": duration,
             }
         )
         return "rollback"
@@ -219,13 +210,12 @@ class Session:
             os.write(pipe, _QUIT)
             return "quit"
         timeout = float(message.get("timeout") or 0)
-        os.write(pipe, _START + _TIMEOUT_FMT.pack(timeout, int(message.get("step") or 0)))
+        self.clock.start(timeout, int(message.get("step") or 0))
         self.channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=fds[0])  # no probing
         self._apply_step_limits(timeout)
         if message.get("tools") is not None:
             self._define(message["tools"], message.get("submit"))
         worker = os.getpid()
-        self.pipe = pipe
         self.tools.active = True
         try:
             self.tools.receive_inputs(int(message.get("inputs") or 0), self.namespace)
@@ -245,11 +235,11 @@ class Session:
             self.channel.sendall(body)
         self.channel.close()
         self.channel = None
+        self.clock.stop()
         if self.rollback and self.expired:
             os.write(pipe, _ABANDON)
             os._exit(0)
         if not self.rollback:
-            os.write(pipe, _DONE)
             return "done"
         os.write(pipe, _COMMIT)
         os.close(pipe)
@@ -269,6 +259,8 @@ class Session:
                 self.control.close()
                 self.control = socket.socket(fileno=control_fd)
                 _capture_stdio()
+                self.clock.close()
+                self.clock = StepClock()  # the branch's steps are timed apart from this one's
                 self.hold()
             finally:
                 os._exit(0)
@@ -316,8 +308,10 @@ class Session:
         return self.channel.fileno()
 
     def _clock(self, op: str) -> None:
-        with contextlib.suppress(OSError):
-            os.write(self.pipe, _PAUSE if op == "pause" else _RESUME)
+        if op == "pause":
+            self.clock.pause()
+        else:
+            self.clock.resume()
 
     def _send(self, frame: bytes) -> None:
         assert self.channel is not None
@@ -350,6 +344,77 @@ class Session:
         return step.outcome(value, error, values, stdout, stderr, started)
 
 
+class StepClock:
+    """A step's time limit as a timer its holder sleeps on, set by the worker without waking the
+    holder: armed when a step starts, stopped while the host waits for an approval, disarmed when
+    the step ends. Only a step that overruns wakes the holder, which then finds the step's number and
+    deadline in memory the two share. The step's code can reach both; what it could do with them (stop
+    the clock) the host's own deadline for the step still bounds."""
+
+    _SHARED = struct.Struct("qqddd")  # running, number, timeout, started, deadline (time.monotonic)
+
+    def __init__(self) -> None:
+        self.fd = _libc().timerfd_create(time.CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self.shared = mmap.mmap(-1, self._SHARED.size)  # shared with the processes forked from here
+        self.left = 0.0  # seconds of the step's time left when the clock was paused
+
+    def start(self, timeout: float, number: int) -> None:
+        now = time.monotonic()
+        self._SHARED.pack_into(self.shared, 0, 0, number, timeout, now, math.inf)
+        if timeout > 0:
+            self._arm(now, timeout)
+        self.shared[:8] = _RUNNING
+
+    def pause(self) -> None:
+        running, number, timeout, started, deadline = self._SHARED.unpack_from(self.shared)
+        if running and deadline != math.inf:
+            self.left = max(0.0, deadline - time.monotonic())
+            self._set(0.0)
+            self._SHARED.pack_into(self.shared, 0, running, number, timeout, started, math.inf)
+
+    def resume(self) -> None:
+        running, _, timeout, _, deadline = self._SHARED.unpack_from(self.shared)
+        if running and deadline == math.inf and timeout > 0:
+            self._arm(time.monotonic(), self.left)
+
+    def stop(self) -> None:
+        self.shared[:8] = _IDLE
+        self._set(0.0)
+
+    def running(self) -> tuple[int, float] | None:
+        """The running step's number and how long it has run; None between steps."""
+        running, number, _, started, _ = self._SHARED.unpack_from(self.shared)
+        return (number, time.monotonic() - started) if running else None
+
+    def overrun(self) -> tuple[float, int, float] | None:
+        """After the timer fired: the step's time limit, number and duration when it is past its
+        deadline; None when it ended, paused or was restarted in the meantime."""
+        with contextlib.suppress(OSError):
+            os.read(self.fd, 8)
+        running, number, timeout, started, deadline = self._SHARED.unpack_from(self.shared)
+        now = time.monotonic()
+        return (timeout, number, now - started) if running and now >= deadline else None
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.shared.close()
+
+    def _arm(self, now: float, seconds: float) -> None:
+        self.shared[32:40] = struct.pack("d", now + seconds)
+        self._set(max(seconds, 1e-9))
+
+    def _set(self, seconds: float) -> None:
+        whole = int(seconds)
+        spec = (ctypes.c_long * 4)(0, 0, whole, int((seconds - whole) * 1e9))
+        _libc().timerfd_settime(self.fd, 0, spec, None)
+
+
+_RUNNING, _IDLE = struct.pack("q", 1), struct.pack("q", 0)
+_TFD_NONBLOCK, _TFD_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+
+
 def _capture_stdio() -> None:
     """Point fds 1 and 2 at fresh memfds: what C code and os.write send there, read after each step."""
     for fd in (1, 2):
@@ -360,9 +425,7 @@ def _capture_stdio() -> None:
 
 @functools.cache
 def _libc() -> Any:
-    import ctypes
-
-    return ctypes.CDLL(None)  # opened once: a dlopen per step costs tens of microseconds
+    return ctypes.CDLL(None, use_errno=True)  # opened once: a dlopen per step costs tens of microseconds
 
 
 def _flush_c_stdio() -> None:
@@ -389,26 +452,6 @@ def _drain(fd: int, limit: int) -> str:
 def _address_space() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _read_pipe(fd: int, deadline: float | None) -> bytes | None:
-    """One message from the worker; b"" on EOF, None when `deadline` passes first."""
-    while True:
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            ready, _, _ = select.select([fd], [], [], wait)
-        except InterruptedError:
-            continue
-        if not ready:
-            return None
-        data = os.read(fd, 1)
-        size = _TIMEOUT_FMT.size if data == _START else 0
-        while data and len(data) < 1 + size:
-            more = os.read(fd, 1 + size - len(data))
-            if not more:
-                return b""
-            data += more
-        return data
 
 
 def _reap(pid: int) -> int:
