@@ -346,9 +346,9 @@ class Session:
 
 class StepClock:
     """A step's time limit as a timer its holder sleeps on, set by the worker without waking the
-    holder: armed when a step starts, stopped while the host waits for an approval, disarmed when
-    the step ends. Only a step that overruns wakes the holder, which then finds the step's number and
-    deadline in memory the two share. The step's code can reach both; what it could do with them (stop
+    holder: armed when a step starts and stopped while the host waits for an approval. Only a timer
+    that fires wakes the holder, which then finds in memory the two share whether a step runs past
+    its deadline, and its number. The step's code can reach both; what it could do with them (stop
     the clock) the host's own deadline for the step still bounds."""
 
     _SHARED = struct.Struct("qqddd")  # running, number, timeout, started, deadline (time.monotonic)
@@ -359,19 +359,19 @@ class StepClock:
             raise OSError(ctypes.get_errno(), "timerfd_create failed")
         self.shared = mmap.mmap(-1, self._SHARED.size)  # shared with the processes forked from here
         self.left = 0.0  # seconds of the step's time left when the clock was paused
+        self.spec = (ctypes.c_long * 4)()  # struct itimerspec
 
     def start(self, timeout: float, number: int) -> None:
         now = time.monotonic()
         self._SHARED.pack_into(self.shared, 0, 0, number, timeout, now, math.inf)
         if timeout > 0:
             self._arm(now, timeout)
-        self.shared[:8] = _RUNNING
+        self.shared[:8] = _RUNNING  # last: the holder reads a step as running once all of it is written
 
     def pause(self) -> None:
         running, number, timeout, started, deadline = self._SHARED.unpack_from(self.shared)
         if running and deadline != math.inf:
-            self.left = max(0.0, deadline - time.monotonic())
-            self._set(0.0)
+            self.left = max(0.0, deadline - time.monotonic())  # a timer firing meanwhile finds no deadline
             self._SHARED.pack_into(self.shared, 0, running, number, timeout, started, math.inf)
 
     def resume(self) -> None:
@@ -380,8 +380,9 @@ class StepClock:
             self._arm(time.monotonic(), self.left)
 
     def stop(self) -> None:
+        """The step ended. The timer stays armed (the next start re-arms it): should it fire between
+        steps, the holder finds no step running and sleeps on."""
         self.shared[:8] = _IDLE
-        self._set(0.0)
 
     def running(self) -> tuple[int, float] | None:
         """The running step's number and how long it has run; None between steps."""
@@ -402,16 +403,15 @@ class StepClock:
         self.shared.close()
 
     def _arm(self, now: float, seconds: float) -> None:
-        self.shared[32:40] = struct.pack("d", now + seconds)
-        self._set(max(seconds, 1e-9))
-
-    def _set(self, seconds: float) -> None:
+        self.shared[_DEADLINE] = struct.pack("d", now + seconds)
+        seconds = max(seconds, 1e-9)  # zero would disarm it
         whole = int(seconds)
-        spec = (ctypes.c_long * 4)(0, 0, whole, int((seconds - whole) * 1e9))
-        _libc().timerfd_settime(self.fd, 0, spec, None)
+        self.spec[2], self.spec[3] = whole, int((seconds - whole) * 1e9)  # it_value; no interval
+        _libc().timerfd_settime(self.fd, 0, self.spec, None)
 
 
-_RUNNING, _IDLE = struct.pack("q", 1), struct.pack("q", 0)
+_RUNNING, _IDLE = struct.pack("q", 1), struct.pack("q", 0)  # the first field of StepClock._SHARED
+_DEADLINE = slice(32, 40)  # its last
 _TFD_NONBLOCK, _TFD_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 
 
