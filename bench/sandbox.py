@@ -199,10 +199,15 @@ def pool_tasks_per_s(tasks: int, workers: int) -> float:
 
 
 # --- baselines: what the machine does without codeact ----------------------------------------------
-def plain_fork_ms(repeat: int) -> float:
-    """fork + exit + wait of this process, which has imported the preloaded libraries like the zygote."""
+def _import_preloaded() -> None:
+    """Import the preloaded libraries here, so a fork of this process is the size of the zygote."""
     for module in PRELOAD:
         __import__(module)
+
+
+def plain_fork_ms(repeat: int) -> float:
+    """fork + exit + wait of this process, which has imported the preloaded libraries like the zygote."""
+    _import_preloaded()
 
     def once() -> None:
         pid = os.fork()
@@ -250,8 +255,7 @@ def plain_exec_ms(repeat: int) -> float:
 
 def plain_fork_uss_mb() -> float:
     """Unique memory of an idle fork of this process (with the preloaded libraries)."""
-    for module in PRELOAD:
-        __import__(module)
+    _import_preloaded()
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -292,8 +296,7 @@ def _step_server(sock: socket.socket, fork_per_step: bool) -> None:
 def step_server_round_trip_ms(repeat: int, *, idle_s: float, fork_per_step: bool) -> float:
     """A step there and back through `_step_server`, forked from this process (which has the preloaded
     libraries imported, like the zygote)."""
-    for module in PRELOAD:
-        __import__(module)
+    _import_preloaded()
     ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:
@@ -526,7 +529,7 @@ def main() -> None:
         for stage, ms in start_stages(in_advance=in_advance):
             print(f"  {stage:<28} {ms:7.2f}")
     for name, ms in monty_figures(r):
-        print(f"{name:<52}  {ms:>9.3f} ms")
+        print(f"{name}: {ms:.3f} ms")
 
 
 if __name__ == "__main__":

@@ -380,8 +380,9 @@ class StepDriver:
 
         def done(fut: Future[Any]) -> None:
             record.duration_s = time.perf_counter() - t0
-            if step.pending.pop(call_id, None) is None:
-                return  # the step ended without it
+            with step.lock:
+                if step.pending.pop(call_id, None) is None:
+                    return  # the step ended or expired without it
             step.reply(call_id, _outcome(tool.name, fut, record))
 
         future.add_done_callback(done)
@@ -428,8 +429,8 @@ class StepDriver:
 
     def _expire(self, step: _Step) -> str:
         """The step's time passed while tools ran: abandon them and end the step in the sandbox."""
-        pending = list(step.pending.items())
-        step.pending = {}
+        with step.lock:  # each call is answered once: by its own reply, or as expired here
+            pending, step.pending = list(step.pending.items()), {}
         timeout = step.request.timeout
         names = sorted({record.name for _, (record, _) in pending})
         for call_id, (record, future) in pending:
