@@ -281,29 +281,31 @@ def test_signalling_pid_1_does_not_break_the_session(make_sandbox, sig):
     assert result.value == "'still here'", f"{sig} sent to pid 1 by the code ended the session: {result}"
 
 
-def test_killing_the_supervisor_cannot_disable_the_time_limit(make_sandbox):
-    sb = make_sandbox(timeout=1)
-    assert sb.execute("warm = 1").error is None  # from now on the step's parent is a holder, not pid 1
+def assert_runaway_stopped(sb, code: str) -> None:
+    """`code`, then an endless loop, ends in an error within a bounded time, and the sandbox lives on."""
     started = time.monotonic()
-    result = sb.execute("""
-import os, signal
-for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
-    if pid not in (1, os.getpid()):
-        os.kill(pid, signal.SIGKILL)
-while True:
-    pass
-""")
+    result = sb.execute(code + "\nwhile True:\n    pass\n")
     elapsed = time.monotonic() - started
     assert result.error is not None, f"the runaway step was not stopped: {result}"
     assert elapsed < 15, f"the step ran {elapsed:.1f} s past a 1 s limit"
     assert_alive(sb)
 
 
-def test_stopping_the_step_clock_cannot_disable_the_time_limit(make_sandbox):
+def test_killing_the_supervisor_cannot_disable_the_time_limit(make_sandbox):
     sb = make_sandbox(timeout=1)
-    assert sb.execute("warm = 1").error is None
-    started = time.monotonic()
-    result = sb.execute("""
+    assert sb.execute("warm = 1").error is None  # from now on the step's parent is a holder, not pid 1
+    assert_runaway_stopped(
+        sb,
+        """
+import os, signal
+for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()]:
+    if pid not in (1, os.getpid()):
+        os.kill(pid, signal.SIGKILL)
+""",
+    )
+
+
+STOP_THE_CLOCK = """
 import ctypes, os
 libc = ctypes.CDLL(None)
 stopped = 0
@@ -314,14 +316,15 @@ for fd in os.listdir("/proc/self/fd"):
         continue
     if "timerfd" in target:  # the clock the step's holder sleeps on: disarm it
         stopped += libc.timerfd_settime(int(fd), 0, (ctypes.c_long * 4)(), None) == 0
-print("ATTACK: stopped", stopped, "clocks")
-while True:
-    pass
-""")
-    elapsed = time.monotonic() - started
-    assert result.error is not None, f"the runaway step was not stopped: {result}"
-    assert elapsed < 15, f"the step ran {elapsed:.1f} s past a 1 s limit"
-    assert_alive(sb)
+"""
+
+
+def test_stopping_the_step_clock_cannot_disable_the_time_limit(make_sandbox, backend):
+    if backend != "process":
+        pytest.skip("the step clock (a timerfd) is part of the native backend")
+    sb = make_sandbox(timeout=1)
+    assert int(sb.execute(STOP_THE_CLOCK + "stopped").value) >= 1  # the attack reaches the clock
+    assert_runaway_stopped(sb, STOP_THE_CLOCK)
 
 
 # --- process and thread bombs --------------------------------------------------------------------

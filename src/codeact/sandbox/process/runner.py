@@ -136,17 +136,7 @@ class Session:
                 timeout, number, duration = overrun
                 self._kill_step(worker)
                 _reap(worker)
-                self._report(
-                    {
-                        "op": "failed",
-                        "kind": "timeout",
-                        "timeout": timeout,
-                        "state": "kept" if self.rollback else "lost",
-                        "step": number,
-                        "duration": duration,
-                    }
-                )
-                return "rollback"
+                return self._failed("timeout", number, duration, timeout=timeout)
         message = os.read(pipe, 1)
         if message == _FORKED:  # kill only the step's own process group from now on, never the other branch
             self.own_pid_namespace = False
@@ -163,16 +153,12 @@ class Session:
         number, duration = running
         status = _reap(worker)
         self._kill_step(worker)
-        self._report(
-            {
-                "op": "failed",
-                "kind": "died",
-                "status": status,
-                "state": "kept" if self.rollback else "lost",
-                "step": number,
-                "duration": duration,
-            }
-        )
+        return self._failed("died", number, duration, status=status)
+
+    def _failed(self, kind: str, number: int, duration: float, **detail: Any) -> str:
+        """Report to the host why step `number` ended without its result; the state rolls back."""
+        state = "kept" if self.rollback else "lost"
+        self._report({"op": "failed", "kind": kind, **detail, "state": state, "step": number, "duration": duration})
         return "rollback"
 
     def _kill_step(self, worker: int) -> None:
