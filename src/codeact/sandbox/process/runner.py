@@ -87,6 +87,7 @@ class Session:
         since pid 1 must outlive the session. Later holders exit when their worker commits.
         """
         while True:
+            self.clock.stop()  # no step runs now, whatever the last worker left in the shared memory
             read_end, write_end = os.pipe()
             worker = os.fork()
             if worker == 0:
@@ -260,7 +261,13 @@ class Session:
         """Run a throwaway step through the code a step runs, while idle: the copy-on-write faults
         after fork are paid before the next command arrives instead of during it."""
         started = time.perf_counter()
-        wire.loads(_WARM_COMMAND)
+        ours, theirs = socket.socketpair()  # a command read and its step's socket adopted, as from the host
+        with ours, theirs:  # (the code may not send descriptors: this one comes without)
+            wire.send(ours, wire.loads(_WARM_COMMAND))
+            message, _ = wire.recv_with_fds(theirs)
+            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=os.dup(theirs.fileno())).close()
+        self.clock.idle()
+        self._apply_step_limits(float(message["timeout"]))
         stdout, stderr = step.Capture(self.output_limit), step.Capture(self.output_limit)
         value, _, values = step.run("_ = None\n_", "<warm>", {"__builtins__": builtins}, {}, stdout, stderr)
         linecache.cache.pop("<warm>", None)
@@ -364,6 +371,11 @@ class StepClock:
         running, _, timeout, _, deadline = self._SHARED.unpack_from(self.shared)
         if running and deadline == math.inf and timeout > 0:
             self._arm(time.monotonic(), self.left)
+
+    def idle(self) -> None:
+        """Arm the timer far ahead while no step runs: the same calls as a step's start, without effect."""
+        if not self.running():
+            self._arm(time.monotonic(), 86400.0)
 
     def stop(self) -> None:
         """The step ended. The timer stays armed (the next start re-arms it): should it fire between
