@@ -251,6 +251,27 @@ def test_descriptor_exhaustion_is_bounded(make_sandbox):
     assert_alive(sb)
 
 
+def test_descriptors_held_by_the_variables_do_not_end_the_session(make_sandbox, backend):
+    def ping(x: int) -> int:
+        return x
+
+    sb = make_sandbox([ping])
+    opened = sb.execute("""
+import os
+kept = []
+try:
+    while True:
+        kept.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+len(kept)
+""")
+    assert opened.error is None and int(opened.value) > 100, opened
+    result = sb.execute("len(kept), ping(3)")  # every descriptor is still taken
+    assert result.error is None, result.error
+    assert result.value == f"({opened.value}, 3)"
+
+
 def test_stack_overflow_crash_keeps_the_session(make_sandbox, backend):
     sb = make_sandbox(timeout=20)
     assert sb.execute("kept = {'a': 1}").error is None

@@ -181,7 +181,8 @@ class Session:
     def work(self, pipe: int) -> str:
         """Wait for a command and run it; returns "commit" after a completed step, or "quit"."""
         if self.rollback or not self.steps:  # without rollback no fork follows a step: nothing to pre-fault
-            self._warm()
+            with contextlib.suppress(Exception):  # only a speed-up: a session out of descriptors still runs
+                self._warm()
         try:
             message, fds = wire.recv_with_fds(self.control)
         except (EOFError, OSError, wire.WireError):
@@ -265,7 +266,15 @@ class Session:
         with ours, theirs:  # (the code may not send descriptors: this one comes without)
             wire.send(ours, wire.loads(_WARM_COMMAND))
             message, _ = wire.recv_with_fds(theirs)
-            socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=os.dup(theirs.fileno())).close()
+            self.channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=os.dup(theirs.fileno()))
+            wire.send(ours, {"op": "return", "id": self.tools.next_id + 1, "value": wire.encode(None)})
+            self.tools.active = True
+            try:  # a tool call whose reply is already there
+                self.tools.call("_warm", [], {})
+            finally:
+                self.tools.active = False
+                self.channel.close()
+                self.channel = None
         self.clock.idle()
         self._apply_step_limits(float(message["timeout"]))
         stdout, stderr = step.Capture(self.output_limit), step.Capture(self.output_limit)
