@@ -3,8 +3,10 @@
 The keeper is pid 1 of the session's pid namespace and only reaps. The holder keeps the variables
 as they were after the last completed step and forks a worker, which waits for the next command.
 The worker runs the step; when it completes, it reports, tells the holder to exit, and becomes the
-holder itself, forking the next worker when the next command comes or a few milliseconds later. When the worker dies or overruns its time, the holder kills it (and everything it
-started), reports why, and forks a fresh worker: the variables from before the step survive.
+holder itself, forking the next worker when the next command comes or a few milliseconds later.
+When the worker dies or overruns its time (the holder sleeps on a `StepClock` the worker sets), the
+holder kills it (and everything it started), reports why, and forks a fresh worker: the variables
+from before the step survive.
 
 Without rollback the worker serves every step itself and may not fork at all (seccomp); a step that
 dies then costs the session's variables.
