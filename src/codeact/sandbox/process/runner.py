@@ -182,7 +182,9 @@ class Session:
     # --- one step -------------------------------------------------------------------------------
     def work(self, pipe: int) -> str:
         """Wait for a command and run it; returns "commit" after a completed step, or "quit"."""
-        if self.rollback or not self.steps:  # without rollback no fork follows a step: nothing to pre-fault
+        # Without rollback no fork follows a step: nothing to pre-fault. A command already waiting would
+        # only wait longer: the warm-up touches more than one step does.
+        if (self.rollback or not self.steps) and not select.select([self.control], [], [], 0)[0]:
             with contextlib.suppress(Exception):  # only a speed-up: a session out of descriptors still runs
                 self._warm()
         try:
