@@ -225,12 +225,17 @@ class _Step:
                 self.paused += time.monotonic() - self.paused_since
                 self.channel.send({"op": "resume"})
 
+    def take_pending(self) -> list[tuple[int, tuple[ToolCall, Future[Any]]]]:
+        """The calls still running, by id; their own replies will not be sent (each call is answered once)."""
+        with self.lock:
+            taken, self.pending = list(self.pending.items()), {}
+        return taken
+
     def end(self) -> list[tuple[ToolCall, Future[Any]]]:
         """No more sends for this step (one under way finishes first); returns the calls still running."""
         with self.lock:
             self.ended = True
-            unfinished, self.pending = list(self.pending.values()), {}
-        return unfinished
+        return [call for _, call in self.take_pending()]
 
 
 class StepDriver:
@@ -429,8 +434,7 @@ class StepDriver:
 
     def _expire(self, step: _Step) -> str:
         """The step's time passed while tools ran: abandon them and end the step in the sandbox."""
-        with step.lock:  # each call is answered once: by its own reply, or as expired here
-            pending, step.pending = list(step.pending.items()), {}
+        pending = step.take_pending()
         timeout = step.request.timeout
         names = sorted({record.name for _, (record, _) in pending})
         for call_id, (record, future) in pending:

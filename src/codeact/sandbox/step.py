@@ -152,7 +152,7 @@ class ToolClient:
                 f"arguments to tool {name!r} are {len(frame)} bytes, over the limit of "
                 f"{wire.MAX_MESSAGE_BYTES} bytes; pass less data (e.g. a file path or a slice)"
             )
-        if len(frame) > wire.MAX_VALUES and wire.count_values(frame) > wire.MAX_VALUES:
+        if wire.more_values_than(frame, wire.MAX_VALUES):
             raise ValueError(
                 f"arguments to tool {name!r} hold more than {wire.MAX_VALUES:,} values; pass large "
                 "data as bytes, a numpy array or a file"

@@ -368,16 +368,26 @@ def dumps(message: dict[str, Any]) -> bytes:
 _STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 
-def count_values(body: bytes) -> int:
-    """About how many values a JSON text holds: its containers and separators outside strings."""
+def more_values_than(body: bytes, limit: int) -> bool:
+    """Whether a JSON text holds more than about `limit` values (its containers and separators outside
+    strings). Each value takes at least a byte: a text no longer than `limit` is not counted."""
+    if len(body) <= limit:
+        return False
     bare = _STRING.sub(b'""', body)
-    return bare.count(b",") + bare.count(b"[") + bare.count(b"{")
+    return bare.count(b",") + bare.count(b"[") + bare.count(b"{") > limit
+
+
+def frame_length(header: bytes, max_bytes: int = MAX_MESSAGE_BYTES) -> int:
+    """The body length a frame's 4-byte header announces; WireError when it is over `max_bytes`."""
+    (length,) = _HEADER.unpack_from(header)
+    if length > max_bytes:
+        raise WireError(f"message of {length} bytes exceeds the limit of {max_bytes} bytes")
+    return length
 
 
 def loads(body: bytes, max_values: int | None = None) -> dict[str, Any]:
     """Parse one message; with `max_values`, refuse one that would build more Python objects."""
-    # each value takes at least a byte: a body no longer than the limit cannot hold too many
-    if max_values is not None and len(body) > max_values and count_values(body) > max_values:
+    if max_values is not None and more_values_than(body, max_values):
         raise WireError(
             f"message holds more than {max_values:,} values; send large data as bytes, a numpy array or a file"
         )
@@ -396,10 +406,7 @@ def send(sock: socket.socket, message: dict[str, Any]) -> None:
 
 def recv(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES, max_values: int | None = None) -> dict[str, Any]:
     """Read one frame; raises EOFError on a clean close and WireError on anything else wrong."""
-    header = _recv_exact(sock, _HEADER.size, allow_eof=True)
-    (length,) = _HEADER.unpack(header)
-    if length > max_bytes:
-        raise WireError(f"message of {length} bytes exceeds the limit of {max_bytes} bytes")
+    length = frame_length(_recv_exact(sock, _HEADER.size, allow_eof=True), max_bytes)
     return loads(_recv_exact(sock, length, allow_eof=False), max_values)
 
 
@@ -446,10 +453,7 @@ class FrameBuffer:
         """The first complete frame, taken out of the buffer; None until one has fully arrived."""
         if len(self.data) < _HEADER.size:
             return None
-        (length,) = _HEADER.unpack_from(self.data)
-        if length > self.max_bytes:
-            raise WireError(f"message of {length} bytes exceeds the limit of {self.max_bytes} bytes")
-        end = _HEADER.size + length
+        end = _HEADER.size + frame_length(self.data, self.max_bytes)
         if len(self.data) < end:
             return None
         body = bytes(self.data[_HEADER.size : end])
@@ -476,9 +480,10 @@ def recv_with_fds(sock: socket.socket, max_bytes: int = MAX_MESSAGE_BYTES) -> tu
             fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
     if len(header) < _HEADER.size:
         header += _recv_exact(sock, _HEADER.size - len(header), allow_eof=False)
-    (length,) = _HEADER.unpack(header)
-    if length > max_bytes:
+    try:
+        length = frame_length(header, max_bytes)
+    except WireError:
         for fd in fds:
             os.close(fd)
-        raise WireError(f"message of {length} bytes exceeds the limit of {max_bytes} bytes")
+        raise
     return loads(_recv_exact(sock, length, allow_eof=False)), list(fds)

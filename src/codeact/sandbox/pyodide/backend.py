@@ -369,11 +369,10 @@ def _read_frames(stream: IO[bytes], frames: queue.Queue[Any]) -> None:
             header = stream.read(4)
             if len(header) < 4:
                 break
-            length = int.from_bytes(header, "big")
-            if length > wire.MAX_MESSAGE_BYTES:
-                frames.put(
-                    wire.WireError(f"message of {length} bytes exceeds the limit of {wire.MAX_MESSAGE_BYTES} bytes")
-                )
+            try:
+                length = wire.frame_length(header)
+            except wire.WireError as exc:
+                frames.put(exc)
                 return
             body = stream.read(length)
             if len(body) < length:
