@@ -42,7 +42,8 @@ def available_backends() -> list[str]:
 def open_backend(name: str, options: SandboxOptions) -> Backend:
     """The backend called `name` ("auto": the best one available here) for a session with `options`."""
     if name == "auto":
-        names = available_backends()
+        # The native backend needs nothing but Linux: asking whether Pyodide is there too runs `deno`.
+        names = ["process"] if sys.platform.startswith("linux") else available_backends()
         if not names:
             raise InterpreterError(
                 "no sandbox backend is available here: the native one needs Linux, the Pyodide one "

@@ -10,6 +10,7 @@ milliseconds.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -125,7 +126,9 @@ def install(*, quiet: bool = False) -> Path:
     return target.resolve()
 
 
+@functools.cache
 def deno_version(deno: str) -> str:
+    """The first line of `deno --version` (a process start: read once per executable)."""
     done = subprocess.run([deno, "--version"], capture_output=True, text=True, timeout=30, check=False)
     return done.stdout.split("\n", 1)[0].strip() if done.returncode == 0 else ""
 
