@@ -124,6 +124,28 @@ def test_arguments_are_validated_and_converted() -> None:
     assert t(query="a", limit=1) == ["a"]
 
 
+def test_calls_bind_as_python_binds_them() -> None:
+    def f(a: int, /, b: int, c: int = 3, *, d: int, e: int = 5) -> tuple[int, ...]:
+        """F."""
+        return a, b, c, d, e
+
+    t = codeact.Tool(f)
+    assert t(1, 2, d=4) == (1, 2, 3, 4, 5)
+    assert t(1, b="2", d=4, c=9) == (1, 2, 9, 4, 5)  # as the sandbox's stubs pass them: by keyword
+    assert t(1, 2, 3, e=6, d=4) == (1, 2, 3, 4, 6)
+    for args, kwargs, problem in [
+        ((1,), {"b": 2}, "missing a required argument: 'd'"),
+        ((1, 2), {"b": 2, "d": 4}, "multiple values for argument 'b'"),
+        ((), {"a": 1, "b": 2, "d": 4}, "'a' parameter is positional only"),
+        ((1, 2), {"d": 4, "z": 0}, "unexpected keyword argument 'z'"),
+        ((1, 2, 3, 4), {"d": 4}, "too many positional arguments"),
+    ]:
+        with pytest.raises(ToolArgumentError, match=problem):
+            t(*args, **kwargs)
+    with pytest.raises(ToolArgumentError, match="argument 'd' of tool 'f' should be int"):
+        t(1, 2, d="four")
+
+
 class Point(BaseModel):
     x: int
     y: int

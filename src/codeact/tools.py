@@ -218,11 +218,11 @@ class Tool:
         self.is_async = _is_async(func)
         self._adapters: dict[str, TypeAdapter[Any]] = {}
         params = list(self.signature.parameters.values())
-        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        plain = all(p.kind is not p.VAR_POSITIONAL and (p in positional or p.default is not _EMPTY) for p in params)
-        #: the positional parameters' names when a call by position alone needs no `inspect` binding
-        self._positional = [p.name for p in positional] if plain else None
-        self._required = sum(p.default is _EMPTY for p in positional)
+        #: without *args and **kwargs a call binds without `inspect` (the sandbox's stubs pass keywords)
+        self._plain = all(p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params)
+        self._positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self._keywords = frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+        self._required = frozenset(p.name for p in params if p.default is _EMPTY)
 
     def __repr__(self) -> str:
         return f"Tool({self.name}{self.signature_text()})"
@@ -313,9 +313,9 @@ class Tool:
     def validate(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Bind and type-check arguments (the positional and keyword arguments to call with); raise
         `ToolArgumentError` naming the bad argument."""
-        positional = self._positional
-        if not kwargs and positional is not None and self._required <= len(args) <= len(positional):
-            return tuple(self._checked(pname, value) for pname, value in zip(positional, args, strict=False)), {}
+        if self._binds(args, kwargs):
+            named = zip(self._positional, args, strict=False)
+            return tuple(self._checked(p, v) for p, v in named), {p: self._checked(p, v) for p, v in kwargs.items()}
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -329,6 +329,16 @@ class Tool:
             else:
                 bound.arguments[pname] = self._checked(pname, value)
         return bound.args, bound.kwargs
+
+    def _binds(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether a call binds to a signature without *args and **kwargs as it stands: every
+        parameter given once, the required ones all. Otherwise `inspect` binds it (and says what is wrong)."""
+        if not self._plain or len(args) > len(self._positional):
+            return False
+        by_position = self._positional[: len(args)]
+        if kwargs and (not self._keywords.issuperset(kwargs) or not kwargs.keys().isdisjoint(by_position)):
+            return False
+        return self._required <= {*by_position, *kwargs}
 
     def _checked(self, pname: str, value: Any) -> Any:
         """`value` validated against the parameter's annotation; unchecked where pydantic cannot check it."""
