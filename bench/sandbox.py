@@ -13,6 +13,7 @@ pydantic-monty beside codeact when it is installed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -22,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from codeact import Sandbox
@@ -180,8 +181,16 @@ def pool_start_to_first_result(repeat: int) -> float:
     return median_ms(samples)
 
 
-def pool_tasks_per_s(tasks: int, workers: int) -> float:
-    """Short tasks (two steps each) on `workers` threads sharing one warm SandboxPool."""
+def _busy_cpu_s() -> float:
+    """CPU time the whole machine has spent busy so far (every process, kernel included)."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def pool_tasks_per_s(tasks: int, workers: int) -> tuple[float, float]:
+    """Short tasks (two steps each) on `workers` threads sharing one warm SandboxPool: tasks a second,
+    and the CPU time the machine spent a task."""
     from codeact.sandbox import SandboxPool
 
     with SandboxPool(size=workers, preload=PRELOAD) as pool:
@@ -192,10 +201,10 @@ def pool_tasks_per_s(tasks: int, workers: int) -> float:
                 sb.execute(f"x = {i}")
                 assert sb.execute("x * 2").value == str(i * 2)
 
-        start = time.perf_counter()
+        start, busy = time.perf_counter(), _busy_cpu_s()
         with ThreadPoolExecutor(workers) as ex:
             list(ex.map(task, range(tasks)))
-        return tasks / (time.perf_counter() - start)
+        return tasks / (time.perf_counter() - start), (_busy_cpu_s() - busy) / tasks
 
 
 # --- baselines: what the machine does without codeact ----------------------------------------------
@@ -219,8 +228,26 @@ def plain_fork_ms(repeat: int) -> float:
     return median_ms(timed(once, repeat))
 
 
-def plain_pipe_round_trip_ms(repeat: int, idle_s: float = 0.0) -> float:
-    """One byte there and back between this process and a forked child over a socketpair."""
+def plain_pipe_round_trip_ms(repeat: int, idle_s: float = 0.0, *, one_cpu: bool = False) -> float:
+    """One byte there and back between this process and a forked child over a socketpair; with
+    `one_cpu`, both run on one CPU, so neither wake-up crosses CPUs."""
+    with _on_one_cpu(one_cpu):
+        return _pipe_round_trip_ms(repeat, idle_s)
+
+
+@contextlib.contextmanager
+def _on_one_cpu(pin: bool) -> Iterator[None]:
+    """Run this process (and what it forks meanwhile) on one CPU."""
+    allowed = os.sched_getaffinity(0)
+    if pin:
+        os.sched_setaffinity(0, {min(allowed)})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+def _pipe_round_trip_ms(repeat: int, idle_s: float) -> float:
     ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:
@@ -293,10 +320,15 @@ def _step_server(sock: socket.socket, fork_per_step: bool) -> None:
             os.close(write)
 
 
-def step_server_round_trip_ms(repeat: int, *, idle_s: float, fork_per_step: bool) -> float:
+def step_server_round_trip_ms(repeat: int, *, idle_s: float, fork_per_step: bool, one_cpu: bool = False) -> float:
     """A step there and back through `_step_server`, forked from this process (which has the preloaded
-    libraries imported, like the zygote)."""
+    libraries imported, like the zygote); with `one_cpu`, the two run on one CPU."""
     _import_preloaded()
+    with _on_one_cpu(one_cpu):
+        return _step_server_round_trips(repeat, idle_s, fork_per_step)
+
+
+def _step_server_round_trips(repeat: int, idle_s: float, fork_per_step: bool) -> float:
     ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:
@@ -460,7 +492,7 @@ def main() -> None:
         "pipe round trip + plain exec",
         "",
     )
-    tasks = pool_tasks_per_s(40 if args.quick else 200, 8)
+    tasks, task_cpu_s = pool_tasks_per_s(40 if args.quick else 200, 8)
     row(
         "short two-step tasks, SandboxPool(8)",
         1 / tasks,
@@ -470,7 +502,8 @@ def main() -> None:
         "> 150 tasks/s",
     )
     print_table(rows)
-    forks_per_task = 5  # session root, keeper, and a worker before each step and after the last
+    forks_per_task = 4  # session root, keeper, and a worker before each step
+    server_ms = step_server_round_trip_ms(r * 10, idle_s=0, fork_per_step=False)
     floors = [
         (
             "execute round trip after 10 ms idle",
@@ -492,7 +525,7 @@ def main() -> None:
             "execute round trip, rollback=False",
             plain_ms,
             "ms",
-            step_server_round_trip_ms(r * 10, idle_s=0, fork_per_step=False),
+            server_ms,
             "a step server: JSON, compile, exec, JSON",
             "",
         ),
@@ -523,7 +556,18 @@ def main() -> None:
     ]
     print("\nthe same mechanisms in plain Python, without codeact's checks and isolation:")
     print_table(floors)
-    print(f"\nshort tasks through SandboxPool(8): {tasks:.0f} tasks/s")
+    cores = os.cpu_count() or 1
+    print(
+        f"\nshort tasks through SandboxPool(8): {tasks:.0f} tasks/s; the machine spent {task_cpu_s * 1000:.0f} ms "
+        f"of CPU a task (all processes), which bounds {cores} cores at {cores / task_cpu_s:.0f} tasks/s"
+    )
+    one_cpu_pipe_ms = plain_pipe_round_trip_ms(r * 10, one_cpu=True)
+    one_cpu_server_ms = step_server_round_trip_ms(r * 10, idle_s=0, fork_per_step=False, one_cpu=True)
+    print(
+        "\nwake-ups across CPUs (a round trip has two): pipe round trip "
+        f"{pipe_ms:.3f} ms, on one CPU {one_cpu_pipe_ms:.3f} ms; step server {server_ms:.3f} ms, on one CPU "
+        f"{one_cpu_server_ms:.3f} ms"
+    )
     for label, in_advance in (("isolated when asked for", False), ("isolated in advance", True)):
         print(f"\nstart-up stages of one session, {label} (ms):")
         for stage, ms in start_stages(in_advance=in_advance):
