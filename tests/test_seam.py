@@ -8,6 +8,7 @@ import datetime as dt
 import decimal
 import hashlib
 import os
+import subprocess
 import sys
 import threading
 
@@ -130,6 +131,36 @@ def test_a_tool_that_never_returns_ends_the_step_and_keeps_the_variables(make_sa
         assert r.error is None and r.value == "42"
     finally:
         release.set()
+
+
+def test_a_program_whose_tool_never_returned_still_exits(tmp_path):
+    script = tmp_path / "hung_tool.py"
+    script.write_text(
+        "import threading\n"
+        "from codeact import Sandbox\n"
+        "def wait_forever() -> str:\n"
+        "    threading.Event().wait()\n"
+        "    return 'never'\n"
+        "with Sandbox([wait_forever], timeout=1) as sb:\n"
+        "    print(sb.execute('wait_forever()').error.type)\n"
+        "print('done')\n"
+    )
+    # the abandoned tool's thread still waits: the interpreter must not wait for it at exit
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["Timeout", "done"]
+
+
+def test_a_tool_that_exits_raises_in_the_code_and_the_host_lives_on(make_sandbox):
+    def leave() -> int:
+        """Exit the program."""
+        sys.exit(3)
+
+    sb = make_sandbox(tools=[leave])
+    r = sb.execute("try:\n    leave()\nexcept BaseException as exc:\n    caught = str(exc)\ncaught")
+    assert r.error is None, r.error
+    assert "SystemExit" in (r.value or "") and r.tool_calls[0].error == "SystemExit: 3"
+    assert sb.execute("1 + 1").value == "2"
 
 
 def test_a_tool_calling_execute_on_its_own_sandbox_is_refused_at_once(make_sandbox):

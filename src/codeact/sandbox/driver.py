@@ -11,6 +11,7 @@ session, never the host.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import inspect
@@ -18,17 +19,17 @@ import json
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from codeact.sandbox import bridge, wire
 from codeact.sandbox.interpreter import ExecutionResult, Failure, InterpreterError, LayerStatus, ToolCall
+from codeact.sandbox.tool_threads import QueuedCall, ToolThreads
 from codeact.tools import Tool, ToolArgumentError
 
 _GRACE_S = 2.0
 _INPUT_PART = wire.MAX_MESSAGE_BYTES // 2
-_pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="codeact-tool")
+_threads = ToolThreads(limit=64)
 _serving: contextvars.ContextVar[object | None] = contextvars.ContextVar("codeact_serving", default=None)
 
 
@@ -198,7 +199,7 @@ class _Step:
     request: StepRequest
     started: float
     calls: list[ToolCall] = field(default_factory=list)
-    pending: dict[int, tuple[ToolCall, Future[Any]]] = field(default_factory=dict)
+    pending: dict[int, tuple[ToolCall, QueuedCall]] = field(default_factory=dict)
     paused: float = 0.0  # seconds spent waiting for approvals: not counted against the time limit
     approvals: int = 0
     paused_since: float = 0.0
@@ -225,13 +226,13 @@ class _Step:
                 self.paused += time.monotonic() - self.paused_since
                 self.channel.send({"op": "resume"})
 
-    def take_pending(self) -> list[tuple[int, tuple[ToolCall, Future[Any]]]]:
+    def take_pending(self) -> list[tuple[int, tuple[ToolCall, QueuedCall]]]:
         """The calls still running, by id; their own replies will not be sent (each call is answered once)."""
         with self.lock:
             taken, self.pending = list(self.pending.items()), {}
         return taken
 
-    def end(self) -> list[tuple[ToolCall, Future[Any]]]:
+    def end(self) -> list[tuple[ToolCall, QueuedCall]]:
         """No more sends for this step (one under way finishes first); returns the calls still running."""
         with self.lock:
             self.ended = True
@@ -249,8 +250,8 @@ class StepDriver:
         """Cancel the tools of a running step (its caller was cancelled)."""
         step = self._step
         if step is not None:
-            for _, future in list(step.pending.values()):
-                future.cancel()
+            for _, call in list(step.pending.values()):
+                call.cancel()
 
     def run(self, channel: Channel, request: StepRequest) -> ExecutionResult:
         step = self._step = _Step(channel, request, time.perf_counter())
@@ -296,9 +297,9 @@ class StepDriver:
                 result = bridge.parse_result(
                     frame, step.started, step.calls, request.output_limit, request.value_limit + 200
                 )
-                for record, future in step.end():  # started, never awaited by the code
+                for record, call in step.end():  # started, never awaited by the code
                     record.abandoned = True
-                    future.cancel()
+                    call.cancel()
                 if expired is not None:
                     result.error = bridge.failure(Failure.TIMEOUT, expired, step.started).error
                     result.submitted = None
@@ -379,18 +380,18 @@ class StepDriver:
             step.reply(call_id, {"op": "raise", "type": "RuntimeError", "message": over})
             return
         approval = request.policy.approve if request.policy.needs_approval(tool, request.tools) else None
-        future = _pool.submit(contextvars.copy_context().run, self._serve, step, tool, record, approval)
-        step.pending[call_id] = (record, future)
         t0 = time.perf_counter()
 
-        def done(fut: Future[Any]) -> None:
+        def done(call: QueuedCall) -> None:
             record.duration_s = time.perf_counter() - t0
             with step.lock:
                 if step.pending.pop(call_id, None) is None:
                     return  # the step ended or expired without it
-            step.reply(call_id, _outcome(tool.name, fut, record))
+            step.reply(call_id, _outcome(tool.name, call, record))
 
-        future.add_done_callback(done)
+        call = QueuedCall(lambda: self._serve(step, tool, record, approval), done)
+        step.pending[call_id] = (record, call)
+        _threads.submit(call)
 
     def _serve(self, step: _Step, tool: Tool, record: ToolCall, approve: Approver | None) -> Any:
         """In a host thread: ask for approval if needed, then run the tool."""
@@ -437,10 +438,10 @@ class StepDriver:
         pending = step.take_pending()
         timeout = step.request.timeout
         names = sorted({record.name for _, (record, _) in pending})
-        for call_id, (record, future) in pending:
+        for call_id, (record, call) in pending:
             record.abandoned = True
             record.error = f"Timeout: still running when the step's {timeout:g} s time limit passed"
-            future.cancel()
+            call.cancel()
             step.reply(
                 call_id,
                 {"op": "expired", "message": f"tool {record.name!r} ran past the step's {timeout:g} s time limit"},
@@ -483,20 +484,19 @@ async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
 
-def _outcome(name: str, future: Future[Any], record: ToolCall) -> dict[str, Any]:
-    """The reply to a finished tool call, recorded in `record`."""
-    try:
-        value = future.result()
-    except _Denied as exc:
+def _outcome(name: str, call: QueuedCall, record: ToolCall) -> dict[str, Any]:
+    """The reply to a finished or cancelled tool call, recorded in `record`."""
+    exc, value = call.error, call.value
+    if call.cancelled or isinstance(exc, (asyncio.CancelledError, concurrent.futures.CancelledError)):
+        record.error = "RuntimeError: cancelled"
+        return {"op": "raise", "type": "RuntimeError", "message": f"tool {name!r} was cancelled"}
+    if isinstance(exc, _Denied):
         record.error = f"PermissionError: {exc}"
         return {"op": "raise", "type": "PermissionError", "message": str(exc)}
-    except ToolArgumentError as exc:
+    if isinstance(exc, ToolArgumentError):
         record.error = f"TypeError: {exc}"
         return {"op": "raise", "type": "TypeError", "message": str(exc)}
-    except (asyncio.CancelledError, Exception) as exc:  # a failing tool is an exception in the sandbox
-        if isinstance(exc, asyncio.CancelledError) or type(exc).__name__ == "CancelledError":
-            record.error = "RuntimeError: cancelled"
-            return {"op": "raise", "type": "RuntimeError", "message": f"tool {name!r} was cancelled"}
+    if exc is not None:  # a failing tool is an exception in the sandbox
         record.error = f"{type(exc).__name__}: {exc}"
         return {"op": "raise", "type": type(exc).__name__, "message": str(exc)}
     if inspect.isawaitable(value):
