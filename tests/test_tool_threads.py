@@ -1,0 +1,58 @@
+"""The host threads that run tool calls: each call once, cancelled calls never, in forked children too."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+
+from codeact.sandbox.tool_threads import QueuedCall, ToolThreads
+
+
+def test_a_call_runs_once_and_reports_its_value_or_error():
+    threads = ToolThreads(limit=2)
+    event, seen = threading.Event(), []
+    threads.submit(QueuedCall(lambda: 6 * 7, lambda call: (seen.append(call), event.set())))
+    assert event.wait(30)
+    assert [c.value for c in seen] == [42] and seen[0].error is None
+    event.clear()
+    threads.submit(QueuedCall(lambda: 1 / 0, lambda call: (seen.append(call), event.set())))
+    assert event.wait(30)
+    assert isinstance(seen[1].error, ZeroDivisionError) and len(seen) == 2
+
+
+def test_calls_beyond_the_limit_wait_for_a_thread_and_cancelled_ones_never_run():
+    threads = ToolThreads(limit=1)
+    release, ran = threading.Event(), []
+    blocker_done = threading.Event()
+    threads.submit(QueuedCall(lambda: release.wait(30), lambda call: blocker_done.set()))
+    waiting = QueuedCall(lambda: ran.append("waiting"), lambda call: None)
+    threads.submit(waiting)  # the only thread is busy: it waits in the queue
+    assert waiting.cancel() and waiting.cancelled
+    later_done = threading.Event()
+    threads.submit(QueuedCall(lambda: ran.append("later"), lambda call: later_done.set()))
+    release.set()
+    assert blocker_done.wait(30) and later_done.wait(30)
+    assert ran == ["later"]
+    assert not waiting.cancel()  # cancelled once
+
+
+def test_a_forked_child_runs_calls_on_threads_of_its_own():
+    script = (
+        "import os, threading\n"
+        "from codeact.sandbox.tool_threads import QueuedCall, ToolThreads\n"
+        "threads = ToolThreads(limit=4)\n"
+        "def run_one():\n"
+        "    done = threading.Event()\n"
+        "    threads.submit(QueuedCall(lambda: 1, lambda call: done.set()))\n"
+        "    return done.wait(20)\n"
+        "assert run_one()  # the parent now has an idle thread, which a child does not inherit\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(0 if run_one() else 1)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(os.waitstatus_to_exitcode(status))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "0"
