@@ -163,6 +163,35 @@ def test_a_tool_that_exits_raises_in_the_code_and_the_host_lives_on(make_sandbox
     assert sb.execute("1 + 1").value == "2"
 
 
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no message")
+
+
+def test_a_tool_error_without_a_printable_message_is_still_answered(make_sandbox):
+    def fail() -> int:
+        """Fail with an exception whose message cannot be shown."""
+        raise Unprintable()
+
+    sb = make_sandbox(tools=[fail], timeout=60)
+    r = sb.execute("try:\n    fail()\nexcept Exception as exc:\n    caught = str(exc)\ncaught")
+    assert r.error is None, r.error  # answered at once, where the step used to wait out its time limit
+    assert "Unprintable whose message cannot be shown" in (r.value or "")
+
+
+def test_a_tool_value_that_fails_to_read_is_refused_naming_why(make_sandbox):
+    def broken() -> Box:
+        """A record missing a field."""
+        box = Box(2, "b")
+        del box.label
+        return box
+
+    sb = make_sandbox(tools=[broken], timeout=60)
+    r = sb.execute("try:\n    broken()\nexcept TypeError as exc:\n    caught = str(exc)\ncaught")
+    assert r.error is None, r.error
+    assert "cannot receive: AttributeError" in (r.value or "") and "label" in (r.value or "")
+
+
 def test_a_tool_calling_execute_on_its_own_sandbox_is_refused_at_once(make_sandbox):
     holder: dict[str, Sandbox] = {}
 

@@ -497,8 +497,8 @@ def _outcome(name: str, call: QueuedCall, record: ToolCall) -> dict[str, Any]:
         record.error = f"TypeError: {exc}"
         return {"op": "raise", "type": "TypeError", "message": str(exc)}
     if exc is not None:  # a failing tool is an exception in the sandbox
-        record.error = f"{type(exc).__name__}: {exc}"
-        return {"op": "raise", "type": type(exc).__name__, "message": str(exc)}
+        record.error = f"{type(exc).__name__}: {_text(exc)}"
+        return {"op": "raise", "type": type(exc).__name__, "message": _text(exc)}
     if inspect.isawaitable(value):
         with contextlib.suppress(Exception):
             value.close()  # type: ignore[attr-defined]
@@ -510,12 +510,21 @@ def _outcome(name: str, call: QueuedCall, record: ToolCall) -> dict[str, Any]:
         }
     try:
         encoded = wire.encode(value)
-    except (TypeError, ValueError) as exc:
-        record.error = f"TypeError: {exc}"
+    except Exception as exc:  # whatever reading the value raised: it cannot cross
+        why = _text(exc) if isinstance(exc, (TypeError, ValueError)) else f"{type(exc).__name__}: {_text(exc)}"
+        record.error = f"TypeError: {why}"
         return {
             "op": "raise",
             "type": "TypeError",
-            "message": f"tool {name!r} returned a value the sandbox cannot receive: {exc}",
+            "message": f"tool {name!r} returned a value the sandbox cannot receive: {why}",
         }
     record.result = value
     return {"op": "return", "value": encoded}
+
+
+def _text(exc: BaseException) -> str:
+    """An exception's message, even when its __str__ fails."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose message cannot be shown>"
