@@ -192,6 +192,20 @@ def test_a_tool_value_that_fails_to_read_is_refused_naming_why(make_sandbox):
     assert "cannot receive: AttributeError" in (r.value or "") and "label" in (r.value or "")
 
 
+def test_a_tool_value_over_the_frame_limit_is_refused_and_the_next_call_works(make_sandbox):
+    def dump() -> str:
+        """More text than one reply can carry."""
+        return "x" * (17 << 20)
+
+    sb = make_sandbox(tools=[dump, echo], timeout=60)
+    code = "try:\n    dump()\nexcept ValueError as exc:\n    caught = str(exc)\n(caught, echo(7))"
+    r = sb.execute(code)
+    assert r.error is None, r.error  # the oversized reply was never sent: the second call reads its own reply
+    caught, seven = eval(r.value or "")
+    assert "tool 'dump' returned" in caught and "over the limit" in caught and "file path" in caught
+    assert seven == 7 and r.tool_calls[0].error is not None and r.tool_calls[0].result is None
+
+
 def test_a_tool_calling_execute_on_its_own_sandbox_is_refused_at_once(make_sandbox):
     holder: dict[str, Sandbox] = {}
 

@@ -387,7 +387,16 @@ class StepDriver:
             with step.lock:
                 if step.pending.pop(call_id, None) is None:
                     return  # the step ended or expired without it
-            step.reply(call_id, _outcome(tool.name, call, record))
+            reply = _outcome(tool.name, call, record)
+            try:
+                step.reply(call_id, reply)
+            except wire.FrameTooLarge as exc:
+                why = (
+                    f"tool {tool.name!r} returned {exc.size:,} bytes, over the limit of {wire.MAX_MESSAGE_BYTES:,} "
+                    "bytes a reply can carry; return less (e.g. a file path, a slice or a summary)"
+                )
+                record.result, record.error = None, f"ValueError: {why}"
+                step.reply(call_id, {"op": "raise", "type": "ValueError", "message": why})
 
         call = QueuedCall(lambda: self._serve(step, tool, record, approval), done)
         step.pending[call_id] = (record, call)

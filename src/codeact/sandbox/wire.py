@@ -32,6 +32,14 @@ class WireError(Exception):
     """A message broke the wire protocol (too large, malformed, unknown tag, truncated)."""
 
 
+class FrameTooLarge(WireError):
+    """A message to send is over the frame limit; nothing of it was sent."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+
+
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -358,10 +366,13 @@ def _int(value: Any) -> int:
 # --- frames ------------------------------------------------------------------------------------
 
 
-def dumps(message: dict[str, Any]) -> bytes:
-    """A message as one frame: 4-byte big-endian length, then UTF-8 JSON."""
+def dumps(message: dict[str, Any], limit: int | None = None) -> bytes:
+    """A message as one frame: 4-byte big-endian length, then UTF-8 JSON; FrameTooLarge when its body
+    is over `limit` bytes (the receiver would refuse it)."""
     # lone surrogates (legal in a Python str) travel as JSON escapes
     body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
+    if limit is not None and len(body) > limit:
+        raise FrameTooLarge(len(body), limit)
     return _HEADER.pack(len(body)) + body
 
 

@@ -184,7 +184,7 @@ class _StepChannel:
                 finally:
                     self.theirs.close()
                 return
-            frame = wire.dumps(message)
+            frame = wire.dumps(message, wire.MAX_MESSAGE_BYTES)
             try:
                 sent = self.ours.send(frame, socket.MSG_DONTWAIT)  # a reply usually fits the socket's buffer
             except BlockingIOError:

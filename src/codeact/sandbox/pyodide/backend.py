@@ -341,7 +341,7 @@ class PyodideBackend:
             raise InterpreterError("the sandbox session is not running")
         try:
             with self._send_lock:
-                process.stdin.write(wire.dumps(message))
+                process.stdin.write(wire.dumps(message, wire.MAX_MESSAGE_BYTES))
                 process.stdin.flush()
         except (OSError, ValueError) as exc:
             raise InterpreterError(f"the sandbox session is gone ({exc})") from None
