@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from typing import Any
 
@@ -111,6 +112,22 @@ def test_calls_the_code_never_awaited_are_abandoned_without_harm(make_sandbox):
         assert r.error is None and r.value == "300", r.error
         assert len(r.tool_calls) == 300  # every call is in the record, finished or abandoned
     assert sb.execute("kept").value == "1"
+
+
+def test_an_async_tool_that_exits_does_not_stop_the_callers_loop(make_sandbox):
+    async def leave() -> int:
+        """Exit the program."""
+        sys.exit(3)
+
+    sb = make_sandbox(tools=[leave])
+
+    async def main() -> tuple[str | None, str | None]:
+        r = await sb.aexecute("try:\n    await leave()\nexcept BaseException as exc:\n    caught = str(exc)\ncaught")
+        assert r.error is None, r.error
+        return r.value, (await sb.aexecute("1 + 1")).value
+
+    caught, after = asyncio.run(main())  # SystemExit used to end this loop, and the program with it
+    assert "SystemExit" in (caught or "") and after == "2"
 
 
 # --- budgets -------------------------------------------------------------------------------------

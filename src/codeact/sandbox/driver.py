@@ -435,16 +435,22 @@ class StepDriver:
             if tool.is_async:
                 loop = step.request.loop
                 if loop is not None and loop.is_running():
-                    return asyncio.run_coroutine_threadsafe(
+                    value = asyncio.run_coroutine_threadsafe(
                         _serving_coroutine(self.owner, tool, args, kwargs), loop
                     ).result()
+                    if isinstance(value, _Escaped):
+                        raise value.exc
+                    return value
             return tool(*args, **kwargs)
         finally:
             _serving.reset(token)
 
-    def _expire(self, step: _Step) -> str:
-        """The step's time passed while tools ran: abandon them and end the step in the sandbox."""
+    def _expire(self, step: _Step) -> str | None:
+        """The step's time passed while tools ran: abandon them and end the step in the sandbox. None
+        when the last one finished meanwhile: the step's own time limit then ends it in the sandbox."""
         pending = step.take_pending()
+        if not pending:
+            return None
         timeout = step.request.timeout
         names = sorted({record.name for _, (record, _) in pending})
         for call_id, (record, call) in pending:
@@ -467,9 +473,20 @@ class _Denied(Exception):
     """The approver refused a call."""
 
 
+@dataclass
+class _Escaped:
+    """SystemExit or KeyboardInterrupt from an async tool, carried out of the caller's event loop (which
+    they would stop) to be raised in the tool's thread, as a sync tool's would be."""
+
+    exc: BaseException
+
+
 async def _serving_coroutine(owner: object, tool: Tool, args: list[Any], kwargs: dict[str, Any]) -> Any:
     _serving.set(owner)
-    return await tool.acall(*args, **kwargs)
+    try:
+        return await tool.acall(*args, **kwargs)
+    except (SystemExit, KeyboardInterrupt) as exc:
+        return _Escaped(exc)
 
 
 def _bound(tool: Tool, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
