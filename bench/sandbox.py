@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import json
 import os
+import queue
 import socket
 import statistics
 import struct
@@ -349,8 +350,8 @@ def _step_server_round_trips(repeat: int, idle_s: float, fork_per_step: bool) ->
 
 
 def thread_answered_call_ms(calls: int) -> float:
-    """A call sent by a child over a socketpair and answered by a thread pool of this process, as a
-    host runs a tool while its main thread watches the step's deadline."""
+    """A call sent by a child over a socketpair and answered by another thread of this process, handed
+    the call through a queue, as a host runs a tool while its main thread watches the step's deadline."""
     ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:
@@ -362,11 +363,20 @@ def thread_answered_call_ms(calls: int) -> float:
         theirs.sendall(struct.pack("d", time.perf_counter() - t))
         os._exit(0)
     theirs.close()
-    with ThreadPoolExecutor(4) as pool:
+    handed: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def answer() -> None:
         for _ in range(calls):
-            ours.recv(1)
-            pool.submit(int).add_done_callback(lambda _: ours.sendall(b"r"))
-        (elapsed,) = struct.unpack("d", ours.recv(8))
+            handed.get()
+            ours.sendall(b"r")
+
+    answering = threading.Thread(target=answer)
+    answering.start()
+    for _ in range(calls):
+        ours.recv(1)
+        handed.put(1)
+    (elapsed,) = struct.unpack("d", ours.recv(8))
+    answering.join()
     ours.close()
     os.waitpid(pid, 0)
     return elapsed / calls * 1000
