@@ -206,6 +206,21 @@ def test_a_tool_value_over_the_frame_limit_is_refused_and_the_next_call_works(ma
     assert seven == 7 and r.tool_calls[0].error is not None and r.tool_calls[0].result is None
 
 
+def test_a_tool_error_with_a_huge_message_keeps_its_type_and_arrives_cut(make_sandbox):
+    def fail() -> int:
+        """Fail with more text than one reply can carry."""
+        raise ValueError("start " + "y" * (17 << 20) + " end")
+
+    sb = make_sandbox(tools=[fail], timeout=60)
+    r = sb.execute(
+        "try:\n    fail()\nexcept ValueError as exc:\n    caught = str(exc)\n(len(caught), caught[:6], caught[-4:])"
+    )
+    assert r.error is None, r.error
+    size, head, tail = eval(r.value or "")
+    assert head == "start " and tail == " end" and size < 200_000
+    assert "characters cut" in (r.tool_calls[0].error or "")
+
+
 def test_a_tool_calling_execute_on_its_own_sandbox_is_refused_at_once(make_sandbox):
     holder: dict[str, Sandbox] = {}
 

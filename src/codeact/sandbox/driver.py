@@ -29,6 +29,7 @@ from codeact.tools import Tool, ToolArgumentError
 
 _GRACE_S = 2.0
 _INPUT_PART = wire.MAX_MESSAGE_BYTES // 2
+_MESSAGE_CHARS = 100_000  # of a tool's error, as the code sees it
 _threads = ToolThreads(limit=64)
 _serving: contextvars.ContextVar[object | None] = contextvars.ContextVar("codeact_serving", default=None)
 
@@ -549,8 +550,12 @@ def _outcome(name: str, call: QueuedCall, record: ToolCall) -> dict[str, Any]:
 
 
 def _text(exc: BaseException) -> str:
-    """An exception's message, even when its __str__ fails."""
+    """An exception's message, even when its __str__ fails, its middle cut past _MESSAGE_CHARS."""
     try:
-        return str(exc)
+        text = str(exc)
     except Exception:
         return f"<{type(exc).__name__} whose message cannot be shown>"
+    if len(text) > _MESSAGE_CHARS:
+        half = _MESSAGE_CHARS // 2
+        text = f"{text[:half]}\n... [{len(text) - 2 * half} characters cut] ...\n{text[-half:]}"
+    return text
