@@ -130,6 +130,28 @@ def test_an_async_tool_that_exits_does_not_stop_the_callers_loop(make_sandbox):
     assert "SystemExit" in (caught or "") and after == "2"
 
 
+def test_an_async_tool_past_the_time_limit_is_cancelled_on_the_callers_loop(make_sandbox):
+    async def main() -> tuple[str | None, str | None]:
+        cancelled = asyncio.Event()
+
+        async def slow() -> int:
+            """Wait for an hour."""
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+            return 1
+
+        sb = make_sandbox(tools=[slow], timeout=1)
+        r = await sb.aexecute("kept = 1\nawait slow()")
+        assert r.tool_calls[0].abandoned
+        await asyncio.wait_for(cancelled.wait(), 30)  # it used to sleep on in the caller's loop
+        return r.error.type if r.error else None, (await sb.aexecute("1 + 1")).value
+
+    assert asyncio.run(main()) == ("Timeout", "2")
+
+
 # --- budgets -------------------------------------------------------------------------------------
 def test_the_call_past_the_budget_raises_in_the_code(make_sandbox):
     sb = make_sandbox(tools=[add], max_tool_calls=3)

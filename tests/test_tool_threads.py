@@ -12,11 +12,11 @@ from codeact.sandbox.tool_threads import QueuedCall, ToolThreads
 def test_a_call_runs_once_and_reports_its_value_or_error():
     threads = ToolThreads(limit=2)
     event, seen = threading.Event(), []
-    threads.submit(QueuedCall(lambda: 6 * 7, lambda call: (seen.append(call), event.set())))
+    threads.submit(QueuedCall(lambda _: 6 * 7, lambda call: (seen.append(call), event.set())))
     assert event.wait(30)
     assert [c.value for c in seen] == [42] and seen[0].error is None
     event.clear()
-    threads.submit(QueuedCall(lambda: 1 / 0, lambda call: (seen.append(call), event.set())))
+    threads.submit(QueuedCall(lambda _: 1 / 0, lambda call: (seen.append(call), event.set())))
     assert event.wait(30)
     assert isinstance(seen[1].error, ZeroDivisionError) and len(seen) == 2
 
@@ -25,16 +25,49 @@ def test_calls_beyond_the_limit_wait_for_a_thread_and_cancelled_ones_never_run()
     threads = ToolThreads(limit=1)
     release, ran = threading.Event(), []
     blocker_done = threading.Event()
-    threads.submit(QueuedCall(lambda: release.wait(30), lambda call: blocker_done.set()))
-    waiting = QueuedCall(lambda: ran.append("waiting"), lambda call: None)
+    threads.submit(QueuedCall(lambda _: release.wait(30), lambda call: blocker_done.set()))
+    waiting = QueuedCall(lambda _: ran.append("waiting"), lambda call: None)
     threads.submit(waiting)  # the only thread is busy: it waits in the queue
     assert waiting.cancel() and waiting.cancelled
     later_done = threading.Event()
-    threads.submit(QueuedCall(lambda: ran.append("later"), lambda call: later_done.set()))
+    threads.submit(QueuedCall(lambda _: ran.append("later"), lambda call: later_done.set()))
     release.set()
     assert blocker_done.wait(30) and later_done.wait(30)
     assert ran == ["later"]
     assert not waiting.cancel()  # cancelled once
+
+
+def test_a_running_call_that_said_how_to_stop_is_stopped_when_cancelled():
+    threads = ToolThreads(limit=2)
+    started, stopped, finished = threading.Event(), threading.Event(), threading.Event()
+
+    def work(call: QueuedCall) -> str:
+        call.stop_with(stopped.set)
+        started.set()
+        return "stopped" if stopped.wait(30) else "ran on"
+
+    running = QueuedCall(work, lambda call: finished.set())
+    threads.submit(running)
+    assert started.wait(30)
+    assert running.cancel() is False  # it had started: stopped, not cancelled
+    assert finished.wait(30) and running.value == "stopped" and not running.cancelled
+
+
+def test_work_cancelled_before_it_says_how_to_stop_is_stopped_when_it_does():
+    threads = ToolThreads(limit=2)
+    started, cancelled, stops, finished = threading.Event(), threading.Event(), [], threading.Event()
+
+    def work(call: QueuedCall) -> None:
+        started.set()
+        cancelled.wait(30)
+        call.stop_with(lambda: stops.append("stopped"))  # already cancelled: runs at once
+
+    running = QueuedCall(work, lambda call: finished.set())
+    threads.submit(running)
+    assert started.wait(30)
+    assert running.cancel() is False
+    cancelled.set()
+    assert finished.wait(30) and stops == ["stopped"]
 
 
 def test_a_forked_child_runs_calls_on_threads_of_its_own():
@@ -44,7 +77,7 @@ def test_a_forked_child_runs_calls_on_threads_of_its_own():
         "threads = ToolThreads(limit=4)\n"
         "def run_one():\n"
         "    done = threading.Event()\n"
-        "    threads.submit(QueuedCall(lambda: 1, lambda call: done.set()))\n"
+        "    threads.submit(QueuedCall(lambda _: 1, lambda call: done.set()))\n"
         "    return done.wait(20)\n"
         "assert run_one()  # the parent now has an idle thread, which a child does not inherit\n"
         "pid = os.fork()\n"

@@ -399,12 +399,13 @@ class StepDriver:
                 record.result, record.error = None, f"ValueError: {why}"
                 step.reply(call_id, {"op": "raise", "type": "ValueError", "message": why})
 
-        call = QueuedCall(lambda: self._serve(step, tool, record, approval), done)
+        call = QueuedCall(lambda running: self._serve(step, tool, record, approval, running), done)
         step.pending[call_id] = (record, call)
         _threads.submit(call)
 
-    def _serve(self, step: _Step, tool: Tool, record: ToolCall, approve: Approver | None) -> Any:
-        """In a host thread: ask for approval if needed, then run the tool."""
+    def _serve(self, step: _Step, tool: Tool, record: ToolCall, approve: Approver | None, call: QueuedCall) -> Any:
+        """In a host thread: ask for approval if needed, then run the tool (an async one on the caller's
+        loop, where it is cancelled if the call is abandoned)."""
         args, kwargs = record.args, record.kwargs
         if approve is not None:
             asked = time.monotonic()
@@ -436,9 +437,9 @@ class StepDriver:
             if tool.is_async:
                 loop = step.request.loop
                 if loop is not None and loop.is_running():
-                    value = asyncio.run_coroutine_threadsafe(
-                        _serving_coroutine(self.owner, tool, args, kwargs), loop
-                    ).result()
+                    running = asyncio.run_coroutine_threadsafe(_serving_coroutine(self.owner, tool, args, kwargs), loop)
+                    call.stop_with(running.cancel)
+                    value = running.result()
                     if isinstance(value, _Escaped):
                         raise value.exc
                     return value

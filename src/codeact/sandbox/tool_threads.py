@@ -21,30 +21,47 @@ _states = threading.Lock()  # a call starts or is cancelled, never both
 
 class QueuedCall:
     """A tool call waiting for a host thread: it runs once in the caller's context, unless cancelled
-    first. `done` is called once either way, with the call's value or error set."""
+    first. `done` is called once either way, with the call's value or error set. `serve` gets the call
+    itself, to say how its work stops if the call is cancelled while it runs (`stop_with`)."""
 
-    __slots__ = ("context", "done", "error", "serve", "state", "value")
+    __slots__ = ("context", "done", "error", "serve", "state", "stop", "stopping", "value")
 
-    def __init__(self, serve: Callable[[], Any], done: Callable[[QueuedCall], None]) -> None:
+    def __init__(self, serve: Callable[[QueuedCall], Any], done: Callable[[QueuedCall], None]) -> None:
         self.context = contextvars.copy_context()
         self.serve = serve
         self.done = done
         self.state = _QUEUED
         self.value: Any = None
         self.error: BaseException | None = None
+        self.stop: Callable[[], object] | None = None
+        self.stopping = False
 
     @property
     def cancelled(self) -> bool:
         return self.state == _CANCELLED
 
     def cancel(self) -> bool:
-        """Keep the call from starting; False when it already started."""
+        """Keep the call from starting (True); once started, stop its work if it said how (False)."""
         with _states:
-            if self.state != _QUEUED:
-                return False
-            self.state = _CANCELLED
-        self.done(self)
-        return True
+            queued = self.state == _QUEUED
+            if queued:
+                self.state = _CANCELLED
+            else:
+                self.stopping = True
+                stop, self.stop = self.stop, None
+        if queued:
+            self.done(self)
+        elif stop is not None:
+            stop()
+        return queued
+
+    def stop_with(self, stop: Callable[[], object]) -> None:
+        """From the running work: how to stop it when the call is cancelled (at once if it already was)."""
+        with _states:
+            if not self.stopping:
+                self.stop = stop
+                return
+        stop()
 
     def run(self) -> None:
         with _states:
@@ -52,10 +69,11 @@ class QueuedCall:
                 return
             self.state = _RUNNING
         try:
-            self.value = self.context.run(self.serve)
+            self.value = self.context.run(self.serve, self)
         except BaseException as exc:  # even SystemExit: it is the tool's outcome, not this thread's
             self.error = exc
         self.state = _FINISHED
+        self.stop = None
         self.done(self)
 
 
