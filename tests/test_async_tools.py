@@ -152,6 +152,25 @@ def test_an_async_tool_past_the_time_limit_is_cancelled_on_the_callers_loop(make
     assert asyncio.run(main()) == ("Timeout", "2")
 
 
+def test_an_async_tool_past_the_time_limit_of_a_plain_execute_is_cancelled(make_sandbox):
+    cancelled = threading.Event()
+
+    async def slow() -> int:
+        """Wait for an hour."""
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return 1
+
+    sb = make_sandbox(tools=[slow], timeout=1)
+    r = sb.execute("slow()")  # no event loop of the caller's: the tool runs on one of the host thread's
+    assert r.error is not None and r.error.type == "Timeout" and r.tool_calls[0].abandoned
+    assert cancelled.wait(30)
+    assert sb.execute("1 + 1").value == "2"
+
+
 # --- budgets -------------------------------------------------------------------------------------
 def test_the_call_past_the_budget_raises_in_the_code(make_sandbox):
     sb = make_sandbox(tools=[add], max_tool_calls=3)

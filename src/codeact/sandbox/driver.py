@@ -404,8 +404,8 @@ class StepDriver:
         _threads.submit(call)
 
     def _serve(self, step: _Step, tool: Tool, record: ToolCall, approve: Approver | None, call: QueuedCall) -> Any:
-        """In a host thread: ask for approval if needed, then run the tool (an async one on the caller's
-        loop, where it is cancelled if the call is abandoned)."""
+        """In a host thread: ask for approval if needed, then run the tool. An async one runs on the
+        caller's loop (or one of this thread's), where it is cancelled if the call is abandoned."""
         args, kwargs = record.args, record.kwargs
         if approve is not None:
             asked = time.monotonic()
@@ -434,16 +434,19 @@ class StepDriver:
                 )
         token = _serving.set(self.owner)
         try:
-            if tool.is_async:
-                loop = step.request.loop
-                if loop is not None and loop.is_running():
-                    running = asyncio.run_coroutine_threadsafe(_serving_coroutine(self.owner, tool, args, kwargs), loop)
-                    call.stop_with(running.cancel)
-                    value = running.result()
-                    if isinstance(value, _Escaped):
-                        raise value.exc
-                    return value
-            return tool(*args, **kwargs)
+            if not tool.is_async:
+                return tool(*args, **kwargs)
+            coroutine = _serving_coroutine(self.owner, tool, args, kwargs)
+            loop = step.request.loop
+            if loop is not None and loop.is_running():
+                running = asyncio.run_coroutine_threadsafe(coroutine, loop)
+                call.stop_with(running.cancel)
+                value = running.result()
+            else:
+                value = asyncio.run(_cancellable(coroutine, call))
+            if isinstance(value, _Escaped):
+                raise value.exc
+            return value
         finally:
             _serving.reset(token)
 
@@ -489,6 +492,19 @@ async def _serving_coroutine(owner: object, tool: Tool, args: list[Any], kwargs:
         return await tool.acall(*args, **kwargs)
     except (SystemExit, KeyboardInterrupt) as exc:
         return _Escaped(exc)
+
+
+async def _cancellable(coroutine: Awaitable[Any], call: QueuedCall) -> Any:
+    """Await `coroutine` on this thread's own loop, cancelled from any thread if `call` is abandoned."""
+    task, loop = asyncio.current_task(), asyncio.get_running_loop()
+
+    def cancel() -> None:
+        if task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing is left to stop
+                loop.call_soon_threadsafe(task.cancel)
+
+    call.stop_with(cancel)
+    return await coroutine
 
 
 def _bound(tool: Tool, args: list[Any], kwargs: dict[str, Any]) -> dict[str, Any]:
