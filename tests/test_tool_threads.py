@@ -70,6 +70,26 @@ def test_work_cancelled_before_it_says_how_to_stop_is_stopped_when_it_does():
     assert finished.wait(30) and stops == ["stopped"]
 
 
+def test_a_call_abandoned_while_it_runs_gives_its_place_to_the_next_calls():
+    threads = ToolThreads(limit=1)
+    release, started, hung_done = threading.Event(), threading.Event(), threading.Event()
+    hung = QueuedCall(lambda _: (started.set(), release.wait(120)), lambda call: hung_done.set())
+    threads.submit(hung)
+    assert started.wait(30)
+    hung.cancel()  # like a step whose time ran out while this sync tool ran: it cannot be stopped
+    try:
+        for n in range(3):  # the limit is 1 and the hung call still holds its thread
+            done = threading.Event()
+            threads.submit(QueuedCall(lambda _, n=n: n, lambda call, done=done: done.set()))
+            assert done.wait(30), f"call {n} waited behind the abandoned one"
+    finally:
+        release.set()
+    assert hung_done.wait(30)
+    done = threading.Event()
+    threads.submit(QueuedCall(lambda _: None, lambda call: done.set()))
+    assert done.wait(30)
+
+
 def test_a_forked_child_runs_calls_on_threads_of_its_own():
     script = (
         "import os, threading\n"
