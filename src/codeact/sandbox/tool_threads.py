@@ -100,14 +100,17 @@ class ToolThreads:
     def submit(self, call: QueuedCall) -> None:
         call.on_release = self._release
         with _lock:
+            start = not self._idle and self._threads < self.limit
             if self._idle:
                 self._idle -= 1
-            elif self._threads < self.limit:
+            elif start:
                 self._threads += 1
-                threading.Thread(target=self._work, name=f"codeact-tool-{self._threads}", daemon=True).start()
+        if start:
+            threading.Thread(target=self._work, name="codeact-tool", daemon=True).start()
         self._calls.put(call)
 
     def _release(self) -> None:
+        """A running call was abandoned (the caller holds the lock): its thread no longer counts."""
         self._threads -= 1
 
     def _work(self) -> None:
