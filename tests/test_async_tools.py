@@ -130,30 +130,8 @@ def test_an_async_tool_that_exits_does_not_stop_the_callers_loop(make_sandbox):
     assert "SystemExit" in (caught or "") and after == "2"
 
 
-def test_an_async_tool_past_the_time_limit_is_cancelled_on_the_callers_loop(make_sandbox):
-    async def main() -> tuple[str | None, str | None]:
-        cancelled = asyncio.Event()
-
-        async def slow() -> int:
-            """Wait for an hour."""
-            try:
-                await asyncio.sleep(3600)
-            except asyncio.CancelledError:
-                cancelled.set()
-                raise
-            return 1
-
-        sb = make_sandbox(tools=[slow], timeout=1)
-        r = await sb.aexecute("kept = 1\nawait slow()")
-        assert r.tool_calls[0].abandoned
-        await asyncio.wait_for(cancelled.wait(), 30)  # it used to sleep on in the caller's loop
-        return r.error.type if r.error else None, (await sb.aexecute("1 + 1")).value
-
-    assert asyncio.run(main()) == ("Timeout", "2")
-
-
-def test_an_async_tool_past_the_time_limit_of_a_plain_execute_is_cancelled(make_sandbox):
-    cancelled = threading.Event()
+def hour_long(cancelled: threading.Event) -> Any:
+    """An async tool that sleeps for an hour and sets `cancelled` if it is cancelled."""
 
     async def slow() -> int:
         """Wait for an hour."""
@@ -164,7 +142,25 @@ def test_an_async_tool_past_the_time_limit_of_a_plain_execute_is_cancelled(make_
             raise
         return 1
 
-    sb = make_sandbox(tools=[slow], timeout=1)
+    return slow
+
+
+def test_an_async_tool_past_the_time_limit_is_cancelled_on_the_callers_loop(make_sandbox):
+    cancelled = threading.Event()
+    sb = make_sandbox(tools=[hour_long(cancelled)], timeout=1)
+
+    async def main() -> tuple[str | None, str | None]:
+        r = await sb.aexecute("kept = 1\nawait slow()")
+        assert r.tool_calls[0].abandoned
+        assert await asyncio.to_thread(cancelled.wait, 30)  # it used to sleep on in the caller's loop
+        return r.error.type if r.error else None, (await sb.aexecute("1 + 1")).value
+
+    assert asyncio.run(main()) == ("Timeout", "2")
+
+
+def test_an_async_tool_past_the_time_limit_of_a_plain_execute_is_cancelled(make_sandbox):
+    cancelled = threading.Event()
+    sb = make_sandbox(tools=[hour_long(cancelled)], timeout=1)
     r = sb.execute("slow()")  # no event loop of the caller's: the tool runs on one of the host thread's
     assert r.error is not None and r.error.type == "Timeout" and r.tool_calls[0].abandoned
     assert cancelled.wait(30)
