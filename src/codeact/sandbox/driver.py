@@ -541,8 +541,9 @@ def _outcome(name: str, call: QueuedCall, record: ToolCall) -> dict[str, Any]:
         record.error = f"TypeError: {exc}"
         return {"op": "raise", "type": "TypeError", "message": str(exc)}
     if exc is not None:  # a failing tool is an exception in the sandbox
-        record.error = f"{type(exc).__name__}: {_text(exc)}"
-        return {"op": "raise", "type": type(exc).__name__, "message": _text(exc)}
+        message = _text(exc)
+        record.error = f"{type(exc).__name__}: {message}"
+        return {"op": "raise", "type": type(exc).__name__, "message": message}
     if inspect.isawaitable(value):
         with contextlib.suppress(Exception):
             value.close()  # type: ignore[attr-defined]
