@@ -523,6 +523,17 @@ def test_max_cost_ends_the_run() -> None:
     assert "max_cost=0.025" in (prediction.error or "")
 
 
+def test_without_rollback_a_step_that_ends_the_interpreter_leaves_the_inputs_and_tools() -> None:
+    def double(x: int) -> int:
+        """Twice x."""
+        return 2 * x
+
+    lm = codeact.ScriptedLM([py("import os\nos._exit(1)"), py("submit(double(len(q)))")])
+    prediction = codeact.CodeAct("q -> a: int", tools=[double], lm=lm, sandbox={"rollback": False})(q="abc")
+    assert prediction.trajectory[0].error is not None
+    assert prediction.end_reason == "submitted" and prediction.a == 6
+
+
 def test_output_past_the_sandbox_limit_is_reported() -> None:
     lm = codeact.ScriptedLM([py("print('x' * 3_000_000)"), py("submit(1)")])
     prediction = codeact.CodeAct("q -> a: int", lm=lm, sandbox={"max_output": 100_000})(q="?")

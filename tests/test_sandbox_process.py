@@ -198,6 +198,35 @@ def test_without_rollback_fork_is_denied_and_a_crash_resets_the_session():
         assert sb.execute("1 + 1").value == "2"
 
 
+def _ping(x: int) -> int:
+    """Return x."""
+    return x
+
+
+@pytest.mark.parametrize("ending", ["import os\nos._exit(1)", "while True:\n    pass"], ids=["crash", "timeout"])
+def test_without_rollback_a_reset_session_has_its_tools_submit_and_given_variables_again(ending):
+    # The next worker starts from the session's first state, which never had them: they are sent again.
+    with Sandbox([_ping], rollback=False, timeout=2, backend="process") as sb:
+        sb.set_variables({"given": 5})
+        assert sb.execute("made = _ping(given)\nmade").value == "5"
+        r = sb.execute(ending)
+        assert r.error is not None and "lost" in r.error.message
+        assert sb.execute("'made' in dir()").value == "False"
+        assert sb.execute("_ping(given + 1)").value == "6"
+        assert sb.execute("submit(answer=given)").submitted == {"answer": 5}
+
+
+def test_a_restarted_session_has_the_given_variables_again():
+    with Sandbox(backend="process") as sb:
+        sb.set_variables({"given": 5})
+        assert sb.execute("given").value == "5"
+        os.kill(_pid_of(sb.backend._pidfds[0]), signal.SIGKILL)
+        r = sb.execute("given")
+        assert r.error is not None and r.error.type == "SandboxCrashed"
+        r = sb.execute("given")
+        assert r.value == "5" and "restarted" in r.stderr
+
+
 def test_without_rollback_each_step_gets_its_full_cpu_time():
     # One worker serves every step, and RLIMIT_CPU counts a process's whole life: the limit must
     # follow the CPU the earlier steps used, or the sixth step here dies of SIGXCPU. Each step

@@ -95,7 +95,9 @@ class Sandbox:
         self._driver = StepDriver(self)
         self._steps_run = 0
         self._definitions_for: int | None = None  # the backend's generation that has the tool definitions
-        self._inputs: dict[str, Any] = {}
+        self._variables: dict[str, Any] = {}  # every variable given, encoded: a new session gets them all again
+        self._variables_for: int | None = None  # the backend's generation that has them
+        self._inputs: dict[str, Any] = {}  # given since the last step that completed
         self._lock = threading.RLock()
 
     # --- the session, run by the backend -------------------------------------------------------------
@@ -133,8 +135,8 @@ class Sandbox:
         other.submit_params = list(self.submit_params)
         other.policy = ToolPolicy(approve=self.policy.approve, max_tool_calls=self.policy.max_tool_calls)
         other.timeout = self.timeout
-        other._inputs = dict(self._inputs)
-        other._definitions_for = self._definitions_for
+        other._variables, other._inputs = dict(self._variables), dict(self._inputs)
+        other._definitions_for, other._variables_for = self._definitions_for, self._variables_for
 
     # --- the contract ---------------------------------------------------------------------------------
     def set_tools(self, tools: Sequence[Any]) -> None:
@@ -167,12 +169,13 @@ class Sandbox:
     def set_variables(self, values: dict[str, Any]) -> None:
         """Define `values` as variables of the session, sent with the next step in the same encoding as
         tool values (DataFrames, arrays, datetimes, dataclasses... arrive as themselves; large values in
-        parts). A value that cannot cross raises TypeError here, naming it."""
+        parts), and again, like the tools, to a session that starts anew (a restart, or a reset without
+        rollback). A value that cannot cross raises TypeError here, naming it."""
         for name, value in values.items():
             if not isinstance(name, str) or not name.isidentifier():
                 raise ValueError(f"variable name {name!r} is not a Python identifier")
             try:
-                self._inputs[name] = wire.encode(value)
+                self._variables[name] = self._inputs[name] = wire.encode(value)
             except (TypeError, ValueError) as exc:
                 raise TypeError(
                     f"input {name!r} of type {type(value).__name__} cannot be sent into the sandbox: {exc}"
@@ -204,7 +207,7 @@ class Sandbox:
                 code=code,
                 timeout=limit,
                 tools=self.tools,
-                inputs=self._inputs,
+                inputs=self._inputs if self._variables_for == generation else self._variables,
                 loop=loop,
                 definitions=None if self._definitions_for == generation else bridge.definitions(self.tools),
                 submit=self.submit_params,
@@ -223,7 +226,7 @@ class Sandbox:
                     self._driver.abort()
                     self.close()
             if result.error is None or result.error.type not in SESSION_LOST_KINDS:
-                self._definitions_for = generation  # a step that died rolled back to before them
+                self._definitions_for = self._variables_for = generation  # a step that died rolled back to before them
                 self._inputs = {}
             self.backend.end_step(channel, result)
             if notice:

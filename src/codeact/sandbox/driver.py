@@ -67,7 +67,8 @@ class Backend(Protocol):
 
     name: str
     layers: list[LayerStatus]
-    #: how many times the session was started (a new session needs the tool definitions again)
+    #: how many sessions it has started, or reset to their first state: a new one needs the tool
+    #: definitions and the given variables again
     generation: int
 
     def start(self) -> None:

@@ -506,6 +506,8 @@ class ProcessBackend:
         kind, status = report.get("op") == "failed" and report.get("kind"), report.get("status", 0)
         if kind not in ("timeout", "died") or not isinstance(status, int) or not 0 <= status < 1 << 16:
             raise bridge.Malformed(f"unexpected report from the session: {str(report)[:200]}")
+        if not self.options.rollback:  # the next worker starts from the session's first state: a new session
+            self.generation += 1
         kept = (
             "variables from before this step are kept"
             if report.get("state") == "kept"
