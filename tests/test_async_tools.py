@@ -99,6 +99,31 @@ def test_a_call_not_awaited_in_async_code_says_to_await_it(make_sandbox):
     assert "write `await add(...)`" in r.error.message
 
 
+def test_a_call_not_awaited_leaves_no_warning_for_a_later_step(make_sandbox):
+    sb = make_sandbox(tools=[add])
+    r = sb.execute("async def main():\n    v = add(1, 2)\n    return v + 1\nawait main()")
+    assert r.error is not None and r.error.type == "TypeError"
+    r = sb.execute("import gc\ngc.collect()\n'collected'")  # the call's frame, kept by its error, goes now
+    assert r.error is None and r.value == "'collected'"
+    assert r.stderr == ""
+
+
+def test_the_statements_and_the_last_expression_of_a_step_share_one_loop(make_sandbox):
+    sb = make_sandbox(tools=[aprice])
+    r = sb.execute("import asyncio\nloop = asyncio.get_running_loop()\ntask = loop.create_task(aprice(2))\nawait task")
+    assert r.error is None, r.error
+    assert r.value == "200"
+
+
+def test_an_async_generator_awaits_tool_calls(make_sandbox):
+    sb = make_sandbox(tools=[add])
+    r = sb.execute(
+        "async def sums():\n    for i in range(3):\n        yield await add(i, 1)\n[s async for s in sums()]"
+    )
+    assert r.error is None, r.error
+    assert r.value == "[1, 2, 3]" and len(r.tool_calls) == 3
+
+
 def test_calls_the_code_never_awaited_are_abandoned_without_harm(make_sandbox):
     # The host's tool threads finish such calls while the step's answer is being handled: they must
     # neither disturb that (a dict changed during iteration) nor write to the step's closed channel

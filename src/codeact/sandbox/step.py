@@ -116,7 +116,7 @@ class ToolClient:
         if self.fileno is not None and self.watched is not loop:
             self.watched = loop
             loop.add_reader(self.fileno(), self.pump)
-        return PendingCall(name, self._finish(name, call_id, future))
+        return PendingCall(self, name, call_id, future)
 
     async def _finish(self, name: str, call_id: int, future: asyncio.Future[dict[str, Any]]) -> Any:
         try:
@@ -225,40 +225,46 @@ def _next_op(frame: Any) -> str:
 
 
 def _from_async_code(frame: Any) -> bool:
-    """Whether the code that called a tool is a coroutine (comprehensions and lambdas inside one count)."""
+    """Whether the code that called a tool is a coroutine or an async generator (comprehensions and
+    lambdas inside one count)."""
     while frame is not None and frame.f_code.co_name in _INLINE:
         frame = frame.f_back
-    return frame is not None and bool(frame.f_code.co_flags & inspect.CO_COROUTINE)
+    return frame is not None and bool(frame.f_code.co_flags & _ASYNC)
+
+
+_ASYNC = inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
 
 
 class PendingCall(collections.abc.Coroutine):  # type: ignore[type-arg]
-    """A tool call made from async code, already sent to the host: await it (or gather it) for the value."""
+    """A tool call made from async code, already sent to the host: await it (or gather it) for the value.
+    What awaits the reply is made on first use, so a call nobody awaited leaves nothing to warn about."""
 
-    __slots__ = ("_coro", "_tool", "_used")
+    __slots__ = ("_client", "_coro", "_future", "_id", "_tool")
 
-    def __init__(self, tool: str, coro: Any) -> None:
+    def __init__(self, client: ToolClient, tool: str, call_id: int, future: asyncio.Future[dict[str, Any]]) -> None:
+        self._client = client
         self._tool = tool
-        self._coro = coro
-        self._used = False
+        self._id = call_id
+        self._future = future
+        self._coro: Any = None
+
+    def _awaiting(self) -> Any:
+        if self._coro is None:
+            self._coro = self._client._finish(self._tool, self._id, self._future)
+        return self._coro
 
     def send(self, value: Any) -> Any:
-        self._used = True
-        return self._coro.send(value)
+        return self._awaiting().send(value)
 
     def throw(self, *exc: Any) -> Any:
-        self._used = True
-        return self._coro.throw(*exc)
+        return self._awaiting().throw(*exc)
 
     def close(self) -> None:
-        self._coro.close()
+        if self._coro is not None:
+            self._coro.close()
 
     def __await__(self) -> Any:
-        self._used = True
-        return self._coro.__await__()
-
-    def __del__(self) -> None:
-        if not self._used:
-            self._coro.close()  # a call whose value nobody awaited: no "never awaited" warning
+        return self._awaiting().__await__()
 
     def _hint(self) -> str:
         return f"{self._tool}(...) was called from async code without await: write `await {self._tool}(...)`"
@@ -363,6 +369,7 @@ def define(
 
 
 _FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+_VALUE = "__codeact_value__"  # holds the value of a last expression that awaits, for the step's result
 
 
 def run(
@@ -391,21 +398,42 @@ def run(
                 "was skipped, call the provided function instead\n"
             )
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        _await(eval(compile(tree, filename, "exec", flags=_FLAGS, dont_inherit=True), namespace), client)
+        expression = None
         if last is not None:
             expression = compile(ast.Expression(last.value), filename, "eval", flags=_FLAGS, dont_inherit=True)
-            result = _await(eval(expression, namespace), client)
-            if result is not None:
-                value = value_repr(result, value_limit)
-                namespace["_"] = result
+            if expression.co_flags & inspect.CO_COROUTINE:  # it awaits: the whole step is async code
+                store = ast.Assign(targets=[ast.Name(_VALUE, ast.Store())], value=last.value)
+                tree.body.append(ast.fix_missing_locations(ast.copy_location(store, last)))
+                expression = None
+        body = compile(tree, filename, "exec", flags=_FLAGS, dont_inherit=True)
+        if body.co_flags & inspect.CO_COROUTINE:
+            result = _await(_on_one_loop(body, expression, namespace), client)
+        else:
+            eval(body, namespace)
+            result = None if expression is None else _await(eval(expression, namespace), client)
+        result = namespace.pop(_VALUE, result)
+        if result is not None:
+            value = value_repr(result, value_limit)
+            namespace["_"] = result
     except Submitted as exc:
         return value, None, exc.values
     except BaseException as exc:
         return value, exc, None
     finally:
         sys.stdout, sys.stderr = saved
+        namespace.pop(_VALUE, None)
         namespace.update(provided)  # tools and submit cannot be replaced
     return value, None, None
+
+
+async def _on_one_loop(body: Any, expression: Any, namespace: dict[str, Any]) -> Any:
+    """A step whose statements await, and its last expression when that does not: both run on one
+    loop, so the loop and the tasks the statements made still serve the expression."""
+    await eval(body, namespace)
+    if expression is None:
+        return None
+    result = eval(expression, namespace)
+    return await result if inspect.iscoroutine(result) else result
 
 
 class _TimerSelector:
