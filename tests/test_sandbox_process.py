@@ -254,6 +254,33 @@ def test_session_killed_from_outside_is_restarted_with_a_notice():
         assert "restarted" in r.stderr
 
 
+def test_the_code_has_a_home_and_a_user_name():
+    # Libraries find their config and cache directories through these; neither needs the environment.
+    with Sandbox(backend="process") as sb:
+        r = sb.execute(
+            "import getpass, os, pathlib\n"
+            "os.makedirs(os.path.expanduser('~/.cache/lib'))\n"
+            "str(pathlib.Path.home()), getpass.getuser(), os.path.isdir('/tmp/.cache/lib')"
+        )
+        assert r.error is None, r.error
+        assert r.value == "('/tmp', 'sandbox', True)"
+        assert sb.execute("import os\ndict(os.environ)").value == "{}"
+
+
+def test_with_network_the_code_trusts_the_systems_certificate_authorities():
+    from codeact.sandbox.process.backend import certificate_paths
+
+    if not certificate_paths():
+        pytest.skip("this machine has no CA certificates where OpenSSL looks by default")
+    count = "import ssl\nssl.create_default_context().cert_store_stats()['x509_ca']"
+    with Sandbox(backend="process", network=True) as sb:
+        r = sb.execute(count)
+        assert r.error is None, r.error
+        assert int(r.value) > 0
+    with Sandbox(backend="process") as sb:
+        assert sb.execute(count).value == "0"  # without network the root holds nothing it needs
+
+
 def test_preloaded_libraries_are_imported_before_the_first_step():
     pytest.importorskip("numpy")
     with Sandbox(preload=["numpy"], backend="process") as sb:

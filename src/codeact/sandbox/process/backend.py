@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -254,6 +255,17 @@ def import_paths() -> list[str]:
     return sorted({*python_installation(), os.path.dirname(PACKAGE_DIR)})
 
 
+@functools.cache
+def certificate_paths() -> list[str]:
+    """Where OpenSSL looks for the system's certificate authorities when no variable says otherwise
+    (the session's environment is only what the caller passed), as the real paths that exist."""
+    import ssl
+
+    defaults = ssl.get_default_verify_paths()
+    found = {os.path.realpath(p) for p in (defaults.openssl_cafile, defaults.openssl_capath) if p}
+    return sorted(p for p in found if os.path.exists(p))
+
+
 class ProcessBackend:
     """A native sandboxed session: a process forked from the zygote into its own namespaces.
 
@@ -295,6 +307,8 @@ class ProcessBackend:
             cwd=os.getcwd(),
         )
         self.config.python_paths = import_paths()
+        if self.network is not None:  # HTTPS clients that trust the system's authorities (urllib, aiohttp)
+            self.config.certificates = certificate_paths()
         self._control: socket.socket | None = None
         self._family: ProcessBackend | None = None  # a fork: the session whose namespaces it shares
         self._proxy: Proxy | None = None

@@ -64,6 +64,7 @@ class SessionConfig:
     output_limit: int = 1 << 20
     rollback: bool = True
     python_paths: list[str] = field(default_factory=list)
+    certificates: list[str] = field(default_factory=list)  # the system's CA files, readable with network
     cwd: str = "/tmp"
 
     def to_dict(self) -> dict[str, Any]:
@@ -202,7 +203,7 @@ def enter(
         os.chdir(scratch)
         os.environ["TMPDIR"] = scratch
         readable = [p for p in _python_paths(config) + SYSTEM_PATHS + ["/proc/self"] if os.path.exists(p)]
-        readable += config.read_paths
+        readable += config.read_paths + config.certificates
         writable = [scratch, *config.write_paths]
     _set_rlimits(config)
     layers.set(
@@ -318,6 +319,10 @@ def _build_root(config: SessionConfig, root: str) -> None:
     os.makedirs(root + "/tmp")
     # the private /tmp goes first so that granted paths under the host's /tmp are bound on top of it
     linux.mount("tmpfs", root + "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, f"size={config.tmp_size},mode=1777")
+    # the session's user, so that Path.home() and getpass.getuser() answer: its home is the private /tmp
+    os.makedirs(root + "/etc")
+    _write(root + "/etc/passwd", f"sandbox:x:{os.getuid()}:{os.getgid()}:codeact sandbox:/tmp:/usr/sbin/nologin\n")
+    _write(root + "/etc/group", f"sandbox:x:{os.getgid()}:\n")
     python_paths = _python_paths(config)
     binds: list[tuple[str, bool]] = []
     for path in SYSTEM_PATHS:
@@ -329,7 +334,7 @@ def _build_root(config: SessionConfig, root: str) -> None:
             binds.append((path, False))
     binds += [(p, False) for p in python_paths]
     granted = {os.path.normpath(p) for p in [*config.read_paths, *config.write_paths]}
-    binds += [(p, False) for p in config.read_paths]
+    binds += [(p, False) for p in config.read_paths + config.certificates]
     binds += [(p, True) for p in config.write_paths]
     scratch_cwd = _scratch_cwd(config)
     done: list[tuple[str, bool]] = []
