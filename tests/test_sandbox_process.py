@@ -267,6 +267,13 @@ def test_the_code_has_a_home_and_a_user_name():
         assert sb.execute("import os\ndict(os.environ)").value == "{}"
 
 
+def test_the_code_sees_no_command_line_arguments():
+    with Sandbox(backend="process") as sb:
+        r = sb.execute("import argparse, sys\nparser = argparse.ArgumentParser()\nparser.parse_args(), sys.argv")
+        assert r.error is None, r.error
+        assert r.value == "(Namespace(), [''])"
+
+
 def test_with_network_the_code_trusts_the_systems_certificate_authorities():
     from codeact.sandbox.process.backend import certificate_paths
 

@@ -31,6 +31,7 @@ SESSION_FD = 3
 
 def main() -> None:
     config = json.loads(sys.argv[1])
+    sys.argv[:] = [""]  # as in an interactive interpreter: the code's argparse sees no arguments
     sys.path[:] = config["sys_path"]
     control = socket.socket(fileno=int(config["control_fd"]))
     for name, value in config.get("thread_env", {}).items():
