@@ -61,18 +61,97 @@ def test_inputs_arrive_as_their_own_types(make_sandbox):
     assert r.stdout.splitlines() == ["datetime date 2.10 255 ['a', 'b'] x", "7 Point 2 crate 7 A-1 ['k']"]
 
 
-def test_dataframes_and_arrays_arrive_as_themselves(make_sandbox, backend):
+LEDGER = """
+import dataclasses, os
+
+@dataclasses.dataclass
+class Tally:
+    items: list
+    count: int = dataclasses.field(init=False)
+
+    def __post_init__(self):
+        self.count = len(self.items)
+
+@dataclasses.dataclass
+class Report:
+    path: str
+
+    def __post_init__(self):
+        if not os.path.exists(self.path):
+            raise ValueError(f"no report at {self.path}")
+"""
+
+
+@pytest.fixture
+def ledger(tmp_path, monkeypatch):
+    """A module of the user's, importable on the host and (read-only) in a sandbox made after it."""
+    (tmp_path / "ledger.py").write_text(LEDGER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "ledger", raising=False)
+    import ledger
+
+    return ledger
+
+
+def test_a_directory_put_on_the_import_path_after_a_sandbox_started_is_importable_when_granted(
+    make_sandbox, backend, tmp_path, monkeypatch
+):
     if backend == "pyodide":
-        pytest.skip("numpy and pandas cannot be loaded in Pyodide offline")
+        pytest.skip("Pyodide imports from its own file system, not the host's import path")
+    make_sandbox().execute("1")  # the backend is up, with the import path of then
+    (tmp_path / "late_module.py").write_text("ANSWER = 42\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = make_sandbox(read_paths=[str(tmp_path)]).execute("import late_module\nlate_module.ANSWER")
+    assert r.error is None and r.value == "42", r.error
+
+
+def test_a_dataclass_with_fields_its_constructor_does_not_take_arrives(make_sandbox, backend, ledger, tmp_path):
+    if backend == "pyodide":
+        pytest.skip("Pyodide cannot import the host's modules: it builds a stand-in")
+    sb = make_sandbox(read_paths=[str(tmp_path)])
+    tally = ledger.Tally([4, 5])
+    tally.count = 7  # changed after construction: the value arrives as it is, not as rebuilt
+    sb.set_variables({"tally": tally})
+    r = sb.execute("import ledger\ntype(tally) is ledger.Tally, tally.items, tally.count")
+    assert r.error is None, r.error
+    assert r.value == "(True, [4, 5], 7)"
+
+
+def test_an_input_the_sandbox_cannot_rebuild_fails_the_step_naming_it_and_the_session_goes_on(
+    make_sandbox, backend, ledger, tmp_path, tmp_path_factory
+):
+    if backend == "pyodide":
+        pytest.skip("Pyodide cannot import the host's modules: it builds a stand-in, which has no checks")
+    sb = make_sandbox(read_paths=[str(tmp_path)])
+    sb.execute("kept = 1")
+    report = tmp_path_factory.mktemp("reports") / "report.txt"  # on the host, not granted to the sandbox
+    report.write_text("done")
+    sb.set_variables({"report": ledger.Report(str(report)), "fine": 2})
+    r = sb.execute("ran = True")
+    assert r.error is not None and r.error.type == "ValueError"
+    assert (
+        f"input 'report' could not be rebuilt in the sandbox (ledger.Report refused the value: ValueError: no report at {report})"
+        in r.error.message
+    )
+    r = sb.execute("kept, fine, 'ran' in dir()")  # the session, its variables and the other input are there
+    assert r.error is None and r.value == "(1, 2, False)", r.error
+
+
+def test_dataframes_and_arrays_arrive_as_themselves(make_sandbox, backend):
     import numpy as np
     import pandas as pd
 
     sb = make_sandbox()
-    frame = pd.DataFrame({"region": ["north", "south"], "units": [3, 5]})
-    sb.set_variables({"df": frame, "series": frame["units"], "matrix": np.arange(6).reshape(2, 3)})
-    r = sb.execute("print(type(df).__name__, df['units'].sum(), series.name, matrix.shape, matrix.dtype)")
+    frame = pd.DataFrame({"region": ["north", "south"], "units": [3, 5], "shipped": [pd.Timestamp(0), pd.NaT]})
+    sb.set_variables({"df": frame, "series": frame["units"], "matrix": np.arange(6).reshape(2, 3), "never": pd.NaT})
+    r = sb.execute("print(type(df).__name__, df['units'].sum(), series.name, matrix.shape, matrix.dtype, never)")
+    if backend == "pyodide":  # no pandas there offline: the step says so, and the session goes on
+        assert r.error is not None and "input 'df' could not be rebuilt in the sandbox" in r.error.message
+        assert "pandas is not installed" in r.error.message
+        assert sb.execute("1 + 1").value == "2"
+        return
     assert r.error is None, r.error
-    assert r.stdout == "DataFrame 8 units (2, 3) int64\n"
+    assert r.stdout == "DataFrame 8 units (2, 3) int64 NaT\n"
 
 
 def test_an_input_larger_than_a_frame_arrives_whole(make_sandbox):

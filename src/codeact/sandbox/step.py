@@ -186,8 +186,11 @@ class ToolClient:
         raise exception_for(str(reply.get("type", "ToolError")), str(reply.get("message", "")))
 
     def receive_inputs(self, count: int, namespace: dict[str, Any]) -> None:
-        """Read `count` inputs sent by the host before a step (large ones in parts) into `namespace`."""
+        """Read `count` inputs sent by the host before a step (large ones in parts) into `namespace`.
+        All are read, so the step's next frames stay in order; an input that cannot be rebuilt here
+        then raises ValueError, naming it."""
         parts: list[str] = []
+        refused: list[str] = []
         while count > 0:
             message = self.receive()
             if message is None:
@@ -199,8 +202,14 @@ class ToolClient:
                 raise RuntimeError(f"expected an input from the host, got {message.get('op')!r}")
             encoded = json.loads("".join(parts)) if parts else message.get("value")
             parts = []
-            namespace[str(message["name"])] = wire.decode(encoded, trusted=True)
+            name = str(message["name"])
+            try:
+                namespace[name] = wire.decode(encoded, trusted=True)
+            except Exception as exc:  # a class missing here, a constructor that refuses: this input's failure
+                refused.append(f"input {name!r} could not be rebuilt in the sandbox ({exc})")
             count -= 1
+        if refused:
+            raise ValueError("; ".join(refused))
 
 
 _INLINE = frozenset({"<listcomp>", "<genexpr>", "<setcomp>", "<dictcomp>", "<lambda>"})
@@ -381,15 +390,19 @@ def run(
     stderr: Capture,
     value_limit: int = 20_000,
     client: ToolClient | None = None,
+    inputs: int = 0,
 ) -> tuple[str | None, BaseException | None, dict[str, Any] | None]:
-    """Run `code` with its output in `stdout`/`stderr`: (repr of the last expression, the exception
-    it raised, the values it submitted). Code compiles as plain Python would, with `await` allowed
-    at the top level (the step then runs on an event loop of its own)."""
+    """Receive the step's `inputs` from `client`, then run `code` with its output in `stdout`/`stderr`:
+    (repr of the last expression, the exception it or the inputs raised, the values it submitted).
+    Code compiles as plain Python would, with `await` allowed at the top level (the step then runs
+    on an event loop of its own)."""
     linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
     value: str | None = None
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = stdout, stderr
     try:
+        if inputs and client is not None:
+            client.receive_inputs(inputs, namespace)
         tree = ast.parse(code, filename)
         skipped = _drop_redefinitions(tree, provided)
         if skipped:

@@ -97,6 +97,8 @@ def encode(value: Any, _depth: int = 0) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {_TAG: "bytes", "v": _b64(bytes(value))}
     if isinstance(value, dt.datetime):
+        if value != value:  # pandas' NaT: a datetime that is no time
+            return {_TAG: "nat"}
         return {_TAG: "datetime", "v": value.isoformat()}
     if isinstance(value, dt.date):
         return {_TAG: "date", "v": value.isoformat()}
@@ -216,6 +218,10 @@ def decode(obj: Any, _depth: int = 0, *, trusted: bool = False) -> Any:
             return _decode_object(tag, obj, decode(payload, d, trusted=trusted), trusted)
         if tag == "datetime":
             return dt.datetime.fromisoformat(_str(payload))
+        if tag == "nat":
+            import pandas as pd
+
+            return pd.NaT
         if tag == "date":
             return dt.date.fromisoformat(_str(payload))
         if tag == "time":
@@ -291,12 +297,32 @@ def _decode_object(tag: str, obj: dict[str, Any], data: Any, trusted: bool) -> A
         return data
     cls = _import_class(module, qualname)
     if cls is not None:
-        return cls.model_validate(data) if tag == "model" else cls(**data)
+        try:
+            return _build(cls, tag, data)
+        except Exception as exc:  # the user's class refused (a validator, a __post_init__ check)
+            raise WireError(f"{module}.{qualname} refused the value: {type(exc).__name__}: {exc}") from None
     import dataclasses
 
     stand_in = dataclasses.make_dataclass(qualname.rsplit(".", 1)[-1], list(data))
     stand_in.__module__ = module
     return stand_in(**data)
+
+
+def _build(cls: type, tag: str, data: dict[str, Any]) -> Any:
+    """An instance of `cls` with the fields in `data`; a dataclass's fields its constructor does not
+    take (init=False) are set after it."""
+    import dataclasses
+
+    if tag == "model":
+        return cls.model_validate(data)  # type: ignore[attr-defined]
+    if not dataclasses.is_dataclass(cls):
+        return cls(**data)
+    fields = dataclasses.fields(cls)
+    built = cls(**{f.name: data[f.name] for f in fields if f.init and f.name in data})
+    for f in fields:
+        if not f.init and f.name in data:
+            object.__setattr__(built, f.name, data[f.name])
+    return built
 
 
 def _import_class(module: str, qualname: str) -> Any:

@@ -305,6 +305,7 @@ class ProcessBackend:
             output_limit=options.max_output,
             rollback=options.rollback,
             cwd=os.getcwd(),
+            sys_path=[p for p in sys.path if p],
         )
         self.config.python_paths = import_paths()
         if self.network is not None:  # HTTPS clients that trust the system's authorities (urllib, aiohttp)
@@ -333,6 +334,7 @@ class ProcessBackend:
             if self.options.packages:
                 paths = (str(packages.install(self.options.packages)),)
                 self.config.python_paths = sorted({*self.config.python_paths, *paths})
+                self.config.sys_path = [*paths, *self.config.sys_path]
             zygote = zygote_for(self.options.preload, paths)
             requested = time.monotonic()
             control, pid, cgroup = zygote.spawn(self.config)

@@ -210,8 +210,8 @@ class Session:
         worker = os.getpid()
         self.tools.active = True
         try:
-            self.tools.receive_inputs(int(message.get("inputs") or 0), self.namespace)
-            result = self.run(str(message.get("code", "")), int(message.get("value_limit") or 20_000))
+            code, inputs = str(message.get("code", "")), int(message.get("inputs") or 0)
+            result = self.run(code, int(message.get("value_limit") or 20_000), inputs)
         finally:
             self.tools.active = False
         if os.getpid() != worker:
@@ -330,14 +330,14 @@ class Session:
         except EOFError:
             return None
 
-    def run(self, code: str, value_limit: int) -> dict[str, Any]:
-        """Execute `code` in the session namespace and describe what happened."""
+    def run(self, code: str, value_limit: int, inputs: int = 0) -> dict[str, Any]:
+        """Receive the step's inputs, execute `code` in the session namespace and describe what happened."""
         self.steps += 1
         filename = f"<step {self.steps}>"
         stdout, stderr = step.Capture(self.output_limit), step.Capture(self.output_limit)
         started = time.perf_counter()
         value, exc, values = step.run(
-            code, filename, self.namespace, self.provided, stdout, stderr, value_limit, self.tools
+            code, filename, self.namespace, self.provided, stdout, stderr, value_limit, self.tools, inputs
         )
         self.expired = isinstance(exc, step.StepExpired)
         if self.expired:

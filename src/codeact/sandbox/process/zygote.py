@@ -194,6 +194,8 @@ def _session(group: Any, group_error: str, root_dir: str) -> None:
         else (False, group_error or "no writable cgroup tree")
     )
     isolation.enter(config, layers, root_dir, scratch, cgroup, marks)
+    if config.sys_path:  # the host's import path may have grown since the zygote started
+        sys.path[:] = config.sys_path
     sock = socket.socket(fileno=SESSION_FD)
     hello = {"op": "hello", "layers": layers.to_list(), "cgroup_error": group_error, "marks": layers.marks}
     if layers.proxy_listener >= 0:  # the host serves it; the session keeps no copy its code could use

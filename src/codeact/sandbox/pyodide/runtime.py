@@ -85,9 +85,8 @@ class Session:
         if timeout > 0:
             self.host.arm(timeout)
         try:
-            self.tools.receive_inputs(inputs, self.namespace)
             value, exc, values = step.run(
-                code, filename, self.namespace, self.provided, stdout, stderr, value_limit, self.tools
+                code, filename, self.namespace, self.provided, stdout, stderr, value_limit, self.tools, inputs
             )
         finally:
             fired = bool(self.host.disarm())
