@@ -257,6 +257,21 @@ def test_submit_cannot_be_swallowed_by_except_exception(make_sandbox):
     assert "swallowed" not in r.stdout
 
 
+def test_submit_from_a_task_the_code_never_awaits_counts(make_sandbox):
+    code = "import asyncio\nasync def finish():\n    submit(8)\nasyncio.ensure_future(finish())\nawait asyncio.sleep(0)"
+    r = make_sandbox().execute(code)
+    assert r.error is None and r.submitted == {"answer": 8}, r.error
+
+
+def test_submit_from_a_thread_counts(make_sandbox, backend):
+    if backend == "pyodide":
+        pytest.skip("WebAssembly has no threads")
+    sb = make_sandbox()
+    r = sb.execute("import threading\nt = threading.Thread(target=submit, args=(5,))\nt.start()\nt.join()")
+    assert r.error is None and r.submitted == {"answer": 5}, r.error
+    assert sb.execute("x = 1").submitted is None  # the next step starts with nothing submitted
+
+
 def test_submit_with_missing_argument_is_an_error(make_sandbox):
     sb = make_sandbox()
     sb.set_submit(["answer", "note"])

@@ -137,6 +137,24 @@ def test_an_input_the_sandbox_cannot_rebuild_fails_the_step_naming_it_and_the_se
     assert r.error is None and r.value == "(1, 2, False)", r.error
 
 
+def test_a_tool_result_the_sandbox_cannot_rebuild_is_an_error_the_code_can_catch(
+    make_sandbox, backend, ledger, tmp_path, tmp_path_factory
+):
+    if backend == "pyodide":
+        pytest.skip("Pyodide cannot import the host's modules: it builds a stand-in, which has no checks")
+    report = tmp_path_factory.mktemp("reports") / "report.txt"  # on the host, not granted to the sandbox
+    report.write_text("done")
+
+    def latest_report() -> object:
+        return ledger.Report(str(report))
+
+    sb = make_sandbox([latest_report], read_paths=[str(tmp_path)])
+    r = sb.execute("try:\n    latest_report()\nexcept ValueError as exc:\n    print(exc)")
+    assert r.error is None, r.error
+    assert r.stdout.startswith("tool 'latest_report' returned a value that could not be rebuilt in the sandbox")
+    assert f"ledger.Report refused the value: ValueError: no report at {report}" in r.stdout
+
+
 def test_dataframes_and_arrays_arrive_as_themselves(make_sandbox, backend):
     import numpy as np
     import pandas as pd

@@ -50,6 +50,16 @@ class Submitted(BaseException):
         self.values = values
 
 
+_submissions: list[dict[str, Any]] = []  # the running step's submit() calls, from any thread or task
+
+
+def _submit(values: dict[str, Any]) -> None:
+    """What `submit(...)` does: record the values (a thread or a task that is never awaited still
+    submits them), then end the code that called it."""
+    _submissions.append(values)
+    raise Submitted(values)
+
+
 class ToolError(Exception):
     """A host tool failed with an exception that has no builtin equivalent here."""
 
@@ -180,7 +190,12 @@ class ToolClient:
     def _value(name: str, reply: dict[str, Any]) -> Any:
         op = reply.get("op")
         if op == "return":
-            return wire.decode(reply.get("value"), trusted=True)
+            try:
+                return wire.decode(reply.get("value"), trusted=True)
+            except wire.WireError as exc:  # a class here refused it, or its library is missing here
+                raise ValueError(
+                    f"tool {name!r} returned a value that could not be rebuilt in the sandbox ({exc})"
+                ) from None
         if op == "expired":
             raise StepExpired(str(reply.get("message", "")))
         raise exception_for(str(reply.get("type", "ToolError")), str(reply.get("message", "")))
@@ -205,7 +220,7 @@ class ToolClient:
             name = str(message["name"])
             try:
                 namespace[name] = wire.decode(encoded, trusted=True)
-            except Exception as exc:  # a class missing here, a constructor that refuses: this input's failure
+            except wire.WireError as exc:  # a library or a class missing here, a constructor that refuses
                 refused.append(f"input {name!r} could not be rebuilt in the sandbox ({exc})")
             count -= 1
         if refused:
@@ -369,9 +384,9 @@ def define(
     source = (
         f"def submit({', '.join(params)}):\n"
         f'    """End the task with the final {", ".join(params)}."""\n'
-        f"    raise __codeact_submitted__({{{', '.join(f'{p!r}: {p}' for p in params)}}})\n"
+        f"    __codeact_submit__({{{', '.join(f'{p!r}: {p}' for p in params)}}})\n"
     )
-    scope = {"__codeact_submitted__": Submitted, "__builtins__": builtins}
+    scope = {"__codeact_submit__": _submit, "__builtins__": builtins}
     exec(compile(source, "<submit>", "exec"), scope)
     namespace["submit"] = provided["submit"] = scope["submit"]
     namespace.setdefault("ToolError", ToolError)
@@ -393,13 +408,15 @@ def run(
     inputs: int = 0,
 ) -> tuple[str | None, BaseException | None, dict[str, Any] | None]:
     """Receive the step's `inputs` from `client`, then run `code` with its output in `stdout`/`stderr`:
-    (repr of the last expression, the exception it or the inputs raised, the values it submitted).
+    (repr of the last expression, the exception it or the inputs raised, the values it submitted,
+    from its own flow or, when that ends without an error, the last from a thread or a task).
     Code compiles as plain Python would, with `await` allowed at the top level (the step then runs
     on an event loop of its own)."""
     linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
     value: str | None = None
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = stdout, stderr
+    _submissions.clear()
     try:
         if inputs and client is not None:
             client.receive_inputs(inputs, namespace)
@@ -436,7 +453,7 @@ def run(
         sys.stdout, sys.stderr = saved
         namespace.pop(_VALUE, None)
         namespace.update(provided)  # tools and submit cannot be replaced
-    return value, None, None
+    return value, None, (_submissions[-1] if _submissions else None)
 
 
 async def _on_one_loop(body: Any, expression: Any, namespace: dict[str, Any]) -> Any:
