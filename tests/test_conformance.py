@@ -8,8 +8,10 @@ import datetime as dt
 import decimal
 import functools
 import os
+import pathlib
 import threading
 import typing
+import uuid
 from typing import Any
 
 import pytest
@@ -196,6 +198,8 @@ def test_unknown_tool_name_is_refused(make_sandbox):
         dt.date(2024, 5, 1),
         decimal.Decimal("1.10"),
         frozenset({"a"}),
+        pathlib.Path("/data/in.csv"),
+        uuid.UUID(int=5),
     ],
     ids=lambda v: type(v).__name__,
 )
@@ -207,7 +211,8 @@ def test_values_round_trip_through_tools(make_sandbox, value):
         return v
 
     sb = make_sandbox(tools=[keep, echo])
-    setup = sb.execute(f"import datetime\nfrom decimal import Decimal\nv = echo({value!r})\nw = keep(v)")
+    imports = "import datetime\nfrom decimal import Decimal\nfrom pathlib import PosixPath\nfrom uuid import UUID\n"
+    setup = sb.execute(f"{imports}v = echo({value!r})\nw = keep(v)")
     assert setup.error is None, setup.error
     r = sb.execute("(type(w).__name__, w == v)")
     assert r.error is None, r.error

@@ -115,6 +115,10 @@ def encode(value: Any, _depth: int = 0) -> Any:
         return _encode_numpy(value, d)
     if module == "pandas":
         return _encode_pandas(value, d)
+    if module == "pathlib" and isinstance(value, os.PathLike):
+        return {_TAG: "path", "v": os.fspath(value)}
+    if module == "uuid" and hasattr(value, "hex"):
+        return {_TAG: "uuid", "v": str(value)}
     if hasattr(value, "model_dump") and callable(value.model_dump):  # pydantic models
         fields = {k: getattr(value, k) for k in type(value).model_fields}
         return {_TAG: "model", "cls": _class_ref(value), "v": encode(fields, d)}
@@ -125,7 +129,7 @@ def encode(value: Any, _depth: int = 0) -> Any:
         return {_TAG: "dataclass", "cls": _class_ref(value), "v": encode(fields, d)}
     raise TypeError(
         f"a value of type {type(value).__name__} cannot cross the sandbox boundary; use plain "
-        "data (str, numbers, lists, dicts, tuples, sets, bytes, datetimes, Decimal, numpy, pandas)"
+        "data (str, numbers, lists, dicts, tuples, sets, bytes, datetimes, Decimal, paths, UUIDs, numpy, pandas)"
     )
 
 
@@ -234,6 +238,14 @@ def decode(obj: Any, _depth: int = 0, *, trusted: bool = False) -> Any:
         if tag == "complex":
             real, imag = _list(payload, 2)
             return complex(float(real), float(imag))
+        if tag == "path":  # a name only: nothing is opened
+            import pathlib
+
+            return pathlib.Path(_str(payload))
+        if tag == "uuid":
+            import uuid
+
+            return uuid.UUID(_str(payload))
         if tag == "ndarray":
             return _decode_ndarray(obj)
         if tag == "ndarray_list":
