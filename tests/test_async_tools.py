@@ -124,6 +124,23 @@ def test_an_async_generator_awaits_tool_calls(make_sandbox):
     assert r.value == "[1, 2, 3]" and len(r.tool_calls) == 3
 
 
+def test_asyncio_run_drives_coroutines_and_tool_calls_as_in_a_script(make_sandbox):
+    sb = make_sandbox(tools=[aprice, add])
+    code = (
+        "import asyncio\n"
+        "async def main():\n"
+        "    return await asyncio.gather(aprice(1), add(2, 3))\n"
+        "(asyncio.run(main()), asyncio.new_event_loop().run_until_complete(main()),"
+        " asyncio.run(aprice(2)), asyncio.new_event_loop().run_until_complete(add(4, 5)))"
+    )
+    r = sb.execute(code)
+    assert r.error is None, r.error
+    assert r.value == "([100, 5], [100, 5], 200, 9)"
+    r = sb.execute("async def nested():\n    asyncio.run(asyncio.sleep(0))\nawait nested()")
+    assert r.error is not None and r.error.type == "RuntimeError"
+    assert "cannot be called from a running event loop" in r.error.message
+
+
 def test_calls_the_code_never_awaited_are_abandoned_without_harm(make_sandbox):
     # The host's tool threads finish such calls while the step's answer is being handled: they must
     # neither disturb that (a dict changed during iteration) nor write to the step's closed channel

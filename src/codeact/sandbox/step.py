@@ -60,6 +60,56 @@ def _submit(values: dict[str, Any]) -> None:
     raise Submitted(values)
 
 
+_last_tool_value: list[Any] = []  # the value the last tool call returned to code that did not await it
+
+
+def _returned(value: Any) -> Any:
+    """Note `value` as the last tool's, returned to code that did not await the call (only the last
+    one is kept: a loop of large results is not held in memory)."""
+    _last_tool_value[:] = [value]
+    return value
+
+
+def _is_tool_value(obj: Any) -> bool:
+    return bool(_last_tool_value) and _last_tool_value[0] is obj
+
+
+def adapt_asyncio(client: ToolClient) -> None:
+    """Let the step's code drive tools with asyncio as it would drive coroutines: a tool called
+    outside async code returns its value at once, which `asyncio.run(tool(x))` and
+    `loop.run_until_complete(tool(x))` then give back; under Pyodide, whose own loop cannot block,
+    `asyncio.run(main())` and its loop's `run_until_complete` run on a loop of the step's own, as
+    top-level `await` does. Called once by each guest runtime, never on the host."""
+    native_run = asyncio.run
+
+    def run(main: Any, **options: Any) -> Any:
+        if _is_tool_value(main):
+            return main
+        if sys.platform == "emscripten" and inspect.iscoroutine(main):
+            if isinstance(asyncio.events._get_running_loop(), _TimerLoop):
+                main.close()
+                raise RuntimeError("asyncio.run() cannot be called from a running event loop")
+            return _await(main, client)
+        return native_run(main, **options)
+
+    def until_complete(native: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        def run_until_complete(loop: Any, future: Any) -> Any:
+            if _is_tool_value(future):
+                return future
+            if sys.platform == "emscripten" and inspect.iscoroutine(future) and not isinstance(loop, _TimerLoop):
+                return _await(future, client)
+            return native(loop, future)
+
+        return run_until_complete
+
+    asyncio.run = asyncio.runners.run = run
+    loops = [asyncio.BaseEventLoop]
+    if sys.platform == "emscripten":
+        loops.append(type(asyncio.get_event_loop()))  # Pyodide's WebLoop
+    for cls in loops:
+        cls.run_until_complete = until_complete(cls.run_until_complete)  # type: ignore[method-assign]
+
+
 class ToolError(Exception):
     """A host tool failed with an exception that has no builtin equivalent here."""
 
@@ -113,7 +163,7 @@ class ToolClient:
             while True:
                 reply = self._next()
                 if reply.get("id") == call_id:
-                    return self._value(name, reply)
+                    return _returned(self._value(name, reply))
                 self._dispatch(reply)
 
     def _begin(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> PendingCall:
@@ -451,6 +501,7 @@ def run(
         return value, exc, None
     finally:
         sys.stdout, sys.stderr = saved
+        _last_tool_value.clear()
         namespace.pop(_VALUE, None)
         namespace.update(provided)  # tools and submit cannot be replaced
     return value, None, (_submissions[-1] if _submissions else None)

@@ -58,6 +58,7 @@ class Session:
         self.steps = 0
         self.channel: socket.socket | None = None
         self.tools = step.ToolClient(self._send, self._receive, self._fileno, self._clock)
+        step.adapt_asyncio(self.tools)
         self.clock = StepClock()
         os.register_at_fork(after_in_child=self._forked)
         self.limits_set = False

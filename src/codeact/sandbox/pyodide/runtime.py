@@ -32,6 +32,7 @@ class Session:
         self.namespace = {"__name__": "__main__", "__builtins__": builtins}
         self.provided: dict[str, Any] = {}
         self.tools = step.ToolClient(lambda frame: send(host, frame), lambda: receive(host), clock=self._clock)
+        step.adapt_asyncio(self.tools)
         self.deadline = 0.0
         self.left = 0.0
 
