@@ -59,6 +59,28 @@ def test_gathered_calls_of_a_sync_tool_run_concurrently_on_the_host(make_sandbox
     assert len(r.tool_calls) == 10 and all(call.concurrent for call in r.tool_calls)
 
 
+def test_calls_from_threads_of_the_code_run_concurrently_on_the_host(make_sandbox, backend):
+    if backend == "pyodide":
+        pytest.skip("WebAssembly has no threads")
+    overlap = Overlap(8)
+    sb = make_sandbox(tools=[overlap.price, aprice], timeout=60)
+    code = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "with ThreadPoolExecutor(8) as pool:\n"
+        "    prices = list(pool.map(price, range(8)))\n"
+        "prices"
+    )
+    r = sb.execute(code)
+    assert r.error is None, r.error
+    assert r.value == repr([i * 10 for i in range(8)])
+    assert overlap.peak == 8
+    # a thread's plain call and the loop's awaited calls share the channel
+    overlap = Overlap(1)
+    sb.set_tools([overlap.price, aprice])
+    r = sb.execute("import asyncio\nawait asyncio.gather(aprice(1), asyncio.to_thread(price, 2), aprice(3))")
+    assert r.error is None and r.value == "[100, 20, 300]", r.error
+
+
 def test_async_tools_are_awaitable_and_gather(make_sandbox):
     sb = make_sandbox(tools=[aprice])
     r = sb.execute("import asyncio\nps = await asyncio.gather(*(aprice(i) for i in range(5)))\nps")

@@ -110,6 +110,11 @@ def adapt_asyncio(client: ToolClient) -> None:
         cls.run_until_complete = until_complete(cls.run_until_complete)  # type: ignore[method-assign]
 
 
+def _settle(future: asyncio.Future[dict[str, Any]], reply: dict[str, Any]) -> None:
+    if not future.done():
+        future.set_result(reply)
+
+
 class ToolError(Exception):
     """A host tool failed with an exception that has no builtin equivalent here."""
 
@@ -123,7 +128,9 @@ class ToolClient:
 
     Called from plain code, a tool blocks until its reply; called from async code (`await tool()`,
     `asyncio.gather(...)`), it returns an awaitable, and several calls are in flight at once, the
-    host running them concurrently. Replies carry the call's id and are matched to their waiter.
+    host running them concurrently. Calls from several threads (a ThreadPoolExecutor) are in flight at
+    once too: one waiting thread at a time reads the channel and hands each reply to its waiter.
+    Replies carry the call's id.
     `send` writes one frame to the host; `receive` reads its next message (None when it has gone);
     `fileno` is the channel's descriptor where the step's loop can watch it (None in Pyodide, whose
     loop asks `pump` when it has nothing else to do). Arguments are checked against the frame limits
@@ -142,10 +149,14 @@ class ToolClient:
         self.fileno = fileno
         self.clock = clock
         self.active = False
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # sending, and the call ids
         self.next_id = 0
-        self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}  # async calls
         self.watched: asyncio.AbstractEventLoop | None = None
+        self.turn = threading.Condition()  # who reads the channel, and the replies it read for others
+        self.reading = False
+        self.blocked: set[int] = set()  # calls whose thread waits for the reply
+        self.replies: dict[int, dict[str, Any]] = {}
 
     def call(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         """What a tool stub returns: the value, or an awaitable when called from async code."""
@@ -159,20 +170,46 @@ class ToolClient:
         ):  # awaited, gathered, stored: sent now, awaitable for the value
             return self._begin(name, args, kwargs)
         with self.lock:
-            call_id = self._start(name, args, kwargs)
+            call_id = self._start(name, args, kwargs, self._block)
+        try:
+            return _returned(self._value(name, self._reply_for(call_id)))
+        finally:
+            with self.turn:
+                self.blocked.discard(call_id)
+                self.replies.pop(call_id, None)
+
+    def _block(self, call_id: int) -> None:
+        with self.turn:
+            self.blocked.add(call_id)
+
+    def _reply_for(self, call_id: int) -> dict[str, Any]:
+        """Wait for the reply to `call_id`: read the channel while no other thread does, else wait
+        for the reader to hand the reply over (or to leave, and take its turn)."""
+        with self.turn:
+            while True:
+                if call_id in self.replies:
+                    return self.replies.pop(call_id)
+                if not self.reading:
+                    self.reading = True
+                    break
+                self.turn.wait()
+        try:
             while True:
                 reply = self._next()
                 if reply.get("id") == call_id:
-                    return _returned(self._value(name, reply))
+                    return reply
                 self._dispatch(reply)
+        finally:
+            with self.turn:
+                self.reading = False
+                self.turn.notify_all()
 
     def _begin(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> PendingCall:
         """Send the call now (the host starts it at once) and return what awaits its reply."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         with self.lock:
-            call_id = self._start(name, args, kwargs)
-            self.waiting[call_id] = future
+            call_id = self._start(name, args, kwargs, lambda sent: self.waiting.__setitem__(sent, future))
         if self.fileno is not None and self.watched is not loop:
             self.watched = loop
             loop.add_reader(self.fileno(), self.pump)
@@ -186,14 +223,25 @@ class ToolClient:
         return self._value(name, reply)
 
     def pump(self) -> bool:
-        """Read one reply for a waiting async call; False when none is waiting."""
+        """Read one reply for a waiting async call (unless a thread is reading); False when none is
+        waiting."""
         if not self.waiting:
             return False
-        with self.lock:
+        with self.turn:
+            if self.reading:
+                return True
+            self.reading = True
+        try:
             self._dispatch(self._next())
+        finally:
+            with self.turn:
+                self.reading = False
+                self.turn.notify_all()
         return True
 
-    def _start(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> int:
+    def _start(self, name: str, args: list[Any], kwargs: dict[str, Any], expect: Callable[[int], None]) -> int:
+        """Send a call (the caller holds `lock`); `expect` registers its id for the reply first, since
+        another thread may read that reply as soon as it is sent."""
         self.next_id += 1
         try:
             frame = wire.dumps(
@@ -217,6 +265,7 @@ class ToolClient:
                 f"arguments to tool {name!r} hold more than {wire.MAX_VALUES:,} values; pass large "
                 "data as bytes, a numpy array or a file"
             )
+        expect(self.next_id)
         self.send(frame)
         return self.next_id
 
@@ -232,9 +281,21 @@ class ToolClient:
                 self.clock(str(op))
 
     def _dispatch(self, reply: dict[str, Any]) -> None:
-        future = self.waiting.get(reply.get("id"))  # type: ignore[arg-type]
-        if future is not None and not future.done():
+        """Hand a reply read by this thread to the call it answers."""
+        call_id = reply.get("id")
+        with self.turn:
+            if call_id in self.blocked:
+                self.replies[call_id] = reply  # type: ignore[index]
+                self.turn.notify_all()
+                return
+        future = self.waiting.get(call_id)  # type: ignore[arg-type]
+        if future is None or future.done():
+            return
+        loop = future.get_loop()
+        if asyncio.events._get_running_loop() is loop:
             future.set_result(reply)
+        else:  # read by a thread for a call awaited on the step's loop
+            loop.call_soon_threadsafe(_settle, future, reply)
 
     @staticmethod
     def _value(name: str, reply: dict[str, Any]) -> Any:
