@@ -274,6 +274,20 @@ def test_the_code_sees_no_command_line_arguments():
         assert r.value == "(Namespace(), [''])"
 
 
+def test_the_code_can_start_threads_up_to_the_process_limit():
+    # glibc gives each new thread's allocations an arena that reserves 64 MB of address space: under the
+    # session's address-space limit only about 15 threads could start
+    code = (
+        "import threading\nrelease = threading.Event()\nthreads = []\n"
+        "for _ in range(48):\n    threads.append(threading.Thread(target=release.wait))\n    threads[-1].start()\n"
+        "release.set()\nfor t in threads:\n    t.join()\nlen(threads)"
+    )
+    with Sandbox(backend="process") as sb:
+        r = sb.execute(code)
+        assert r.error is None, r.error
+        assert r.value == "48"
+
+
 def test_with_network_the_code_trusts_the_systems_certificate_authorities():
     from codeact.sandbox.process.backend import certificate_paths
 

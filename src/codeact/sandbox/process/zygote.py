@@ -8,6 +8,7 @@ goes away (its end of the socket closes) the zygote kills every session and exit
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import importlib
 import itertools
@@ -29,6 +30,18 @@ from codeact.sandbox.process import isolation, linux
 SESSION_FD = 3
 
 
+def _share_malloc_arenas() -> None:
+    """Let threads share glibc's malloc arenas: each new arena reserves 64 MB of address space, so
+    under a session's address-space limit the code could start only about 15 threads (a
+    ThreadPoolExecutor of 16 failed); shared, the process limit is what bounds them. The GIL keeps
+    contention for the shared arenas low."""
+    with contextlib.suppress(Exception):  # not glibc: nothing to do
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
+
+
+_M_ARENA_MAX = -8
+
+
 def main() -> None:
     config = json.loads(sys.argv[1])
     sys.argv[:] = [""]  # as in an interactive interpreter: the code's argparse sees no arguments
@@ -36,6 +49,7 @@ def main() -> None:
     control = socket.socket(fileno=int(config["control_fd"]))
     for name, value in config.get("thread_env", {}).items():
         os.environ[name] = value
+    _share_malloc_arenas()
     preloaded, failed = [], {}
     for module in config.get("preload", []):
         try:
