@@ -244,6 +244,14 @@ def test_numpy_and_pandas_round_trip(make_sandbox, backend):
     assert isinstance(got[0], np.ndarray) and got[0].shape == (2, 3)
 
 
+def test_what_the_code_defines_is_found_in_main_as_in_a_script(make_sandbox):
+    sb = make_sandbox()
+    sb.execute("import dataclasses\n@dataclasses.dataclass\nclass Point:\n    x: int\n    nxt: 'Point | None' = None")
+    r = sb.execute("import pickle, typing\npickle.loads(pickle.dumps(Point(1))), typing.get_type_hints(Point)['x']")
+    assert r.error is None, r.error
+    assert r.value == "(Point(x=1, nxt=None), <class 'int'>)"
+
+
 # --- submit -------------------------------------------------------------------------------------
 
 

@@ -288,6 +288,15 @@ def test_the_code_can_start_threads_up_to_the_process_limit():
         assert r.value == "48"
 
 
+def test_a_process_pool_runs_functions_the_code_defined():
+    with Sandbox(backend="process") as sb:
+        r = sb.execute(
+            "from multiprocessing import Pool\ndef square(x):\n    return x * x\nwith Pool(2) as pool:\n    squares = pool.map(square, range(5))\nsquares"
+        )
+        assert r.error is None, r.error
+        assert r.value == "[0, 1, 4, 9, 16]"
+
+
 def test_with_network_the_code_trusts_the_systems_certificate_authorities():
     from codeact.sandbox.process.backend import certificate_paths
 

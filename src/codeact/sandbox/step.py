@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -468,6 +469,16 @@ class Capture(io.TextIOBase):
         if self.dropped:
             return f"{head}\n... [{self.dropped} characters cut] ...\n{tail}"
         return head + tail
+
+
+def main_namespace() -> dict[str, Any]:
+    """The namespace of a new session: the dict of a fresh `__main__` module, registered as such, so
+    what the code defines is found where a script's would be (pickle and multiprocessing, typing's
+    and pydantic's forward references, dataclasses)."""
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = main
+    return main.__dict__
 
 
 def define(

@@ -54,7 +54,7 @@ class Session:
         self.own_pid_namespace = os.getpid() == 1
         self.output_limit = output_limit
         self.memory_limit = memory_limit
-        self.namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        self.namespace: dict[str, Any] = step.main_namespace()
         self.steps = 0
         self.channel: socket.socket | None = None
         self.tools = step.ToolClient(self._send, self._receive, self._fileno, self._clock)

@@ -7,7 +7,6 @@ protocol, read and written synchronously by the `_codeact_host` functions of run
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import io
 import os
@@ -29,7 +28,7 @@ class Session:
         self.memory_limit = memory_limit
         self.steps = 0
         self.baseline_modules = set(sys.modules)
-        self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        self.namespace = step.main_namespace()
         self.provided: dict[str, Any] = {}
         self.tools = step.ToolClient(lambda frame: send(host, frame), lambda: receive(host), clock=self._clock)
         step.adapt_asyncio(self.tools)
@@ -40,7 +39,7 @@ class Session:
         """Forget every variable, the files in /tmp and the modules imported since the session
         started (the tools and submit are defined again by the next step). Changes made to modules
         that were already imported stay."""
-        self.namespace = {"__name__": "__main__", "__builtins__": builtins}
+        self.namespace = step.main_namespace()
         self.provided = {}
         for name in set(sys.modules) - self.baseline_modules:
             sys.modules.pop(name, None)
