@@ -80,6 +80,18 @@ def test_stdout_stderr_and_value_are_separate(make_sandbox):
     assert sb.execute("None").value is None
 
 
+def test_a_log_handler_made_in_one_step_writes_into_later_steps(make_sandbox):
+    sb = make_sandbox()
+    first = sb.execute("import logging\nlogging.basicConfig(format='%(message)s')\nlogging.warning('one')")
+    assert first.stderr == "one\n"
+    assert sb.execute("logging.warning('two')").stderr == "two\n"
+
+
+def test_output_written_to_the_interpreters_own_streams_is_kept(make_sandbox):
+    r = make_sandbox().execute("import sys\nprint('out', file=sys.__stdout__)\nprint('err', file=sys.__stderr__)")
+    assert (r.stdout, r.stderr) == ("out\n", "err\n")
+
+
 def test_prints_before_an_error_are_kept(make_sandbox):
     r = make_sandbox().execute("print('before')\nraise KeyError('k')\nprint('after')")
     assert r.stdout == "before\n"

@@ -424,6 +424,24 @@ class PendingCall(collections.abc.Coroutine):  # type: ignore[type-arg]
     __lt__ = __le__ = __gt__ = __ge__ = __len__ = __contains__ = __bool__ = _not_a_value
 
 
+class StepStream(io.TextIOBase):
+    """`sys.stdout` or `sys.stderr` while a step runs: what is written goes to the running step's
+    `Capture`, so a stream kept from an earlier step (a `logging.StreamHandler`) still reaches the
+    step that runs now."""
+
+    def __init__(self) -> None:
+        self.target: io.TextIOBase | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        return self.target.write(text) if self.target is not None else len(text)
+
+
+_STDOUT, _STDERR = StepStream(), StepStream()
+
+
 class Capture(io.TextIOBase):
     """A text stream that keeps the head and the tail of what is written, within a limit."""
 
@@ -537,7 +555,8 @@ def run(
     linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
     value: str | None = None
     saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = stdout, stderr
+    _STDOUT.target, _STDERR.target = stdout, stderr
+    sys.stdout, sys.stderr = _STDOUT, _STDERR
     _submissions.clear()
     try:
         if inputs and client is not None:

@@ -27,6 +27,7 @@ import select
 import signal
 import socket
 import struct
+import sys
 import time
 from typing import Any
 
@@ -441,6 +442,10 @@ def _libc() -> Any:
 
 
 def _flush_c_stdio() -> None:
+    """Write out what Python's and C's own buffers hold for fds 1 and 2 (`print(file=sys.__stdout__)`)."""
+    for stream in (sys.__stdout__, sys.__stderr__):
+        with contextlib.suppress(Exception):
+            stream.flush()  # type: ignore[union-attr]
     with contextlib.suppress(Exception):
         _libc().fflush(None)
 
