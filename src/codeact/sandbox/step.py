@@ -201,9 +201,13 @@ class ToolClient:
                     return reply
                 self._dispatch(reply)
         finally:
-            with self.turn:
-                self.reading = False
-                self.turn.notify_all()
+            self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        """Give up the channel: a waiting thread whose reply has not come takes its turn."""
+        with self.turn:
+            self.reading = False
+            self.turn.notify_all()
 
     def _begin(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> PendingCall:
         """Send the call now (the host starts it at once) and return what awaits its reply."""
@@ -235,9 +239,7 @@ class ToolClient:
         try:
             self._dispatch(self._next())
         finally:
-            with self.turn:
-                self.reading = False
-                self.turn.notify_all()
+            self._stop_reading()
         return True
 
     def _start(self, name: str, args: list[Any], kwargs: dict[str, Any], expect: Callable[[int], None]) -> int:
@@ -491,8 +493,8 @@ class Capture(io.TextIOBase):
 
 def main_namespace() -> dict[str, Any]:
     """The namespace of a new session: the dict of a fresh `__main__` module, registered as such, so
-    what the code defines is found where a script's would be (pickle and multiprocessing, typing's
-    and pydantic's forward references, dataclasses)."""
+    what the code defines is found where a script's would be (by pickle and multiprocessing, and by
+    typing for forward references)."""
     main = types.ModuleType("__main__")
     main.__dict__["__builtins__"] = builtins
     sys.modules["__main__"] = main
