@@ -594,6 +594,7 @@ def run(
         return value, exc, None
     finally:
         sys.stdout, sys.stderr = saved
+        _STDOUT.target = _STDERR.target = None  # what a thread writes between steps is dropped
         _last_tool_value.clear()
         namespace.pop(_VALUE, None)
         namespace.update(provided)  # tools and submit cannot be replaced
