@@ -288,6 +288,19 @@ def test_the_code_can_start_threads_up_to_the_process_limit():
         assert r.value == "48"
 
 
+def test_threads_that_fill_the_process_limit_and_outlive_their_step_leave_the_session_working():
+    # the next step's worker is forked once they have exited (it used to fail: the session ended)
+    code = (
+        "import threading, time\nstarted = 0\ntry:\n    while started < 1000:\n"
+        "        threading.Thread(target=time.sleep, args=(0.5,), daemon=True).start()\n        started += 1\n"
+        "except RuntimeError:\n    pass\nkept = started"
+    )
+    with Sandbox(backend="process", timeout=30) as sb:
+        assert sb.execute(code).error is None
+        r = sb.execute("kept > 30")
+        assert r.error is None and r.value == "True", r.error
+
+
 def test_a_process_pool_runs_functions_the_code_defined():
     with Sandbox(backend="process") as sb:
         r = sb.execute(

@@ -93,7 +93,7 @@ class Session:
         while True:
             self.clock.stop()  # no step runs now, whatever the last worker left in the shared memory
             read_end, write_end = os.pipe()
-            worker = os.fork()
+            worker = _fork_when_possible()
             if worker == 0:
                 os.close(read_end)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -426,6 +426,20 @@ class StepClock:
 _RUNNING, _IDLE = struct.pack("q", 1), struct.pack("q", 0)  # the first field of StepClock._SHARED
 _DEADLINE = slice(32, 40)  # its last
 _TFD_NONBLOCK, _TFD_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
+
+
+def _fork_when_possible() -> int:
+    """os.fork(), waiting a little while the session's process limit is full: threads the last step
+    started and released (a thread bomb) count against it until they have exited."""
+    for _ in range(_FORK_TRIES):
+        try:
+            return os.fork()
+        except BlockingIOError:
+            time.sleep(0.01)
+    return os.fork()
+
+
+_FORK_TRIES = 500  # 5 s
 
 
 def _capture_stdio() -> None:
