@@ -301,6 +301,20 @@ def test_threads_that_fill_the_process_limit_and_outlive_their_step_leave_the_se
         assert r.error is None and r.value == "True", r.error
 
 
+def test_threads_that_keep_the_process_limit_full_end_the_session_saying_so():
+    code = (
+        "import threading\nforever = threading.Event()\nstarted = 0\ntry:\n    while started < 1000:\n"
+        "        threading.Thread(target=forever.wait, daemon=True).start()\n        started += 1\n"
+        "except RuntimeError:\n    pass"
+    )
+    with Sandbox(backend="process", timeout=30) as sb:
+        assert sb.execute(code).error is None
+        r = sb.execute("1 + 1")  # no worker can be forked for it
+        assert r.error is not None and r.error.type == "SandboxCrashed", r.error
+        assert "the sandbox session failed" in r.error.message and "a new session" in r.error.message
+        assert sb.execute("1 + 1").value == "2"
+
+
 def test_a_process_pool_runs_functions_the_code_defined():
     with Sandbox(backend="process") as sb:
         r = sb.execute(

@@ -519,6 +519,13 @@ class ProcessBackend:
 
     def _step_failed(self, report: dict[str, Any], limit: float) -> None:
         """Raise StepLost for the holder's report of a step that did not complete."""
+        if report.get("op") == "error":  # the session itself failed (its fork of the next worker, say) and ended
+            self.close()
+            raise StepLost(
+                Failure.CRASHED,
+                f"the sandbox session failed ({str(report.get('message'))[:200]}); the next step starts a "
+                "new session and earlier variables are lost",
+            )
         kind, status = report.get("op") == "failed" and report.get("kind"), report.get("status", 0)
         if kind not in ("timeout", "died") or not isinstance(status, int) or not 0 <= status < 1 << 16:
             raise bridge.Malformed(f"unexpected report from the session: {str(report)[:200]}")
