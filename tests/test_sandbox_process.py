@@ -288,27 +288,31 @@ def test_the_code_can_start_threads_up_to_the_process_limit():
         assert r.value == "48"
 
 
+def threads_until_the_limit(target: str) -> str:
+    """Code that starts daemon threads running `target` until no more can start; `started` counts them."""
+    return (
+        "import threading, time\nstarted = 0\ntry:\n    while started < 1000:\n"
+        f"        threading.Thread(target={target}, daemon=True).start()\n        started += 1\n"
+        "except RuntimeError:\n    pass\n"
+    )
+
+
 def test_threads_that_fill_the_process_limit_and_outlive_their_step_leave_the_session_working():
     # the next step's worker is forked once they have exited (it used to fail: the session ended)
-    code = (
-        "import threading, time\nstarted = 0\ntry:\n    while started < 1000:\n"
-        "        threading.Thread(target=time.sleep, args=(0.5,), daemon=True).start()\n        started += 1\n"
-        "except RuntimeError:\n    pass\nkept = started"
-    )
     with Sandbox(backend="process", timeout=30) as sb:
-        assert sb.execute(code).error is None
+        assert sb.execute(threads_until_the_limit("time.sleep, args=(0.5,)") + "kept = started").error is None
         r = sb.execute("kept > 30")
         assert r.error is None and r.value == "True", r.error
 
 
 def test_threads_that_keep_the_process_limit_full_end_the_session_saying_so():
-    code = (
-        "import threading\nforever = threading.Event()\nstarted = 0\ntry:\n    while started < 1000:\n"
-        "        threading.Thread(target=forever.wait, daemon=True).start()\n        started += 1\n"
-        "except RuntimeError:\n    pass"
-    )
     with Sandbox(backend="process", timeout=30) as sb:
-        assert sb.execute(code).error is None
+        assert (
+            sb.execute(
+                "import threading\nforever = threading.Event()\n" + threads_until_the_limit("forever.wait")
+            ).error
+            is None
+        )
         r = sb.execute("1 + 1")  # no worker can be forked for it
         assert r.error is not None and r.error.type == "SandboxCrashed", r.error
         assert "the sandbox session failed" in r.error.message and "a new session" in r.error.message
