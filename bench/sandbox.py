@@ -182,16 +182,20 @@ def pool_start_to_first_result(repeat: int) -> float:
     return median_ms(samples)
 
 
-def _busy_cpu_s() -> float:
-    """CPU time the whole machine has spent busy so far (every process, kernel included)."""
+def _machine_usage() -> tuple[float, float, int]:
+    """What the whole machine has spent so far (every process, kernel included): CPU seconds in user
+    mode, CPU seconds in the kernel, and page faults."""
     with open("/proc/stat") as f:
         user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in f.readline().split()[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    with open("/proc/vmstat") as f:
+        faults = next(int(line.split()[1]) for line in f if line.startswith("pgfault "))
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice) / tick, (system + irq + softirq + steal) / tick, faults
 
 
-def pool_tasks_per_s(tasks: int, workers: int) -> tuple[float, float]:
+def pool_tasks_per_s(tasks: int, workers: int) -> tuple[float, tuple[float, float, float]]:
     """Short tasks (two steps each) on `workers` threads sharing one warm SandboxPool: tasks a second,
-    and the CPU time the machine spent a task."""
+    and what the machine spent a task (user CPU s, kernel CPU s, page faults)."""
     from codeact.sandbox import SandboxPool
 
     with SandboxPool(size=workers, preload=PRELOAD) as pool:
@@ -202,10 +206,12 @@ def pool_tasks_per_s(tasks: int, workers: int) -> tuple[float, float]:
                 sb.execute(f"x = {i}")
                 assert sb.execute("x * 2").value == str(i * 2)
 
-        start, busy = time.perf_counter(), _busy_cpu_s()
+        start, before = time.perf_counter(), _machine_usage()
         with ThreadPoolExecutor(workers) as ex:
             list(ex.map(task, range(tasks)))
-        return tasks / (time.perf_counter() - start), (_busy_cpu_s() - busy) / tasks
+        rate, after = tasks / (time.perf_counter() - start), _machine_usage()
+        user, kernel, faults = ((a - b) / tasks for a, b in zip(after, before, strict=True))
+        return rate, (user, kernel, faults)
 
 
 # --- baselines: what the machine does without codeact ----------------------------------------------
@@ -502,7 +508,8 @@ def main() -> None:
         "pipe round trip + plain exec",
         "",
     )
-    tasks, task_cpu_s = pool_tasks_per_s(40 if args.quick else 200, 8)
+    tasks, (task_user_s, task_kernel_s, task_faults) = pool_tasks_per_s(40 if args.quick else 200, 8)
+    task_cpu_s = task_user_s + task_kernel_s
     row(
         "short two-step tasks, SandboxPool(8)",
         1 / tasks,
@@ -569,7 +576,8 @@ def main() -> None:
     cores = os.cpu_count() or 1
     print(
         f"\nshort tasks through SandboxPool(8): {tasks:.0f} tasks/s; the machine spent {task_cpu_s * 1000:.0f} ms "
-        f"of CPU a task (all processes), which bounds {cores} cores at {cores / task_cpu_s:.0f} tasks/s"
+        f"of CPU a task (all processes: {task_user_s * 1000:.0f} ms user, {task_kernel_s * 1000:.0f} ms kernel, "
+        f"{task_faults:.0f} page faults), which bounds {cores} cores at {cores / task_cpu_s:.0f} tasks/s"
     )
     one_cpu_pipe_ms = plain_pipe_round_trip_ms(r * 10, one_cpu=True)
     one_cpu_server_ms = step_server_round_trip_ms(r * 10, idle_s=0, fork_per_step=False, one_cpu=True)
