@@ -346,7 +346,7 @@ class Session:
             error = step.plain_error("Timeout", str(exc))
         else:
             error = None if exc is None else step.describe(exc, filename, code, self.memory_limit)
-        _flush_c_stdio()
+        _flush_stdio()
         stdout.write(_drain(1, self.output_limit))
         stderr.write(_drain(2, self.output_limit))
         return step.outcome(value, error, values, stdout, stderr, started)
@@ -455,7 +455,7 @@ def _libc() -> Any:
     return ctypes.CDLL(None, use_errno=True)  # opened once: a dlopen per step costs tens of microseconds
 
 
-def _flush_c_stdio() -> None:
+def _flush_stdio() -> None:
     """Write out what Python's and C's own buffers hold for fds 1 and 2 (`print(file=sys.__stdout__)`)."""
     for stream in (sys.__stdout__, sys.__stderr__):
         with contextlib.suppress(Exception):
