@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import queue
+import resource
 import socket
 import statistics
 import struct
@@ -83,18 +84,27 @@ def round_trip(repeat: int, *, idle_s: float, rollback: bool = True) -> float:
     return median_ms(samples)
 
 
-def tool_call_us(calls: int) -> float:
+def tool_call_us(calls: int) -> tuple[float, float, float]:
+    """Microseconds a call, and the times a call puts the sandbox and the host to sleep (voluntary
+    context switches: each sleep and wake-up costs CPU as well as time)."""
+
     def ping(x: int) -> int:
         return x
 
+    loop = f"for i in range({calls}): ping(i)"
+    counted = f"import resource\nr = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw\n{loop}\n"
+    counted += f"(resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - r) / {calls}"
     with Sandbox([ping], preload=PRELOAD, backend="process") as sb:
         sb.execute("ping(1)")
-        per_call = []
+        per_call, guest, host = [], [], []
         for _ in range(5):
             empty = sb.execute(f"for i in range({calls}): pass")
-            full = sb.execute(f"for i in range({calls}): ping(i)")
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+            full = sb.execute(loop)
+            host.append((resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - before) / calls)
             per_call.append((full.duration_s - empty.duration_s) / calls)
-    return statistics.median(per_call) * 1e6
+            guest.append(float(sb.execute(counted).value or "nan"))
+    return statistics.median(per_call) * 1e6, statistics.median(guest), statistics.median(host)
 
 
 def compute_ratio(repeat: int, n: int) -> tuple[float, float]:
@@ -355,18 +365,20 @@ def _step_server_round_trips(repeat: int, idle_s: float, fork_per_step: bool) ->
     return median_ms(samples)
 
 
-def thread_answered_call_ms(calls: int) -> float:
+def thread_answered_call_ms(calls: int) -> tuple[float, float, float]:
     """A call sent by a child over a socketpair and answered by another thread of this process, handed
-    the call through a queue, as a host runs a tool while its main thread watches the step's deadline."""
+    the call through a queue, as a host runs a tool while its main thread watches the step's deadline:
+    milliseconds a call, and the sleeps a call costs the child and this process (as in `tool_call_us`)."""
     ours, theirs = socket.socketpair()
     pid = os.fork()
     if pid == 0:
         ours.close()
-        t = time.perf_counter()
+        t, switches = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
         for _ in range(calls):
             theirs.sendall(b"c")
             theirs.recv(1)
-        theirs.sendall(struct.pack("d", time.perf_counter() - t))
+        switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - switches
+        theirs.sendall(struct.pack("dd", time.perf_counter() - t, switches))
         os._exit(0)
     theirs.close()
     handed: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -377,15 +389,17 @@ def thread_answered_call_ms(calls: int) -> float:
             ours.sendall(b"r")
 
     answering = threading.Thread(target=answer)
+    ours_before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
     answering.start()
     for _ in range(calls):
         ours.recv(1)
         handed.put(1)
-    (elapsed,) = struct.unpack("d", ours.recv(8))
+    elapsed, switches = struct.unpack("dd", ours.recv(16))
     answering.join()
+    ours_switches = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - ours_before
     ours.close()
     os.waitpid(pid, 0)
-    return elapsed / calls * 1000
+    return elapsed / calls * 1000, switches / calls, ours_switches / calls
 
 
 def start_stages(*, in_advance: bool) -> list[tuple[str, float]]:
@@ -466,7 +480,8 @@ def main() -> None:
     )
     idle_ms, back_ms = round_trip(r * 10, idle_s=0.01), round_trip(r * 10, idle_s=0)
     plain_idle_ms, plain_ms = (round_trip(r * 10, idle_s=i, rollback=False) for i in (0.01, 0))
-    call_ms = tool_call_us(2000 if not args.quick else 500) / 1000
+    call_us, call_guest_sleeps, call_host_sleeps = tool_call_us(2000 if not args.quick else 500)
+    call_ms = call_us / 1000
     row(
         "execute round trip after 10 ms idle",
         idle_ms,
@@ -521,6 +536,7 @@ def main() -> None:
     print_table(rows)
     forks_per_task = 4  # session root, keeper, and a worker before each step
     server_ms = step_server_round_trip_ms(r * 10, idle_s=0, fork_per_step=False)
+    answered_ms, answered_child_sleeps, answered_parent_sleeps = thread_answered_call_ms(r * 100)
     floors = [
         (
             "execute round trip after 10 ms idle",
@@ -558,7 +574,7 @@ def main() -> None:
             "host tool call round trip",
             call_ms,
             "ms",
-            thread_answered_call_ms(r * 100),
+            answered_ms,
             "a call answered by a thread",
             "",
         ),
@@ -578,6 +594,12 @@ def main() -> None:
         f"\nshort tasks through SandboxPool(8): {tasks:.0f} tasks/s; the machine spent {task_cpu_s * 1000:.0f} ms "
         f"of CPU a task (all processes: {task_user_s * 1000:.0f} ms user, {task_kernel_s * 1000:.0f} ms kernel, "
         f"{task_faults:.0f} page faults), which bounds {cores} cores at {cores / task_cpu_s:.0f} tasks/s"
+    )
+    print(
+        f"\nsleeps a tool call (voluntary context switches; with 3 threads on {cores} cores, runs differ in "
+        f"how often a woken thread waits again): the sandbox {call_guest_sleeps:.2f}, the host "
+        f"{call_host_sleeps:.2f}; a call answered by a thread: the caller {answered_child_sleeps:.2f}, "
+        f"the answering process {answered_parent_sleeps:.2f} (the fewest: 1 and 2)"
     )
     one_cpu_pipe_ms = plain_pipe_round_trip_ms(r * 10, one_cpu=True)
     one_cpu_server_ms = step_server_round_trip_ms(r * 10, idle_s=0, fork_per_step=False, one_cpu=True)
