@@ -537,3 +537,21 @@ def test_a_session_isolated_in_advance_has_the_settings_it_was_asked_for(tmp_pat
         assert sb.execute(f"open({str(granted / 'f.txt')!r}).read()").value == "'grant'"
     with Sandbox(backend="process", env={"MARK": "a"}) as sb:  # grants never come from one made in advance
         assert sb.execute(f"import os\nos.path.exists({str(granted)!r})").value == "False"
+
+
+def test_a_tool_call_puts_the_sandbox_to_sleep_at_most_once():
+    """Waiting for a reply sleeps once: a wait woken by the host reading the call (not by the reply)
+    costs a sleep and a wake-up more a call, in CPU as well as in time."""
+
+    def ping(x: int) -> int:
+        return x
+
+    code = (
+        "import resource\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw\n"
+        "for i in range(500): ping(i)\n"
+        "resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw - before"
+    )
+    with Sandbox([ping], backend="process") as sb:
+        sb.execute("ping(0)")
+        assert int(sb.execute(code).value) <= 500 + 50

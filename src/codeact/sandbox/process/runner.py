@@ -327,6 +327,12 @@ class Session:
 
     def _receive(self) -> dict[str, Any] | None:
         assert self.channel is not None
+        # Wait in poll, not in the read: a blocked read is also woken whenever the host reads what this
+        # side sent (there is room to write again), one more sleep and wake-up for every tool call.
+        with contextlib.suppress(OSError, ValueError):  # a closed channel: the read below says so
+            readable = select.poll()
+            readable.register(self.channel, select.POLLIN)
+            readable.poll()
         try:
             return wire.recv(self.channel)
         except EOFError:
