@@ -109,3 +109,25 @@ def test_a_forked_child_runs_calls_on_threads_of_its_own():
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "0"
+
+
+def test_calls_one_after_another_are_served_by_one_thread():
+    """The next call often arrives while the thread that ran the last one is still sending its reply:
+    that thread is idle by then, and no second thread starts (two would wake each other for every call)."""
+    threads = ToolThreads(limit=4)
+    ran_on, finished = set(), threading.Event()
+    started_before = sum(t.name == "codeact-tool" for t in threading.enumerate())
+
+    def serve(_: QueuedCall) -> None:
+        ran_on.add(threading.get_ident())
+
+    def reply(call: QueuedCall, left: int) -> None:  # the reply went out; the code's next call comes in
+        if left:
+            threads.submit(QueuedCall(serve, lambda call: reply(call, left - 1)))
+        else:
+            finished.set()
+
+    threads.submit(QueuedCall(serve, lambda call: reply(call, 50)))
+    assert finished.wait(60)
+    assert len(ran_on) == 1
+    assert sum(t.name == "codeact-tool" for t in threading.enumerate()) == started_before + 1

@@ -10,12 +10,14 @@ the process without threads for the next calls.
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
 
+logger = logging.getLogger(__name__)
 _QUEUED, _RUNNING, _FINISHED, _CANCELLED = "queued", "running", "finished", "cancelled"
 _lock = threading.Lock()  # guards every call's state (it starts or is cancelled, never both) and the counts
 
@@ -25,7 +27,19 @@ class QueuedCall:
     first. `done` is called once either way, with the call's value or error set. `serve` gets the call
     itself, to say how its work stops if the call is cancelled while it runs (`stop_with`)."""
 
-    __slots__ = ("context", "done", "error", "on_release", "released", "serve", "state", "stop", "stopping", "value")
+    __slots__ = (
+        "context",
+        "done",
+        "error",
+        "on_idle",
+        "on_release",
+        "released",
+        "serve",
+        "state",
+        "stop",
+        "stopping",
+        "value",
+    )
 
     def __init__(self, serve: Callable[[QueuedCall], Any], done: Callable[[QueuedCall], None]) -> None:
         self.context = contextvars.copy_context()
@@ -37,6 +51,7 @@ class QueuedCall:
         self.stop: Callable[[], object] | None = None
         self.stopping = False
         self.on_release: Callable[[], None] | None = None  # called under the lock when abandoned while running
+        self.on_idle: Callable[[], None] | None = None  # called under the lock once its thread is free, before `done`
         self.released = False
 
     @property
@@ -73,6 +88,8 @@ class QueuedCall:
     def run(self) -> None:
         with _lock:
             if self.state != _QUEUED:
+                if self.on_idle is not None:
+                    self.on_idle()
                 return
             self.state = _RUNNING
         try:
@@ -82,6 +99,8 @@ class QueuedCall:
         with _lock:
             self.state = _FINISHED
             self.stop = None
+            if not self.released and self.on_idle is not None:
+                self.on_idle()
         self.done(self)
 
 
@@ -98,7 +117,7 @@ class ToolThreads:
         os.register_at_fork(after_in_child=self._forget_threads)
 
     def submit(self, call: QueuedCall) -> None:
-        call.on_release = self._release
+        call.on_release, call.on_idle = self._release, self._idle_again
         with _lock:
             start = not self._idle and self._threads < self.limit
             if self._idle:
@@ -113,20 +132,21 @@ class ToolThreads:
         """A running call was abandoned (the caller holds the lock): its thread no longer counts."""
         self._threads -= 1
 
+    def _idle_again(self) -> None:
+        """A call's thread is free (the caller holds the lock): it counts as idle before the call's
+        `done` replies, since the code's next call may come in as soon as it has, and must not start
+        a second thread (two would take turns, waking each other for every call)."""
+        self._idle += 1
+
     def _work(self) -> None:
-        call: QueuedCall | None = None
-        try:
-            while True:
-                call = self._calls.get()
+        while True:
+            call = self._calls.get()
+            try:
                 call.run()
-                with _lock:
-                    if call.released:
-                        return
-                    self._idle += 1
-        finally:  # released, or (only by a bug in a call's `done`) raised: the next call starts another
-            with _lock:
-                if call is None or not call.released:
-                    self._threads -= 1
+            except BaseException:  # only by a bug in a call's `done`: the thread, counted idle, serves on
+                logger.exception("a tool call's completion failed")
+            if call.released:  # abandoned while it ran: this thread no longer counts, and ends
+                return
 
     def _forget_threads(self) -> None:
         """In a forked child no thread of the parent runs: start afresh (calls queued there are lost)."""
