@@ -555,3 +555,34 @@ def test_a_tool_call_puts_the_sandbox_to_sleep_at_most_once():
     with Sandbox([ping], backend="process") as sb:
         sb.execute("ping(0)")
         assert int(sb.execute(code).value) <= 500 + 50
+
+
+def test_a_wait_for_slow_replies_sleeps_without_polling():
+    """Quick replies are waited for awake, polling; one slower than that sends the next waits to sleep
+    at once, so a sandbox whose tools are slow spends no CPU waiting for them."""
+    import socket
+    import threading
+
+    from codeact.sandbox.process.runner import ReplyWaiter
+
+    ours, theirs = socket.socketpair()
+    waiter, calls = ReplyWaiter(awake_s=0.002), 20
+
+    def answer_slowly() -> None:
+        for _ in range(calls):
+            theirs.recv(1)
+            time.sleep(0.01)
+            theirs.send(b"r")
+
+    answering = threading.Thread(target=answer_slowly)
+    answering.start()
+    cpu = time.thread_time()
+    for _ in range(calls):
+        ours.send(b"c")
+        waiter.wait(ours)
+        assert ours.recv(1) == b"r"
+    cpu = time.thread_time() - cpu
+    answering.join()
+    ours.close(), theirs.close()
+    assert not waiter.quick
+    assert cpu < calls * waiter.awake_s / 2  # awake for each wait, it would be calls * awake_s at least

@@ -66,6 +66,7 @@ class Session:
         self.cpu_limit = 0  # the soft RLIMIT_CPU last set
         self.expired = False
         self.provided: dict[str, Any] = {}
+        self.replies = ReplyWaiter()
 
     # --- process structure -------------------------------------------------------------------
     def keep(self) -> None:
@@ -327,12 +328,8 @@ class Session:
 
     def _receive(self) -> dict[str, Any] | None:
         assert self.channel is not None
-        # Wait in poll, not in the read: a blocked read is also woken whenever the host reads what this
-        # side sent (there is room to write again), one more sleep and wake-up for every tool call.
         with contextlib.suppress(OSError, ValueError):  # a closed channel: the read below says so
-            readable = select.poll()
-            readable.register(self.channel, select.POLLIN)
-            readable.poll()
+            self.replies.wait(self.channel)
         try:
             return wire.recv(self.channel)
         except EOFError:
@@ -356,6 +353,30 @@ class Session:
         stdout.write(_drain(1, self.output_limit))
         stderr.write(_drain(2, self.output_limit))
         return step.outcome(value, error, values, stdout, stderr, started)
+
+
+class ReplyWaiter:
+    """Waits until the host's next message can be read. While replies come quickly it waits awake,
+    polling, for up to `awake_s` first: waking a sleeping process costs more than a quick tool takes
+    to answer. A reply slower than that sends the next wait straight to sleep, so slow tools cost no
+    CPU. It sleeps in poll, not in the read: a blocked read is also woken whenever the host reads what
+    this side sent, one more sleep and wake-up for every call."""
+
+    def __init__(self, awake_s: float = 0.0002) -> None:
+        self.awake_s = awake_s
+        self.quick = True  # the last reply came within `awake_s`
+
+    def wait(self, channel: socket.socket) -> None:
+        readable = select.poll()
+        readable.register(channel, select.POLLIN)
+        started = time.perf_counter()
+        if self.quick:
+            awake_until = started + self.awake_s
+            while time.perf_counter() < awake_until:
+                if readable.poll(0):
+                    return
+        readable.poll()
+        self.quick = time.perf_counter() - started < self.awake_s
 
 
 class StepClock:
