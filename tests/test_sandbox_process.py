@@ -563,10 +563,10 @@ def test_a_wait_for_slow_replies_sleeps_without_polling():
     import socket
     import threading
 
-    from codeact.sandbox.process.runner import ReplyWaiter
+    from codeact.sandbox.process.runner import HostWait
 
     ours, theirs = socket.socketpair()
-    waiter, calls = ReplyWaiter(awake_s=0.002), 20
+    waiter, calls = HostWait(awake_s=0.002), 20
 
     def answer_slowly() -> None:
         for _ in range(calls):

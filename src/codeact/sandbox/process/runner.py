@@ -66,7 +66,8 @@ class Session:
         self.cpu_limit = 0  # the soft RLIMIT_CPU last set
         self.expired = False
         self.provided: dict[str, Any] = {}
-        self.replies = ReplyWaiter()
+        self.replies = HostWait()
+        self.commands = HostWait()  # without rollback, this worker waits for the next step too
 
     # --- process structure -------------------------------------------------------------------
     def keep(self) -> None:
@@ -190,6 +191,9 @@ class Session:
         if (self.rollback or not self.steps) and not select.select([self.control], [], [], 0)[0]:
             with contextlib.suppress(Exception):  # only a speed-up: a session out of descriptors still runs
                 self._warm()
+        if not self.rollback:
+            with contextlib.suppress(OSError, ValueError):  # the read below says what is wrong
+                self.commands.wait(self.control)
         try:
             message, fds = wire.recv_with_fds(self.control)
         except (EOFError, OSError, wire.WireError):
@@ -355,12 +359,13 @@ class Session:
         return step.outcome(value, error, values, stdout, stderr, started)
 
 
-class ReplyWaiter:
-    """Waits until the host's next message can be read. While replies come quickly it waits awake,
-    polling, for up to `awake_s` first: waking a sleeping process costs more than a quick tool takes
-    to answer. A reply slower than that sends the next wait straight to sleep, so slow tools cost no
-    CPU. It sleeps in poll, not in the read: a blocked read is also woken whenever the host reads what
-    this side sent, one more sleep and wake-up for every call."""
+class HostWait:
+    """Waits until the host's next message (a tool's reply, a step) can be read. While they come
+    quickly it waits awake, polling, for up to `awake_s` first: waking a sleeping process costs more
+    than a quick tool takes to answer or a host running steps back to back takes to send the next.
+    One slower than that sends the next wait straight to sleep, so slow tools and the pauses between
+    an agent's steps cost no CPU. It sleeps in poll, not in the read: a blocked read is also woken
+    whenever the host reads what this side sent, one more sleep and wake-up for every call."""
 
     def __init__(self, awake_s: float = 0.0002) -> None:
         self.awake_s = awake_s
