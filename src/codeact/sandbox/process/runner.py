@@ -365,9 +365,12 @@ class HostWait:
     than a quick tool takes to answer or a host running steps back to back takes to send the next.
     One slower than that sends the next wait straight to sleep, so slow tools and the pauses between
     an agent's steps cost no CPU. It sleeps in poll, not in the read: a blocked read is also woken
-    whenever the host reads what this side sent, one more sleep and wake-up for every call."""
+    whenever the host reads what this side sent, one more sleep and wake-up for every call. On one
+    CPU it never waits awake: the host could not answer meanwhile."""
 
-    def __init__(self, awake_s: float = 0.0002) -> None:
+    def __init__(self, awake_s: float | None = None) -> None:
+        if awake_s is None:
+            awake_s = 0.0002 if len(os.sched_getaffinity(0)) > 1 else 0.0
         self.awake_s = awake_s
         self.quick = True  # the last reply came within `awake_s`
 
