@@ -7,7 +7,7 @@ fresh namespace), the ratio, and the target. A second table sets the same figure
 of the mechanism behind them, built in plain Python in the same run (a step server in a child
 process, with and without a fork per step; a call answered by a host thread; the forks a pooled
 task needs), which is what bounds them here. Then the start-up stages of one session, and
-pydantic-monty beside codeact when it is installed.
+pydantic-monty's figures for the same work, measured in the same run (it is a dev dependency).
 """
 
 from __future__ import annotations
@@ -417,16 +417,52 @@ def start_stages(*, in_advance: bool) -> list[tuple[str, float]]:
     return [(stage, (t - marks[i][1]) * 1000) for i, (stage, t) in enumerate(marks[1:])]
 
 
-def monty_figures(repeat: int) -> list[tuple[str, float]]:
-    """pydantic-monty's start and warm round trip, when it is installed (None otherwise)."""
+def monty_figures(repeat: int) -> dict[str, float]:
+    """pydantic-monty's figures for the same work as codeact's, measured in this run when it is
+    installed (its 1.x API: a pool of worker processes, one session a checkout); none otherwise. Its
+    sessions have no rollback: they compare with codeact's `rollback=False`."""
     try:
         import pydantic_monty  # type: ignore[import-not-found]
-    except ImportError:
-        return []
-    start = median_ms(timed(lambda: pydantic_monty.Monty("x = 1\nx").run(), repeat))
-    program = pydantic_monty.Monty("x = 1\nx")
-    warm = median_ms(timed(program.run, repeat * 10))
-    return [("pydantic-monty: parse and run `x = 1; x`", start), ("pydantic-monty: run it again", warm)]
+
+        pool = pydantic_monty.Monty(min_processes=2)
+    except (ImportError, TypeError):  # not installed, or an API before 1.0
+        return {}
+
+    def ping(x: int) -> int:
+        return x
+
+    figures: dict[str, float] = {}
+    with pool:
+        firsts = []
+        for _ in range(repeat):
+            time.sleep(0.1)  # as codeact's pool gets between tasks
+            started = time.perf_counter()
+            with pool.checkout() as session:
+                session.feed_run("1 + 1")
+                firsts.append(time.perf_counter() - started)
+        figures["pool"] = median_ms(firsts)
+        with pool.checkout() as session:
+            session.feed_run("x = 1")
+            figures["back"] = median_ms(timed(lambda: session.feed_run("x"), repeat * 10))
+            idle = []
+            for _ in range(repeat * 10):
+                time.sleep(0.01)
+                started = time.perf_counter()
+                session.feed_run("x")
+                idle.append(time.perf_counter() - started)
+            figures["idle"] = median_ms(idle)
+            session.feed_run(COMPUTE)
+            figures["compute"] = statistics.median(timed(lambda: session.feed_run("work(2_000_000)"), 3))
+        calls, per_call = 900, []  # a session may suspend for the host 1,000 times
+        for _ in range(5):
+            with pool.checkout() as session:
+                started = time.perf_counter()
+                session.feed_run(f"for i in range({calls}): pass")
+                empty = time.perf_counter() - started
+                session.feed_run(f"for i in range({calls}): ping(i)", external_lookup={"ping": ping})
+                per_call.append((time.perf_counter() - started - 2 * empty) / calls)
+        figures["call"] = statistics.median(per_call) * 1000
+    return figures
 
 
 def print_table(rows: list[tuple[str, float, str, float, str, str]]) -> None:
@@ -470,9 +506,10 @@ def main() -> None:
         "plain fork of the zygote",
         "",
     )
+    pool_first_ms = pool_start_to_first_result(r)
     row(
         "session from a warm SandboxPool to first result",
-        pool_start_to_first_result(r),
+        pool_first_ms,
         "ms",
         pipe_idle_ms,
         "pipe round trip after 10 ms idle",
@@ -612,8 +649,27 @@ def main() -> None:
         print(f"\nstart-up stages of one session, {label} (ms):")
         for stage, ms in start_stages(in_advance=in_advance):
             print(f"  {stage:<28} {ms:7.2f}")
-    for name, ms in monty_figures(r):
-        print(f"{name}: {ms:.3f} ms")
+    monty = monty_figures(r)
+    if not monty:
+        print("\npydantic-monty is not installed (pip install pydantic-monty): no figures beside it")
+        return
+    compared = [
+        ("session from a warm pool to first result", pool_first_ms, "ms", monty["pool"], "its warm pool"),
+        ("execute round trip, rollback=False", plain_ms, "ms", monty["back"], "back to back"),
+        (
+            "execute round trip, rollback=False, after 10 ms idle",
+            plain_idle_ms,
+            "ms",
+            monty["idle"],
+            "after 10 ms idle",
+        ),
+        ("host tool call round trip", call_ms, "ms", monty["call"], "an external function"),
+        ("pure-Python compute", boxed, "s", monty["compute"], "its own interpreter"),
+    ]
+    print("\npydantic-monty, measured in this run (its sessions have no rollback):")
+    print_table(
+        [(name, ours, unit, theirs, f"pydantic-monty: {what}", "") for name, ours, unit, theirs, what in compared]
+    )
 
 
 if __name__ == "__main__":
