@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 
 import pytest
@@ -586,3 +587,14 @@ def test_a_wait_for_slow_replies_sleeps_without_polling():
     ours.close(), theirs.close()
     assert not waiter.quick
     assert cpu < calls * waiter.awake_s / 2  # awake for each wait, it would be calls * awake_s at least
+
+
+def test_a_pool_refills_on_one_thread_of_its_own():
+    """Taking sessions starts no thread in the caller's time: the pool's one refill thread replaces them."""
+    with SandboxPool(size=2) as pool:
+        taken = [pool.take() for _ in range(4)]
+        refilling = [t for t in threading.enumerate() if t.name == "codeact-pool-refill"]
+        assert len(refilling) == 1
+        for sb in taken:
+            assert sb.execute("1 + 1").value == "2"
+            sb.close()

@@ -11,6 +11,8 @@ from typing import Any
 from codeact.sandbox.base import Sandbox
 from codeact.sandbox.options import SandboxOptions
 
+_STOP = object()  # ends the refill thread
+
 
 class SandboxPool:
     """Keeps `size` started sessions so a task never waits for start-up.
@@ -28,7 +30,11 @@ class SandboxPool:
         self._idle: queue.Queue[Any] = queue.Queue()
         self._closed = False
         self._lock = threading.Lock()
-        self._refills: list[threading.Thread] = []
+        # Sessions to replace (a task's used one, closed first, or None): one thread of the pool's own
+        # starts the replacements, so a caller never waits for a thread to start.
+        self._replace: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._refiller = threading.Thread(target=self._refill_all, daemon=True, name="codeact-pool-refill")
+        self._refiller.start()
         for _ in range(size):
             self._refill()
 
@@ -39,25 +45,24 @@ class SandboxPool:
 
     def _refill(self, used: Any = None) -> None:
         """In the background: close `used` (a task's finished session), then start its replacement."""
+        self._replace.put(used)
 
-        def work() -> None:
+    def _refill_all(self) -> None:
+        while (used := self._replace.get()) is not _STOP:
             if used is not None:
                 with contextlib.suppress(Exception):
                     used.close()
+            if self._closed:
+                continue
             try:
                 sandbox = self._new()
             except Exception:
-                return
+                continue
             with self._lock:
                 if self._closed:
                     sandbox.close()
-                    return
-            self._idle.put(sandbox)
-
-        thread = threading.Thread(target=work, daemon=True, name="codeact-pool-refill")
-        thread.start()
-        with self._lock:
-            self._refills = [t for t in self._refills if t.is_alive()] + [thread]
+                    continue
+                self._idle.put(sandbox)
 
     def acquire(self, tools: Sequence[Any] = (), submit_params: Sequence[str] | None = None) -> Any:
         """A started session for one task; give it back with `release` (or use `session`)."""
@@ -113,9 +118,8 @@ class SandboxPool:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            refills = list(self._refills)
-        for thread in refills:
-            thread.join(timeout=30)
+        self._replace.put(_STOP)
+        self._refiller.join(timeout=30)
         while True:
             try:
                 self._idle.get_nowait().close()
