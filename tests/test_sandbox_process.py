@@ -598,3 +598,12 @@ def test_a_pool_refills_on_one_thread_of_its_own():
         for sb in taken:
             assert sb.execute("1 + 1").value == "2"
             sb.close()
+
+
+def test_os_system_says_the_sandbox_starts_no_programs():
+    """It would start a shell, which the sandbox refuses: an error that says so, not a bare exit status."""
+    with Sandbox(backend="process") as sb:
+        result = sb.execute("import os\nos.system('ls /')")
+        assert result.error is not None and result.error.type == "PermissionError"
+        assert "os.system('ls /')" in result.error.message and "starts no programs" in result.error.message
+        assert sb.execute("1 + 1").value == "2"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import ctypes
+import errno
 import functools
 import linecache
 import math
@@ -62,6 +63,7 @@ class Session:
         step.adapt_asyncio(self.tools)
         self.clock = StepClock()
         os.register_at_fork(after_in_child=self._forked)
+        os.system = _system  # type: ignore[assignment]
         self.limits_set = False
         self.cpu_limit = 0  # the soft RLIMIT_CPU last set
         self.expired = False
@@ -475,6 +477,16 @@ def _fork_when_possible() -> int:
 
 
 _FORK_TRIES = 500  # 5 s
+
+
+def _system(command: str) -> int:
+    """`os.system` in the sandbox: it would start a shell, and the sandbox starts no programs (the
+    shell's exit status, 127, would say nothing of why)."""
+    raise PermissionError(
+        errno.EPERM,
+        f"os.system({command!r}) cannot run: the sandbox starts no programs, a shell included; do it in "
+        "Python (os, shutil, pathlib, ...) or with one of the tools",
+    )
 
 
 def _capture_stdio() -> None:
