@@ -137,6 +137,21 @@ def test_an_input_the_sandbox_cannot_rebuild_fails_the_step_naming_it_and_the_se
     assert r.error is None and r.value == "(1, 2, False)", r.error
 
 
+def test_a_path_passed_to_a_tool_typed_str_arrives_as_its_text(make_sandbox, tmp_path):
+    """Code builds paths with pathlib; a tool that takes `path: str` gets the path's text."""
+
+    def size(path: str) -> int:
+        assert isinstance(path, str)
+        return os.path.getsize(path)
+
+    (tmp_path / "data.txt").write_text("12345")
+    sb = make_sandbox(tools=[size])
+    result = sb.execute(f"import pathlib\nsize(pathlib.Path({str(tmp_path)!r}) / 'data.txt')")
+    assert result.error is None, result.error
+    assert result.value == "5"
+    assert result.tool_calls[0].error is None
+
+
 def test_a_tool_result_the_sandbox_cannot_rebuild_is_an_error_the_code_can_catch(
     make_sandbox, backend, ledger, tmp_path, tmp_path_factory
 ):

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import inspect
 import keyword
+import os
 import re
 import typing
 from collections.abc import Callable
@@ -348,6 +349,9 @@ class Tool:
         try:
             return self._adapter(pname).validate_python(value)
         except ValidationError as exc:
+            if isinstance(value, os.PathLike):  # a pathlib path where the tool takes the path's text
+                with contextlib.suppress(ValidationError):
+                    return self._adapter(pname).validate_python(os.fspath(value))
             problems = "; ".join(e["msg"] for e in exc.errors()[:3])
             raise ToolArgumentError(
                 f"argument {pname!r} of tool {self.name!r} should be "
