@@ -298,6 +298,15 @@ def test_approvals_allow_deny_with_a_reason_and_edit(make_sandbox):
     assert seen[1].arguments == {"path": "draft"}
 
 
+def test_arguments_an_approver_edited_that_do_not_fit_the_tool_are_named_as_the_approvers(make_sandbox):
+    """The code passed good arguments: the error must not send the model looking for its own mistake."""
+    sb = make_sandbox(tools=[tool(add, requires_approval=True)], approve=lambda request: {"a": "many", "b": 1})
+    r = sb.execute("try:\n    add(1, 2)\nexcept TypeError as exc:\n    print(exc)")
+    assert r.error is None, r.error
+    assert "should be int" in r.stdout and "the approver" in r.stdout
+    assert r.tool_calls[0].approval == "edited" and "the approver" in (r.tool_calls[0].error or "")
+
+
 def test_an_async_approver_is_awaited_and_every_tool_asks_when_none_is_marked(make_sandbox):
     async def approve(request: ApprovalRequest) -> bool:
         await asyncio.sleep(0)

@@ -427,6 +427,12 @@ class StepDriver:
                 record.approval = "edited"
                 args, kwargs = [], dict(decision)
                 record.args, record.kwargs = args, kwargs
+                try:
+                    tool.validate((), kwargs)
+                except ToolArgumentError as exc:  # not the code's mistake: say whose
+                    raise ToolArgumentError(
+                        f"{exc} (in the arguments the approver gave in place of the call's)"
+                    ) from None
             elif decision in (True, None):
                 record.approval = "approved"
             else:
