@@ -275,6 +275,31 @@ def test_a_tool_that_exits_raises_in_the_code_and_the_host_lives_on(make_sandbox
     assert sb.execute("1 + 1").value == "2"
 
 
+class NotFound(KeyError):
+    """A tool's own exception, derived from a builtin one."""
+
+
+class Unavailable(Exception):
+    """A tool's own exception, derived from Exception alone."""
+
+
+def test_a_tools_own_exception_is_caught_by_its_builtin_base_and_keeps_its_name(make_sandbox):
+    def find(key: str) -> str:
+        if key == "gone":
+            raise Unavailable("the index is rebuilding")
+        raise NotFound(key)
+
+    sb = make_sandbox(tools=[find])
+    r = sb.execute(
+        "try:\n    find('x')\nexcept KeyError as exc:\n    caught = (type(exc).__name__, exc.args[0])\n"
+        "try:\n    find('gone')\nexcept Exception as exc:\n    caught += (type(exc).__name__, str(exc))\ncaught"
+    )
+    assert r.error is None, r.error
+    assert r.value == "('NotFound', \"'x'\", 'Unavailable', 'the index is rebuilding')"
+    r = sb.execute("find('y')")
+    assert r.error is not None and r.error.type == "NotFound"
+
+
 class Unprintable(Exception):
     def __str__(self) -> str:
         raise RuntimeError("no message")

@@ -547,10 +547,11 @@ def _outcome(name: str, call: QueuedCall, record: ToolCall) -> dict[str, Any]:
     if isinstance(exc, ToolArgumentError):
         record.error = f"TypeError: {exc}"
         return {"op": "raise", "type": "TypeError", "message": str(exc)}
-    if exc is not None:  # a failing tool is an exception in the sandbox
+    if exc is not None:  # a failing tool is an exception in the sandbox, caught there as its builtin base
         message = _text(exc)
         record.error = f"{type(exc).__name__}: {message}"
-        return {"op": "raise", "type": type(exc).__name__, "message": message}
+        base = next(c.__name__ for c in type(exc).__mro__ if c.__module__ == "builtins")
+        return {"op": "raise", "type": type(exc).__name__, "base": base, "message": message}
     if inspect.isawaitable(value):
         with contextlib.suppress(Exception):
             value.close()  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ import collections
 import collections.abc
 import contextlib
 import dis
+import functools
 import inspect
 import io
 import json
@@ -312,7 +313,9 @@ class ToolClient:
                 ) from None
         if op == "expired":
             raise StepExpired(str(reply.get("message", "")))
-        raise exception_for(str(reply.get("type", "ToolError")), str(reply.get("message", "")))
+        raise exception_for(
+            str(reply.get("type", "ToolError")), str(reply.get("message", "")), str(reply.get("base", ""))
+        )
 
     def receive_inputs(self, count: int, namespace: dict[str, Any]) -> None:
         """Read `count` inputs sent by the host before a step (large ones in parts) into `namespace`.
@@ -674,13 +677,22 @@ def _drop_redefinitions(tree: ast.Module, provided: dict[str, Any]) -> list[str]
     return skipped
 
 
-def exception_for(type_name: str, message: str) -> Exception:
-    """The exception to raise in sandboxed code for a tool's failure on the host."""
+def exception_for(type_name: str, message: str, base: str = "") -> Exception:
+    """The exception to raise in sandboxed code for a tool's failure on the host: the builtin one of
+    that name, or one named as the tool's that the code catches as its builtin `base` or as ToolError."""
     cls = _BUILTIN_EXCEPTIONS.get(type_name)
+    if cls is None and type_name.isidentifier() and base in _BUILTIN_EXCEPTIONS:
+        cls = _tool_exception(type_name, _BUILTIN_EXCEPTIONS[base])
     if cls is not None:
         with contextlib.suppress(Exception):
             return cls(message)
     return ToolError(f"{type_name}: {message}")
+
+
+@functools.cache
+def _tool_exception(name: str, base: type[Exception]) -> type[Exception]:
+    bases = (ToolError,) if base is Exception else (base, ToolError)
+    return type(name, bases, {"__module__": "builtins", "__doc__": f"The tool's {name}, raised on the host."})
 
 
 def value_repr(value: Any, limit: int = 20_000) -> str:
