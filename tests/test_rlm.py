@@ -103,6 +103,33 @@ def test_calls_past_max_llm_calls_raise_in_the_code() -> None:
     assert len(sub.prompts) == 3
 
 
+def test_a_batch_keeps_the_answers_of_the_prompts_that_did_not_fail() -> None:
+    """One prompt too long for the model, one answer that does not fit the schema: their places say
+    why, and the answers already paid for are kept."""
+    from codeact.lm.errors import LMContextLengthError
+
+    def answer(prompt: str) -> str:
+        if "huge" in prompt:
+            raise LMContextLengthError("the prompt does not fit the model's context window")
+        return "not a number" if "seven" in prompt else "7"
+
+    sub = Echo(answer)
+    lm = codeact.ScriptedLM(
+        [
+            py(
+                "answers = llm_query_batched(['a', 'huge', 'seven', 'b'], schema='int')\nprint(answers)\n"
+                "submit(answer=sum(a for a in answers if isinstance(a, int)))"
+            )
+        ]
+    )
+    prediction = codeact.CodeAct("q -> answer: int", lm=lm, sub_lm=sub)(q="go")
+    assert prediction.answer == 14, prediction.error
+    printed = prediction.trajectory[0].stdout
+    assert "[ERROR] LMContextLengthError: the prompt does not fit" in printed
+    assert "[ERROR] AnswerMismatch: the model's answer 'not a number' does not fit the schema" in printed
+    assert len(prediction.trajectory[0].llm_calls) == 4
+
+
 def test_a_typed_llm_query_returns_a_checked_value() -> None:
     sub = Echo(lambda prompt: "```json\n[3, 4]\n```" if "numbers" in prompt else "not json")
     lm = codeact.ScriptedLM(

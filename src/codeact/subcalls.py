@@ -20,6 +20,7 @@ from typing import Any
 import pydantic
 
 from codeact.lm.base import LM, Usage
+from codeact.lm.errors import LMAPIError
 from codeact.signature import parse_type
 from codeact.tools import Tool
 from codeact.trajectory import LLMCall
@@ -95,15 +96,25 @@ class SubCalls:
     ) -> list[Any]:
         """Ask a language model several independent questions at once; the answers, in order.
 
-        Faster than a loop of llm_query; each prompt counts as one call of the run's limit.
+        Faster than a loop of llm_query; each prompt counts as one call of the run's limit. A prompt
+        whose call failed, or whose answer does not fit the schema, gets a string starting with
+        "[ERROR]" that says why in its place; the other answers are kept.
         """
         if not isinstance(prompts, list) or not all(isinstance(p, str) for p in prompts):
             raise TypeError("prompts must be a list of str")
+        _schema(schema)  # a schema that cannot be used fails the whole batch, before any call
         self._reserve(len(prompts))
         if not prompts:
             return []
+
+        def ask(prompt: str) -> Any:
+            try:
+                return self._ask(prompt, schema, temperature, max_tokens)
+            except (LMAPIError, AnswerMismatch) as exc:  # this prompt's failure: not the batch's
+                return f"[ERROR] {type(exc).__name__}: {exc}"
+
         with ThreadPoolExecutor(min(self.concurrency, len(prompts)), thread_name_prefix="codeact-llm") as pool:
-            return list(pool.map(lambda p: self._ask(p, schema, temperature, max_tokens), prompts))
+            return list(pool.map(ask, prompts))
 
     def rlm_query(self, task: str, context: Any = None) -> str:
         """Hand a sub-task to a language model that solves it by writing code, like you, in a sandbox of
@@ -212,6 +223,10 @@ def _schema(schema: str | dict[str, Any] | None) -> tuple[pydantic.TypeAdapter[A
     return adapter, adapter.json_schema()
 
 
+class AnswerMismatch(ValueError):
+    """The model's answer is not JSON, or does not fit the schema asked for."""
+
+
 def _parse(text: str, adapter: pydantic.TypeAdapter[Any] | None) -> Any:
     stripped = text.strip()
     fenced = _FENCED_JSON.match(stripped)
@@ -221,13 +236,13 @@ def _parse(text: str, adapter: pydantic.TypeAdapter[Any] | None) -> Any:
         value = json.loads(stripped)
     except json.JSONDecodeError:
         if adapter is None:
-            raise ValueError(f"the model's answer is not JSON: {text[:300]!r}") from None
+            raise AnswerMismatch(f"the model's answer is not JSON: {text[:300]!r}") from None
         value = stripped  # a bare word or number may still validate as the type
     if adapter is None:
         return value
     try:
         return adapter.validate_python(value)
     except pydantic.ValidationError as exc:
-        raise ValueError(
+        raise AnswerMismatch(
             f"the model's answer {text[:300]!r} does not fit the schema: {exc.errors()[0].get('msg', exc)}"
         ) from None
