@@ -633,10 +633,10 @@ def main() -> None:
         f"{task_faults:.0f} page faults), which bounds {cores} cores at {cores / task_cpu_s:.0f} tasks/s"
     )
     print(
-        f"\nsleeps a tool call (voluntary context switches; with 3 threads on {cores} cores, runs differ in "
-        f"how often a woken thread waits again): the sandbox {call_guest_sleeps:.2f}, the host "
-        f"{call_host_sleeps:.2f}; a call answered by a thread: the caller {answered_child_sleeps:.2f}, "
-        f"the answering process {answered_parent_sleeps:.2f} (the fewest: 1 and 2)"
+        f"\nsleeps a tool call (voluntary context switches, each a wake-up to pay for): the sandbox "
+        f"{call_guest_sleeps:.2f} (it waits awake for a quick reply), the host {call_host_sleeps:.2f} (its "
+        f"reading thread and the tool's); a call answered by a thread: the caller {answered_child_sleeps:.2f}, "
+        f"the answering process {answered_parent_sleeps:.2f}"
     )
     one_cpu_pipe_ms = plain_pipe_round_trip_ms(r * 10, one_cpu=True)
     one_cpu_server_ms = step_server_round_trip_ms(r * 10, idle_s=0, fork_per_step=False, one_cpu=True)
