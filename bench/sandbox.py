@@ -71,17 +71,20 @@ def start_to_first_result(repeat: int, *, pause_s: float = 0.0) -> float:
     return median_ms(samples[1:])
 
 
-def round_trip(repeat: int, *, idle_s: float, rollback: bool = True) -> float:
+def round_trip_and_host_cpu(repeat: int, *, idle_s: float, rollback: bool = True) -> tuple[float, float]:
+    """Milliseconds an `execute("x")` takes, and the CPU this thread spends on it (the same code each
+    time: what it costs after an idle pause against back to back says how cold the caches were)."""
     with Sandbox(preload=PRELOAD, rollback=rollback, backend="process") as sb:
         sb.execute("x = 1")
-        samples = []
+        samples, cpu = [], []
         for _ in range(repeat):
             if idle_s:
                 time.sleep(idle_s)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.thread_time()
             sb.execute("x")
+            cpu.append(time.thread_time() - c)
             samples.append(time.perf_counter() - t)
-    return median_ms(samples)
+    return median_ms(samples), median_ms(cpu)
 
 
 def tool_call_us(calls: int) -> tuple[float, float, float]:
@@ -515,8 +518,10 @@ def main() -> None:
         "pipe round trip after 10 ms idle",
         "< 5 ms",
     )
-    idle_ms, back_ms = round_trip(r * 10, idle_s=0.01), round_trip(r * 10, idle_s=0)
-    plain_idle_ms, plain_ms = (round_trip(r * 10, idle_s=i, rollback=False) for i in (0.01, 0))
+    idle_ms, back_ms = (round_trip_and_host_cpu(r * 10, idle_s=i)[0] for i in (0.01, 0))
+    (plain_idle_ms, idle_cpu_ms), (plain_ms, back_cpu_ms) = (
+        round_trip_and_host_cpu(r * 10, idle_s=i, rollback=False) for i in (0.01, 0)
+    )
     call_us, call_guest_sleeps, call_host_sleeps = tool_call_us(2000 if not args.quick else 500)
     call_ms = call_us / 1000
     row(
@@ -637,6 +642,10 @@ def main() -> None:
         f"{call_guest_sleeps:.2f} (it waits awake for a quick reply), the host {call_host_sleeps:.2f} (its "
         f"reading thread and the tool's); a call answered by a thread: the caller {answered_child_sleeps:.2f}, "
         f"the answering process {answered_parent_sleeps:.2f}"
+    )
+    print(
+        f"\nthe host's own CPU for one execute without rollback (the same code each time): {back_cpu_ms:.3f} ms "
+        f"back to back, {idle_cpu_ms:.3f} ms after 10 ms idle ({idle_cpu_ms / back_cpu_ms:.1f}x: caches gone cold)"
     )
     one_cpu_pipe_ms = plain_pipe_round_trip_ms(r * 10, one_cpu=True)
     one_cpu_server_ms = step_server_round_trip_ms(r * 10, idle_s=0, fork_per_step=False, one_cpu=True)
