@@ -592,13 +592,13 @@ def test_a_wait_for_slow_replies_sleeps_without_polling():
 def test_a_pool_refills_on_one_thread_of_its_own():
     """Taking sessions starts no thread in the caller's time: the pool's one refill thread replaces them."""
 
-    def refilling() -> int:
-        return sum(t.name == "codeact-pool-refill" for t in threading.enumerate())
+    def refilling() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "codeact-pool-refill"}
 
-    before = refilling()  # other tests' pools may have left theirs
+    earlier = refilling()  # other tests' pools may have left theirs
     with SandboxPool(size=2) as pool:
         taken = [pool.take() for _ in range(4)]
-        assert refilling() == before + 1
+        assert len(refilling() - earlier) == 1
         for sb in taken:
             assert sb.execute("1 + 1").value == "2"
             sb.close()

@@ -116,7 +116,7 @@ def test_calls_one_after_another_are_served_by_one_thread():
     that thread is idle by then, and no second thread starts (two would wake each other for every call)."""
     threads = ToolThreads(limit=4)
     ran_on, finished = set(), threading.Event()
-    started_before = sum(t.name == "codeact-tool" for t in threading.enumerate())
+    earlier = {t for t in threading.enumerate() if t.name == "codeact-tool"}  # other tests' threads
 
     def serve(_: QueuedCall) -> None:
         ran_on.add(threading.get_ident())
@@ -130,4 +130,4 @@ def test_calls_one_after_another_are_served_by_one_thread():
     threads.submit(QueuedCall(serve, lambda call: reply(call, 50)))
     assert finished.wait(60)
     assert len(ran_on) == 1
-    assert sum(t.name == "codeact-tool" for t in threading.enumerate()) == started_before + 1
+    assert len({t for t in threading.enumerate() if t.name == "codeact-tool"} - earlier) == 1
