@@ -611,3 +611,31 @@ def test_os_system_says_the_sandbox_starts_no_programs():
         assert result.error is not None and result.error.type == "PermissionError"
         assert "os.system('ls /')" in result.error.message and "starts no programs" in result.error.message
         assert sb.execute("1 + 1").value == "2"
+
+
+def test_a_signal_handler_that_raises_interrupts_a_wait_for_a_tool():
+    """The code's own timeout (an alarm whose handler raises) ends its wait for a slow tool."""
+
+    def slow() -> str:
+        time.sleep(3)
+        return "late"
+
+    code = textwrap.dedent(
+        """
+        import signal
+        def on_alarm(signum, frame):
+            raise TimeoutError("too slow")
+        signal.signal(signal.SIGALRM, on_alarm)
+        signal.setitimer(signal.ITIMER_REAL, 0.2)
+        try:
+            outcome = slow()
+        except TimeoutError as exc:
+            outcome = str(exc)
+        outcome
+        """
+    )
+    with Sandbox([slow], backend="process") as sb:
+        result = sb.execute(code)
+        assert result.error is None, result.error
+        assert result.value == "'too slow'"
+        assert result.tool_calls[0].abandoned

@@ -194,8 +194,7 @@ class Session:
             with contextlib.suppress(Exception):  # only a speed-up: a session out of descriptors still runs
                 self._warm()
         if not self.rollback:
-            with contextlib.suppress(OSError, ValueError):  # the read below says what is wrong
-                self.commands.wait(self.control)
+            self.commands.wait(self.control)
         try:
             message, fds = wire.recv_with_fds(self.control)
         except (EOFError, OSError, wire.WireError):
@@ -334,8 +333,7 @@ class Session:
 
     def _receive(self) -> dict[str, Any] | None:
         assert self.channel is not None
-        with contextlib.suppress(OSError, ValueError):  # a closed channel: the read below says so
-            self.replies.wait(self.channel)
+        self.replies.wait(self.channel)
         try:
             return wire.recv(self.channel)
         except EOFError:
@@ -377,8 +375,13 @@ class HostWait:
         self.quick = True  # the last reply came within `awake_s`
 
     def wait(self, channel: socket.socket) -> None:
+        """Return once `channel` can be read (or is closed: the read then says so). What the code's own
+        signal handlers raise meanwhile propagates, as it would from a read."""
         readable = select.poll()
-        readable.register(channel, select.POLLIN)
+        try:
+            readable.register(channel, select.POLLIN)
+        except ValueError:  # closed here already
+            return
         started = time.perf_counter()
         if self.quick:
             awake_until = started + self.awake_s
