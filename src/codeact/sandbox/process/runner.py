@@ -193,9 +193,9 @@ class Session:
         if (self.rollback or not self.steps) and not select.select([self.control], [], [], 0)[0]:
             with contextlib.suppress(Exception):  # only a speed-up: a session out of descriptors still runs
                 self._warm()
-        if not self.rollback:
-            self.commands.wait(self.control)
         try:
+            if not self.rollback:
+                self.commands.wait(self.control)
             message, fds = wire.recv_with_fds(self.control)
         except (EOFError, OSError, wire.WireError):
             with contextlib.suppress(OSError):
