@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import enum
 from typing import Optional
 
@@ -50,6 +52,11 @@ def test_typed_string_form() -> None:
         ("Literal['a,b', 'c']", "a,b", "d"),
         ("list[dict[str, list[float]]]", [{"a": [1.0]}], [{"a": ["x"]}]),
         ("tuple[int, ...]", (1, 2, 3), ("x",)),
+        ("datetime", datetime.datetime(2024, 1, 1, 12), "noon"),
+        ("date", datetime.date(2024, 2, 29), "2024-02-30"),
+        ("timedelta", datetime.timedelta(hours=1), "an hour"),
+        ("Decimal", decimal.Decimal("1.10"), "one"),
+        ("list[date]", [datetime.date(2024, 1, 1)], ["x"]),
     ],
 )
 def test_string_form_types_validate(type_src: str, good: object, bad: object) -> None:

@@ -15,6 +15,8 @@ models. A field without a type is `str`.
 from __future__ import annotations
 
 import ast
+import datetime
+import decimal
 import enum
 import inspect
 import keyword
@@ -63,6 +65,11 @@ _SAFE_NAMES: dict[str, Any] = {
     "Tuple": tuple,
     "Set": set,
     "FrozenSet": frozenset,
+    "datetime": datetime.datetime,
+    "date": datetime.date,
+    "time": datetime.time,
+    "timedelta": datetime.timedelta,
+    "Decimal": decimal.Decimal,
 }
 
 # Prediction attributes and sandbox names a field must not shadow.
@@ -388,7 +395,9 @@ def _parse_type(src: str, names: dict[str, Any], where: str) -> Any:
 def _eval_type(node: ast.expr, names: dict[str, Any], where: str, src: str) -> Any:
     if isinstance(node, ast.Name):
         if node.id not in names:
-            known = ", ".join(k for k in _SAFE_NAMES if k[0].islower() or k in ("Optional", "Literal"))
+            known = ", ".join(
+                k for k in _SAFE_NAMES if k[0].islower() or k in ("Any", "Optional", "Literal", "Decimal")
+            )
             raise SignatureError(
                 f"{where}: unknown type {node.id!r}. Known: {known}; pass your own classes "
                 f"with Signature(..., types={{{node.id!r}: {node.id}}})"
