@@ -639,3 +639,23 @@ def test_a_signal_handler_that_raises_interrupts_a_wait_for_a_tool():
         assert result.error is None, result.error
         assert result.value == "'too slow'"
         assert result.tool_calls[0].abandoned
+
+
+@pytest.mark.skipif(not any(os.access(p, os.X_OK) for p in ("/usr/bin/sleep", "/bin/sleep")), reason="no sleep binary")
+def test_a_session_started_when_asked_for_keeps_no_interpreter_outside_its_namespaces():
+    """The process that stays outside a session's namespaces becomes `sleep`, holding none of the
+    interpreter's memory, even when the session isolates itself at once (its root moved meanwhile)."""
+
+    def private_kb(pid: int) -> int:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return sum(int(line.split()[1]) for line in f if line.startswith(("Private_Clean:", "Private_Dirty:")))
+
+    for mark in range(10):  # a config unlike the last: isolated when asked for, not in advance
+        with Sandbox(backend="process", env={"MARK": f"root-{mark}"}) as sb:
+            assert sb.execute("1 + 1").value == "2"
+            outside = sb.processes()[0]
+            for _ in range(200):  # its exec may not have run yet on a loaded machine
+                if private_kb(outside) < 1024:
+                    break
+                time.sleep(0.01)
+            assert private_kb(outside) < 1024, f"session {mark}: its root still holds an interpreter"

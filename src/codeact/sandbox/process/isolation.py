@@ -135,6 +135,7 @@ def enter_namespaces(root_dir: str, control_fd: int) -> tuple[Layers, str]:
     )
     layers.mark("unshare")
     scratch = scratch_dir(root_dir, os.getpid())
+    sleep = _open_sleep()  # now: once the keeper builds the session's root, this path is gone from view
     keeper = os.fork()
     if keeper:
         with contextlib.suppress(OSError):
@@ -145,8 +146,11 @@ def enter_namespaces(root_dir: str, control_fd: int) -> tuple[Layers, str]:
             sock = socket.socket(fileno=control_fd)
             wire.send(sock, {"op": "keeper", "pid": keeper})
             sock.detach()
-        os.closerange(0, 1 << 16)
-        _stay_as_root(keeper)
+        os.closerange(0, max(sleep, 0))
+        os.closerange(sleep + 1, 1 << 16)
+        _stay_as_root(keeper, sleep)
+    if sleep >= 0:
+        os.close(sleep)
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     layers.mark("keeper forked")
     return layers, scratch
@@ -254,17 +258,27 @@ def enter(
     layers.mark("seccomp and capabilities")
 
 
-def _stay_as_root(keeper: int) -> NoReturn:
+def _open_sleep() -> int:
+    """The `sleep` binary, opened to be executed later by descriptor; -1 where there is none."""
+    try:
+        return os.open(_SLEEP, os.O_RDONLY | os.O_CLOEXEC) if _SLEEP else -1
+    except OSError:
+        return -1
+
+
+def _stay_as_root(keeper: int, sleep: int) -> NoReturn:
     """Be the session's root outside its namespaces until the session is killed.
 
     It only has to exist (the zygote reaps it to clean up after the session) and die with the zygote,
     taking the keeper with it: both have a parent-death signal, which survives exec. As `sleep` it
-    holds no copy of the interpreter's memory (a Python process here keeps 1.8 MB of its own);
-    without a `sleep` binary it waits for the keeper and exits with its status.
+    holds no copy of the interpreter's memory (a Python process here keeps 1.8 MB of its own). It
+    executes `sleep` by the descriptor opened before the keeper was forked: the keeper may already
+    have moved the mount namespace they share into the session's root, where the path is gone.
+    Without a `sleep` binary it waits for the keeper and exits with its status.
     """
-    if _SLEEP:
+    if sleep >= 0:
         with contextlib.suppress(OSError):
-            os.execv(_SLEEP, ["codeact-session", "2147483647"])
+            os.execve(sleep, ["codeact-session", "2147483647"], {})
     while True:
         try:
             _, status = os.waitpid(keeper, 0)
