@@ -604,6 +604,21 @@ def test_a_pool_refills_on_one_thread_of_its_own():
             sb.close()
 
 
+def test_a_pooled_session_forks_no_process_for_a_step_that_may_never_come():
+    """A pool's tasks close their session after their last step: its next worker waits for a next
+    command, where a session of its own forks one in advance once the host is quiet."""
+    with SandboxPool(size=1) as pool, pool.session() as pooled, Sandbox(backend="process") as alone:
+        pooled.execute("x = 1")
+        alone.execute("x = 1")
+        for _ in range(500):  # root, keeper, the holder of x and the worker forked in advance
+            if len(alone.processes()) == 4:
+                break
+            time.sleep(0.01)
+        assert len(alone.processes()) == 4
+        assert len(pooled.processes()) == 3  # root, keeper, the holder of x
+        assert pooled.execute("x + 1").value == "2"
+
+
 def test_os_system_says_the_sandbox_starts_no_programs():
     """It would start a shell, which the sandbox refuses: an error that says so, not a bare exit status."""
     with Sandbox(backend="process") as sb:

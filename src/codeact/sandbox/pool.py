@@ -19,14 +19,15 @@ class SandboxPool:
 
     `with pool.session(tools=[...]) as sb:` hands out a started session with the tools set; the
     session is closed after use (no state leaks between tasks) and a new one is started in the
-    background to take its place.
+    background to take its place. Its sessions default to `prefork=False`: a task closes its session
+    after its last step, so a process forked in advance for a next step would be wasted.
     """
 
     def __init__(self, size: int = 4, **options: Any) -> None:
         if size < 1:
             raise ValueError("a SandboxPool needs size >= 1")
         self.size = size
-        self.options = SandboxOptions.of(options)
+        self.options = SandboxOptions.of({"prefork": False, **options})
         self._idle: queue.Queue[Any] = queue.Queue()
         self._closed = False
         self._lock = threading.Lock()

@@ -304,6 +304,7 @@ class ProcessBackend:
             pids_max=options.max_processes,
             output_limit=options.max_output,
             rollback=options.rollback,
+            prefork=options.prefork,
             cwd=os.getcwd(),
             sys_path=[p for p in sys.path if p],
         )

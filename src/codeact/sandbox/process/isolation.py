@@ -63,6 +63,7 @@ class SessionConfig:
     pids_max: int = 64
     output_limit: int = 1 << 20
     rollback: bool = True
+    prefork: bool = True
     python_paths: list[str] = field(default_factory=list)
     sys_path: list[str] = field(default_factory=list)  # the host's, when the session was made (not the zygote's)
     certificates: list[str] = field(default_factory=list)  # the system's CA files, readable with network

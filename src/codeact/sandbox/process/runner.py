@@ -3,7 +3,8 @@
 The keeper is pid 1 of the session's pid namespace and only reaps. The holder keeps the variables
 as they were after the last completed step and forks a worker, which waits for the next command.
 The worker runs the step; when it completes, it reports, tells the holder to exit, and becomes the
-holder itself, forking the next worker when the next command comes or a few milliseconds later.
+holder itself, forking the next worker when the next command comes or (with prefork) a few
+milliseconds later.
 When the worker dies or overruns its time (the holder sleeps on a `StepClock` the worker sets), the
 holder kills it (and everything it started), reports why, and forks a fresh worker: the variables
 from before the step survive.
@@ -48,10 +49,18 @@ class Session:
     """State and behaviour of one sandboxed interpreter session."""
 
     def __init__(
-        self, control: socket.socket, *, output_limit: int, memory_limit: int, rollback: bool, network: bool
+        self,
+        control: socket.socket,
+        *,
+        output_limit: int,
+        memory_limit: int,
+        rollback: bool,
+        network: bool,
+        prefork: bool,
     ) -> None:
         self.control = control
         self.rollback = rollback
+        self.prefork = prefork
         self.network = network
         self.own_pid_namespace = os.getpid() == 1
         self.output_limit = output_limit
@@ -125,11 +134,11 @@ class Session:
                 os._exit(0)
 
     def _next_step_may_come(self) -> bool:
-        """Wait briefly before forking the next worker: False when the host closed the session in that
-        time (a pooled task's last step), which then costs no fork. A command, or the wait running out,
-        forks it; after that the next step finds its worker ready."""
+        """Wait before forking the next worker: False when the host closed the session meanwhile, which
+        then costs no fork. With prefork the wait is brief, and when it runs out the next step finds
+        its worker ready; without, it lasts until the next command."""
         with contextlib.suppress(OSError, ValueError):
-            ready, _, _ = select.select([self.control], [], [], _NEXT_WORKER_DELAY_S)
+            ready, _, _ = select.select([self.control], [], [], _NEXT_WORKER_DELAY_S if self.prefork else None)
             if ready:
                 return self.control.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
         return True

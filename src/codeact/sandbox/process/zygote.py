@@ -222,6 +222,7 @@ def _session(group: Any, group_error: str, root_dir: str) -> None:
         output_limit=config.output_limit,
         memory_limit=config.memory_limit,
         rollback=config.rollback,
+        prefork=config.prefork,
         network=config.network,
     ).keep()
 
