@@ -178,6 +178,24 @@ def test_calls_the_code_never_awaited_are_abandoned_without_harm(make_sandbox):
     assert sb.execute("kept").value == "1"
 
 
+def test_tasks_a_step_left_running_are_cancelled_and_it_says_so(make_sandbox):
+    """A step ends as a script does under asyncio.run: its loop closes, so the tasks still running are
+    cancelled and its output names them; awaiting one in a later step says why it was cancelled
+    (not that its future belongs to another loop)."""
+    sb = make_sandbox(tools=[aprice])
+    r = sb.execute(
+        "import asyncio\npriced = asyncio.create_task(aprice(1))\nnap = asyncio.create_task(asyncio.sleep(3600))\n"
+        "await asyncio.sleep(0)\n'started'"
+    )
+    assert r.error is None and r.value == "'started'", r.error
+    assert "cancelled" in r.stderr and "sleep" in r.stderr, r.stderr
+    r = sb.execute("await nap")
+    assert r.error is not None and r.error.type == "CancelledError"
+    assert "await a task in its own step" in r.error.message
+    r = sb.execute("task = asyncio.create_task(aprice(2))\nawait task")
+    assert r.error is None and r.value == "200" and r.stderr == "", (r.error, r.stderr)
+
+
 def test_an_async_tool_that_exits_does_not_stop_the_callers_loop(make_sandbox):
     async def leave() -> int:
         """Exit the program."""

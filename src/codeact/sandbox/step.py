@@ -659,10 +659,36 @@ def _await(result: Any, client: ToolClient | None) -> Any:
     try:
         return loop.run_until_complete(result)
     finally:
+        _cancel_left_over(loop)
         if client is not None:
             client.watched = None
         loop.close()
         asyncio.events._set_running_loop(outer)
+
+
+def _cancel_left_over(loop: asyncio.AbstractEventLoop) -> None:
+    """Cancel the tasks a step left running, as `asyncio.run` does at the end of a script, and say so
+    in the step's output: its loop closes now, and a task awaited in a later step would otherwise fail
+    with an error about another loop."""
+    left = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    if not left:
+        return
+    for task in left:
+        task.cancel("the step that created this task ended before it finished; await a task in its own step")
+    loop.run_until_complete(asyncio.gather(*left, return_exceptions=True))
+    names = sorted({_task_name(task) for task in left})
+    sys.stderr.write(
+        f"note: {len(left)} task{'s' if len(left) > 1 else ''} still running when the step ended "
+        f"{'were' if len(left) > 1 else 'was'} cancelled ({', '.join(names)}); await tasks in the step "
+        "that creates them\n"
+    )
+
+
+def _task_name(task: asyncio.Task[Any]) -> str:
+    coro = task.get_coro()
+    if isinstance(coro, PendingCall):
+        return coro._tool
+    return getattr(coro, "__qualname__", task.get_name())
 
 
 def _drop_redefinitions(tree: ast.Module, provided: dict[str, Any]) -> list[str]:
