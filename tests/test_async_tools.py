@@ -407,3 +407,11 @@ def test_codeact_records_every_call_with_its_approval_and_budget() -> None:
 def test_codeact_refuses_a_marked_tool_without_an_approver() -> None:
     with pytest.raises(ValueError, match="requires approval"):
         codeact.CodeAct("q -> a", tools=[tool(delete, requires_approval=True)], lm=codeact.ScriptedLM([]))
+
+
+def test_the_prompt_says_that_a_step_with_await_gets_awaitables_from_its_calls() -> None:
+    """One `await` makes the whole step async code, where a plain call gives an awaitable: a model
+    given async tools is told so before it writes `x = tool(...)` beside an `await`."""
+    told = "In a step that uses `await` anywhere, and inside `async def`, a call gives an awaitable"
+    assert told in codeact.CodeAct("q -> answer", tools=[aprice, add]).prompt.system
+    assert "await" not in codeact.CodeAct("q -> answer", tools=[add]).prompt.system

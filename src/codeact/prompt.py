@@ -85,7 +85,8 @@ submit ::= "submit(" [^`\n]* ")\n"
 _ASYNC_NOTE = (
     "Every function above can also be awaited, and top-level `await` works: "
     "`results = await asyncio.gather(*[f(x) for x in items])` runs the calls at the same time. "
-    "In async code, await each call to get its value."
+    "In a step that uses `await` anywhere, and inside `async def`, a call gives an awaitable: "
+    "await it to get its value."
 )
 
 
