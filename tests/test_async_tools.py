@@ -119,6 +119,8 @@ def test_a_call_not_awaited_in_async_code_says_to_await_it(make_sandbox):
     r = sb.execute("async def main():\n    v = add(1, 2)\n    return v + 1\nawait main()")
     assert r.error is not None and r.error.type == "TypeError"
     assert "write `await add(...)`" in r.error.message
+    r = sb.execute("import asyncio\nv = add(1, 2)\nprint(v)\nawait asyncio.sleep(0)")
+    assert "write `await add(...)` for its value" in r.stdout  # one await makes the whole step async code
 
 
 def test_a_call_not_awaited_leaves_no_warning_for_a_later_step(make_sandbox):

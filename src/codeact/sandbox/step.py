@@ -420,7 +420,7 @@ class PendingCall(collections.abc.Coroutine):  # type: ignore[type-arg]
         raise TypeError(f"{self._hint()} to get its value")
 
     def __repr__(self) -> str:
-        return f"<call of tool {self._tool!r} not awaited yet>"
+        return f"<call of tool {self._tool!r} not awaited yet: write `await {self._tool}(...)` for its value>"
 
     def _not_a_value(self, *_: Any) -> Any:
         raise TypeError(f"{self._hint()} to get its value")
