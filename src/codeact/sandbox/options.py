@@ -102,8 +102,8 @@ class SandboxOptions:
         variables survive a step that dies. prefork: with rollback, fork the next step's process a
         few milliseconds after a step when the host sends nothing, so that step starts at once; False
         forks it when the next step comes, which saves a fork for each session closed after its last
-        step (SandboxPool's default: its tasks run their steps back to back). packages: requirements pip installs on the host into a
-        cache of their own (never the host's environment), mounted read-only on the import path.
+        step (SandboxPool's default). packages: requirements pip installs on the host into a cache of
+        their own (never the host's environment), mounted read-only on the import path.
     """
 
     backend: str = "auto"
