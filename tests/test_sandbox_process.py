@@ -101,7 +101,7 @@ def test_close_leaves_no_process_or_cgroup_behind():
     sb.start()
     sb.execute("import os, time\nif os.fork() == 0:\n    time.sleep(60)")
     pids = sb.processes()
-    assert len(pids) >= 4  # root, keeper, holder or worker, and the sleeping child
+    assert len(pids) >= 3  # keeper, holder or worker, and the sleeping child
     cgroup = list(sb.backend._cgroup)
     sb.close()
     assert all(_gone(pid) for pid in pids)
@@ -610,12 +610,12 @@ def test_a_pooled_session_forks_no_process_for_a_step_that_may_never_come():
     with SandboxPool(size=1) as pool, pool.session() as pooled, Sandbox(backend="process") as alone:
         pooled.execute("x = 1")
         alone.execute("x = 1")
-        for _ in range(500):  # root, keeper, the holder of x and the worker forked in advance
-            if len(alone.processes()) == 4:
+        for _ in range(500):  # keeper, the holder of x and the worker forked in advance
+            if len(alone.processes()) == 3:
                 break
             time.sleep(0.01)
-        assert len(alone.processes()) == 4
-        assert len(pooled.processes()) == 3  # root, keeper, the holder of x
+        assert len(alone.processes()) == 3
+        assert len(pooled.processes()) == 2  # keeper, the holder of x
         assert pooled.execute("x + 1").value == "2"
 
 
@@ -656,21 +656,47 @@ def test_a_signal_handler_that_raises_interrupts_a_wait_for_a_tool():
         assert result.tool_calls[0].abandoned
 
 
+def _pid_namespace_ids(pid: int) -> list[int]:
+    """A process's pid in each pid namespace it is in, the host's first."""
+    with open(f"/proc/{pid}/status") as f:
+        return next([int(n) for n in line.split()[1:]] for line in f if line.startswith("NSpid:"))
+
+
+def _private_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        return sum(int(line.split()[1]) for line in f if line.startswith(("Private_Clean:", "Private_Dirty:")))
+
+
+def test_every_process_of_a_session_is_inside_its_namespaces():
+    """The zygote clones a session's keeper straight into its namespaces: no process of the session
+    stays outside them, whether it was isolated when asked for or in advance."""
+    for env in ({"MARK": "a"}, {"MARK": "b"}, {"MARK": "b"}):  # the last was isolated in advance
+        with Sandbox(backend="process", env=env) as sb:
+            sb.execute("import os\nif os.fork() == 0:\n    import time; time.sleep(60)")
+            pids = sb.processes()
+            assert len(pids) >= 3  # keeper, holder or worker, and the sleeping child
+            assert _pid_namespace_ids(pids[0])[1:] == [1], "the session's first process is not its pid 1"
+            assert all(len(_pid_namespace_ids(pid)) == 2 for pid in pids), "a process outside the namespaces"
+
+
 @pytest.mark.skipif(not any(os.access(p, os.X_OK) for p in ("/usr/bin/sleep", "/bin/sleep")), reason="no sleep binary")
-def test_a_session_started_when_asked_for_keeps_no_interpreter_outside_its_namespaces():
-    """The process that stays outside a session's namespaces becomes `sleep`, holding none of the
-    interpreter's memory, even when the session isolates itself at once (its root moved meanwhile)."""
-
-    def private_kb(pid: int) -> int:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            return sum(int(line.split()[1]) for line in f if line.startswith(("Private_Clean:", "Private_Dirty:")))
-
-    for mark in range(10):  # a config unlike the last: isolated when asked for, not in advance
-        with Sandbox(backend="process", env={"MARK": f"root-{mark}"}) as sb:
-            assert sb.execute("1 + 1").value == "2"
-            outside = sb.processes()[0]
+def test_a_zygote_with_threads_still_isolates_fully_and_keeps_no_interpreter_outside(tmp_path, monkeypatch):
+    """A preloaded library that starts a thread keeps the zygote from cloning itself into namespaces:
+    a plain fork stays outside as `sleep` (none of the interpreter's memory) and clones the keeper."""
+    (tmp_path / "starts_a_thread.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,), daemon=True).start()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for mark in range(3):  # isolated when asked for (its root moved meanwhile), then in advance
+        with Sandbox(backend="process", preload=["starts_a_thread"], env={"MARK": str(min(mark, 1))}) as sb:
+            assert sb.execute("x = 41\nx + 1").value == "42"
+            assert all(layer.active for layer in sb.backend.layers), sb.backend.layers
+            root, keeper = sb.processes()[:2]
+            assert len(_pid_namespace_ids(root)) == 1 and _pid_namespace_ids(keeper)[1:] == [1]
             for _ in range(200):  # its exec may not have run yet on a loaded machine
-                if private_kb(outside) < 1024:
+                if _private_kb(root) < 1024:
                     break
                 time.sleep(0.01)
-            assert private_kb(outside) < 1024, f"session {mark}: its root still holds an interpreter"
+            assert _private_kb(root) < 1024, f"session {mark}: its root still holds an interpreter"
+            pids = sb.processes()
+        assert all(_gone(pid) for pid in pids), "close() left a process of the session running"

@@ -385,8 +385,7 @@ class ProcessBackend:
         deadline = time.monotonic() + 30
         hello: dict[str, Any] | None = None
         fds: list[int] = []
-        keeper = None
-        while hello is None or keeper is None:
+        while hello is None:
             ready, _, _ = select.select([control], [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 raise InterpreterError("the sandbox session did not start within 30 s")
@@ -395,13 +394,12 @@ class ProcessBackend:
                 fds += received
             except (EOFError, OSError, wire.WireError) as exc:
                 raise InterpreterError(f"the sandbox session failed to start: {exc}") from None
-            if message["op"] == "keeper":
-                keeper = int(message["pid"])
-                self._pidfds.insert(0, _pidfd(keeper))
-            elif message["op"] == "hello":
+            if message["op"] == "hello":
                 hello = message
             elif message["op"] == "error":
                 raise InterpreterError(f"the sandbox session failed to start: {message.get('message')}")
+        if hello["keeper"] != self._root_pid:  # a root outside the namespaces forked it
+            self._pidfds.insert(0, _pidfd(int(hello["keeper"])))
         return hello, fds
 
     def close(self) -> None:

@@ -88,9 +88,10 @@ class SessionCgroup:
                 _write(os.path.join(mem, "memory.swap.max"), "0")
         _write(os.path.join(pids, "pids.max"), str(pids_max))
 
-    def join(self, pid: int = 0) -> None:
+    def join(self) -> None:
+        """Move the calling process in ("0": itself, whatever pid namespace it is in)."""
         for d in self.dirs:
-            _write(os.path.join(d, "cgroup.procs"), str(pid or os.getpid()))
+            _write(os.path.join(d, "cgroup.procs"), "0")
 
     def remove(self) -> None:
         """Delete the session's directories, waiting briefly for its last processes to go."""

@@ -1,8 +1,8 @@
 """Entering a session's isolation: namespaces, a minimal read-only root, limits, Landlock, seccomp.
 
-Runs inside the session process forked from the zygote. `enter_namespaces` returns in a new process,
-the keeper, that is pid 1 of the session's pid namespace; `enter` then applies the rest of the
-session's config there, recording every layer it could apply.
+The zygote forks a session's keeper with `fork_session`, in new namespaces where it is pid 1 of the
+session's pid namespace; `enter` then applies the rest of the session's config there, recording
+every layer it could apply.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import resource
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, NoReturn
 
@@ -100,61 +101,65 @@ class Layers:
         ]
 
 
-def enter_namespaces(root_dir: str, control_fd: int) -> tuple[Layers, str]:
-    """Unshare the session's namespaces and fork its keeper; returns in the keeper (pid 1 of the new pid
-    namespace, when there is one) with the namespace layers recorded and the path of the session's
-    scratch directory.
+NAMESPACES = (
+    linux.CLONE_NEWUSER
+    | linux.CLONE_NEWNS
+    | linux.CLONE_NEWPID
+    | linux.CLONE_NEWIPC
+    | linux.CLONE_NEWUTS
+    | linux.CLONE_NEWNET
+)
+
+
+def fork_session() -> tuple[int, Layers]:
+    """Fork a session's keeper (pid 1 of its pid namespace) in new namespaces where the system allows
+    them: returns its pid in the caller, and 0 with the namespace layers recorded in the keeper.
 
     Nothing here depends on the session's config, so a spare session does it before it is asked for.
-    The calling process stays outside as the session's root: it reports the keeper's pid on
-    `control_fd`, closes every descriptor and waits (`_stay_as_root`).
+    A caller with threads may not clone itself (`linux.fork_into_namespaces`): its plain fork, the
+    session's root, clones the keeper and stays outside the namespaces as `sleep` (`_stay_as_root`).
     """
-    layers = Layers()
-    outer_uid, outer_gid = os.geteuid(), os.getegid()
-    flags = (
-        linux.CLONE_NEWUSER
-        | linux.CLONE_NEWNS
-        | linux.CLONE_NEWPID
-        | linux.CLONE_NEWIPC
-        | linux.CLONE_NEWUTS
-        | linux.CLONE_NEWNET
-    )
-    try:
-        linux.unshare(flags)
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"{SANDBOX_UID} {outer_uid} 1")
-        _write("/proc/self/gid_map", f"{SANDBOX_UID} {outer_gid} 1")
-        for name in ("user", "mount", "pid", "ipc", "uts", "net"):
-            layers.set(f"{name} namespace", True)
-    except OSError as exc:
-        for name in ("user", "mount", "pid", "ipc", "uts", "net"):
-            layers.set(f"{name} namespace", False, str(exc))
-    uid = os.getuid()
-    in_namespaces = layers.status["user namespace"][0]
-    layers.set(
-        "unprivileged uid", uid != 0 and in_namespaces, f"uid {uid} in the user namespace (host uid {outer_uid})"
-    )
-    layers.mark("unshare")
-    scratch = scratch_dir(root_dir, os.getpid())
+    if linux.single_threaded():
+        return _fork_keeper(fallback=os.fork)
+    root = os.fork()
+    if root:
+        return root, Layers()
+    linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     sleep = _open_sleep()  # now: once the keeper builds the session's root, this path is gone from view
-    keeper = os.fork()
+    keeper, layers = _fork_keeper(fallback=lambda: 0)  # without namespaces, the root is the keeper
     if keeper:
-        with contextlib.suppress(OSError):
-            import socket
-
-            from codeact.sandbox import wire
-
-            sock = socket.socket(fileno=control_fd)
-            wire.send(sock, {"op": "keeper", "pid": keeper})
-            sock.detach()
         os.closerange(0, max(sleep, 0))
         os.closerange(sleep + 1, 1 << 16)
         _stay_as_root(keeper, sleep)
     if sleep >= 0:
         os.close(sleep)
+    return 0, layers
+
+
+def _fork_keeper(fallback: Callable[[], int]) -> tuple[int, Layers]:
+    """Clone the keeper into new namespaces; where that fails, `fallback()` makes it without them."""
+    layers = Layers()
+    outer_uid, outer_gid = os.geteuid(), os.getegid()
+    try:
+        pid, error = linux.fork_into_namespaces(NAMESPACES), ""
+    except OSError as exc:
+        pid, error = fallback(), str(exc)
+    if pid:
+        return pid, layers
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+    if not error:
+        try:
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"{SANDBOX_UID} {outer_uid} 1")
+            _write("/proc/self/gid_map", f"{SANDBOX_UID} {outer_gid} 1")
+        except OSError as exc:
+            error = str(exc)
+    for name in ("user", "mount", "pid", "ipc", "uts", "net"):
+        layers.set(f"{name} namespace", not error, error)
+    uid = os.getuid()
+    layers.set("unprivileged uid", uid != 0 and not error, f"uid {uid} in the user namespace (host uid {outer_uid})")
     layers.mark("keeper forked")
-    return layers, scratch
+    return 0, layers
 
 
 def enter(
@@ -165,7 +170,7 @@ def enter(
     cgroup: tuple[bool, str],
     marks: list[tuple[str, float]],
 ) -> None:
-    """Isolate the keeper that `enter_namespaces` returned in, for `config`, recording in `layers` every
+    """Isolate the keeper that `fork_session` returned in, for `config`, recording in `layers` every
     layer it could apply. `cgroup`: whether the process is in its own cgroup, and what that
     cgroup limits (or why there is none)."""
     layers.marks = sorted([*layers.marks, *marks], key=lambda mark: mark[1])
@@ -307,9 +312,9 @@ def _proxy_listener() -> int:
     return listener.detach()
 
 
-def scratch_dir(root_dir: str, session_pid: int) -> str:
+def scratch_dir(root_dir: str, number: int) -> str:
     """The private writable directory of a session that runs without a minimal root."""
-    return os.path.join(root_dir, f"scratch-{session_pid}")
+    return os.path.join(root_dir, f"scratch-{number}")
 
 
 def _python_paths(config: SessionConfig) -> list[str]:

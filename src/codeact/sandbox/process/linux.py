@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import os
 import platform
+import signal
 
 libc = ctypes.CDLL(None, use_errno=True)
 libc.syscall.restype = ctypes.c_long
@@ -21,6 +22,7 @@ _NR = {
     "capset": (126, 91),
     "seccomp": (317, 277),
     "openat2": (437, 437),
+    "clone": (56, 220),
 }
 
 
@@ -69,8 +71,32 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 PR_SET_CHILD_SUBREAPER = 36
 
 
-def unshare(flags: int) -> None:
-    check(libc.unshare(ctypes.c_int(flags)), "unshare")
+_python_libc = ctypes.PyDLL(None, use_errno=True)  # its calls keep the GIL, as os.fork's fork() does
+_python_libc.syscall.restype = ctypes.c_long
+
+
+def single_threaded() -> bool:
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return False
+
+
+def fork_into_namespaces(flags: int) -> int:
+    """`os.fork()` whose child starts in the new namespaces `flags` names: 0 in the child, its pid in
+    the parent. Python's fork handlers run as for `os.fork()`; libc's do not (it has no such call), so
+    it is only for a process with one thread, where no other thread can hold one of libc's locks."""
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = _python_libc.syscall(ctypes.c_long(nr("clone")), ctypes.c_ulong(flags | signal.SIGCHLD), 0, 0, 0, 0)
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    errno = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(errno, f"clone: {os.strerror(errno)}")
+    return pid
 
 
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None) -> None:

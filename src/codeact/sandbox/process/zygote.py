@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from codeact.sandbox import wire
-from codeact.sandbox.process import isolation, linux
+from codeact.sandbox.process import isolation
 
 SESSION_FD = 3
 
@@ -63,7 +63,7 @@ def main() -> None:
     root_dir = tempfile.mkdtemp(prefix="codeact-root-")
     tag = f"{cgroup.TREE_PREFIX}{os.getpid()}-{os.urandom(4).hex()}"  # never an earlier zygote's left-over tree
     tree = cgroup.CgroupTree.detect(tag)
-    sessions: dict[int, Any] = {}
+    sessions: dict[int, _Shell] = {}
     gc.collect()
     gc.freeze()
     wire.send(
@@ -80,7 +80,7 @@ def main() -> None:
 
     def new_spare() -> _Shell:
         shell = fork_shell(root_dir, tree, next(numbers))
-        sessions[shell.pid] = shell.group
+        sessions[shell.pid] = shell
         return shell
 
     spare = new_spare()
@@ -118,7 +118,7 @@ def main() -> None:
         for pid in list(sessions):
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(pid, 0)
-            group = sessions.pop(pid)
+            group = sessions.pop(pid).group
             if group is not None:
                 group.remove()
         if tree is not None:
@@ -129,8 +129,7 @@ def main() -> None:
 
 @dataclass
 class _Shell:
-    """A forked session, already in its cgroup and namespaces with its keeper forked, waiting for its
-    config.
+    """A forked session: its keeper, already in its namespaces and cgroup, waiting for its config.
 
     One is kept ready so that the fork and the cgroup move (slow: the kernel waits for an RCU grace
     period) are paid between requests, not while the host waits; after a request without path
@@ -139,6 +138,7 @@ class _Shell:
     """
 
     pid: int
+    number: int
     group: Any
     host_end: socket.socket
     config_pipe: int
@@ -146,6 +146,7 @@ class _Shell:
 
 
 def fork_shell(root_dir: str, tree: Any, counter: int) -> _Shell:
+    """Fork session number `counter`'s keeper, which waits for its config (`configure`)."""
     group, group_error = None, ""
     if tree is not None:
         try:
@@ -154,10 +155,9 @@ def fork_shell(root_dir: str, tree: Any, counter: int) -> _Shell:
             group_error = str(exc)
     host_end, session_end = socket.socketpair()
     config_read, config_write = os.pipe()
-    pid = os.fork()
+    pid, layers = isolation.fork_session()
     if pid == 0:
         try:
-            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
             os.dup2(session_end.fileno(), SESSION_FD, inheritable=False)
             os.dup2(config_read, SESSION_FD + 1, inheritable=False)
             os.closerange(SESSION_FD + 2, 1 << 16)
@@ -170,7 +170,7 @@ def fork_shell(root_dir: str, tree: Any, counter: int) -> _Shell:
                     group.join()
                 except OSError as exc:
                     group, group_error = None, str(exc)
-            _session(group, group_error, root_dir)
+            _session(group, group_error, layers, isolation.scratch_dir(root_dir, counter), root_dir)
         except BaseException as exc:
             with contextlib.suppress(Exception):
                 wire.send(socket.socket(fileno=SESSION_FD), {"op": "error", "message": f"{type(exc).__name__}: {exc}"})
@@ -178,15 +178,14 @@ def fork_shell(root_dir: str, tree: Any, counter: int) -> _Shell:
             os._exit(1)
     session_end.close()
     os.close(config_read)
-    return _Shell(pid, group, host_end, config_write)
+    return _Shell(pid, counter, group, host_end, config_write)
 
 
-def _session(group: Any, group_error: str, root_dir: str) -> None:
-    """In the shell: enter the namespaces and fork the keeper, which waits for the config, isolates
-    itself and serves the session."""
+def _session(group: Any, group_error: str, layers: isolation.Layers, scratch: str, root_dir: str) -> None:
+    """In the session's keeper: wait for the config, isolate, and serve the session."""
     from codeact.sandbox.process import runner
 
-    layers, scratch = isolation.enter_namespaces(root_dir, SESSION_FD)  # returns in the session's keeper
+    keeper = int(os.readlink("/proc/self"))  # its pid on the host, while the host's /proc is in view
     chunks = []
     while chunk := os.read(SESSION_FD + 1, 1 << 16):
         chunks.append(chunk)
@@ -211,7 +210,13 @@ def _session(group: Any, group_error: str, root_dir: str) -> None:
     if config.sys_path:  # the host's import path may have grown since the zygote started
         sys.path[:] = config.sys_path
     sock = socket.socket(fileno=SESSION_FD)
-    hello = {"op": "hello", "layers": layers.to_list(), "cgroup_error": group_error, "marks": layers.marks}
+    hello = {
+        "op": "hello",
+        "keeper": keeper,
+        "layers": layers.to_list(),
+        "cgroup_error": group_error,
+        "marks": layers.marks,
+    }
     if layers.proxy_listener >= 0:  # the host serves it; the session keeps no copy its code could use
         wire.send_with_fds(sock, hello, [layers.proxy_listener])
         os.close(layers.proxy_listener)
@@ -266,7 +271,7 @@ def _discard(shell: _Shell) -> None:
         os.close(shell.config_pipe)
 
 
-def _reap(sessions: dict[int, Any], root_dir: str) -> None:
+def _reap(sessions: dict[int, _Shell], root_dir: str) -> None:
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -274,10 +279,12 @@ def _reap(sessions: dict[int, Any], root_dir: str) -> None:
             return
         if pid == 0:
             return
-        group = sessions.pop(pid, None)
-        if group is not None:
-            group.remove()
-        shutil.rmtree(isolation.scratch_dir(root_dir, pid), ignore_errors=True)
+        shell = sessions.pop(pid, None)
+        if shell is None:
+            continue
+        if shell.group is not None:
+            shell.group.remove()
+        shutil.rmtree(isolation.scratch_dir(root_dir, shell.number), ignore_errors=True)
 
 
 if __name__ == "__main__":
