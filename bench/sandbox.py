@@ -576,7 +576,7 @@ def main() -> None:
         "> 150 tasks/s",
     )
     print_table(rows)
-    forks_per_task = 4  # session root, keeper, and a worker before each step
+    forks_per_task = 3  # the keeper, and a worker before each step
     server_ms = step_server_round_trip_ms(r * 10, idle_s=0, fork_per_step=False)
     answered_ms, answered_child_sleeps, answered_parent_sleeps = thread_answered_call_ms(r * 100)
     floors = [
