@@ -700,3 +700,29 @@ def test_a_zygote_with_threads_still_isolates_fully_and_keeps_no_interpreter_out
             assert _private_kb(root) < 1024, f"session {mark}: its root still holds an interpreter"
             pids = sb.processes()
         assert all(_gone(pid) for pid in pids), "close() left a process of the session running"
+
+
+@pytest.mark.skipif(not any(os.access(p, os.X_OK) for p in ("/usr/bin/sleep", "/bin/sleep")), reason="no sleep binary")
+def test_pid_1_keeps_no_interpreter_once_a_step_committed_and_still_reaps():
+    """Once a step has committed pid 1 only reaps: it becomes `sleep` (none of the interpreter's
+    memory) with the kernel reaping for it, so the holder each later step leaves is gone, not a zombie."""
+    with Sandbox(backend="process") as sb:
+        for i in range(20):
+            assert sb.execute(f"x = {i}").error is None
+        keeper = sb.processes()[0]
+        for _ in range(500):  # the last holder's exit and the worker forked in advance may still be under way
+            pids = sb.processes()
+            if len(pids) <= 3 and _private_kb(keeper) < 1024:
+                break
+            time.sleep(0.01)
+        with open(f"/proc/{keeper}/cmdline") as f:
+            assert f.read().split("\0")[0] == "codeact-session", "pid 1 is still the interpreter"
+        assert _private_kb(keeper) < 1024
+        states = {pid: _state(pid) for pid in pids}
+        assert len(pids) <= 3 and "Z" not in states.values(), f"holders left behind: {states}"
+        assert sb.execute("x").value == "19"
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]

@@ -129,6 +129,54 @@ def test_fork_then_exec_in_the_child_is_denied(make_sandbox, tmp_path):
     )
 
 
+def test_exec_is_denied_in_the_step_after_one_that_died(make_sandbox, tmp_path):
+    """pid 1 may exec (to become `sleep`); each worker it forks, a fresh one after a step died
+    included, confines itself before it runs any code."""
+    out = tmp_path / "out"
+    out.mkdir()
+    sb = make_sandbox(write_paths=[out], timeout=10)
+    assert sb.execute("import os\nos._exit(3)").error is not None  # the first worker dies: pid 1 forks anew
+    program = f"open({str(out / 'marker')!r}, 'w').write('exec worked')"
+    outcome = probe(sb, f"import os, sys\nos.execv(sys.executable, [sys.executable, '-c', {program!r}])")
+    assert_blocked(outcome, "exec from the worker pid 1 forked after a step died")
+    assert not (out / "marker").exists()
+    assert_alive(sb)
+
+
+@pytest.mark.parametrize("steps_before", [0, 1], ids=["pid 1 holding the first state", "pid 1 as sleep"])
+def test_the_code_cannot_read_pid_1s_memory(make_sandbox, steps_before):
+    """pid 1, which may exec, is out of the code's reach: its memory cannot be opened."""
+    sb = make_sandbox()
+    for _ in range(steps_before):
+        assert sb.execute("x = 1").error is None
+    outcome = probe(
+        sb,
+        """
+        with open("/proc/1/mem", "rb") as f:
+            return f"opened pid 1's memory: {f!r}"
+    """,
+    )
+    assert_blocked(outcome, "open pid 1's memory")
+    assert_alive(sb)
+
+
+@pytest.mark.parametrize("steps_before", [0, 1], ids=["pid 1 holding the first state", "pid 1 as sleep"])
+def test_the_code_cannot_use_pid_1s_descriptors(make_sandbox, steps_before):
+    """pid 1 holds the `sleep` binary's descriptor and the session's sockets: none can be reopened."""
+    sb = make_sandbox()
+    for _ in range(steps_before):
+        assert sb.execute("x = 1").error is None
+    outcome = probe(
+        sb,
+        """
+        import os
+        return [os.readlink(f"/proc/1/fd/{fd}") for fd in os.listdir("/proc/1/fd")]
+    """,
+    )
+    assert_blocked(outcome, "list pid 1's descriptors")
+    assert_alive(sb)
+
+
 # --- tracing and reading other processes ------------------------------------------------------
 
 

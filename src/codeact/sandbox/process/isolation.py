@@ -125,7 +125,7 @@ def fork_session() -> tuple[int, Layers]:
     if root:
         return root, Layers()
     linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
-    sleep = _open_sleep()  # now: once the keeper builds the session's root, this path is gone from view
+    sleep = open_sleep()  # now: once the keeper builds the session's root, this path is gone from view
     keeper, layers = _fork_keeper(fallback=lambda: 0)  # without namespaces, the root is the keeper
     if keeper:
         os.closerange(0, max(sleep, 0))
@@ -169,10 +169,12 @@ def enter(
     scratch: str,
     cgroup: tuple[bool, str],
     marks: list[tuple[str, float]],
-) -> None:
+) -> int:
     """Isolate the keeper that `fork_session` returned in, for `config`, recording in `layers` every
     layer it could apply. `cgroup`: whether the process is in its own cgroup, and what that
-    cgroup limits (or why there is none)."""
+    cgroup limits (or why there is none). Returns the descriptor of the `sleep` binary (-1 when there
+    is none), opened before the session's root hides it, for the keeper to become."""
+    sleep = open_sleep()
     layers.marks = sorted([*layers.marks, *marks], key=lambda mark: mark[1])
     layers.set("cgroup", *cgroup)
     layers.set("wall-clock kill", True, "the session's supervisor and the host kill overdue steps")
@@ -231,6 +233,7 @@ def enter(
             deny_tcp=True,
             connect_ports=[PROXY_PORT] if config.network else [],
             exact=frozenset([*config.read_paths, *config.write_paths]),
+            executable=sleep,  # for the keeper to become; `confine_code` forbids exec to the code's processes
         )
         layers.set(
             "landlock",
@@ -243,13 +246,13 @@ def enter(
         layers.set("landlock", False, str(exc))
     layers.mark("landlock")
     try:
-        rows = seccomp.install(allow_network=config.network)
+        rows = seccomp.install(allow_network=config.network, allow_exec=True)
         layers.set(
             "seccomp",
             True,
-            f"{rows}-instruction filter: no exec, ptrace, mount, namespaces, "
-            f"kernel modules, bpf, io_uring"
-            f"{', sockets other than socketpairs' if not config.network else ''}",
+            f"{rows}-instruction filter: no ptrace, mount, namespaces, kernel modules, bpf, io_uring"
+            f"{', sockets other than socketpairs' if not config.network else ''}; "
+            "the code's processes add one without exec",
         )
     except OSError as exc:
         layers.set("seccomp", False, str(exc))
@@ -262,9 +265,20 @@ def enter(
     except OSError as exc:
         layers.set("no capabilities", False, str(exc))
     layers.mark("seccomp and capabilities")
+    return sleep
 
 
-def _open_sleep() -> int:
+def confine_code(layers: Layers, *, network: bool, fork: bool) -> None:
+    """In a process the keeper forks to run the session's code: no exec at all, and without `fork`, no
+    fork either. The keeper itself, which runs none of the code, keeps exec to become `sleep` once it
+    only reaps (`runner.Session.keep`); whatever the code's processes do, they inherit these limits."""
+    if layers.status["seccomp"][0]:
+        seccomp.install(allow_network=network, allow_fork=fork)
+    if layers.status["landlock"][0]:
+        landlock.forbid_execute()
+
+
+def open_sleep() -> int:
     """The `sleep` binary, opened to be executed later by descriptor; -1 where there is none."""
     try:
         return os.open(_SLEEP, os.O_RDONLY | os.O_CLOEXEC) if _SLEEP else -1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 from collections.abc import Sequence
@@ -68,17 +69,20 @@ def restrict(
     deny_tcp: bool,
     connect_ports: Sequence[int] = (),
     exact: frozenset[str] = frozenset(),
+    executable: int = -1,
 ) -> int:
     """Allow only reading `read`, writing `write` and using `devices`; returns the ABI used.
 
     With `deny_tcp` (ABI 4+) no TCP port may be bound, and only `connect_ports` connected to.
+    Given `executable`, a file's descriptor, that file may be read, and executing is left alone (for
+    `forbid_execute` to take away from the caller's children).
 
     Paths in `exact` are opened without following symbolic links (a link there is refused).
     """
     abi = abi_version()
     if abi < 1:
         raise OSError("Landlock is not available on this kernel")
-    handled = _EXECUTE | _READ | _WRITE | _MAKE_CHAR | _MAKE_BLOCK
+    handled = (0 if executable >= 0 else _EXECUTE) | _READ | _WRITE | _MAKE_CHAR | _MAKE_BLOCK
     if abi >= 2:
         handled |= _REFER
     if abi >= 3:
@@ -114,6 +118,12 @@ def restrict(
                 )
             finally:
                 os.close(fd)
+        if executable >= 0:
+            rule = _PathBeneath(_READ_FILE, executable)
+            with contextlib.suppress(OSError):  # without it, executing that file fails: no other loss
+                linux.syscall(
+                    "landlock_add_rule", ctypes.c_int(ruleset), ctypes.c_int(1), ctypes.byref(rule), ctypes.c_uint32(0)
+                )
         if attr.handled_access_net:
             for port in connect_ports:
                 net_rule = _NetPort(_NET_CONNECT_TCP, port)
@@ -129,3 +139,13 @@ def restrict(
     finally:
         os.close(ruleset)
     return abi
+
+
+def forbid_execute() -> None:
+    """Stack a domain on the caller's that lets it execute no file at all."""
+    attr = _RulesetAttr(_EXECUTE, 0, 0)
+    ruleset = linux.syscall("landlock_create_ruleset", ctypes.byref(attr), ctypes.c_size_t(8), ctypes.c_uint32(0))
+    try:
+        linux.syscall("landlock_restrict_self", ctypes.c_int(ruleset), ctypes.c_uint32(0))
+    finally:
+        os.close(ruleset)

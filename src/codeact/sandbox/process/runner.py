@@ -31,10 +31,10 @@ import socket
 import struct
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from codeact.sandbox import step, wire
-from codeact.sandbox.process import seccomp
 
 # what a worker tells its holder (a step's start, end and approvals go through the `StepClock`)
 _COMMIT = b"c"
@@ -55,13 +55,14 @@ class Session:
         output_limit: int,
         memory_limit: int,
         rollback: bool,
-        network: bool,
         prefork: bool,
+        confine_code: Callable[[], None],
     ) -> None:
         self.control = control
+        self.confine_code = confine_code
+        self.sleep = -1  # pid 1's `sleep` binary (`keep`)
         self.rollback = rollback
         self.prefork = prefork
-        self.network = network
         self.own_pid_namespace = os.getpid() == 1
         self.output_limit = output_limit
         self.memory_limit = memory_limit
@@ -81,14 +82,27 @@ class Session:
         self.commands = HostWait()  # without rollback, this worker waits for the next step too
 
     # --- process structure -------------------------------------------------------------------
-    def keep(self) -> None:
-        """Run as pid 1: hold the session's first state, then reap until no process is left."""
+    def keep(self, sleep: int = -1) -> None:
+        """Run as pid 1: hold the session's first state, then reap until no process is left.
+
+        Once a step has committed pid 1 only reaps: it becomes `sleep` (by `sleep`, the binary's
+        descriptor) with SIGCHLD ignored, so that the kernel reaps for it, and drops the interpreter's
+        memory: about 2 MB of pages that later holders no longer share with it.
+        """
         # Default dispositions make pid 1 immune to signals sent from inside its namespace; Python's
         # own SIGINT handler would instead raise KeyboardInterrupt here and end the session.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         _capture_stdio()
-        self.hold(keeper=True)
+        self.sleep = sleep
+        verdict = self.hold(keeper=True)
         self.control.close()
+        if verdict == "commit" and sleep >= 0 and os.getpid() == 1:
+            signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+            with contextlib.suppress(ChildProcessError):
+                while os.waitpid(-1, os.WNOHANG)[0]:
+                    pass
+            with contextlib.suppress(OSError):
+                os.execve(sleep, ["codeact-session", "2147483647"], {})
         while True:
             try:
                 os.wait()
@@ -97,7 +111,7 @@ class Session:
             except InterruptedError:
                 continue
 
-    def hold(self, *, keeper: bool = False) -> None:
+    def hold(self, *, keeper: bool = False) -> str:
         """Keep the current state; fork a worker per step and roll back when a step dies.
 
         The keeper (pid 1) holds only the first state: when a step commits it returns to reaping,
@@ -109,11 +123,13 @@ class Session:
             worker = _fork_when_possible()
             if worker == 0:
                 os.close(read_end)
+                if keeper:
+                    if self.sleep >= 0:
+                        os.close(self.sleep)
+                    self.confine_code()
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 with contextlib.suppress(OSError):
                     os.setpgid(0, 0)  # so a holder outside a pid namespace can kill the step's processes
-                if not self.rollback:
-                    seccomp.install(allow_network=self.network, allow_fork=False)
                 outcome = "done"
                 while outcome == "done":
                     outcome = self.work(write_end)
@@ -130,7 +146,7 @@ class Session:
             os.close(read_end)
             if verdict in ("commit", "quit"):
                 if keeper:
-                    return
+                    return verdict
                 os._exit(0)
 
     def _next_step_may_come(self) -> bool:

@@ -98,6 +98,7 @@ _OPENERS = {"open": ((2, 1, 2), None), "openat": ((257, 2, 3), (56, 2, 3))}
 _OPENAT2 = (437, 437)  # its mode sits in a struct a filter cannot read: refused, libc falls back
 _SETID_BITS = 0o6000
 _O_CREAT_OR_TMPFILE = 0o100 | 0o20000000
+_EXEC = ("execve", "execveat")
 _FORK_ONLY = {"fork": (57, None), "vfork": (58, None)}
 
 _NS_FLAGS = (
@@ -139,10 +140,10 @@ def _arch_index() -> int:
     return index
 
 
-def build(*, allow_network: bool, allow_fork: bool = True) -> list[tuple[int, int, int, int]]:
+def build(*, allow_network: bool, allow_fork: bool = True, allow_exec: bool = False) -> list[tuple[int, int, int, int]]:
     """The BPF program as (code, jt, jf, k) rows. Denied calls fail with EPERM."""
     i = _arch_index()
-    denied = [nums[i] for nums in _DENIED.values() if nums[i] is not None]
+    denied = [nums[i] for name, nums in _DENIED.items() if nums[i] is not None and not (allow_exec and name in _EXEC)]
     if not allow_fork:
         denied += [nums[i] for nums in _FORK_ONLY.values() if nums[i] is not None]
     if not allow_network:
@@ -210,9 +211,9 @@ def build(*, allow_network: bool, allow_fork: bool = True) -> list[tuple[int, in
     return [(code, resolve(pc, jt), resolve(pc, jf), k) for pc, (code, jt, jf, k) in enumerate(sym)]
 
 
-def install(*, allow_network: bool, allow_fork: bool = True) -> int:
+def install(*, allow_network: bool, allow_fork: bool = True, allow_exec: bool = False) -> int:
     """Install the filter on the calling thread (and its future children). Returns its length."""
-    rows = build(allow_network=allow_network, allow_fork=allow_fork)
+    rows = build(allow_network=allow_network, allow_fork=allow_fork, allow_exec=allow_exec)
     array = (_Filter * len(rows))(*[_Filter(*r) for r in rows])
     prog = _Prog(len(rows), ctypes.cast(array, ctypes.POINTER(_Filter)))
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)

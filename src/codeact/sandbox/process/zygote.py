@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import gc
 import importlib
 import itertools
@@ -206,7 +207,7 @@ def _session(group: Any, group_error: str, layers: isolation.Layers, scratch: st
         if group is not None
         else (False, group_error or "no writable cgroup tree")
     )
-    isolation.enter(config, layers, root_dir, scratch, cgroup, marks)
+    sleep = isolation.enter(config, layers, root_dir, scratch, cgroup, marks)
     if config.sys_path:  # the host's import path may have grown since the zygote started
         sys.path[:] = config.sys_path
     sock = socket.socket(fileno=SESSION_FD)
@@ -228,8 +229,8 @@ def _session(group: Any, group_error: str, layers: isolation.Layers, scratch: st
         memory_limit=config.memory_limit,
         rollback=config.rollback,
         prefork=config.prefork,
-        network=config.network,
-    ).keep()
+        confine_code=functools.partial(isolation.confine_code, layers, network=config.network, fork=config.rollback),
+    ).keep(sleep)
 
 
 def configure(shell: _Shell, raw: dict[str, Any], marks: list[tuple[str, float]]) -> None:
