@@ -217,6 +217,24 @@ def test_without_rollback_a_reset_session_has_its_tools_submit_and_given_variabl
         assert sb.execute("submit(answer=given)").submitted == {"answer": 5}
 
 
+def test_without_rollback_nothing_a_step_left_unread_reaches_the_next():
+    """One worker serves every step: a step whose code never read its inputs, or never awaited its
+    tool call, must not leave a frame behind for the next one, and many steps leak no descriptor."""
+    with Sandbox([_ping], rollback=False, backend="process") as sb:
+        count_fds = "import os\nlen(os.listdir('/proc/self/fd'))"
+        before = sb.execute(count_fds).value
+        for i in range(10):
+            sb.set_variables({"given": i, "other": -i})
+            assert sb.execute("given +").error is not None  # does not compile: its inputs stay unread
+            started = (
+                "async def main():\n    calls = [_ping(-n) for n in range(5)]\n    return len(calls)\nawait main()"
+            )
+            assert sb.execute(started).value == "5"  # calls started, never awaited
+            assert sb.execute(f"_ping({i})").value == str(i)
+            assert sb.execute(f"{i} + 1").value == str(i + 1)
+        assert sb.execute(count_fds).value == before
+
+
 def test_a_restarted_session_has_the_given_variables_again():
     with Sandbox(backend="process") as sb:
         sb.set_variables({"given": 5})

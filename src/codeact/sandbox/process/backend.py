@@ -159,14 +159,21 @@ def _close_zygotes() -> None:
 
 class _StepChannel:
     """One step of a native session: the step's socket, and the session's control socket on which the
-    holder reports a step that died or overran its time."""
+    holder reports a step that died or overran its time.
 
-    def __init__(self, backend: ProcessBackend, control: socket.socket) -> None:
+    A step gets a socket of its own, so that nothing a step left unread reaches the next one. Without
+    rollback one worker serves every step, and a step whose only traffic was its command and its
+    result leaves nothing behind: its socket is `kept` for the next step (a socketpair and the passing
+    of a descriptor cost about a fifth of a short round trip)."""
+
+    def __init__(self, backend: ProcessBackend, control: socket.socket, kept: socket.socket | None) -> None:
         self.backend = backend
         self.control = control
-        self.ours, self.theirs = socket.socketpair()
+        self.ours, self.theirs = (kept, None) if kept is not None else socket.socketpair()
         self.frames = wire.FrameBuffer()
         self.open = True
+        self.answered = False  # the step's result came
+        self.traffic = 0  # frames sent after the command and received before the result
         self.sent_exec = False
         self.limit = 0.0
         self.send_by = 0.0  # the end of the step's time: a frame it has not read by then is given up
@@ -180,11 +187,15 @@ class _StepChannel:
                 self.sent_exec = True
                 self.limit = float(message.get("timeout") or 0)
                 self.send_by = time.monotonic() + (self.limit or 30.0)
+                if self.theirs is None:
+                    wire.send(self.control, {**message, "step": self.number})
+                    return
                 try:
                     wire.send_with_fds(self.control, {**message, "step": self.number}, [self.theirs.fileno()])
                 finally:
                     self.theirs.close()
                 return
+            self.traffic += 1
             frame = wire.dumps(message, wire.MAX_MESSAGE_BYTES)
             try:
                 sent = self.ours.send(frame, socket.MSG_DONTWAIT)  # a reply usually fits the socket's buffer
@@ -211,6 +222,10 @@ class _StepChannel:
                 raise self.lost(self.gone)
             frame = self.frames.next()
             if frame is not None:
+                if frame.get("op") == "result":
+                    self.answered = True
+                else:
+                    self.traffic += 1
                 return frame
             watch = [self.control] + ([self.ours] if self.open else [])
             wait = deadline - time.monotonic()
@@ -242,10 +257,16 @@ class _StepChannel:
         self.backend.close()
         return StepLost(Failure.CRASHED, f"{why}; the next step starts a new session and earlier variables are lost")
 
+    def reusable(self) -> bool:
+        """Whether the next step may use this step's socket: nothing but its command and its result
+        went through it, completely."""
+        return self.answered and not self.traffic and self.open and not self.gone and not self.frames.data
+
     def close(self) -> None:
         self.ours.close()
-        with contextlib.suppress(OSError):
-            self.theirs.close()
+        if self.theirs is not None:
+            with contextlib.suppress(OSError):
+                self.theirs.close()
 
 
 def import_paths() -> list[str]:
@@ -321,6 +342,7 @@ class ProcessBackend:
         self._aborted = False
         self._restarted = False
         self._steps = 0
+        self._kept_channel: socket.socket | None = None  # the last step's socket, for the next (`_StepChannel`)
 
     # --- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -408,6 +430,9 @@ class ProcessBackend:
             if self._control is not None:
                 self._control.close()
                 self._control = None
+            if self._kept_channel is not None:
+                self._kept_channel.close()
+                self._kept_channel = None
             if self._proxy is not None and self._family is None:
                 self._proxy.close()
             self._proxy = None
@@ -508,11 +533,15 @@ class ProcessBackend:
             self.start()
         self._restarted = True
         assert self._control is not None
-        return _StepChannel(self, self._control), notice
+        kept, self._kept_channel = self._kept_channel, None
+        return _StepChannel(self, self._control, kept), notice
 
     def end_step(self, channel: Channel, result: ExecutionResult) -> None:
         assert isinstance(channel, _StepChannel)
-        channel.close()
+        if not self.options.rollback and self._control is not None and channel.reusable():
+            self._kept_channel = channel.ours
+        else:
+            channel.close()
         if self._proxy is not None:
             result.connections = self._proxy.drain()
 

@@ -229,14 +229,17 @@ class Session:
         if message.get("op") == "fork" and len(fds) == 2:
             self._fork(pipe, socket.socket(fileno=fds[0]), fds[1])
             return "done"
-        if message.get("op") != "exec" or len(fds) != 1:
+        if message.get("op") != "exec" or len(fds) > 1 or (not fds and self.channel is None):
             for fd in fds:
                 os.close(fd)
             os.write(pipe, _QUIT)
             return "quit"
         timeout = float(message.get("timeout") or 0)
         self.clock.start(timeout, int(message.get("step") or 0))
-        self.channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=fds[0])  # no probing
+        if fds:  # else the last step's socket, kept (without rollback) when it carried nothing else
+            if self.channel is not None:
+                self.channel.close()
+            self.channel = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, 0, fileno=fds[0])  # no probing
         self._apply_step_limits(timeout)
         if message.get("tools") is not None:
             self._define(message["tools"], message.get("submit"))
@@ -258,8 +261,9 @@ class Session:
             body = wire.dumps({"op": "result", **result})
         with contextlib.suppress(OSError):
             self.channel.sendall(body)
-        self.channel.close()
-        self.channel = None
+        if self.rollback:
+            self.channel.close()
+            self.channel = None
         self.clock.stop()
         if self.rollback and self.expired:
             os.write(pipe, _ABANDON)
