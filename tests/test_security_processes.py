@@ -143,37 +143,27 @@ def test_exec_is_denied_in_the_step_after_one_that_died(make_sandbox, tmp_path):
     assert_alive(sb)
 
 
-@pytest.mark.parametrize("steps_before", [0, 1], ids=["pid 1 holding the first state", "pid 1 as sleep"])
-def test_the_code_cannot_read_pid_1s_memory(make_sandbox, steps_before):
-    """pid 1, which may exec, is out of the code's reach: its memory cannot be opened."""
-    sb = make_sandbox()
-    for _ in range(steps_before):
-        assert sb.execute("x = 1").error is None
-    outcome = probe(
-        sb,
-        """
+PID_1_ATTACKS = {
+    "read its memory": """
         with open("/proc/1/mem", "rb") as f:
             return f"opened pid 1's memory: {f!r}"
     """,
-    )
-    assert_blocked(outcome, "open pid 1's memory")
-    assert_alive(sb)
-
-
-@pytest.mark.parametrize("steps_before", [0, 1], ids=["pid 1 holding the first state", "pid 1 as sleep"])
-def test_the_code_cannot_use_pid_1s_descriptors(make_sandbox, steps_before):
-    """pid 1 holds the `sleep` binary's descriptor and the session's sockets: none can be reopened."""
-    sb = make_sandbox()
-    for _ in range(steps_before):
-        assert sb.execute("x = 1").error is None
-    outcome = probe(
-        sb,
-        """
+    "reopen its descriptors": """
         import os
         return [os.readlink(f"/proc/1/fd/{fd}") for fd in os.listdir("/proc/1/fd")]
     """,
-    )
-    assert_blocked(outcome, "list pid 1's descriptors")
+}
+
+
+@pytest.mark.parametrize("attack", list(PID_1_ATTACKS))
+@pytest.mark.parametrize("steps_before", [0, 1], ids=["pid 1 holding the first state", "pid 1 as sleep"])
+def test_the_code_cannot_reach_into_pid_1(make_sandbox, attack, steps_before):
+    """pid 1, which may exec, is out of the code's reach: neither its memory nor its descriptors (the
+    `sleep` binary's, the session's sockets) can be opened."""
+    sb = make_sandbox()
+    for _ in range(steps_before):
+        assert sb.execute("x = 1").error is None
+    assert_blocked(probe(sb, PID_1_ATTACKS[attack]), f"{attack}, pid 1's")
     assert_alive(sb)
 
 
