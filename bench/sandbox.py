@@ -55,15 +55,16 @@ def timed(fn: Callable[[], object], repeat: int) -> list[float]:
     return out
 
 
-def start_to_first_result(repeat: int, *, pause_s: float = 0.0) -> float:
+def start_to_first_result(repeat: int, *, pause_s: float = 0.0, new_config: bool = False) -> float:
     """A new session until its first result. The zygote isolates the next session in advance (for
-    the same config); back to back, a request waits for that isolation to finish."""
+    the same config); back to back, a request waits for that isolation to finish. With `new_config`
+    each session's config is unlike the last, so it is isolated when asked for."""
     zygote_for(PRELOAD)  # the zygote is shared and started once per process
     samples = []
-    for _ in range(repeat + 1):
+    for i in range(repeat + 1):
         time.sleep(pause_s)
         t = time.perf_counter()
-        sb = Sandbox(preload=PRELOAD, backend="process")
+        sb = Sandbox(preload=PRELOAD, backend="process", env={"CODEACT_BENCH": str(i)} if new_config else {})
         sb.start()
         assert sb.execute("1 + 1").value == "2"
         samples.append(time.perf_counter() - t)
@@ -500,6 +501,14 @@ def main() -> None:
         fork_ms,
         "plain fork of the zygote",
         "< 5 ms",
+    )
+    row(
+        "session start, a config unlike the last, 100 ms apart",
+        start_to_first_result(r, pause_s=0.1, new_config=True),
+        "ms",
+        fork_ms,
+        "plain fork of the zygote",
+        "",
     )
     row(
         "session start to first result, back to back",

@@ -744,3 +744,17 @@ def test_pid_1_keeps_no_interpreter_once_a_step_committed_and_still_reaps():
 def _state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
+
+
+def test_each_session_has_its_own_config_whichever_waiting_shell_serves_it(tmp_path):
+    """The zygote serves a request from the shell isolated in advance when it was isolated for the
+    same config, else from one still waiting for any config: either way the session has the config
+    it asked for (its environment, its grants) and no other's."""
+    granted = tmp_path / "granted"
+    granted.mkdir()
+    write = f"import os\ntry:\n    open({str(granted / 'w')!r}, 'w').close()\n    wrote = True\nexcept OSError:\n    wrote = False\n"
+    for mark in ["a", "a", "b", "a", "grant", "grant", "b", "b", "grant", "a"]:
+        options = {"write_paths": [granted]} if mark == "grant" else {"env": {"MARK": mark}}
+        with Sandbox(backend="process", **options) as sb:
+            r = sb.execute(write + "(os.environ.get('MARK'), wrote)")
+            assert r.value == repr((None, True) if mark == "grant" else (mark, False)), (mark, r)

@@ -84,7 +84,11 @@ def main() -> None:
         sessions[shell.pid] = shell
         return shell
 
-    spare = new_spare()
+    # Two shells wait for requests: `blank`, forked and in its cgroup but not yet isolated (joining a
+    # cgroup takes 8-40 ms here, an RCU grace period, which a request should not wait for), and
+    # `isolated`, isolated in advance for the config asked for last.
+    blank: _Shell | None = new_spare()
+    isolated: _Shell | None = None
     stale = True
     try:
         while True:
@@ -101,17 +105,21 @@ def main() -> None:
             if message.get("op") != "spawn":
                 continue
             requested, raw = time.monotonic(), message["config"]
-            if spare.config is not None and spare.config != raw:  # isolated in advance for another config
-                _discard(spare)
-                spare = new_spare()
-            if spare.config is None:
-                configure(spare, raw, [("request received", requested)])
-            hand_over(control, spare)
-            spare = new_spare()
+            if isolated is not None and isolated.config == raw:
+                shell, isolated = isolated, None
+            else:
+                shell, blank = blank or new_spare(), None
+                configure(shell, raw, [("request received", requested)])
+            hand_over(control, shell)
+            if blank is None:
+                blank = new_spare()
             if not raw.get("read_paths") and not raw.get("write_paths"):
                 # The next session is likely to ask for the same: isolate it now. Never with grants,
                 # whose paths the host checks just before each start.
-                configure(spare, raw, [("isolated in advance", time.monotonic())])
+                if isolated is not None:
+                    _discard(isolated)
+                isolated = new_spare()
+                configure(isolated, raw, [("isolated in advance", time.monotonic())])
     finally:
         for pid in sessions:
             with contextlib.suppress(OSError):
