@@ -20,6 +20,7 @@ _NR = {
     "landlock_restrict_self": (446, 446),
     "mount_setattr": (442, 442),
     "capset": (126, 91),
+    "capget": (125, 90),
     "seccomp": (317, 277),
     "openat2": (437, 437),
     "clone": (56, 220),
@@ -175,14 +176,20 @@ class _CapData(ctypes.Structure):
     ]
 
 
-def drop_capabilities() -> None:
-    """Empty the bounding, ambient, effective, permitted and inheritable capability sets."""
+def _last_capability() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
-            last = int(f.read())
+            return int(f.read())
     except OSError:
-        last = 40
-    for cap in range(last + 1):
+        return 40
+
+
+LAST_CAPABILITY = _last_capability()  # read where this is imported (the zygote), not in every session
+
+
+def drop_capabilities() -> None:
+    """Empty the bounding, ambient, effective, permitted and inheritable capability sets."""
+    for cap in range(LAST_CAPABILITY + 1):
         with contextlib.suppress(OSError):
             prctl(PR_CAPBSET_DROP, cap)
     with contextlib.suppress(OSError):
@@ -193,11 +200,10 @@ def drop_capabilities() -> None:
 
 
 def effective_capabilities() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapEff:"):
-                return int(line.split()[1], 16)
-    return -1
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    syscall("capget", ctypes.byref(header), ctypes.byref(data))
+    return data[0].effective | data[1].effective << 32
 
 
 class _OpenHow(ctypes.Structure):

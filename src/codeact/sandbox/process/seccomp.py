@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import socket
 
 from codeact.sandbox.process import linux
@@ -213,9 +214,24 @@ def build(*, allow_network: bool, allow_fork: bool = True, allow_exec: bool = Fa
 
 def install(*, allow_network: bool, allow_fork: bool = True, allow_exec: bool = False) -> int:
     """Install the filter on the calling thread (and its future children). Returns its length."""
-    rows = build(allow_network=allow_network, allow_fork=allow_fork, allow_exec=allow_exec)
-    array = (_Filter * len(rows))(*[_Filter(*r) for r in rows])
-    prog = _Prog(len(rows), ctypes.cast(array, ctypes.POINTER(_Filter)))
+    _, prog = _program(allow_network, allow_fork, allow_exec)
     linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     linux.syscall("seccomp", ctypes.c_uint(1), ctypes.c_uint(0), ctypes.byref(prog))  # SET_MODE_FILTER
-    return len(rows)
+    return int(prog.len)
+
+
+def prepare() -> None:
+    """Build every filter a session installs, once, in the process its sessions are forked from: a
+    session's first build would cost it about a millisecond of cold code."""
+    for network in (False, True):
+        _program(network, True, True)  # the keeper's
+        for fork in (False, True):
+            _program(network, fork, False)  # the code's
+
+
+@functools.cache
+def _program(allow_network: bool, allow_fork: bool, allow_exec: bool) -> tuple[ctypes.Array[_Filter], _Prog]:
+    """The filter as the kernel takes it, with the array its program points into (kept alive here)."""
+    rows = build(allow_network=allow_network, allow_fork=allow_fork, allow_exec=allow_exec)
+    array = (_Filter * len(rows))(*[_Filter(*r) for r in rows])
+    return array, _Prog(len(rows), ctypes.cast(array, ctypes.POINTER(_Filter)))

@@ -58,7 +58,10 @@ def main() -> None:
             preloaded.append(module)
         except Exception as exc:
             failed[module] = f"{type(exc).__name__}: {exc}"
-    from codeact.sandbox.process import cgroup, runner  # noqa: F401 - warm for sessions
+    from codeact.sandbox.process import cgroup, runner, seccomp  # noqa: F401 - warm for sessions
+
+    with contextlib.suppress(OSError):  # where there is no filter, sessions say so themselves
+        seccomp.prepare()
 
     os.environ.clear()
     root_dir = tempfile.mkdtemp(prefix="codeact-root-")
