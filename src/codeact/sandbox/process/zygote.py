@@ -82,7 +82,7 @@ def main() -> None:
     )
     numbers = itertools.count(1)
 
-    def new_spare() -> _Shell:
+    def new_shell() -> _Shell:
         shell = fork_shell(root_dir, tree, next(numbers))
         sessions[shell.pid] = shell
         return shell
@@ -90,7 +90,7 @@ def main() -> None:
     # Two shells wait for requests: `blank`, forked and in its cgroup but not yet isolated (joining a
     # cgroup takes 8-40 ms here, an RCU grace period, which a request should not wait for), and
     # `isolated`, isolated in advance for the config asked for last.
-    blank: _Shell | None = new_spare()
+    blank = new_shell()
     isolated: _Shell | None = None
     stale = True
     try:
@@ -111,17 +111,17 @@ def main() -> None:
             if isolated is not None and isolated.config == raw:
                 shell, isolated = isolated, None
             else:
-                shell, blank = blank or new_spare(), None
+                shell = blank
                 configure(shell, raw, [("request received", requested)])
             hand_over(control, shell)
-            if blank is None:
-                blank = new_spare()
+            if shell is blank:
+                blank = new_shell()
             if not raw.get("read_paths") and not raw.get("write_paths"):
                 # The next session is likely to ask for the same: isolate it now. Never with grants,
                 # whose paths the host checks just before each start.
                 if isolated is not None:
                     _discard(isolated)
-                isolated = new_spare()
+                isolated = new_shell()
                 configure(isolated, raw, [("isolated in advance", time.monotonic())])
     finally:
         for pid in sessions:
