@@ -758,3 +758,36 @@ def test_each_session_has_its_own_config_whichever_waiting_shell_serves_it(tmp_p
         with Sandbox(backend="process", **options) as sb:
             r = sb.execute(write + "(os.environ.get('MARK'), wrote)")
             assert r.value == repr((None, True) if mark == "grant" else (mark, False)), (mark, r)
+
+
+def _live_children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError, IndexError), open(f"/proc/{entry}/stat") as f:
+                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
+                if int(ppid) == pid and state != "Z":
+                    found.append(int(entry))
+    return found
+
+
+def test_a_waiting_shell_killed_from_outside_is_replaced():
+    """The zygote keeps shells waiting for requests; one killed from outside meanwhile is replaced, and
+    the session it would have served starts all the same."""
+    from codeact.sandbox.process.backend import zygote_for
+
+    with Sandbox(backend="process", env={"MARK": "a"}) as first:
+        first.execute("1")
+        zygote, ours = zygote_for(()).process.pid, set(first.processes())
+        for _ in range(500):  # both are forked once the first session has been handed over
+            waiting = [pid for pid in _live_children(zygote) if pid not in ours]
+            if len(waiting) == 2:
+                break
+            time.sleep(0.01)
+        assert len(waiting) == 2, waiting  # one isolated for MARK=a, one for any settings
+        for pid in waiting:
+            os.kill(pid, signal.SIGKILL)
+        assert all(_gone(pid) for pid in waiting)
+        for mark in ("b", "a"):  # unlike the settings isolated in advance, then like them
+            with Sandbox(backend="process", env={"MARK": mark}) as sb:
+                assert sb.execute("import os\nos.environ['MARK']").value == repr(mark)

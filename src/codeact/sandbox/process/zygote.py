@@ -108,9 +108,11 @@ def main() -> None:
             if message.get("op") != "spawn":
                 continue
             requested, raw = time.monotonic(), message["config"]
-            if isolated is not None and isolated.config == raw:
+            if isolated is not None and isolated.config == raw and isolated.pid in sessions:
                 shell, isolated = isolated, None
             else:
+                if blank.pid not in sessions:  # it died waiting (killed from outside): reaped, replaced
+                    blank = new_shell()
                 shell = blank
                 configure(shell, raw, [("request received", requested)])
             hand_over(control, shell)
