@@ -239,7 +239,9 @@ def test_a_restarted_session_has_the_given_variables_again():
     with Sandbox(backend="process") as sb:
         sb.set_variables({"given": 5})
         assert sb.execute("given").value == "5"
-        os.kill(_pid_of(sb.backend._pidfds[0]), signal.SIGKILL)
+        keeper = _pid_of(sb.backend._pidfds[0])
+        os.kill(keeper, signal.SIGKILL)
+        assert _gone(keeper)  # and with it the whole pid namespace: a step sent sooner could still answer
         r = sb.execute("given")
         assert r.error is not None and r.error.type == "SandboxCrashed"
         r = sb.execute("given")
