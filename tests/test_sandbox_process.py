@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from attacks import descendants
 from codeact import Sandbox
 from codeact.sandbox import SandboxPool, detect_layers
 from codeact.sandbox.process.isolation import LAYER_NAMES
@@ -762,17 +763,6 @@ def test_each_session_has_its_own_config_whichever_waiting_shell_serves_it(tmp_p
             assert r.value == repr((None, True) if mark == "grant" else (mark, False)), (mark, r)
 
 
-def _live_children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            with contextlib.suppress(OSError, IndexError), open(f"/proc/{entry}/stat") as f:
-                state, ppid = f.read().rsplit(")", 1)[1].split()[:2]
-                if int(ppid) == pid and state != "Z":
-                    found.append(int(entry))
-    return found
-
-
 def test_a_waiting_shell_killed_from_outside_is_replaced():
     """The zygote keeps shells waiting for requests; one killed from outside meanwhile is replaced, and
     the session it would have served starts all the same."""
@@ -782,7 +772,8 @@ def test_a_waiting_shell_killed_from_outside_is_replaced():
         first.execute("1")
         zygote, ours = zygote_for(()).process.pid, set(first.processes())
         for _ in range(500):  # both are forked once the first session has been handed over
-            waiting = [pid for pid in _live_children(zygote) if pid not in ours]
+            live = descendants(zygote)
+            waiting = [pid for pid, (ppid, _, _) in live.items() if ppid == zygote and pid not in ours]
             if len(waiting) == 2:
                 break
             time.sleep(0.01)

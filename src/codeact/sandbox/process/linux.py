@@ -164,6 +164,9 @@ def pivot_root(new_root: str, put_old: str) -> None:
     syscall("pivot_root", new_root.encode(), put_old.encode())
 
 
+_CAPABILITY_VERSION_3 = 0x20080522
+
+
 class _CapHeader(ctypes.Structure):
     _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
 
@@ -194,13 +197,13 @@ def drop_capabilities() -> None:
             prctl(PR_CAPBSET_DROP, cap)
     with contextlib.suppress(OSError):
         prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)
-    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     syscall("capset", ctypes.byref(header), ctypes.byref(data))
 
 
 def effective_capabilities() -> int:
-    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    header = _CapHeader(_CAPABILITY_VERSION_3, 0)
     data = (_CapData * 2)()
     syscall("capget", ctypes.byref(header), ctypes.byref(data))
     return data[0].effective | data[1].effective << 32
