@@ -6,6 +6,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -339,6 +340,91 @@ def test_threads_that_keep_the_process_limit_full_end_the_session_saying_so():
         assert r.error is not None and r.error.type == "SandboxCrashed", r.error
         assert "the sandbox session failed" in r.error.message and "a new session" in r.error.message
         assert sb.execute("1 + 1").value == "2"
+
+
+def test_a_thread_left_waiting_on_a_tool_leaves_the_next_steps_tools_working():
+    # The thread still reads the step's channel for its reply when its step ends, and the next step's
+    # worker is forked from that state: it used to wait forever for that reader (every later call
+    # timed out).
+    gate = threading.Event()
+
+    def slow(x: int) -> int:
+        """Answers once the test lets it."""
+        gate.wait(30)
+        return x
+
+    def ping(x: int) -> int:
+        """Answers at once."""
+        return x
+
+    try:
+        with Sandbox([slow, ping], backend="process", timeout=10) as sb:
+            started = sb.execute(
+                "import threading, time\nkeep = 41\nthreading.Thread(target=slow, args=(1,), daemon=True).start()\n"
+                "time.sleep(0.5)"
+            )
+            assert started.error is None, started.error
+            assert [(call.name, call.abandoned) for call in started.tool_calls] == [("slow", True)]
+            for expected in ("41", "41"):
+                r = sb.execute("ping(keep)")
+                assert r.error is None and r.value == expected, r.error
+    finally:
+        gate.set()
+
+
+def test_a_process_forked_while_a_thread_waits_for_a_tools_reply_reads_its_own_replies():
+    # A worker is forked from the state its last step left: there, a thread may still be the one
+    # reading the channel for a reply. The fork has no such thread, so it must read for itself.
+    from codeact.sandbox import step as guest
+    from codeact.sandbox import wire
+
+    host, guest_end = socket.socketpair()
+    channel = [guest_end]
+    client = guest.ToolClient(lambda frame: channel[0].sendall(frame), lambda: wire.recv(channel[0]))
+    client.active = True
+    waiting = threading.Thread(target=client.call, args=("slow", [], {}), daemon=True)
+    waiting.start()
+    assert wire.recv(host)["tool"] == "slow"
+    for _ in range(500):  # it sent its call; it reads for the reply next
+        if client.reading:
+            break
+        time.sleep(0.01)
+    assert client.reading
+    next_host, next_guest = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.alarm(20)  # without the fix: waits for the missing reader until this ends it
+            channel[0] = next_guest
+            client.active = True
+            wire.send(next_host, {"op": "return", "id": 2, "value": wire.encode(5)})
+            os._exit(0 if client.call("ping", [], {}) == 5 else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    wire.send(host, {"op": "return", "id": 1, "value": wire.encode(1)})
+    waiting.join()
+    for sock in (host, guest_end, next_host, next_guest):
+        sock.close()
+
+
+def test_a_thread_blocked_writing_to_stderr_leaves_the_next_steps_working():
+    # After its step, the thread blocks in a write to sys.__stderr__ (fd 2 is now a pipe nobody
+    # reads), holding the stream's lock. Without prefork the next worker is forked when its command
+    # comes, from that state; it used to wait for the lock forever when the step's end flushed stderr.
+    with Sandbox(backend="process", timeout=10, prefork=False) as sb:
+        started = sb.execute(
+            "import os, sys, threading, time\nkeep = 41\nread_end, write_end = os.pipe()\n"
+            "def shout():\n    time.sleep(0.3)\n    os.dup2(write_end, 2)\n"
+            "    sys.__stderr__.write('x' * (1 << 20))\n    sys.__stderr__.flush()\n"
+            "writer = threading.Thread(target=shout, daemon=True)\nwriter.start()"
+        )
+        assert started.error is None, started.error
+        time.sleep(1)  # the thread's write is blocked by now, its lock taken
+        for expected in ("42", "42"):
+            r = sb.execute("keep + 1")
+            assert r.error is None and r.value == expected, r.error
 
 
 def test_a_process_pool_runs_functions_the_code_defined():

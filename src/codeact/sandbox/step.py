@@ -150,9 +150,18 @@ class ToolClient:
         self.receive = receive
         self.fileno = fileno
         self.clock = clock
+        self.next_id = 0
+        self._reset()
+        if hasattr(os, "register_at_fork"):  # not under WebAssembly
+            os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        """No call in flight and tools off: the state of a new client, and of one in a forked process,
+        where the threads that were calling, reading or holding a lock at the fork do not exist (a
+        step of that process turns tools on; the code's own forks never do: the step's channel is
+        their parent's)."""
         self.active = False
         self.lock = threading.Lock()  # sending, and the call ids
-        self.next_id = 0
         self.waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}  # async calls
         self.watched: asyncio.AbstractEventLoop | None = None
         self.turn = threading.Condition()  # who reads the channel, and the replies it read for others

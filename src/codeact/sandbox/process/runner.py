@@ -20,6 +20,7 @@ import contextlib
 import ctypes
 import errno
 import functools
+import io
 import linecache
 import math
 import mmap
@@ -30,6 +31,7 @@ import signal
 import socket
 import struct
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -72,7 +74,6 @@ class Session:
         self.tools = step.ToolClient(self._send, self._receive, self._fileno, self._clock)
         step.adapt_asyncio(self.tools)
         self.clock = StepClock()
-        os.register_at_fork(after_in_child=self._forked)
         os.system = _system  # type: ignore[assignment]
         self.limits_set = False
         self.cpu_limit = 0  # the soft RLIMIT_CPU last set
@@ -120,9 +121,12 @@ class Session:
         while True:
             self.clock.stop()  # no step runs now, whatever the last worker left in the shared memory
             read_end, write_end = os.pipe()
+            threaded = threading.active_count() > 1  # threads a step left running here
             worker = _fork_when_possible()
             if worker == 0:
                 os.close(read_end)
+                if threaded:
+                    _reopen_stdio()
                 if keeper:
                     if self.sleep >= 0:
                         os.close(self.sleep)
@@ -342,10 +346,6 @@ class Session:
     def _define(self, tools: list[dict[str, str]], submit: list[str] | None) -> None:
         step.define(self.namespace, self.provided, tools, submit, self.tools.call)
 
-    def _forked(self) -> None:
-        """In a process the code forked, tools are not callable (the step's channel is its parent's)."""
-        self.tools.active = False
-
     def _fileno(self) -> int:
         assert self.channel is not None
         return self.channel.fileno()
@@ -519,6 +519,30 @@ def _system(command: str) -> int:
         f"os.system({command!r}) cannot run: the sandbox starts no programs, a shell included; do it in "
         "Python (os, shutil, pathlib, ...) or with one of the tools",
     )
+
+
+_ABANDONED_STREAMS: list[Any] = []  # never flushed nor freed: that would wait for their lock
+
+
+def _reopen_stdio() -> None:
+    """In a worker forked while other threads ran: `sys.__stdout__` and `sys.__stderr__` anew on fds 1
+    and 2, since a thread writing to one at the fork left its lock taken, and no thread here would
+    ever release it (the step's end flushes both)."""
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        old = getattr(sys, f"__{name}__")
+        if old is None:
+            continue
+        _ABANDONED_STREAMS.append(old)
+        new = io.TextIOWrapper(
+            io.BufferedWriter(io.FileIO(fd, "w", closefd=False)),
+            encoding=old.encoding,
+            errors=old.errors,
+            line_buffering=old.line_buffering,
+            write_through=old.write_through,
+        )
+        setattr(sys, f"__{name}__", new)
+        if getattr(sys, name) is old:
+            setattr(sys, name, new)
 
 
 def _capture_stdio() -> None:
