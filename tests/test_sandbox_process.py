@@ -427,6 +427,32 @@ def test_a_thread_blocked_writing_to_stderr_leaves_the_next_steps_working():
             assert r.error is None and r.value == expected, r.error
 
 
+@pytest.mark.parametrize("rollback", [True, False], ids=["rollback", "no rollback"])
+def test_an_alarm_the_code_left_armed_costs_no_variables(rollback):
+    # It fires between steps: with rollback in the holder that keeps the variables, without in the
+    # worker waiting for the next step. Its handler raised there and ended the session.
+    with Sandbox(backend="process", timeout=10, rollback=rollback) as sb:
+        armed = sb.execute(
+            "import signal\nkeep = 41\ndef on_alarm(*_):\n    raise TimeoutError('too slow')\n"
+            "signal.signal(signal.SIGALRM, on_alarm)\nsignal.setitimer(signal.ITIMER_REAL, 0.05)"
+        )
+        assert armed.error is None, armed.error
+        time.sleep(0.5)  # it has fired by now
+        r = sb.execute("keep + 1")
+        assert r.error is None and r.value == "42", r.error
+        if not rollback:  # the worker that got it runs the code's handler as the next step starts
+            assert "[sandbox] a signal handler raised TimeoutError between steps: too slow" in r.stderr
+
+
+def test_a_signal_the_code_sends_the_state_holder_does_not_cost_the_variables():
+    with Sandbox(backend="process", timeout=10) as sb:
+        assert sb.execute("keep = 41").error is None
+        r = sb.execute("import os, signal\nos.kill(os.getppid(), signal.SIGTERM)\nos._exit(1)")
+        assert r.error is not None and r.error.type == "SandboxCrashed", r.error
+        assert "variables from before this step are kept" in r.error.message
+        assert sb.execute("keep + 1").value == "42"
+
+
 def test_a_process_pool_runs_functions_the_code_defined():
     with Sandbox(backend="process") as sb:
         r = sb.execute(
