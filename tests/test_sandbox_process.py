@@ -427,21 +427,26 @@ def test_a_thread_blocked_writing_to_stderr_leaves_the_next_steps_working():
             assert r.error is None and r.value == expected, r.error
 
 
+@pytest.mark.parametrize("threads", [0, 3], ids=["no threads", "threads left running"])
 @pytest.mark.parametrize("rollback", [True, False], ids=["rollback", "no rollback"])
-def test_an_alarm_the_code_left_armed_costs_no_variables(rollback):
+def test_an_alarm_the_code_left_armed_costs_no_variables(rollback, threads):
     # It fires between steps: with rollback in the holder that keeps the variables, without in the
-    # worker waiting for the next step. Its handler raised there and ended the session.
+    # worker waiting for the next step. Its handler raised there and ended the session. With threads
+    # left running a thread takes the signal, and CPython runs the handler in the main thread.
     with Sandbox(backend="process", timeout=10, rollback=rollback) as sb:
         armed = sb.execute(
-            "import signal\nkeep = 41\ndef on_alarm(*_):\n    raise TimeoutError('too slow')\n"
+            f"import signal, threading\nkeep = 41\nidle = threading.Event()\nfor _ in range({threads}):\n"
+            "    threading.Thread(target=idle.wait, daemon=True).start()\n"
+            "def on_alarm(*_):\n    raise TimeoutError('too slow')\n"
             "signal.signal(signal.SIGALRM, on_alarm)\nsignal.setitimer(signal.ITIMER_REAL, 0.05)"
         )
         assert armed.error is None, armed.error
         time.sleep(0.5)  # it has fired by now
-        r = sb.execute("keep + 1")
-        assert r.error is None and r.value == "42", r.error
+        first, second = sb.execute("keep + 1"), sb.execute("keep + 1")
+        for r in (first, second):
+            assert r.error is None and r.value == "42", r.error
         if not rollback:  # the worker that got it runs the code's handler as the next step starts
-            assert "[sandbox] a signal handler raised TimeoutError between steps: too slow" in r.stderr
+            assert "[sandbox] a signal handler raised TimeoutError between steps: too slow" in first.stderr
 
 
 def test_a_signal_the_code_sends_the_state_holder_does_not_cost_the_variables():
@@ -619,7 +624,7 @@ def test_the_zygote_carries_only_the_standard_library_and_codeacts_guest_modules
     guest = {"codeact", "codeact.sandbox", "codeact.sandbox.wire", "codeact.sandbox.step", "codeact.sandbox.process"}
     guest |= {
         f"codeact.sandbox.process.{m}"
-        for m in ("zygote", "isolation", "linux", "landlock", "seccomp", "cgroup", "runner")
+        for m in ("zygote", "isolation", "linux", "landlock", "seccomp", "cgroup", "runner", "code_signals")
     }
     assert ours <= guest, f"codeact host modules in the zygote: {sorted(ours - guest)}"
 

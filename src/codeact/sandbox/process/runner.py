@@ -37,6 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 from codeact.sandbox import step, wire
+from codeact.sandbox.process.code_signals import CodeSignals
 
 # what a worker tells its holder (a step's start, end and approvals go through the `StepClock`)
 _COMMIT = b"c"
@@ -81,10 +82,7 @@ class Session:
         self.provided: dict[str, Any] = {}
         self.replies = HostWait()
         self.commands = HostWait()  # without rollback, this worker waits for the next step too
-        # The signal mask the code set. Outside its steps signals are held (`_HELD_SIGNALS`): a handler
-        # of the code's (an alarm it left armed) must not raise in a holder, which keeps the state,
-        # nor in a worker between steps.
-        self.code_signals: set[signal.Signals] = set()
+        self.signals = CodeSignals()
 
     # --- process structure -------------------------------------------------------------------
     def keep(self, sleep: int = -1) -> None:
@@ -98,7 +96,7 @@ class Session:
         # own SIGINT handler would instead raise KeyboardInterrupt here and end the session.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         _capture_stdio()
-        self.code_signals = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
+        self.signals.hold()
         self.sleep = sleep
         verdict = self.hold(keeper=True)
         self.control.close()
@@ -379,20 +377,13 @@ class Session:
         filename = f"<step {self.steps}>"
         stdout, stderr = step.Capture(self.output_limit), step.Capture(self.output_limit)
         started = time.perf_counter()
-        try:  # the code's handlers run now for signals that came between steps
-            signal.pthread_sigmask(signal.SIG_SETMASK, self.code_signals)
-        except BaseException as raised:
-            stderr.write(f"[sandbox] a signal handler raised {type(raised).__name__} between steps: {raised}\n")
+        self.signals.release(stderr.write)
         try:
             value, exc, values = step.run(
                 code, filename, self.namespace, self.provided, stdout, stderr, value_limit, self.tools, inputs
             )
         finally:
-            try:
-                self.code_signals = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD_SIGNALS)
-            except BaseException as raised:  # a handler ran as they were held: its signal came as the step ended
-                self.code_signals = set()  # (held now; the code's own mask was not read)
-                stderr.write(f"[sandbox] a signal handler raised {type(raised).__name__} as the step ended: {raised}\n")
+            stderr.write(self.signals.hold())
         self.expired = isinstance(exc, step.StepExpired)
         if self.expired:
             error = step.plain_error("Timeout", str(exc))
@@ -508,18 +499,6 @@ class StepClock:
         _libc().timerfd_settime(self.fd, 0, self.spec, None)
 
 
-# Every signal but those the kernel does not let a process hold, or sends for a fault it must act on.
-_HELD_SIGNALS = signal.valid_signals() - {
-    signal.SIGKILL,
-    signal.SIGSTOP,
-    signal.SIGSEGV,
-    signal.SIGBUS,
-    signal.SIGFPE,
-    signal.SIGILL,
-    signal.SIGTRAP,
-    signal.SIGSYS,
-    signal.SIGABRT,
-}
 _RUNNING, _IDLE = struct.pack("q", 1), struct.pack("q", 0)  # the first field of StepClock._SHARED
 _DEADLINE = slice(32, 40)  # its last
 _TFD_NONBLOCK, _TFD_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
