@@ -458,6 +458,32 @@ def test_a_signal_the_code_sends_the_state_holder_does_not_cost_the_variables():
         assert sb.execute("keep + 1").value == "42"
 
 
+def test_code_that_freezes_the_clock_still_has_a_runaway_step_stopped_keeping_the_variables():
+    # As freezegun does, or a test double: the session's own clock must not stop with the code's.
+    with Sandbox(backend="process", timeout=3) as sb:
+        frozen = sb.execute("import time\nkeep = 41\ntime.monotonic = time.perf_counter = lambda: 0.0")
+        assert frozen.error is None, frozen.error
+        r = sb.execute("while True:\n    pass")
+        assert r.error is not None and r.error.type == "Timeout", r.error
+        assert "variables from before this step are kept" in r.error.message
+        assert sb.execute("keep + 1").value == "42"
+
+
+def test_code_that_replaces_json_functions_keeps_its_session():
+    def ping(x: int) -> dict:
+        """Answers at once."""
+        return {"x": x}
+
+    with Sandbox([ping], backend="process", timeout=10) as sb:
+        replaced = sb.execute(
+            "import json\nkeep = 41\njson.loads = lambda *a, **k: {}\njson.dumps = lambda *a, **k: 'nope'"
+        )
+        assert replaced.error is None, replaced.error
+        r = sb.execute("ping(keep)")
+        assert r.error is None and r.value == "{'x': 41}", r.error
+        assert sb.execute("json.dumps([1])").value == "'nope'"  # the code's own choice still holds
+
+
 def test_a_process_pool_runs_functions_the_code_defined():
     with Sandbox(backend="process") as sb:
         r = sb.execute(

@@ -20,7 +20,6 @@ import dis
 import functools
 import inspect
 import io
-import json
 import linecache
 import os
 import sys
@@ -341,7 +340,7 @@ class ToolClient:
                 continue
             if message.get("op") != "input":
                 raise RuntimeError(f"expected an input from the host, got {message.get('op')!r}")
-            encoded = json.loads("".join(parts)) if parts else message.get("value")
+            encoded = wire.decode_json("".join(parts)) if parts else message.get("value")
             parts = []
             name = str(message["name"])
             try:

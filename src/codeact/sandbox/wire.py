@@ -404,11 +404,16 @@ def _int(value: Any) -> int:
 # --- frames ------------------------------------------------------------------------------------
 
 
+# Bound once: code in the sandbox that replaces json.dumps or json.loads changes what it gets, not the wire.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+decode_json = json.JSONDecoder().decode
+
+
 def dumps(message: dict[str, Any], limit: int | None = None) -> bytes:
     """A message as one frame: 4-byte big-endian length, then UTF-8 JSON; FrameTooLarge when its body
     is over `limit` bytes (the receiver would refuse it)."""
     # lone surrogates (legal in a Python str) travel as JSON escapes
-    body = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "backslashreplace")
+    body = _encode(message).encode("utf-8", "backslashreplace")
     if limit is not None and len(body) > limit:
         raise FrameTooLarge(len(body), limit)
     return _HEADER.pack(len(body)) + body
@@ -441,7 +446,7 @@ def loads(body: bytes, max_values: int | None = None) -> dict[str, Any]:
             f"message holds more than {max_values:,} values; send large data as bytes, a numpy array or a file"
         )
     try:
-        message = json.loads(body.decode("utf-8"))  # a str skips json's encoding detection
+        message = decode_json(body.decode("utf-8"))  # a str skips json's encoding detection
     except (ValueError, RecursionError) as exc:
         raise WireError(f"message is not valid JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("op"), str):

@@ -404,6 +404,8 @@ class HostWait:
     whenever the host reads what this side sent, one more sleep and wake-up for every call. On one
     CPU it never waits awake: the host could not answer meanwhile."""
 
+    _now = staticmethod(time.perf_counter)  # bound here: code that replaces time's functions does not stop it
+
     def __init__(self, awake_s: float | None = None) -> None:
         if awake_s is None:
             awake_s = 0.0002 if len(os.sched_getaffinity(0)) > 1 else 0.0
@@ -418,14 +420,14 @@ class HostWait:
             readable.register(channel, select.POLLIN)
         except ValueError:  # closed here already
             return
-        started = time.perf_counter()
+        started = self._now()
         if self.quick:
             awake_until = started + self.awake_s
-            while time.perf_counter() < awake_until:
+            while self._now() < awake_until:
                 if readable.poll(0):
                     return
         readable.poll()
-        self.quick = time.perf_counter() - started < self.awake_s
+        self.quick = self._now() - started < self.awake_s
 
 
 class StepClock:
@@ -436,6 +438,7 @@ class StepClock:
     the clock) the host's own deadline for the step still bounds."""
 
     _SHARED = struct.Struct("qqddd")  # running, number, timeout, started, deadline (time.monotonic)
+    _now = staticmethod(time.monotonic)  # bound here: code that replaces time.monotonic does not stop it
 
     def __init__(self) -> None:
         self.fd = _libc().timerfd_create(time.CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
@@ -446,7 +449,7 @@ class StepClock:
         self.spec = (ctypes.c_long * 4)()  # struct itimerspec
 
     def start(self, timeout: float, number: int) -> None:
-        now = time.monotonic()
+        now = self._now()
         self._SHARED.pack_into(self.shared, 0, 0, number, timeout, now, math.inf)
         if timeout > 0:
             self._arm(now, timeout)
@@ -455,18 +458,18 @@ class StepClock:
     def pause(self) -> None:
         running, number, timeout, started, deadline = self._SHARED.unpack_from(self.shared)
         if running and deadline != math.inf:
-            self.left = max(0.0, deadline - time.monotonic())  # a timer firing meanwhile finds no deadline
+            self.left = max(0.0, deadline - self._now())  # a timer firing meanwhile finds no deadline
             self._SHARED.pack_into(self.shared, 0, running, number, timeout, started, math.inf)
 
     def resume(self) -> None:
         running, _, timeout, _, deadline = self._SHARED.unpack_from(self.shared)
         if running and deadline == math.inf and timeout > 0:
-            self._arm(time.monotonic(), self.left)
+            self._arm(self._now(), self.left)
 
     def idle(self) -> None:
         """Arm the timer far ahead while no step runs: the same calls as a step's start, without effect."""
         if not self.running():
-            self._arm(time.monotonic(), 86400.0)
+            self._arm(self._now(), 86400.0)
 
     def stop(self) -> None:
         """The step ended. The timer stays armed (the next start re-arms it): should it fire between
@@ -476,7 +479,7 @@ class StepClock:
     def running(self) -> tuple[int, float] | None:
         """The running step's number and how long it has run; None between steps."""
         running, number, _, started, _ = self._SHARED.unpack_from(self.shared)
-        return (number, time.monotonic() - started) if running else None
+        return (number, self._now() - started) if running else None
 
     def overrun(self) -> tuple[float, int, float] | None:
         """After the timer fired: the step's time limit, number and duration when it is past its
@@ -484,7 +487,7 @@ class StepClock:
         with contextlib.suppress(OSError):
             os.read(self.fd, 8)
         running, number, timeout, started, deadline = self._SHARED.unpack_from(self.shared)
-        now = time.monotonic()
+        now = self._now()
         return (timeout, number, now - started) if running and now >= deadline else None
 
     def close(self) -> None:
