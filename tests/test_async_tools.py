@@ -327,6 +327,21 @@ def test_arguments_an_approver_edited_that_do_not_fit_the_tool_are_named_as_the_
     assert r.tool_calls[0].approval == "edited" and "the approver" in (r.tool_calls[0].error or "")
 
 
+def test_an_approver_that_fails_denies_the_call_and_says_it_was_the_approver(make_sandbox):
+    """The approver's own error is not the tool's: the model must not retry a call the user's code broke."""
+
+    def approve(request: ApprovalRequest) -> Any:
+        raise RuntimeError("the approval service is down")
+
+    sb = make_sandbox(tools=[tool(delete, requires_approval=True)], approve=approve)
+    r = sb.execute("try:\n    delete('/tmp/a')\nexcept PermissionError as exc:\n    print(exc)")
+    assert r.error is None, r.error
+    assert r.stdout.strip() == (
+        "the call of tool 'delete' was not run: its approver failed (RuntimeError: the approval service is down)"
+    )
+    assert [(c.name, c.approval, c.result) for c in r.tool_calls] == [("delete", "denied", None)]
+
+
 def test_an_async_approver_is_awaited_and_every_tool_asks_when_none_is_marked(make_sandbox):
     async def approve(request: ApprovalRequest) -> bool:
         await asyncio.sleep(0)

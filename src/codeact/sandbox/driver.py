@@ -409,13 +409,18 @@ class StepDriver:
         caller's loop (or one of this thread's), where it is cancelled if the call is abandoned."""
         args, kwargs = record.args, record.kwargs
         if approve is not None:
+            arguments = _bound(tool, args, kwargs)
             asked = time.monotonic()
             step.pause()
             try:
-                arguments = _bound(tool, args, kwargs)
                 decision = _resolve(
                     approve(ApprovalRequest(tool.name, arguments, step.request.number)), step.request.loop
                 )
+            except Exception as exc:  # the user's approver broke, not the tool: the call is refused
+                record.approval = "denied"
+                raise _Denied(
+                    f"the call of tool {tool.name!r} was not run: its approver failed ({type(exc).__name__}: {exc})"
+                ) from None
             finally:
                 record.approval_s = time.monotonic() - asked
                 step.resume()
