@@ -187,6 +187,28 @@ def test_dataframes_and_arrays_arrive_as_themselves(make_sandbox, backend):
     assert r.stdout == "DataFrame 8 units (2, 3) int64 NaT\n"
 
 
+def test_a_grouped_frame_crosses_both_ways_with_its_index_and_dtypes(make_sandbox, backend):
+    if backend == "pyodide":
+        pytest.skip("pandas cannot be loaded in Pyodide offline")
+    import pandas as pd
+
+    def index_of(frame: pd.DataFrame) -> str:
+        """The name of the frame's index and the dtype of its returns."""
+        return f"{frame.index.name} {frame['returns'].dtype}"
+
+    sales = pd.DataFrame(
+        {"region": ["n", "s", "n"], "units": [3, 5, 7], "returns": pd.array([1, None, None], dtype="Int64")}
+    )
+    sb = make_sandbox(tools=[index_of])
+    sb.set_variables({"by_region": sales.groupby("region").agg(units=("units", "sum"), returns=("returns", "max"))})
+    r = sb.execute(
+        "table = by_region.reset_index()\n"
+        "list(table.columns), str(table['returns'].dtype), int(table['returns'].isna().sum()), index_of(by_region)"
+    )
+    assert r.error is None, r.error
+    assert r.value == "(['region', 'units', 'returns'], 'Int64', 1, 'region Int64')"
+
+
 def test_an_input_larger_than_a_frame_arrives_whole(make_sandbox):
     text = "".join(f"line {i:09d}\n" for i in range(1_500_000))  # 22.5 MB, over the 16 MiB frame limit
     sb = make_sandbox(timeout=120)

@@ -48,6 +48,62 @@ def test_malformed_values_are_refused(payload):
         wire.decode(payload)
 
 
+def _pandas_values() -> dict[str, object]:
+    import numpy as np
+    import pandas as pd
+
+    sales = pd.DataFrame({"region": ["n", "s", "n"], "month": [1, 1, 2], "units": [3, 5, 7]})
+    return {
+        "groupby result": sales.groupby("region")[["units"]].sum(),
+        "two-level index": sales.set_index(["region", "month"]),
+        "pivot": sales.pivot_table(index="region", columns="month", values="units"),
+        "nullable ints": pd.DataFrame({"n": pd.array([1, None, 3], dtype="Int64")}),
+        "nullable floats and booleans": pd.DataFrame(
+            {"f": pd.array([1.5, None], dtype="Float64"), "b": pd.array([True, None], dtype="boolean")}
+        ),
+        "strings with NA": pd.DataFrame({"s": pd.array(["x", None], dtype="string")}),
+        "categorical": pd.DataFrame({"c": pd.Categorical(["lo", "hi", "lo"], categories=["lo", "hi"], ordered=True)}),
+        "categorical index": pd.DataFrame({"v": [1, 2]}, index=pd.CategoricalIndex(["a", "b"], name="k")),
+        "named columns": pd.DataFrame([[1, 2]], columns=pd.Index(["x", "y"], name="field")),
+        "dated index": pd.DataFrame({"v": [1.0, np.nan]}, index=pd.date_range("2024-01-01", periods=2, name="day")),
+        "series with a named index": pd.Series([1, 2], index=pd.Index(["a", "b"], name="key"), name="val"),
+        "nullable series": pd.Series(pd.array([1, None], dtype="Int64"), name="n"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_pandas_values()) if __import__("importlib").util.find_spec("pandas") else [])
+@pytest.mark.parametrize("trusted", [True, False], ids=["in the sandbox", "on the host"])
+def test_pandas_values_keep_their_index_names_levels_and_dtypes(name, trusted):
+    """A groupby result keeps the name of its index, a pivot its two column levels, a nullable or a
+    categorical column its dtype and missing values: the code works on the frame it was given."""
+    import pandas as pd
+
+    value = _pandas_values()[name]
+    body = wire.dumps({"op": "value", "v": wire.encode(value)})[4:]
+    back = wire.decode(wire.loads(body)["v"], trusted=trusted)
+    if isinstance(value, pd.Series):
+        pd.testing.assert_series_equal(back, value)
+    else:
+        pd.testing.assert_frame_equal(back, value)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"$t": "masked", "dtype": "object", "v": [1]},
+        {"$t": "masked", "dtype": "datetime64[ns]", "v": [1]},
+        {"$t": "categorical", "categories": ["a"], "codes": [5], "ordered": False},
+        {"$t": "categorical", "categories": ["a", "a"], "codes": [0], "ordered": False},
+        {"$t": "dataframe", "columns": ["a"], "column_names": [None], "index": [1], "names": [1, 2], "data": [[1]]},
+    ],
+    ids=["object-dtype", "unlisted-dtype", "code-out-of-range", "repeated-category", "levels-unlike-index"],
+)
+def test_malformed_pandas_values_are_refused(payload):
+    pytest.importorskip("pandas")
+    with pytest.raises(wire.WireError):
+        wire.decode(payload)
+
+
 def test_deep_nesting_is_refused():
     nested: object = 1
     for _ in range(wire.MAX_DEPTH + 10):

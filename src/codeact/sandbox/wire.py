@@ -156,7 +156,31 @@ def _encode_numpy(value: Any, depth: int) -> Any:
     raise TypeError(f"numpy value of type {type(value).__name__} cannot cross the sandbox boundary")
 
 
+# pandas' nullable dtypes, rebuilt by name with their missing values (NA) in place
+_MASKED_DTYPES = frozenset(
+    [f"{kind}{bits}" for kind in ("Int", "UInt") for bits in (8, 16, 32, 64)]
+    + ["Float32", "Float64", "boolean", "string"]
+)
+
+
 def _encode_column(values: Any, depth: int) -> Any:
+    """A column or an index (a Series or an Index): a raw array where its dtype allows, its
+    categories and codes, or its values with the name of its nullable dtype."""
+    dtype = values.dtype
+    if getattr(dtype, "name", "") == "category":
+        return {
+            _TAG: "categorical",
+            "categories": _encode_column(dtype.categories, depth),
+            "codes": encode(values.array.codes, depth),
+            "ordered": bool(dtype.ordered),
+        }
+    if str(dtype) in _MASKED_DTYPES:
+        missing = values.isna().tolist()
+        return {
+            _TAG: "masked",
+            "dtype": str(dtype),
+            "v": [None if gone else encode(v, depth) for v, gone in zip(values.tolist(), missing, strict=True)],
+        }
     array = values.to_numpy()
     if array.dtype.kind in "biufcmM?":
         return encode(array, depth)
@@ -170,7 +194,10 @@ def _encode_pandas(value: Any, depth: int) -> Any:
         return {
             _TAG: "dataframe",
             "columns": encode(list(value.columns), depth),
+            "column_names": encode(list(value.columns.names), depth),
             "index": _encode_column(value.index, depth),
+            "names": encode(list(value.index.names), depth),
+            "freq": getattr(value.index, "freqstr", None),
             "data": [_encode_column(value[c], depth) for c in value.columns]
             if value.columns.is_unique
             else [_encode_column(value.iloc[:, i], depth) for i in range(value.shape[1])],
@@ -180,10 +207,14 @@ def _encode_pandas(value: Any, depth: int) -> Any:
             _TAG: "series",
             "name": encode(value.name, depth),
             "index": _encode_column(value.index, depth),
+            "names": encode(list(value.index.names), depth),
+            "freq": getattr(value.index, "freqstr", None),
             "v": _encode_column(value, depth),
         }
     if isinstance(value, pd.Timestamp):
         return encode(value.to_pydatetime(), depth)
+    if value is pd.NA:
+        return None
     raise TypeError(f"pandas value of type {type(value).__name__} cannot cross the sandbox boundary")
 
 
@@ -257,7 +288,7 @@ def decode(obj: Any, _depth: int = 0, *, trusted: bool = False) -> Any:
 
             return pd.Series(
                 decode(obj.get("v"), d, trusted=trusted),
-                index=decode(obj.get("index"), d, trusted=trusted),
+                index=_index(decode(obj.get("index"), d, trusted=trusted), obj, d),
                 name=decode(obj.get("name"), d, trusted=trusted),
             )
         if tag == "dataframe":
@@ -267,10 +298,25 @@ def decode(obj: Any, _depth: int = 0, *, trusted: bool = False) -> Any:
             data = _list(obj.get("data"), len(columns))
             frame = pd.DataFrame(
                 {i: decode(col, d, trusted=trusted) for i, col in enumerate(data)},
-                index=decode(obj.get("index"), d, trusted=trusted),
+                index=_index(decode(obj.get("index"), d, trusted=trusted), obj, d),
             )
-            frame.columns = columns
+            frame.columns = _index(columns, {"names": obj.get("column_names")}, d)
             return frame
+        if tag == "categorical":
+            import pandas as pd
+
+            return pd.Categorical.from_codes(
+                decode(obj.get("codes"), d, trusted=trusted),
+                categories=decode(obj.get("categories"), d, trusted=trusted),
+                ordered=obj.get("ordered") is True,
+            )
+        if tag == "masked":
+            import pandas as pd
+
+            dtype = _str(obj.get("dtype"))
+            if dtype not in _MASKED_DTYPES:
+                raise WireError(f"pandas dtype {dtype!r} is not allowed on the wire")
+            return pd.array(decode(payload, d, trusted=trusted), dtype=dtype)
     except WireError:
         raise
     except (ValueError, TypeError, decimal.InvalidOperation, OverflowError) as exc:
@@ -348,6 +394,24 @@ def _import_class(module: str, qualname: str) -> Any:
     except Exception:
         return None
     return target if isinstance(target, type) else None
+
+
+def _index(values: Any, sent: dict[str, Any], depth: int) -> Any:
+    """An index of `values` (tuples where it has several levels) with the level names and the
+    frequency of dates `sent` with it."""
+    import pandas as pd
+
+    names = [_hashable(decode(n, depth)) for n in _list(sent.get("names"))]
+    if len(names) > 1:
+        if not all(isinstance(v, tuple) and len(v) == len(names) for v in values):
+            raise WireError(f"an index of {len(names)} levels needs tuples of {len(names)} values")
+        levels = [list(level) for level in zip(*values, strict=True)] or [[]] * len(names)
+        return pd.MultiIndex.from_arrays(levels, names=names)
+    index = pd.Index(values, tupleize_cols=False, name=names[0] if names else None)
+    freq = sent.get("freq")
+    if freq is not None and isinstance(index, pd.DatetimeIndex | pd.TimedeltaIndex | pd.PeriodIndex):
+        index = type(index)(index, freq=_str(freq))  # pandas checks that the dates keep to it
+    return index
 
 
 def _decode_ndarray(obj: dict[str, Any]) -> Any:
