@@ -409,7 +409,7 @@ def _index(values: Any, sent: dict[str, Any], depth: int) -> Any:
         return pd.MultiIndex.from_arrays(levels, names=names)
     index = pd.Index(values, tupleize_cols=False, name=names[0] if names else None)
     freq = sent.get("freq")
-    if freq is not None and isinstance(index, pd.DatetimeIndex | pd.TimedeltaIndex | pd.PeriodIndex):
+    if freq is not None and isinstance(index, pd.DatetimeIndex | pd.TimedeltaIndex):
         index = type(index)(index, freq=_str(freq))  # pandas checks that the dates keep to it
     return index
 
