@@ -438,9 +438,10 @@ def test_an_alarm_the_code_left_armed_costs_no_variables(rollback, threads):
             f"import signal, threading\nkeep = 41\nidle = threading.Event()\nfor _ in range({threads}):\n"
             "    threading.Thread(target=idle.wait, daemon=True).start()\n"
             "def on_alarm(*_):\n    raise TimeoutError('too slow')\n"
-            "signal.signal(signal.SIGALRM, on_alarm)\nsignal.setitimer(signal.ITIMER_REAL, 0.05)"
+            "previous = signal.signal(signal.SIGALRM, on_alarm)\nsignal.setitimer(signal.ITIMER_REAL, 0.05)\n"
+            "previous is signal.SIG_DFL"
         )
-        assert armed.error is None, armed.error
+        assert armed.error is None and armed.value == "True", armed.error  # signal.signal as the code knows it
         time.sleep(0.5)  # it has fired by now
         first, second = sb.execute("keep + 1"), sb.execute("keep + 1")
         for r in (first, second):
