@@ -2,17 +2,18 @@
 
 A handler the code installed (an alarm it left armed that raises TimeoutError) must not run in a
 holder, which keeps the state, nor in a worker waiting for its next step: an exception there ends
-the session. Outside a step, the main thread holds every signal but the fault signals, and each
-handler the code installed is swapped for one that only notes the signal (a thread the code left
-running may still take a signal, and CPython runs the handler in the main thread). When the next
-step starts, the code's handlers and signal mask come back and the noted signals are raised again:
-their handlers run then, and what they raise is reported in that step's stderr.
+the session. Outside a step, the main thread holds every signal but the fault signals. Where the
+code left threads running, one of them may still take a signal, and CPython runs the handler in the
+main thread: there each handler the code installed is swapped for one that only notes the signal.
+When the next step starts, the code's handlers and signal mask come back and the noted signals are
+raised again: their handlers run then, and what they raise is reported in that step's stderr.
 """
 
 from __future__ import annotations
 
 import _signal  # signal's wrappers turn numbers into enum members: 100 us for a held mask, 3 us a handler
 import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,8 @@ class CodeSignals:
             self.mask = _set_mask(signal.SIG_BLOCK, HELD)
         except BaseException as exc:  # held now, though the code's own mask was not read
             self.mask, raised = set(), _described(exc, "as the step ended")
+        if threading.active_count() == 1:  # no thread but this one can take a signal now
+            return raised
         for signalnum in self.handled:
             handler = _get_handler(signalnum)
             if callable(handler) and handler != self._note:
