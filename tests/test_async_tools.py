@@ -81,6 +81,18 @@ def test_calls_from_threads_of_the_code_run_concurrently_on_the_host(make_sandbo
     assert r.error is None and r.value == "[100, 20, 300]", r.error
 
 
+def test_replies_read_by_a_thread_never_leave_the_loop_waiting_for_them(make_sandbox, backend):
+    # The loop is told the channel is readable; before its turn, a thread waiting for its own reply
+    # reads what was there, and the loop's futures' replies too. The loop then read on, for replies
+    # that had all come: about one step in ten waited out its time limit.
+    if backend == "pyodide":
+        pytest.skip("WebAssembly has no threads")
+    sb = make_sandbox(tools=[Overlap(1).price, aprice], timeout=10)
+    for _ in range(50):
+        r = sb.execute("import asyncio\nawait asyncio.gather(aprice(1), asyncio.to_thread(price, 2), aprice(3))")
+        assert r.error is None and r.value == "[100, 20, 300]", r.error
+
+
 def test_async_tools_are_awaitable_and_gather(make_sandbox):
     sb = make_sandbox(tools=[aprice])
     r = sb.execute("import asyncio\nps = await asyncio.gather(*(aprice(i) for i in range(5)))\nps")

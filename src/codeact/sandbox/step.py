@@ -238,7 +238,10 @@ class ToolClient:
 
     def pump(self) -> bool:
         """Read one reply for a waiting async call (unless a thread is reading); False when none is
-        waiting."""
+        waiting. Where the channel has a descriptor, the loop calls this when it was readable: a
+        thread waiting for its own reply may have read what was there since, and then this returns
+        without waiting (the loop would otherwise wait here for replies that came and were handed to
+        it through that thread)."""
         if not self.waiting:
             return False
         with self.turn:
@@ -246,7 +249,8 @@ class ToolClient:
                 return True
             self.reading = True
         try:
-            self._dispatch(self._next())
+            if self.fileno is None or _readable(self.fileno()):
+                self._dispatch(self._next())
         finally:
             self._stop_reading()
         return True
@@ -350,6 +354,12 @@ class ToolClient:
             count -= 1
         if refused:
             raise ValueError("; ".join(refused))
+
+
+def _readable(fd: int) -> bool:
+    import select  # only where the channel has a descriptor (not under WebAssembly)
+
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 _INLINE = frozenset({"<listcomp>", "<genexpr>", "<setcomp>", "<dictcomp>", "<lambda>"})
