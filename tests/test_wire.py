@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import struct
@@ -71,7 +72,7 @@ def _pandas_values() -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("name", list(_pandas_values()) if __import__("importlib").util.find_spec("pandas") else [])
+@pytest.mark.parametrize("name", list(_pandas_values()) if importlib.util.find_spec("pandas") else [])
 @pytest.mark.parametrize("trusted", [True, False], ids=["in the sandbox", "on the host"])
 def test_pandas_values_keep_their_index_names_levels_and_dtypes(name, trusted):
     """A groupby result keeps the name of its index, a pivot its two column levels, a nullable or a
