@@ -167,18 +167,19 @@ def _encode_column(values: Any, depth: int) -> Any:
     """A column or an index (a Series or an Index): a raw array where its dtype allows, its
     categories and codes, or its values with the name of its nullable dtype."""
     dtype = values.dtype
-    if getattr(dtype, "name", "") == "category":
+    name = str(dtype)
+    if name == "category":
         return {
             _TAG: "categorical",
             "categories": _encode_column(dtype.categories, depth),
             "codes": encode(values.array.codes, depth),
             "ordered": bool(dtype.ordered),
         }
-    if str(dtype) in _MASKED_DTYPES:
+    if name in _MASKED_DTYPES:
         missing = values.isna().tolist()
         return {
             _TAG: "masked",
-            "dtype": str(dtype),
+            "dtype": name,
             "v": [None if gone else encode(v, depth) for v, gone in zip(values.tolist(), missing, strict=True)],
         }
     array = values.to_numpy()
