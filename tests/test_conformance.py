@@ -114,6 +114,54 @@ def test_syntax_error_points_at_the_line(make_sandbox):
     assert r.error.lineno == 2
 
 
+# the step's value is its last statement's when that is an expression, wherever strings, brackets,
+# comments and blocks put the lines before it (the sandbox compiles such steps from the text alone)
+LAST_EXPRESSIONS = [
+    ("x = 2\nx", "2"),
+    ("x = 2", None),
+    ("x = 2\nx\n# done\n\n", "2"),
+    ("x = 2; x", "2"),
+    ("x = 2\nx;", "2"),
+    ('s = """\nx\n"""\ns', "'\\nx\\n'"),
+    ('len("""\nab\n""")', "4"),
+    ("y = (1,\n2)\ny", "(1, 2)"),
+    ("z = [\n1,\n]\nz", "[1]"),
+    ("x = 1 + \\\n2\nx", "3"),
+    ("x = 1\n-2", "-2"),
+    ("if True:\n    q = 5\nelse:\n    q = 6\nq", "5"),
+    ("def f():\n    return 3\nf()", "3"),
+    ("@staticmethod\ndef g():\n    pass", None),
+    ("(1 +\n  2)\n  # an indented comment\n", "3"),
+    ("'a' 'b'", "'ab'"),
+    ("async def f():\n    return 4\nawait f()", "4"),
+    ("import asyncio\nawait asyncio.sleep(0)\n5", "5"),
+]
+
+
+@pytest.mark.parametrize(("code", "value"), LAST_EXPRESSIONS, ids=[c for c, _ in LAST_EXPRESSIONS])
+def test_the_value_is_the_last_expression_wherever_the_lines_before_it_end(make_sandbox, code, value):
+    r = make_sandbox().execute(code)
+    assert r.error is None, r.error
+    assert r.value == value
+
+
+@pytest.mark.parametrize(
+    ("code", "line"),
+    [("a = 1\n\n(a +\n  1 / 0)\n# end\n", 4), ('s = """\n1\n"""\n1 / 0', 4), ("x = (\n1)\nx / 0", 3)],
+)
+def test_an_error_in_the_last_expression_names_its_own_line(make_sandbox, code, line):
+    r = make_sandbox().execute(code)
+    assert r.error is not None and r.error.type == "ZeroDivisionError"
+    assert r.error.lineno == line
+    assert r.error.line.strip() == code.splitlines()[line - 1].strip()
+
+
+def test_a_provided_name_defined_across_a_line_break_is_still_skipped(make_sandbox):
+    r = make_sandbox(tools=[add]).execute("def \\\nadd(a, b):\n    return 0\nadd(1, 2)")
+    assert r.value == "3"
+    assert "provides add" in r.stderr
+
+
 def test_long_output_is_cut_with_a_marker(make_sandbox):
     r = make_sandbox(max_output=10_000).execute("for i in range(100_000): print(i)")
     assert r.error is None

@@ -22,6 +22,7 @@ import inspect
 import io
 import linecache
 import os
+import re
 import sys
 import threading
 import time
@@ -584,22 +585,7 @@ def run(
     try:
         if inputs and client is not None:
             client.receive_inputs(inputs, namespace)
-        tree = ast.parse(code, filename)
-        skipped = _drop_redefinitions(tree, provided)
-        if skipped:
-            stderr.write(
-                f"note: the sandbox provides {', '.join(skipped)}; the definition in your code "
-                "was skipped, call the provided function instead\n"
-            )
-        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        expression = None
-        if last is not None:
-            expression = compile(ast.Expression(last.value), filename, "eval", flags=_FLAGS, dont_inherit=True)
-            if expression.co_flags & inspect.CO_COROUTINE:  # it awaits: the whole step is async code
-                store = ast.Assign(targets=[ast.Name(_VALUE, ast.Store())], value=last.value)
-                tree.body.append(ast.fix_missing_locations(ast.copy_location(store, last)))
-                expression = None
-        body = compile(tree, filename, "exec", flags=_FLAGS, dont_inherit=True)
+        body, expression = _compile(code, filename, provided, stderr)
         if body.co_flags & inspect.CO_COROUTINE:
             result = _await(_on_one_loop(body, expression, namespace), client)
         else:
@@ -620,6 +606,57 @@ def run(
         namespace.pop(_VALUE, None)
         namespace.update(provided)  # tools and submit cannot be replaced
     return value, None, (_submissions[-1] if _submissions else None)
+
+
+def _compile(code: str, filename: str, provided: dict[str, Any], stderr: Capture) -> tuple[Any, Any]:
+    """The step's statements, and its last expression apart (None when it ends otherwise, or awaits:
+    the statements then keep its value in `_VALUE`). Top-level definitions of provided names are
+    dropped, with a note in `stderr`."""
+    split = _compile_split(code, filename, provided)
+    if split is not None:
+        return split
+    tree = ast.parse(code, filename)
+    skipped = _drop_redefinitions(tree, provided)
+    if skipped:
+        stderr.write(
+            f"note: the sandbox provides {', '.join(skipped)}; the definition in your code "
+            "was skipped, call the provided function instead\n"
+        )
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    expression = None
+    if last is not None:
+        expression = compile(ast.Expression(last.value), filename, "eval", flags=_FLAGS, dont_inherit=True)
+        if expression.co_flags & inspect.CO_COROUTINE:  # it awaits: the whole step is async code
+            store = ast.Assign(targets=[ast.Name(_VALUE, ast.Store())], value=last.value)
+            tree.body.append(ast.fix_missing_locations(ast.copy_location(store, last)))
+            expression = None
+    return compile(tree, filename, "exec", flags=_FLAGS, dont_inherit=True), expression
+
+
+_LINE_START = re.compile(r"^[^\s#]", re.MULTILINE)  # a line that starts a top-level statement, or continues one
+
+
+def _compile_split(code: str, filename: str, provided: dict[str, Any]) -> tuple[Any, Any] | None:
+    """`_compile` from the source text, without the syntax tree's Python objects (which cost as much
+    again as compiling): where the last line at column 0 starts an expression that does not await,
+    what comes before it compiles on its own, and nothing defines a provided name. A cut that
+    falls inside a string or brackets leaves text before it that does not compile, so the cut is
+    where the last statement starts. None where any of that fails: the syntax tree decides."""
+    if provided and re.search(rf"\b(?:def|class)[\s\\]+(?:{'|'.join(map(re.escape, provided))})\b", code):
+        return None
+    last = collections.deque(_LINE_START.finditer(code), maxlen=1)
+    if not last:
+        return None
+    cut = last[0].start()
+    try:
+        expression = compile(
+            "\n" * code.count("\n", 0, cut) + code[cut:], filename, "eval", flags=_FLAGS, dont_inherit=True
+        )
+        if expression.co_flags & inspect.CO_COROUTINE:
+            return None
+        return compile(code[:cut], filename, "exec", flags=_FLAGS, dont_inherit=True), expression
+    except SyntaxError:
+        return None
 
 
 async def _on_one_loop(body: Any, expression: Any, namespace: dict[str, Any]) -> Any:
