@@ -424,6 +424,41 @@ def test_environment_is_only_what_was_passed(make_sandbox, monkeypatch):
 # --- concurrency ----------------------------------------------------------------------------------
 
 
+def test_a_tool_that_closes_its_sandbox_ends_the_step_with_a_clear_error(make_sandbox):
+    box: dict[str, Any] = {}
+
+    def close_sandbox() -> int:
+        """Close the sandbox running this step."""
+        box["sandbox"].close()
+        return 1
+
+    sb = box["sandbox"] = make_sandbox(tools=[close_sandbox])
+    sb.execute("keep = 1")
+    r = sb.execute("close_sandbox()\nkeep")
+    assert r.error is not None and r.error.type == "SandboxCrashed"
+    assert "closed while the step ran" in r.error.message
+    after = sb.execute("keep")
+    assert after.error is not None and after.error.type == "NameError"
+    assert "restarted" in after.stderr
+
+
+def test_closing_the_sandbox_from_another_thread_ends_the_running_step_with_a_clear_error(make_sandbox):
+    running = threading.Event()
+
+    def started() -> None:
+        """Say that the step runs."""
+        running.set()
+
+    sb = make_sandbox(tools=[started], timeout=120)
+    closer = threading.Thread(target=lambda: (running.wait(60), sb.close()))
+    closer.start()
+    r = sb.execute("import time\nstarted()\ntime.sleep(100)")
+    closer.join()
+    assert r.error is not None and r.error.type == "SandboxCrashed"
+    assert "closed while the step ran" in r.error.message
+    assert sb.execute("1 + 1").value == "2"
+
+
 def test_concurrent_sessions_do_not_share_state(make_sandbox):
     sandboxes = [make_sandbox() for _ in range(4)]
     results: dict[int, str | None] = {}

@@ -105,6 +105,7 @@ class Sandbox:
         self.backend.start()
 
     def close(self) -> None:
+        self._driver.closing()
         self.backend.close()
 
     @property

@@ -59,6 +59,10 @@ class Channel(Protocol):
 
 
 RESTARTED = "[sandbox] the session had ended and was restarted: variables from earlier steps are lost\n"
+CLOSED = (
+    "the sandbox was closed while the step ran (Sandbox.close() was called by a tool or another thread); "
+    "the next step starts a new session and earlier variables are lost"
+)
 
 
 class Backend(Protocol):
@@ -207,6 +211,7 @@ class _Step:
     paused_since: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)  # held while sending, and to end the step
     ended: bool = False  # the step answered or failed: tool threads send nothing more
+    closed: bool = False  # the sandbox was closed under it: whatever came after is not its result
 
     def reply(self, call_id: int, message: dict[str, Any]) -> None:
         with self.lock, contextlib.suppress(StepLost, OSError):
@@ -255,6 +260,12 @@ class StepDriver:
             for _, call in list(step.pending.values()):
                 call.cancel()
 
+    def closing(self) -> None:
+        """The sandbox is being closed (from a tool or another thread): a running step ends with CLOSED."""
+        step = self._step
+        if step is not None:
+            step.closed = True
+
     def run(self, channel: Channel, request: StepRequest) -> ExecutionResult:
         step = self._step = _Step(channel, request, time.perf_counter())
         base_deadline = time.monotonic() + request.timeout
@@ -294,6 +305,8 @@ class StepDriver:
                 if op == "call":
                     self._start_call(step, frame)
                     continue
+                if step.closed:
+                    return self._failed(step, Failure.CRASHED, CLOSED)
                 if op != "result":
                     raise bridge.Malformed(f"unexpected message {op!r} from the sandbox")
                 result = bridge.parse_result(
@@ -308,10 +321,14 @@ class StepDriver:
                     result.timed_out = True
                 return result
         except StepLost as lost:
+            if step.closed:
+                return self._failed(step, Failure.CRASHED, CLOSED)
             kept = expired is not None and lost.kind == Failure.TIMEOUT and lost.message.endswith("are kept")
             return self._failed(step, lost.kind, expired if kept else lost.message, timed_out=lost.timed_out)
         except (bridge.Malformed, wire.WireError) as exc:
             channel.end()
+            if step.closed:
+                return self._failed(step, Failure.CRASHED, CLOSED)
             return self._failed(
                 step,
                 Failure.PROTOCOL_ERROR,

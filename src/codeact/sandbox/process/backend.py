@@ -229,7 +229,10 @@ class _StepChannel:
                 return frame
             watch = [self.control] + ([self.ours] if self.open else [])
             wait = deadline - time.monotonic()
-            ready, _, _ = select.select(watch, [], [], wait) if wait > 0 else ([], [], [])
+            try:
+                ready, _, _ = select.select(watch, [], [], wait) if wait > 0 else ([], [], [])
+            except ValueError:  # a socket of the session was closed under the step (Sandbox.close)
+                raise self.lost("the sandbox session was closed") from None
             if not ready:
                 return None  # also when a frame began and did not finish in time
             if self.ours in ready:
