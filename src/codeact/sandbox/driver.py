@@ -301,12 +301,12 @@ class StepDriver:
                         "limit and did not stop; the session was ended and its variables are lost",
                         timed_out=True,
                     )
+                if step.closed:
+                    return self._failed(step, Failure.CRASHED, CLOSED)
                 op = frame.get("op")
                 if op == "call":
                     self._start_call(step, frame)
                     continue
-                if step.closed:
-                    return self._failed(step, Failure.CRASHED, CLOSED)
                 if op != "result":
                     raise bridge.Malformed(f"unexpected message {op!r} from the sandbox")
                 result = bridge.parse_result(

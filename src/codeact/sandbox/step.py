@@ -655,7 +655,7 @@ def _compile_split(code: str, filename: str, provided: dict[str, Any]) -> tuple[
         if expression.co_flags & inspect.CO_COROUTINE:
             return None
         return compile(code[:cut], filename, "exec", flags=_FLAGS, dont_inherit=True), expression
-    except SyntaxError:
+    except (SyntaxError, ValueError):  # ValueError: a null byte, before Python 3.12
         return None
 
 
