@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import queue
@@ -32,6 +33,28 @@ from codeact import Sandbox
 from codeact.sandbox.process.backend import zygote_for
 
 PRELOAD = ("numpy", "pandas")
+# a step as a model writes one: data in, a helper, a loop, a comprehension, a print, a last expression
+AGENT_STEP = """
+orders = [{"id": i, "total": (i * 37) % 101, "region": "north" if i % 3 else "south"} for i in range(60)]
+
+
+def summarize(rows, region):
+    picked = [r["total"] for r in rows if r["region"] == region]
+    return {"region": region, "count": len(picked), "mean": sum(picked) / max(len(picked), 1)}
+
+
+summaries = []
+for region in ("north", "south"):
+    summary = summarize(orders, region)
+    if summary["count"] > 10:
+        summaries.append(summary)
+    else:
+        print("few orders in", region)
+largest = max(orders, key=lambda r: r["total"])
+report = ", ".join(f"{s['region']}: {s['mean']:.1f}" for s in summaries)
+print(report, largest["id"])
+len(summaries)
+"""
 COMPUTE = """
 def work(n):
     total = 0
@@ -72,8 +95,10 @@ def start_to_first_result(repeat: int, *, pause_s: float = 0.0, new_config: bool
     return median_ms(samples[1:])
 
 
-def round_trip_and_host_cpu(repeat: int, *, idle_s: float, rollback: bool = True) -> tuple[float, float]:
-    """Milliseconds an `execute("x")` takes, and the CPU this thread spends on it (the same code each
+def round_trip_and_host_cpu(
+    repeat: int, *, idle_s: float, rollback: bool = True, code: str = "x"
+) -> tuple[float, float]:
+    """Milliseconds an `execute(code)` takes, and the CPU this thread spends on it (the same code each
     time: what it costs after an idle pause against back to back says how cold the caches were)."""
     with Sandbox(preload=PRELOAD, rollback=rollback, backend="process") as sb:
         sb.execute("x = 1")
@@ -82,7 +107,7 @@ def round_trip_and_host_cpu(repeat: int, *, idle_s: float, rollback: bool = True
             if idle_s:
                 time.sleep(idle_s)
             t, c = time.perf_counter(), time.thread_time()
-            sb.execute("x")
+            sb.execute(code)
             cpu.append(time.thread_time() - c)
             samples.append(time.perf_counter() - t)
     return median_ms(samples), median_ms(cpu)
@@ -297,6 +322,16 @@ def plain_exec_ms(repeat: int) -> float:
         namespace: dict[str, object] = {}
         exec(compile("x = 1", "<step>", "exec"), namespace)
         eval(compile("x", "<step>", "eval"), namespace)
+
+    return median_ms(timed(once, repeat))
+
+
+def plain_agent_step_ms(repeat: int) -> float:
+    """`AGENT_STEP` compiled and run in a fresh namespace, in this process, its prints kept apart."""
+
+    def once() -> None:
+        with contextlib.redirect_stdout(io.StringIO()):
+            exec(compile(AGENT_STEP, "<step>", "exec"), {})
 
     return median_ms(timed(once, repeat))
 
@@ -558,6 +593,14 @@ def main() -> None:
         "ms",
         pipe_idle_ms,
         "pipe round trip after 10 ms idle",
+        "",
+    )
+    row(
+        f"execute round trip, a {AGENT_STEP.count(chr(10))}-line step, rollback=False",
+        round_trip_and_host_cpu(r * 5, idle_s=0, rollback=False, code=AGENT_STEP)[0],
+        "ms",
+        pipe_ms + plain_agent_step_ms(r * 5),
+        "pipe round trip + plain compile and exec",
         "",
     )
     row("host tool call round trip", call_ms, "ms", pipe_ms, "pipe round trip", "< 0.06 ms")
