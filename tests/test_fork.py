@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -119,6 +120,24 @@ def test_closing_the_original_ends_its_forks(parent: Sandbox) -> None:
     assert "restarted" in result.stderr
     assert branch.execute("double(2)").value == "4"  # a fresh session with the same tools
     branch.close()
+
+
+def test_closing_the_original_while_its_fork_runs_a_step_says_so() -> None:
+    running = threading.Event()
+
+    def started() -> None:
+        """Say that the step runs."""
+        running.set()
+
+    with Sandbox(tools=[started], backend="process", timeout=120) as original:
+        branch = original.fork()
+        closer = threading.Thread(target=lambda: (running.wait(60), original.close()))
+        closer.start()
+        result = branch.execute("import time\nstarted()\ntime.sleep(60)")
+        closer.join()
+        assert result.error is not None and result.error.type == "SandboxCrashed"
+        assert "the session it was forked from was closed" in result.error.message
+        branch.close()
 
 
 def test_a_fork_shares_the_sessions_limits(parent: Sandbox) -> None:

@@ -256,6 +256,9 @@ class _StepChannel:
 
     def lost(self, why: str) -> StepLost:
         """End the session (its sockets close); the step's next `receive` reports `why` as well."""
+        family = self.backend._family
+        if family is not None and not family.alive:  # closing a session ends its forks
+            why = "the session it was forked from was closed, which ends its forks"
         self.gone = why
         self.backend.close()
         return StepLost(Failure.CRASHED, f"{why}; the next step starts a new session and earlier variables are lost")
