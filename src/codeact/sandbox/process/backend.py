@@ -231,7 +231,7 @@ class _StepChannel:
             wait = deadline - time.monotonic()
             try:
                 ready, _, _ = select.select(watch, [], [], wait) if wait > 0 else ([], [], [])
-            except ValueError:  # a socket of the session was closed under the step (Sandbox.close)
+            except (ValueError, OSError):  # a socket of the session was closed under the step (Sandbox.close)
                 raise self.lost("the sandbox session was closed") from None
             if not ready:
                 return None  # also when a frame began and did not finish in time
