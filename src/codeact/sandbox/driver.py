@@ -321,14 +321,10 @@ class StepDriver:
                     result.timed_out = True
                 return result
         except StepLost as lost:
-            if step.closed:
-                return self._failed(step, Failure.CRASHED, CLOSED)
             kept = expired is not None and lost.kind == Failure.TIMEOUT and lost.message.endswith("are kept")
             return self._failed(step, lost.kind, expired if kept else lost.message, timed_out=lost.timed_out)
         except (bridge.Malformed, wire.WireError) as exc:
             channel.end()
-            if step.closed:
-                return self._failed(step, Failure.CRASHED, CLOSED)
             return self._failed(
                 step,
                 Failure.PROTOCOL_ERROR,
@@ -349,6 +345,9 @@ class StepDriver:
 
     @staticmethod
     def _failed(step: _Step, kind: Failure, message: str, *, timed_out: bool = False) -> ExecutionResult:
+        """The step's failure; whatever went wrong after its sandbox was closed under it, it ends as CLOSED."""
+        if step.closed:
+            kind, message, timed_out = Failure.CRASHED, CLOSED, False
         result = bridge.failure(kind, message, step.started, timed_out=timed_out)
         result.tool_calls = step.calls
         return result
